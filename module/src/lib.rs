@@ -1,0 +1,1 @@
+//! libgyre.so (placeholder; the module is being written).

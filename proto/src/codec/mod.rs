@@ -1,0 +1,3 @@
+//! Encodings of the client protocol. One codec per encoding, shared by every transport.
+
+pub mod json;

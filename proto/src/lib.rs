@@ -1,0 +1,16 @@
+//! Gyre's wire layer, shared by the Redis module and the proxy. Pure data: no IO, no runtime.
+//!
+//! - [`protocol`]: the Centrifugo client protocol messages, generated from `proto/client.proto`.
+//! - [`codec`]: the JSON and Protobuf encodings of those messages, used by every transport.
+//! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
+
+pub mod codec;
+pub mod redis_payload;
+
+/// Messages of the client protocol (prost types with serde for the JSON codec).
+pub mod protocol {
+    #![allow(missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/gyre.protocol.rs"));
+}
+
+pub use protocol::{ClientInfo, Publication};

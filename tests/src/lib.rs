@@ -1,0 +1,1 @@
+//! Test harness: spawns real redis-server processes with the Gyre module loaded.
