@@ -7,8 +7,8 @@
 
 use prost_build::Config;
 use protox::prost_reflect::prost_types::{
-    field_descriptor_proto::{Label, Type},
     DescriptorProto, FileDescriptorSet,
+    field_descriptor_proto::{Label, Type},
 };
 
 const SCHEMA: &str = "proto/client.proto";

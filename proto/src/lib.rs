@@ -13,4 +13,8 @@ pub mod protocol {
     include!(concat!(env!("OUT_DIR"), "/gyre.protocol.rs"));
 }
 
-pub use protocol::{ClientInfo, Publication};
+pub use codec::{
+    DEFAULT_MAX_MESSAGE_SIZE, DecodeError, EncodeError, Encoding, FrameBuilder, FrameDecoder,
+    WireMessage,
+};
+pub use protocol::{ClientInfo, Command, Publication, Push, Reply};

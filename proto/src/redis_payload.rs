@@ -23,6 +23,9 @@ const LEAVE: &[u8] = b"__l__";
 const DELTA: &[u8] = b"__d1:";
 
 /// One message received on a client PUB/SUB channel.
+// Publications are the common case on the hot path; boxing them would add an allocation per
+// message to make the rare join/leave variants smaller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelEvent {
     /// A publication; `offset` is set from the header when the channel has history.
@@ -166,8 +169,14 @@ mod tests {
             client: "c1".into(),
             ..Default::default()
         };
-        assert_eq!(decode(&encode_join(&info)).unwrap(), ChannelEvent::Join(info.clone()));
-        assert_eq!(decode(&encode_leave(&info)).unwrap(), ChannelEvent::Leave(info));
+        assert_eq!(
+            decode(&encode_join(&info)).unwrap(),
+            ChannelEvent::Join(info.clone())
+        );
+        assert_eq!(
+            decode(&encode_leave(&info)).unwrap(),
+            ChannelEvent::Leave(info)
+        );
     }
 
     #[test]
@@ -175,6 +184,9 @@ mod tests {
         assert_eq!(decode(b"__p1:x:e__").unwrap_err(), PayloadError::BadHeader);
         assert_eq!(decode(b"__p1:12").unwrap_err(), PayloadError::BadHeader);
         assert_eq!(decode(b"__p1:12:abc").unwrap_err(), PayloadError::BadHeader);
-        assert_eq!(decode(b"__d1:1:e:0::0:").unwrap_err(), PayloadError::UnsupportedDelta);
+        assert_eq!(
+            decode(b"__d1:1:e:0::0:").unwrap_err(),
+            PayloadError::UnsupportedDelta
+        );
     }
 }
