@@ -1,0 +1,505 @@
+//! `GYRE.PUBLISH`: arguments, retention rules, the offset/epoch step and the stored Publication.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use gyre_proto::{ClientInfo, Publication};
+use prost::Message;
+
+use super::error::{GyreError, GyreResult};
+use super::namespace::NamespaceOptions;
+use super::parse::{Cursor, MAX_HISTORY_SIZE, is_keyword};
+
+/// History size and TTL (seconds) of a channel. `size == 0` means no history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    pub size: u64,
+    pub ttl: u64,
+}
+
+/// The publisher's ClientInfo, from `INFO <client> <user> <conn-info> <chan-info>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublisherInfo<'a> {
+    pub client: &'a str,
+    pub user: &'a str,
+    pub conn_info: &'a [u8],
+    pub chan_info: &'a [u8],
+}
+
+impl PublisherInfo<'_> {
+    pub fn to_client_info(self) -> ClientInfo {
+        ClientInfo {
+            user: self.user.to_owned(),
+            client: self.client.to_owned(),
+            conn_info: Bytes::copy_from_slice(self.conn_info),
+            chan_info: Bytes::copy_from_slice(self.chan_info),
+        }
+    }
+}
+
+/// A parsed `GYRE.PUBLISH` call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishArgs<'a> {
+    pub channel: &'a [u8],
+    pub data: &'a [u8],
+    pub history: Option<History>,
+    pub meta_ttl: Option<u64>,
+    pub idempotency_key: Option<&'a [u8]>,
+    pub idempotency_ttl: Option<u64>,
+    pub info: Option<PublisherInfo<'a>>,
+    /// In argument order; a repeated key keeps its last value when encoded.
+    pub tags: Vec<(&'a str, &'a str)>,
+}
+
+const OPTIONS: [&str; 6] = [
+    "HISTORY",
+    "META-TTL",
+    "IDEMPOTENCY",
+    "IDEMPOTENCY-TTL",
+    "INFO",
+    "TAGS",
+];
+
+impl<'a> PublishArgs<'a> {
+    /// Parses the arguments after `GYRE.PUBLISH`.
+    pub fn parse(args: &[&'a [u8]]) -> GyreResult<Self> {
+        let mut c = Cursor::new(args);
+        let mut parsed = PublishArgs {
+            channel: c.next()?,
+            data: c.next()?,
+            history: None,
+            meta_ttl: None,
+            idempotency_key: None,
+            idempotency_ttl: None,
+            info: None,
+            tags: Vec::new(),
+        };
+        while let Some(option) = c.next_opt() {
+            if is_keyword(option, "HISTORY") {
+                let size = c.next_u64("history size")?;
+                if size > MAX_HISTORY_SIZE {
+                    return Err(GyreError::OutOfRange("history size"));
+                }
+                let ttl = c.next_ttl("history ttl")?;
+                if size > 0 && ttl == 0 {
+                    return Err(GyreError::HistoryNeedsTtl);
+                }
+                parsed.history = Some(History { size, ttl });
+            } else if is_keyword(option, "META-TTL") {
+                parsed.meta_ttl = Some(c.next_ttl("META-TTL")?);
+            } else if is_keyword(option, "IDEMPOTENCY") {
+                parsed.idempotency_key = Some(c.next()?);
+            } else if is_keyword(option, "IDEMPOTENCY-TTL") {
+                let ttl = c.next_ttl("IDEMPOTENCY-TTL")?;
+                if ttl == 0 {
+                    return Err(GyreError::MustBePositive("IDEMPOTENCY-TTL"));
+                }
+                parsed.idempotency_ttl = Some(ttl);
+            } else if is_keyword(option, "INFO") {
+                parsed.info = Some(PublisherInfo {
+                    client: c.next_utf8("INFO client")?,
+                    user: c.next_utf8("INFO user")?,
+                    conn_info: c.next()?,
+                    chan_info: c.next()?,
+                });
+            } else if is_keyword(option, "TAGS") {
+                parse_tags(&mut c, &mut parsed.tags)?;
+            } else {
+                return Err(GyreError::Syntax(option.to_vec()));
+            }
+        }
+        Ok(parsed)
+    }
+}
+
+/// `TAGS <count> <k> <v> …`. The count is checked against the arguments that are left before
+/// anything is read, and the vector grows pair by pair, so a huge count costs nothing.
+fn parse_tags<'a>(c: &mut Cursor<'_, 'a>, tags: &mut Vec<(&'a str, &'a str)>) -> GyreResult<()> {
+    let count = c.next_u64("TAGS count")?;
+    let needed = count.checked_mul(2).ok_or(GyreError::TagsCountMismatch)?;
+    if needed > c.remaining() as u64 {
+        return Err(GyreError::TagsCountMismatch);
+    }
+    for _ in 0..count {
+        tags.push((c.next_utf8("TAGS key")?, c.next_utf8("TAGS value")?));
+    }
+    // More values where the next option should start: the count was too small.
+    if let Some(next) = c.peek()
+        && !OPTIONS.iter().any(|o| is_keyword(next, o))
+    {
+        return Err(GyreError::TagsCountMismatch);
+    }
+    Ok(())
+}
+
+/// The server-wide fallbacks (`gyre.history-size`, `gyre.history-ttl`,
+/// `gyre.history-meta-ttl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub history: History,
+    pub meta_ttl: u64,
+}
+
+/// What a publish keeps: `history` is `None` for a channel without history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub history: Option<History>,
+    pub meta_ttl: u64,
+}
+
+impl PublishArgs<'_> {
+    /// Whether the channel's namespace options are needed to decide the retention.
+    pub fn needs_namespace(&self) -> bool {
+        self.history.is_none() || self.meta_ttl.is_none()
+    }
+
+    /// Arguments first, then the namespace, then the server defaults.
+    pub fn retention(
+        &self,
+        namespace: Option<NamespaceOptions>,
+        defaults: Defaults,
+    ) -> GyreResult<Retention> {
+        let history = match (self.history, namespace) {
+            (Some(h), _) => h,
+            (None, Some(ns)) => {
+                if ns.history_size > 0 && ns.history_ttl == 0 {
+                    return Err(GyreError::CorruptNamespace);
+                }
+                History {
+                    size: ns.history_size,
+                    ttl: ns.history_ttl,
+                }
+            }
+            (None, None) => {
+                if defaults.history.size > 0 && defaults.history.ttl == 0 {
+                    return Err(GyreError::DefaultHistoryNeedsTtl);
+                }
+                defaults.history
+            }
+        };
+        let meta_ttl = self
+            .meta_ttl
+            .or(namespace.map(|ns| ns.meta_ttl))
+            .unwrap_or(defaults.meta_ttl);
+        Ok(Retention {
+            history: (history.size > 0).then_some(history),
+            meta_ttl,
+        })
+    }
+
+    /// The protobuf stored in the stream and published: data, info, tags and time, no offset.
+    pub fn encode_publication(&self, now_ms: i64) -> Vec<u8> {
+        let tags: HashMap<String, String> = self
+            .tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Publication {
+            data: Bytes::copy_from_slice(self.data),
+            info: self.info.map(PublisherInfo::to_client_info),
+            tags,
+            time: now_ms,
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+}
+
+/// The position a new publication takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Append {
+    pub offset: u64,
+    pub epoch: String,
+    /// The meta hash had no epoch: it must be written.
+    pub epoch_is_new: bool,
+    /// The sequence starts again at 1, so stream data left from an earlier life is stale.
+    pub restart: bool,
+}
+
+/// Centrifuge's rule: keep the stored epoch (or create one), then increment the top offset.
+pub fn plan_append(
+    stored_epoch: Option<String>,
+    stored_top: u64,
+    fresh_epoch: impl FnOnce() -> String,
+) -> GyreResult<Append> {
+    // HINCRBY's range: a hash that a Centrifugo node shares must stay readable by it.
+    let offset = stored_top
+        .checked_add(1)
+        .filter(|&o| o <= i64::MAX as u64)
+        .ok_or(GyreError::CorruptMeta)?;
+    let (epoch, epoch_is_new) = match stored_epoch {
+        Some(e) => (e, false),
+        None => (fresh_epoch(), true),
+    };
+    Ok(Append {
+        offset,
+        epoch,
+        epoch_is_new,
+        restart: offset == 1,
+    })
+}
+
+/// The top offset field `s` of the meta hash; missing means 0.
+pub fn parse_top(value: Option<&[u8]>) -> GyreResult<u64> {
+    match value {
+        None => Ok(0),
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(GyreError::CorruptMeta),
+    }
+}
+
+/// The epoch field `e` of the meta hash.
+pub fn parse_epoch(value: Option<&[u8]>) -> GyreResult<Option<String>> {
+    value
+        .map(|v| String::from_utf8(v.to_vec()).map_err(|_| GyreError::CorruptMeta))
+        .transpose()
+}
+
+/// An idempotency result hash: `None` when no result is remembered (no `e` field).
+pub fn parse_result(e: Option<&[u8]>, s: Option<&[u8]>) -> GyreResult<Option<(u64, String)>> {
+    let Some(e) = e else { return Ok(None) };
+    let epoch = String::from_utf8(e.to_vec()).map_err(|_| GyreError::CorruptResult)?;
+    let offset = parse_top(s).map_err(|_| GyreError::CorruptResult)?;
+    Ok(Some((offset, epoch)))
+}
+
+/// Absolute expiry in unix milliseconds. TTLs are bounded by `MAX_TTL_SECONDS`, so this cannot
+/// overflow for any real clock.
+pub fn deadline_ms(now_ms: i64, ttl_seconds: u64) -> i64 {
+    now_ms.saturating_add((ttl_seconds as i64).saturating_mul(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&'static str]) -> GyreResult<PublishArgs<'static>> {
+        let raw: Vec<&'static [u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        PublishArgs::parse(&raw)
+    }
+
+    const DEFAULTS: Defaults = Defaults {
+        history: History { size: 0, ttl: 0 },
+        meta_ttl: 2_592_000,
+    };
+
+    #[test]
+    fn parses_every_option() {
+        let a = parse(&[
+            "ch",
+            "data",
+            "history",
+            "100",
+            "300",
+            "META-TTL",
+            "60",
+            "IDEMPOTENCY",
+            "k1",
+            "IDEMPOTENCY-TTL",
+            "30",
+            "INFO",
+            "c1",
+            "u1",
+            "{}",
+            "",
+            "TAGS",
+            "2",
+            "a",
+            "1",
+            "b",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(a.channel, b"ch");
+        assert_eq!(a.data, b"data");
+        assert_eq!(
+            a.history,
+            Some(History {
+                size: 100,
+                ttl: 300
+            })
+        );
+        assert_eq!(a.meta_ttl, Some(60));
+        assert_eq!(a.idempotency_key, Some(&b"k1"[..]));
+        assert_eq!(a.idempotency_ttl, Some(30));
+        assert_eq!(
+            a.info,
+            Some(PublisherInfo {
+                client: "c1",
+                user: "u1",
+                conn_info: b"{}",
+                chan_info: b""
+            })
+        );
+        assert_eq!(a.tags, vec![("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        assert_eq!(parse(&["ch"]), Err(GyreError::WrongArity));
+        assert_eq!(
+            parse(&["ch", "d", "HISTORY", "10", "0"]),
+            Err(GyreError::HistoryNeedsTtl)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "HISTORY", "-1", "10"]),
+            Err(GyreError::NotANonNegativeInteger("history size"))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "HISTORY", "10"]),
+            Err(GyreError::WrongArity)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "BOGUS"]),
+            Err(GyreError::Syntax(b"BOGUS".to_vec()))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "IDEMPOTENCY-TTL", "0"]),
+            Err(GyreError::MustBePositive("IDEMPOTENCY-TTL"))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "TAGS", "2", "a", "1"]),
+            Err(GyreError::TagsCountMismatch)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "TAGS", "1", "a", "1", "b", "2"]),
+            Err(GyreError::TagsCountMismatch)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "TAGS", "18446744073709551615", "a"]),
+            Err(GyreError::TagsCountMismatch)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "TAGS", "x"]),
+            Err(GyreError::NotANonNegativeInteger("TAGS count"))
+        );
+    }
+
+    #[test]
+    fn tags_may_be_followed_by_options() {
+        let a = parse(&["ch", "d", "TAGS", "1", "a", "1", "HISTORY", "1", "1"]).unwrap();
+        assert_eq!(a.tags, vec![("a", "1")]);
+        assert_eq!(a.history, Some(History { size: 1, ttl: 1 }));
+        assert_eq!(parse(&["ch", "d", "TAGS", "0"]).unwrap().tags, vec![]);
+    }
+
+    #[test]
+    fn size_zero_history_needs_no_ttl() {
+        let a = parse(&["ch", "d", "HISTORY", "0", "0"]).unwrap();
+        let r = a.retention(None, DEFAULTS).unwrap();
+        assert_eq!(r.history, None);
+    }
+
+    #[test]
+    fn retention_prefers_arguments_then_namespace_then_defaults() {
+        let ns = NamespaceOptions {
+            history_size: 5,
+            history_ttl: 50,
+            meta_ttl: 500,
+        };
+        let explicit = parse(&["ch", "d", "HISTORY", "1", "10", "META-TTL", "7"]).unwrap();
+        assert!(!explicit.needs_namespace());
+        assert_eq!(
+            explicit.retention(Some(ns), DEFAULTS).unwrap(),
+            Retention {
+                history: Some(History { size: 1, ttl: 10 }),
+                meta_ttl: 7
+            }
+        );
+        let history_only = parse(&["ch", "d", "HISTORY", "1", "10"]).unwrap();
+        assert!(history_only.needs_namespace());
+        assert_eq!(
+            history_only.retention(Some(ns), DEFAULTS).unwrap().meta_ttl,
+            500
+        );
+        assert_eq!(
+            history_only.retention(None, DEFAULTS).unwrap().meta_ttl,
+            2_592_000
+        );
+        let bare = parse(&["ch", "d"]).unwrap();
+        assert_eq!(
+            bare.retention(Some(ns), DEFAULTS).unwrap().history,
+            Some(History { size: 5, ttl: 50 })
+        );
+        assert_eq!(bare.retention(None, DEFAULTS).unwrap().history, None);
+        let bad_defaults = Defaults {
+            history: History { size: 3, ttl: 0 },
+            meta_ttl: 0,
+        };
+        assert_eq!(
+            bare.retention(None, bad_defaults),
+            Err(GyreError::DefaultHistoryNeedsTtl)
+        );
+    }
+
+    #[test]
+    fn append_creates_the_epoch_once_and_restarts_at_one() {
+        let first = plan_append(None, 0, || "NewEpoch".into()).unwrap();
+        assert_eq!(
+            first,
+            Append {
+                offset: 1,
+                epoch: "NewEpoch".into(),
+                epoch_is_new: true,
+                restart: true
+            }
+        );
+        let next = plan_append(Some("Old".into()), 41, || unreachable!()).unwrap();
+        assert_eq!(
+            (next.offset, next.epoch_is_new, next.restart),
+            (42, false, false)
+        );
+        assert_eq!(
+            plan_append(None, i64::MAX as u64, || "x".into()),
+            Err(GyreError::CorruptMeta)
+        );
+    }
+
+    #[test]
+    fn meta_and_result_fields() {
+        assert_eq!(parse_top(None), Ok(0));
+        assert_eq!(parse_top(Some(b"17")), Ok(17));
+        assert_eq!(parse_top(Some(b"-1")), Err(GyreError::CorruptMeta));
+        assert_eq!(parse_result(None, Some(b"1")), Ok(None));
+        assert_eq!(
+            parse_result(Some(b"abc"), Some(b"3")),
+            Ok(Some((3, "abc".into())))
+        );
+        assert_eq!(parse_result(Some(b""), None), Ok(Some((0, String::new()))));
+        assert_eq!(
+            parse_result(Some(b"e"), Some(b"x")),
+            Err(GyreError::CorruptResult)
+        );
+    }
+
+    #[test]
+    fn publication_carries_data_info_tags_and_time() {
+        let a = parse(&[
+            "ch", "hello", "INFO", "c", "u", "ci", "", "TAGS", "1", "k", "v",
+        ])
+        .unwrap();
+        let p = Publication::decode(&a.encode_publication(1234)[..]).unwrap();
+        assert_eq!(&p.data[..], b"hello");
+        assert_eq!(p.time, 1234);
+        assert_eq!(p.offset, 0);
+        assert_eq!(p.tags.get("k").map(String::as_str), Some("v"));
+        let info = p.info.unwrap();
+        assert_eq!((info.client.as_str(), info.user.as_str()), ("c", "u"));
+        assert_eq!(&info.conn_info[..], b"ci");
+        let plain = parse(&["ch", "x"]).unwrap();
+        assert!(
+            Publication::decode(&plain.encode_publication(1)[..])
+                .unwrap()
+                .info
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn deadlines() {
+        assert_eq!(deadline_ms(1_000, 2), 3_000);
+        assert_eq!(deadline_ms(1_000, 0), 1_000);
+    }
+}

@@ -1,0 +1,54 @@
+//! Counters shown by `INFO gyre`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis_module::{InfoContext, RedisResult};
+
+/// Monotonic counters since the module was loaded.
+pub struct Counters {
+    pub publications: AtomicU64,
+    pub deduplicated: AtomicU64,
+    pub history_reads: AtomicU64,
+    pub presence_updates: AtomicU64,
+    pub joins: AtomicU64,
+    pub leaves: AtomicU64,
+    pub errors: AtomicU64,
+    pub panics: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    publications: AtomicU64::new(0),
+    deduplicated: AtomicU64::new(0),
+    history_reads: AtomicU64::new(0),
+    presence_updates: AtomicU64::new(0),
+    joins: AtomicU64::new(0),
+    leaves: AtomicU64::new(0),
+    errors: AtomicU64::new(0),
+    panics: AtomicU64::new(0),
+};
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Registered in redis-module's list of INFO handlers. Redis prefixes the section and the
+/// field names with the module name: section `gyre_stats`, fields `gyre_publications` …; both
+/// `INFO gyre` and `INFO gyre_stats` show it.
+#[linkme::distributed_slice(redis_module::server_events::INFO_COMMAND_HANDLER_LIST)]
+fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    let c = &COUNTERS;
+    let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    ctx.builder()
+        .add_section("stats")
+        .field("publications", v(&c.publications))?
+        .field("publications_deduplicated", v(&c.deduplicated))?
+        .field("history_reads", v(&c.history_reads))?
+        .field("presence_updates", v(&c.presence_updates))?
+        .field("joins", v(&c.joins))?
+        .field("leaves", v(&c.leaves))?
+        .field("errors", v(&c.errors))?
+        .field("panics", v(&c.panics))?
+        .build_section()?
+        .build_info()?;
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Integration with the server: COMMAND GETKEYS, INFO gyre counters, module loading.
+
+use std::collections::BTreeMap;
+
+use gyre_tests::*;
+
+fn counters(con: &mut Connection) -> BTreeMap<String, i64> {
+    info_section(con, "gyre")
+        .into_iter()
+        .filter_map(|(k, v)| v.parse::<i64>().ok().map(|n| (k, n)))
+        .collect()
+}
+
+/// The increase of every counter whose name contains `keyword` (case-insensitive).
+fn increase(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+    keyword: &str,
+    exclude: &[&str],
+) -> Vec<(String, i64)> {
+    after
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            k.contains(keyword) && !exclude.iter().any(|x| k.contains(x))
+        })
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .collect()
+}
+
+fn assert_increased(
+    before: &BTreeMap<String, i64>,
+    after: &BTreeMap<String, i64>,
+    keyword: &str,
+    exclude: &[&str],
+    by: i64,
+) {
+    let inc = increase(before, after, keyword, exclude);
+    assert!(
+        inc.iter().any(|(_, d)| *d == by),
+        "a counter named *{keyword}* should have increased by {by}: {inc:?}\nall counters: {after:?}"
+    );
+}
+
+#[test]
+fn module_is_loaded_and_commands_are_registered() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let modules = format!("{:?}", cmd(&mut con, &["MODULE", "LIST"]));
+    assert!(modules.contains("gyre"), "MODULE LIST: {modules}");
+    for name in [
+        "gyre.publish",
+        "gyre.history",
+        "gyre.history.remove",
+        "gyre.presence.add",
+        "gyre.presence.rem",
+        "gyre.presence",
+        "gyre.presence.stats",
+        "gyre.namespace",
+    ] {
+        let info = cmd(&mut con, &["COMMAND", "INFO", name]);
+        let items = as_array(&info);
+        assert_eq!(items.len(), 1);
+        assert!(items[0] != Value::Nil, "{name} is not registered");
+    }
+}
+
+#[test]
+fn command_getkeys_returns_the_channel() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    for args in [
+        &[
+            "GYRE.PUBLISH",
+            "chat:room",
+            "data",
+            "HISTORY",
+            "10",
+            "60",
+            "IDEMPOTENCY",
+            "k",
+        ][..],
+        &["GYRE.HISTORY", "chat:room", "SINCE", "3", "LIMIT", "5"],
+        &["GYRE.HISTORY.REMOVE", "chat:room"],
+        &["GYRE.PRESENCE.ADD", "chat:room", "c1", "u1", "TTL", "5"],
+        &["GYRE.PRESENCE.REM", "chat:room", "c1"],
+        &["GYRE.PRESENCE", "chat:room"],
+        &["GYRE.PRESENCE.STATS", "chat:room"],
+    ] {
+        let mut full = vec!["COMMAND", "GETKEYS"];
+        full.extend_from_slice(args);
+        assert_eq!(
+            as_strings(&cmd(&mut con, &full)),
+            ["chat:room"],
+            "COMMAND GETKEYS {args:?}"
+        );
+    }
+}
+
+#[test]
+fn info_gyre_counters_increase() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let c0 = counters(&mut con);
+    assert!(!c0.is_empty(), "INFO gyre shows counters");
+
+    publish_hist(&mut con, "ch", "a", 10, 60);
+    publish(
+        &mut con,
+        "ch",
+        "b",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k"],
+    );
+    publish(&mut con, "ch", "c", &[]);
+    let c1 = counters(&mut con);
+    assert_increased(&c0, &c1, "publ", &["dedup", "dup"], 3);
+
+    publish(
+        &mut con,
+        "ch",
+        "b",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k"],
+    );
+    let c2 = counters(&mut con);
+    assert_increased(&c1, &c2, "dup", &[], 1);
+
+    history(&mut con, "ch", &[]);
+    history(&mut con, "ch", &["LIMIT", "0"]);
+    let c3 = counters(&mut con);
+    assert_increased(&c2, &c3, "history", &[], 2);
+
+    cmd(
+        &mut con,
+        &["GYRE.PRESENCE.ADD", "ch", "c1", "u1", "JOINLEAVE"],
+    );
+    let c4 = counters(&mut con);
+    assert_increased(&c3, &c4, "presence", &[], 1);
+    assert_increased(&c3, &c4, "join", &[], 1);
+
+    cmd(&mut con, &["GYRE.PRESENCE.REM", "ch", "c1", "JOINLEAVE"]);
+    let c5 = counters(&mut con);
+    assert_increased(&c4, &c5, "leave", &[], 1);
+
+    expect_error(&mut con, &["GYRE.PUBLISH", "ch", "d", "BOGUS"]);
+    let c6 = counters(&mut con);
+    assert_increased(&c5, &c6, "error", &[], 1);
+    let panics = increase(&c5, &c6, "panic", &[]);
+    assert!(!panics.is_empty(), "a caught-panics counter exists: {c6:?}");
+    assert!(panics.iter().all(|(_, d)| *d == 0), "no panics: {panics:?}");
+}
