@@ -25,4 +25,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo build (workspace, including libgyre.so)"
 cargo build --workspace --locked
 echo "==> cargo test"
-cargo test --workspace --locked
+log="$(mktemp -t gyre-test.XXXXXX)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole workspace (cargo prints one per test binary, the last of which
+# is often an empty doc-test run).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "\nall tests: %d passed, %d failed\n", passed, failed }' "$log"

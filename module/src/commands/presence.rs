@@ -65,8 +65,8 @@ pub fn add(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let keys = ChannelKeys::new(settings.prefix.as_str(), args.channel, settings.cluster)?;
     let now_s = now_seconds();
     let expire_at = now_s.saturating_add(args.ttl.unwrap_or(settings.presence_ttl) as i64);
-    let client = string(ctx, args.client.as_bytes());
-    let info = args.client_info();
+    let client = string(ctx, args.info.client.as_bytes());
+    let info = args.info.to_client_info();
 
     let (was_present, expired, key_deadlines) = {
         let presence = PresenceKeys::open(ctx, &keys)?;
@@ -91,13 +91,17 @@ pub fn add(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     call_replicated(
         ctx,
         "HSET",
-        &[&data_key, args.client.as_bytes(), &info.encode_to_vec()],
+        &[
+            &data_key,
+            args.info.client.as_bytes(),
+            &info.encode_to_vec(),
+        ],
     )?;
     let score = expire_at.to_string();
     call_replicated(
         ctx,
         "ZADD",
-        &[&expire_key, score.as_bytes(), args.client.as_bytes()],
+        &[&expire_key, score.as_bytes(), args.info.client.as_bytes()],
     )?;
     // Both keys live as long as their longest entry, so one client's short TTL never cuts off
     // another client's entry.

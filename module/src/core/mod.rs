@@ -17,3 +17,27 @@ pub mod presence;
 pub mod publish;
 
 pub use error::{GyreError, GyreResult};
+
+use bytes::Bytes;
+use gyre_proto::ClientInfo;
+
+/// A ClientInfo borrowed from command arguments: the publisher of `GYRE.PUBLISH … INFO` and the
+/// client of `GYRE.PRESENCE.ADD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfoArgs<'a> {
+    pub client: &'a str,
+    pub user: &'a str,
+    pub conn_info: &'a [u8],
+    pub chan_info: &'a [u8],
+}
+
+impl ClientInfoArgs<'_> {
+    pub fn to_client_info(self) -> ClientInfo {
+        ClientInfo {
+            user: self.user.to_owned(),
+            client: self.client.to_owned(),
+            conn_info: Bytes::copy_from_slice(self.conn_info),
+            chan_info: Bytes::copy_from_slice(self.chan_info),
+        }
+    }
+}

@@ -6,10 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use gyre_proto::ClientInfo;
 use prost::Message;
 
+use super::ClientInfoArgs;
 use super::error::{GyreError, GyreResult};
 use super::parse::{Cursor, is_keyword};
 
@@ -22,10 +22,7 @@ pub fn is_alive(score: f64, now_s: i64) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddArgs<'a> {
     pub channel: &'a [u8],
-    pub client: &'a str,
-    pub user: &'a str,
-    pub conn_info: &'a [u8],
-    pub chan_info: &'a [u8],
+    pub info: ClientInfoArgs<'a>,
     /// Seconds; `None` means `gyre.presence-ttl`.
     pub ttl: Option<u64>,
     pub join_leave: bool,
@@ -36,18 +33,20 @@ impl<'a> AddArgs<'a> {
         let mut c = Cursor::new(args);
         let mut parsed = AddArgs {
             channel: c.next()?,
-            client: c.next_utf8("client id")?,
-            user: c.next_utf8("user id")?,
-            conn_info: b"",
-            chan_info: b"",
+            info: ClientInfoArgs {
+                client: c.next_utf8("client id")?,
+                user: c.next_utf8("user id")?,
+                conn_info: b"",
+                chan_info: b"",
+            },
             ttl: None,
             join_leave: false,
         };
         while let Some(option) = c.next_opt() {
             if is_keyword(option, "INFO") {
-                parsed.conn_info = c.next()?;
+                parsed.info.conn_info = c.next()?;
             } else if is_keyword(option, "CHANINFO") {
-                parsed.chan_info = c.next()?;
+                parsed.info.chan_info = c.next()?;
             } else if is_keyword(option, "TTL") {
                 let ttl = c.next_ttl("TTL")?;
                 if ttl == 0 {
@@ -61,15 +60,6 @@ impl<'a> AddArgs<'a> {
             }
         }
         Ok(parsed)
-    }
-
-    pub fn client_info(&self) -> ClientInfo {
-        ClientInfo {
-            user: self.user.to_owned(),
-            client: self.client.to_owned(),
-            conn_info: Bytes::copy_from_slice(self.conn_info),
-            chan_info: Bytes::copy_from_slice(self.chan_info),
-        }
     }
 }
 
@@ -176,16 +166,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                a.client,
-                a.user,
-                a.conn_info,
-                a.chan_info,
+                a.info.client,
+                a.info.user,
+                a.info.conn_info,
+                a.info.chan_info,
                 a.ttl,
                 a.join_leave
             ),
             ("c1", "u1", &b"{}"[..], &b"x"[..], Some(30), true)
         );
-        let info = a.client_info();
+        let info = a.info.to_client_info();
         assert_eq!((info.client.as_str(), info.user.as_str()), ("c1", "u1"));
         assert_eq!(
             AddArgs::parse(&raw(&["ch", "c1"])),

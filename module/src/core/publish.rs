@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use gyre_proto::{ClientInfo, Publication};
+use gyre_proto::Publication;
 use prost::Message;
 
+use super::ClientInfoArgs;
 use super::error::{GyreError, GyreResult};
 use super::namespace::NamespaceOptions;
 use super::parse::{Cursor, MAX_HISTORY_SIZE, is_keyword};
@@ -17,26 +18,6 @@ pub struct History {
     pub ttl: u64,
 }
 
-/// The publisher's ClientInfo, from `INFO <client> <user> <conn-info> <chan-info>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PublisherInfo<'a> {
-    pub client: &'a str,
-    pub user: &'a str,
-    pub conn_info: &'a [u8],
-    pub chan_info: &'a [u8],
-}
-
-impl PublisherInfo<'_> {
-    pub fn to_client_info(self) -> ClientInfo {
-        ClientInfo {
-            user: self.user.to_owned(),
-            client: self.client.to_owned(),
-            conn_info: Bytes::copy_from_slice(self.conn_info),
-            chan_info: Bytes::copy_from_slice(self.chan_info),
-        }
-    }
-}
-
 /// A parsed `GYRE.PUBLISH` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishArgs<'a> {
@@ -46,7 +27,7 @@ pub struct PublishArgs<'a> {
     pub meta_ttl: Option<u64>,
     pub idempotency_key: Option<&'a [u8]>,
     pub idempotency_ttl: Option<u64>,
-    pub info: Option<PublisherInfo<'a>>,
+    pub info: Option<ClientInfoArgs<'a>>,
     /// In argument order; a repeated key keeps its last value when encoded.
     pub tags: Vec<(&'a str, &'a str)>,
 }
@@ -96,7 +77,7 @@ impl<'a> PublishArgs<'a> {
                 }
                 parsed.idempotency_ttl = Some(ttl);
             } else if is_keyword(option, "INFO") {
-                parsed.info = Some(PublisherInfo {
+                parsed.info = Some(ClientInfoArgs {
                     client: c.next_utf8("INFO client")?,
                     user: c.next_utf8("INFO user")?,
                     conn_info: c.next()?,
@@ -196,7 +177,7 @@ impl PublishArgs<'_> {
             .collect();
         Publication {
             data: Bytes::copy_from_slice(self.data),
-            info: self.info.map(PublisherInfo::to_client_info),
+            info: self.info.map(ClientInfoArgs::to_client_info),
             tags,
             time: now_ms,
             ..Default::default()
@@ -326,7 +307,7 @@ mod tests {
         assert_eq!(a.idempotency_ttl, Some(30));
         assert_eq!(
             a.info,
-            Some(PublisherInfo {
+            Some(ClientInfoArgs {
                 client: "c1",
                 user: "u1",
                 conn_info: b"{}",
