@@ -67,6 +67,10 @@ fn reply_error(error: GyreError) -> RedisError {
         OutOfRange(what) => format!("ERR {what} is out of range"),
         MustBePositive(what) => format!("ERR {what} must be a positive integer"),
         InvalidLimit => "ERR LIMIT must be -1 or a non-negative integer".into(),
+        MissingValue(keyword) => format!(
+            "ERR syntax error: {} needs more arguments",
+            String::from_utf8_lossy(&keyword)
+        ),
         Syntax(arg) => format!("ERR syntax error near '{}'", String::from_utf8_lossy(&arg)),
         HistoryNeedsTtl => "ERR HISTORY needs a ttl > 0 when size > 0".into(),
         DefaultHistoryNeedsTtl => "ERR gyre.history-size > 0 needs gyre.history-ttl > 0".into(),
@@ -143,6 +147,7 @@ mod tests {
             GyreError::OutOfRange("x"),
             GyreError::MustBePositive("x"),
             GyreError::InvalidLimit,
+            GyreError::MissingValue(b"HISTORY".to_vec()),
             GyreError::DefaultHistoryNeedsTtl,
             GyreError::TagsCountMismatch,
             GyreError::NotUtf8("x"),

@@ -14,6 +14,8 @@ pub enum GyreError {
     MustBePositive(&'static str),
     /// `LIMIT` takes -1 or a non-negative integer.
     InvalidLimit,
+    /// The option with this keyword ends before all of its values.
+    MissingValue(Vec<u8>),
     /// An argument that is neither a known keyword nor in a position that takes a value.
     Syntax(Vec<u8>),
     /// `HISTORY <size> 0` with size > 0: a history that never expires is not allowed.

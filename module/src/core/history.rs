@@ -168,7 +168,10 @@ mod tests {
             Err(GyreError::Syntax(b"FROM".to_vec()))
         );
         assert_eq!(parse(&[]), Err(GyreError::WrongArity));
-        assert_eq!(parse(&["ch", "LIMIT"]), Err(GyreError::WrongArity));
+        assert_eq!(
+            parse(&["ch", "LIMIT"]),
+            Err(GyreError::MissingValue(b"LIMIT".to_vec()))
+        );
     }
 
     #[test]

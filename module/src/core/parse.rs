@@ -13,25 +13,36 @@ pub const MAX_HISTORY_SIZE: u64 = i64::MAX as u64;
 pub struct Cursor<'s, 'a> {
     items: &'s [&'a [u8]],
     pos: usize,
+    /// The keyword of the optional clause being read, so that a clause cut short names itself
+    /// instead of reporting a bare arity error.
+    clause: Option<&'a [u8]>,
 }
 
 impl<'s, 'a> Cursor<'s, 'a> {
     pub fn new(items: &'s [&'a [u8]]) -> Self {
-        Self { items, pos: 0 }
+        Self {
+            items,
+            pos: 0,
+            clause: None,
+        }
     }
 
-    /// The next argument, or `WrongArity` when there is none: every caller asks for an argument
-    /// the command's shape requires.
+    /// The next argument the command's shape requires: `WrongArity` when a positional argument
+    /// is missing, `MissingValue` when an option's value is.
     pub fn next(&mut self) -> GyreResult<&'a [u8]> {
-        let item = self.items.get(self.pos).ok_or(GyreError::WrongArity)?;
+        let item = self.items.get(self.pos).ok_or_else(|| match self.clause {
+            Some(keyword) => GyreError::MissingValue(keyword.to_vec()),
+            None => GyreError::WrongArity,
+        })?;
         self.pos += 1;
         Ok(item)
     }
 
-    /// The next argument if there is one (the start of an optional clause).
+    /// The next argument if there is one: the keyword that starts an optional clause.
     pub fn next_opt(&mut self) -> Option<&'a [u8]> {
         let item = self.items.get(self.pos)?;
         self.pos += 1;
+        self.clause = Some(item);
         Some(item)
     }
 
@@ -116,6 +127,16 @@ mod tests {
         assert_eq!(c.next_u64("n"), Ok(7));
         assert_eq!(c.next(), Err(GyreError::WrongArity));
         assert_eq!(c.finish(), Ok(()));
+    }
+
+    #[test]
+    fn a_clause_cut_short_names_its_keyword() {
+        let args: Vec<&[u8]> = vec![b"ch", b"HISTORY", b"10"];
+        let mut c = Cursor::new(&args);
+        c.next().unwrap();
+        assert_eq!(c.next_opt(), Some(&b"HISTORY"[..]));
+        assert_eq!(c.next_u64("size"), Ok(10));
+        assert_eq!(c.next(), Err(GyreError::MissingValue(b"HISTORY".to_vec())));
     }
 
     #[test]

@@ -330,7 +330,7 @@ mod tests {
         );
         assert_eq!(
             parse(&["ch", "d", "HISTORY", "10"]),
-            Err(GyreError::WrongArity)
+            Err(GyreError::MissingValue(b"HISTORY".to_vec()))
         );
         assert_eq!(
             parse(&["ch", "d", "BOGUS"]),
