@@ -44,7 +44,10 @@ fn publish_rejects_bad_input_and_writes_nothing() {
         (&["GYRE.PUBLISH"], None),
         (&["GYRE.PUBLISH", "ch"], None),
         (&["GYRE.PUBLISH", "ch", "d", "HISTORY"], None),
-        (&["GYRE.PUBLISH", "ch", "d", "HISTORY", "10"], None),
+        (
+            &["GYRE.PUBLISH", "ch", "d", "HISTORY", "10"],
+            Some("HISTORY needs more arguments"),
+        ),
         (
             &["GYRE.PUBLISH", "ch", "d", "HISTORY", "10", "0"],
             Some("HISTORY needs a ttl > 0 when size > 0"),
