@@ -1,3 +1,27 @@
-//! The Gyre edge proxy. Issue 3 builds it; for now the crate only links the protocol crate.
+//! The Gyre edge proxy: terminates client connections and fans publications out.
+//!
+//! Data path, one folder per stage:
+//! `engine` (Redis PUB/SUB or in-process) → `hub` (channel → local subscribers, each publication
+//! encoded once per encoding) → per-connection queue (`transport::writer`) → transport writer
+//! (`transport::websocket`). Client commands go the other way: transport → `protocol::session`
+//! → engine.
+//!
+//! - [`config`]: the configuration (Centrifugo v6 names), loading and validation.
+//! - [`auth`]: connection and subscription tokens (JWT, JWKS).
+//! - [`engine`]: memory and Redis engines behind one contract.
+//! - [`hub`]: the node's channel registry and broadcast.
+//! - [`protocol`]: the client session state machine shared by every transport.
+//! - [`transport`]: WebSocket and the per-connection write queue.
+//! - [`api`]: the HTTP server API.
+//! - [`server`]: the HTTP listener, routing and graceful shutdown.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod engine;
+pub mod hub;
+pub mod protocol;
+pub mod server;
+pub mod transport;
 
 pub use gyre_proto as proto;
