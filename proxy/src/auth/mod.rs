@@ -1,1 +1,5 @@
-//! (Being written.)
+//! Connection and subscription tokens. (Being written.)
+
+mod settings;
+
+pub use settings::TokenSettings;

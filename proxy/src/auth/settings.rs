@@ -1,0 +1,24 @@
+//! Token verification settings, under `client.token` (and `client.subscription_token`) in the
+//! configuration, with Centrifugo v6's names.
+
+use serde::{Deserialize, Serialize};
+
+/// How tokens are verified. Empty strings mean "not configured".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Secret for HS256/HS384/HS512.
+    pub hmac_secret_key: String,
+    /// PEM public key for RS256/RS384/RS512.
+    pub rsa_public_key: String,
+    /// PEM public key for ES256/ES384.
+    pub ecdsa_public_key: String,
+    /// JWKS URL; when set, every token is verified with the key its `kid` names.
+    pub jwks_public_endpoint: String,
+    /// Required `aud` claim, when set.
+    pub audience: String,
+    /// Required `iss` claim, when set.
+    pub issuer: String,
+    /// Claim holding the user id (default `sub`).
+    pub user_id_claim: String,
+}
