@@ -1,1 +1,243 @@
-//! (Being written.)
+//! The node's channel registry: which local connections subscribe to which channel, and the
+//! broadcast of engine events to them.
+//!
+//! Encode once: a publication is encoded at most once per encoding (JSON, Protobuf) and the same
+//! `Bytes` goes to every subscriber's queue. The registry is sharded by channel so that
+//! broadcasts on different channels never wait for each other, and a broadcast holds only its
+//! shard's lock while it pushes to the (never blocking) queues.
+
+mod subscription;
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gyre_proto::protocol::{Join, Leave, Push, Reply};
+use gyre_proto::{ClientInfo, Encoding, Publication};
+use parking_lot::Mutex;
+
+pub use subscription::{
+    ConnectionId, Control, ControlSender, LivePosition, Subscription,
+};
+
+use crate::engine::EngineEvent;
+
+const SHARDS: usize = 64;
+
+pub struct Hub {
+    shards: Vec<Mutex<Shard>>,
+    /// Serialises engine subscribe/unsubscribe per channel (see [`Hub::channel_gate`]).
+    gates: Vec<tokio::sync::Mutex<()>>,
+    /// Every connection's control channel, for node-wide signals such as resync.
+    connections: Mutex<HashMap<ConnectionId, ControlSender>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    channels: HashMap<String, Vec<Arc<Subscription>>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            gates: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            connections: Mutex::default(),
+        }
+    }
+
+    fn index(channel: &str) -> usize {
+        let mut hasher = DefaultHasher::new();
+        channel.hash(&mut hasher);
+        (hasher.finish() as usize) % SHARDS
+    }
+
+    /// The lock to hold while changing a channel's subscribers together with the engine's
+    /// subscription, so that "first subscriber → engine subscribe" and "last subscriber left →
+    /// engine unsubscribe" can never interleave for one channel.
+    pub fn channel_gate(&self, channel: &str) -> &tokio::sync::Mutex<()> {
+        &self.gates[Self::index(channel)]
+    }
+
+    /// Adds a subscriber; true if the channel had none on this node (the caller subscribes the
+    /// engine, holding [`Self::channel_gate`]).
+    pub fn add(&self, subscription: Arc<Subscription>) -> bool {
+        let mut shard = self.shards[Self::index(&subscription.channel)].lock();
+        let subscribers = shard
+            .channels
+            .entry(subscription.channel.clone())
+            .or_default();
+        subscribers.retain(|s| s.connection != subscription.connection);
+        subscribers.push(subscription);
+        subscribers.len() == 1
+    }
+
+    /// Removes a connection's subscription; true if the channel has no subscriber left on this
+    /// node (the caller unsubscribes the engine, holding [`Self::channel_gate`]).
+    pub fn remove(&self, channel: &str, connection: ConnectionId) -> bool {
+        let mut shard = self.shards[Self::index(channel)].lock();
+        let Some(subscribers) = shard.channels.get_mut(channel) else {
+            return false;
+        };
+        let before = subscribers.len();
+        subscribers.retain(|s| s.connection != connection);
+        let removed = subscribers.len() < before;
+        if subscribers.is_empty() {
+            shard.channels.remove(channel);
+        }
+        removed && !shard.channels.contains_key(channel)
+    }
+
+    pub fn num_channels(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().channels.len()).sum()
+    }
+
+    pub fn num_subscribers(&self, channel: &str) -> usize {
+        self.shards[Self::index(channel)]
+            .lock()
+            .channels
+            .get(channel)
+            .map_or(0, Vec::len)
+    }
+
+    /// The channels with local subscribers and their counts.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .channels
+                    .iter()
+                    .map(|(c, subs)| (c.clone(), subs.len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn register_connection(&self, connection: ConnectionId, control: ControlSender) {
+        self.connections.lock().insert(connection, control);
+    }
+
+    pub fn unregister_connection(&self, connection: ConnectionId) {
+        self.connections.lock().remove(&connection);
+    }
+
+    pub fn num_connections(&self) -> usize {
+        self.connections.lock().len()
+    }
+
+    /// Delivers one engine event to this node's subscribers.
+    pub fn dispatch(&self, event: EngineEvent) {
+        match event {
+            EngineEvent::Publication {
+                channel,
+                publication,
+                epoch,
+            } => self.broadcast_publication(&channel, &publication, &epoch),
+            EngineEvent::Join { channel, info } => self.broadcast_presence(&channel, info, true),
+            EngineEvent::Leave { channel, info } => self.broadcast_presence(&channel, info, false),
+            EngineEvent::Resync => {
+                for control in self.connections.lock().values() {
+                    let _ = control.send(Control::Resync);
+                }
+            }
+        }
+    }
+
+    fn broadcast_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
+        let shard = self.shards[Self::index(channel)].lock();
+        let Some(subscribers) = shard.channels.get(channel) else {
+            return;
+        };
+        let mut encoded = Encoded::new(|| Push {
+            channel: channel.to_owned(),
+            r#pub: Some(client_publication(publication)),
+            ..Default::default()
+        });
+        for subscriber in subscribers {
+            if let Some(message) = encoded.get(subscriber.encoding) {
+                subscriber.deliver_publication(publication.offset, epoch, message);
+            }
+        }
+    }
+
+    fn broadcast_presence(&self, channel: &str, info: ClientInfo, join: bool) {
+        let shard = self.shards[Self::index(channel)].lock();
+        let Some(subscribers) = shard.channels.get(channel) else {
+            return;
+        };
+        let mut encoded = Encoded::new(|| Push {
+            channel: channel.to_owned(),
+            join: join.then(|| Join {
+                info: Some(info.clone()),
+            }),
+            leave: (!join).then(|| Leave {
+                info: Some(info.clone()),
+            }),
+            ..Default::default()
+        });
+        for subscriber in subscribers.iter().filter(|s| s.join_leave) {
+            if let Some(message) = encoded.get(subscriber.encoding) {
+                subscriber.deliver_presence(message);
+            }
+        }
+    }
+}
+
+/// What clients see of a publication: the broker-only fields stay behind.
+pub fn client_publication(publication: &Publication) -> Publication {
+    Publication {
+        epoch: String::new(),
+        prev_data: Bytes::new(),
+        time: 0,
+        ..publication.clone()
+    }
+}
+
+/// A push encoded lazily, at most once per encoding.
+struct Encoded<F> {
+    build: Option<F>,
+    reply: Reply,
+    json: Option<Option<Bytes>>,
+    protobuf: Option<Option<Bytes>>,
+}
+
+impl<F: FnOnce() -> Push> Encoded<F> {
+    fn new(build: F) -> Self {
+        Self {
+            build: Some(build),
+            reply: Reply::default(),
+            json: None,
+            protobuf: None,
+        }
+    }
+
+    /// The reply carrying the push in `encoding`; `None` if it cannot be encoded that way (data
+    /// that is not JSON, for a JSON client: nothing valid can be sent, so it is skipped).
+    fn get(&mut self, encoding: Encoding) -> Option<&Bytes> {
+        if let Some(build) = self.build.take() {
+            self.reply.push = Some(build());
+        }
+        let reply = &self.reply;
+        let slot = match encoding {
+            Encoding::Json => &mut self.json,
+            Encoding::Protobuf => &mut self.protobuf,
+        };
+        slot.get_or_insert_with(|| match gyre_proto::codec::encode_reply(encoding, reply) {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                tracing::warn!(%error, "push not encodable for {encoding:?} clients");
+                None
+            }
+        })
+        .as_ref()
+    }
+}

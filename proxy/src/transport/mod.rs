@@ -1,1 +1,6 @@
-//! (Being written.)
+//! Transports: how bytes reach a client. Every transport adapts the same session
+//! (`protocol::session`) and drains the same per-connection queue ([`outbox`]).
+//!
+//! - [`outbox`]: the bounded per-connection write queue.
+
+pub mod outbox;

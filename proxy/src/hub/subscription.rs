@@ -1,0 +1,266 @@
+//! One connection's subscription to one channel, as the hub sees it: where to queue messages,
+//! whether join/leave is wanted, and the position checks of a positioned subscription.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gyre_proto::Encoding;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::transport::outbox::Outbox;
+
+/// Something the hub tells a connection's session outside of the message stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// A positioned subscription saw a gap or an epoch change: the session must unsubscribe the
+    /// client with 2500 so that it resubscribes and recovers.
+    InsufficientState { channel: String },
+    /// Live messages may have been lost: the session compares its positions with the streams.
+    Resync,
+}
+
+pub type ControlSender = mpsc::UnboundedSender<Control>;
+
+/// Identifies a connection on this node.
+pub type ConnectionId = u64;
+
+pub struct Subscription {
+    pub connection: ConnectionId,
+    pub channel: String,
+    pub encoding: Encoding,
+    /// The client receives join and leave pushes.
+    pub join_leave: bool,
+    outbox: Arc<Outbox>,
+    control: ControlSender,
+    state: Mutex<State>,
+}
+
+/// A publication waiting for the subscribe reply to be written.
+struct Buffered {
+    offset: u64,
+    epoch: String,
+    message: Bytes,
+}
+
+#[derive(Default)]
+struct State {
+    /// `Some` until the subscribe reply is queued: publications wait here so that none reaches
+    /// the client before the reply that tells it where the stream stands.
+    buffer: Option<Vec<Buffered>>,
+    /// Check offsets and epochs of publications.
+    positioned: bool,
+    offset: u64,
+    epoch: String,
+    /// Set after a gap: nothing more is delivered until the session replaces the subscription.
+    broken: bool,
+}
+
+/// Where a subscription's stream stands once it goes live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LivePosition {
+    pub positioned: bool,
+    pub offset: u64,
+    pub epoch: String,
+}
+
+impl Subscription {
+    pub fn new(
+        connection: ConnectionId,
+        channel: String,
+        encoding: Encoding,
+        join_leave: bool,
+        outbox: Arc<Outbox>,
+        control: ControlSender,
+    ) -> Self {
+        Self {
+            connection,
+            channel,
+            encoding,
+            join_leave,
+            outbox,
+            control,
+            state: Mutex::new(State {
+                buffer: Some(Vec::new()),
+                ..State::default()
+            }),
+        }
+    }
+
+    /// Queues a publication (already encoded for this subscription's encoding), after the
+    /// position checks of a positioned subscription.
+    pub fn deliver_publication(&self, offset: u64, epoch: &str, message: &Bytes) {
+        let mut state = self.state.lock();
+        if state.broken {
+            return;
+        }
+        if let Some(buffer) = &mut state.buffer {
+            buffer.push(Buffered {
+                offset,
+                epoch: epoch.to_owned(),
+                message: message.clone(),
+            });
+            return;
+        }
+        self.deliver_live(&mut state, offset, epoch, message);
+    }
+
+    /// Queues a join or leave push.
+    pub fn deliver_presence(&self, message: &Bytes) {
+        let state = self.state.lock();
+        if state.broken || state.buffer.is_some() {
+            // Join/leave are not replayed: a client that is still subscribing misses them, as
+            // with Centrifugo.
+            return;
+        }
+        self.outbox.push(message.clone());
+    }
+
+    /// Ends buffering: `reply` (the encoded subscribe reply) is queued first, then every buffered
+    /// publication that comes after `position`, in order. From then on publications go
+    /// straight to the queue. Returns false if the buffered publications showed a gap (the
+    /// session was told through its control channel).
+    pub fn go_live(&self, reply: Bytes, position: LivePosition) -> bool {
+        let mut state = self.state.lock();
+        state.positioned = position.positioned;
+        state.offset = position.offset;
+        state.epoch = position.epoch;
+        let buffered = state.buffer.take().unwrap_or_default();
+        self.outbox.push(reply);
+        for item in buffered {
+            if state.positioned && item.epoch == state.epoch && item.offset <= state.offset {
+                // Already part of the reply (recovered) or before the position the client has.
+                continue;
+            }
+            self.deliver_live(&mut state, item.offset, &item.epoch, &item.message);
+        }
+        !state.broken
+    }
+
+    /// The position a positioned subscription has reached.
+    pub fn position(&self) -> LivePosition {
+        let state = self.state.lock();
+        LivePosition {
+            positioned: state.positioned,
+            offset: state.offset,
+            epoch: state.epoch.clone(),
+        }
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.state.lock().broken
+    }
+
+    /// Marks the subscription broken and tells the session (see [`Control::InsufficientState`]).
+    pub fn break_off(&self) {
+        let mut state = self.state.lock();
+        self.break_locked(&mut state);
+    }
+
+    fn deliver_live(&self, state: &mut State, offset: u64, epoch: &str, message: &Bytes) {
+        if state.positioned && offset > 0 {
+            if !state.epoch.is_empty() && state.epoch != epoch {
+                self.break_locked(state);
+                return;
+            }
+            if offset <= state.offset {
+                return; // a duplicate of something already delivered
+            }
+            if offset > state.offset + 1 {
+                self.break_locked(state);
+                return;
+            }
+            state.offset = offset;
+            if state.epoch.is_empty() {
+                state.epoch = epoch.to_owned();
+            }
+        }
+        self.outbox.push(message.clone());
+    }
+
+    fn break_locked(&self, state: &mut State) {
+        if !state.broken {
+            state.broken = true;
+            let _ = self.control.send(Control::InsufficientState {
+                channel: self.channel.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::outbox::Batch;
+
+    fn subscription() -> (
+        Subscription,
+        Arc<Outbox>,
+        mpsc::UnboundedReceiver<Control>,
+    ) {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sub = Subscription::new(1, "ch".into(), Encoding::Json, false, outbox.clone(), tx);
+        (sub, outbox, rx)
+    }
+
+    fn live(offset: u64) -> LivePosition {
+        LivePosition {
+            positioned: true,
+            offset,
+            epoch: "e".into(),
+        }
+    }
+
+    async fn drain(outbox: &Outbox) -> Vec<Bytes> {
+        match outbox.next_batch(100).await {
+            Batch::Messages(m) => m,
+            Batch::Close(d) => panic!("closed: {d:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn publications_wait_for_the_reply_and_skip_what_it_covered() {
+        let (sub, outbox, _rx) = subscription();
+        for offset in [3, 4, 5] {
+            sub.deliver_publication(offset, "e", &Bytes::from(format!("p{offset}")));
+        }
+        assert!(sub.go_live(Bytes::from_static(b"reply"), live(4)));
+        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"));
+        assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
+    }
+
+    #[tokio::test]
+    async fn a_gap_breaks_the_subscription_once() {
+        let (sub, outbox, mut rx) = subscription();
+        assert!(sub.go_live(Bytes::from_static(b"reply"), live(1)));
+        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"));
+        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"));
+        assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
+        assert_eq!(
+            rx.try_recv(),
+            Ok(Control::InsufficientState {
+                channel: "ch".into()
+            })
+        );
+        assert!(rx.try_recv().is_err(), "told once");
+        assert!(sub.is_broken());
+    }
+
+    #[tokio::test]
+    async fn an_epoch_change_breaks_the_subscription() {
+        let (sub, _outbox, mut rx) = subscription();
+        sub.go_live(Bytes::from_static(b"reply"), live(1));
+        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"));
+        assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn unpositioned_subscriptions_get_everything() {
+        let (sub, outbox, _rx) = subscription();
+        sub.deliver_publication(0, "", &Bytes::from_static(b"a"));
+        sub.go_live(Bytes::from_static(b"reply"), LivePosition::default());
+        sub.deliver_publication(0, "", &Bytes::from_static(b"b"));
+        assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
+    }
+}

@@ -1,0 +1,131 @@
+//! The client protocol's error, unsubscribe and disconnect codes (Centrifugo's numbers), in one
+//! place. Logic returns these typed values; only the encoders turn them into wire messages.
+
+use gyre_proto::protocol;
+
+/// An error reply to a command (`Reply.error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCode {
+    pub code: u32,
+    pub message: &'static str,
+    /// The SDK retries temporary errors.
+    pub temporary: bool,
+}
+
+impl ErrorCode {
+    const fn new(code: u32, message: &'static str) -> Self {
+        Self {
+            code,
+            message,
+            temporary: false,
+        }
+    }
+
+    pub fn to_proto(self) -> protocol::Error {
+        protocol::Error {
+            code: self.code,
+            message: self.message.to_owned(),
+            temporary: self.temporary,
+        }
+    }
+}
+
+pub const INTERNAL: ErrorCode = ErrorCode {
+    code: 100,
+    message: "internal server error",
+    temporary: true,
+};
+pub const UNAUTHORIZED: ErrorCode = ErrorCode::new(101, "unauthorized");
+pub const UNKNOWN_CHANNEL: ErrorCode = ErrorCode::new(102, "unknown channel");
+pub const PERMISSION_DENIED: ErrorCode = ErrorCode::new(103, "permission denied");
+pub const METHOD_NOT_FOUND: ErrorCode = ErrorCode::new(104, "method not found");
+pub const ALREADY_SUBSCRIBED: ErrorCode = ErrorCode::new(105, "already subscribed");
+pub const LIMIT_EXCEEDED: ErrorCode = ErrorCode::new(106, "limit exceeded");
+pub const BAD_REQUEST: ErrorCode = ErrorCode::new(107, "bad request");
+pub const NOT_AVAILABLE: ErrorCode = ErrorCode::new(108, "not available");
+pub const TOKEN_EXPIRED: ErrorCode = ErrorCode::new(109, "token expired");
+pub const EXPIRED: ErrorCode = ErrorCode::new(110, "expired");
+pub const TOO_MANY_REQUESTS: ErrorCode = ErrorCode {
+    code: 111,
+    message: "too many requests",
+    temporary: true,
+};
+pub const UNRECOVERABLE_POSITION: ErrorCode = ErrorCode::new(112, "unrecoverable position");
+
+/// Why the server ends a subscription (`Push.unsubscribe`). Codes >= 2500 make the SDK
+/// resubscribe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnsubscribeCode {
+    pub code: u32,
+    pub reason: &'static str,
+}
+
+pub const UNSUBSCRIBE_SERVER: UnsubscribeCode = UnsubscribeCode {
+    code: 2000,
+    reason: "server unsubscribe",
+};
+pub const UNSUBSCRIBE_INSUFFICIENT_STATE: UnsubscribeCode = UnsubscribeCode {
+    code: 2500,
+    reason: "insufficient state",
+};
+pub const UNSUBSCRIBE_EXPIRED: UnsubscribeCode = UnsubscribeCode {
+    code: 2501,
+    reason: "subscription expired",
+};
+
+/// Why the server closes a connection. 3000–3499: the SDK reconnects; 3500–3999: it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Disconnect {
+    const fn new(code: u16, reason: &'static str) -> Self {
+        Self { code, reason }
+    }
+
+    pub fn reconnect(&self) -> bool {
+        self.code < 3500 || (4000..4500).contains(&self.code) || self.code >= 5000
+    }
+
+    pub fn to_proto(&self) -> protocol::Disconnect {
+        protocol::Disconnect {
+            code: u32::from(self.code),
+            reason: self.reason.to_owned(),
+            reconnect: false,
+        }
+    }
+}
+
+pub const SHUTDOWN: Disconnect = Disconnect::new(3001, "shutdown");
+pub const DISCONNECT_INTERNAL: Disconnect = Disconnect::new(3004, "internal server error");
+pub const CONNECTION_EXPIRED: Disconnect = Disconnect::new(3005, "connection expired");
+pub const SUBSCRIPTION_EXPIRED: Disconnect = Disconnect::new(3006, "subscription expired");
+pub const SLOW: Disconnect = Disconnect::new(3008, "slow");
+pub const WRITE_ERROR: Disconnect = Disconnect::new(3009, "write error");
+pub const INSUFFICIENT_STATE: Disconnect = Disconnect::new(3010, "insufficient state");
+pub const FORCE_RECONNECT: Disconnect = Disconnect::new(3011, "force reconnect");
+pub const NO_PONG: Disconnect = Disconnect::new(3012, "no pong");
+pub const INVALID_TOKEN: Disconnect = Disconnect::new(3500, "invalid token");
+pub const DISCONNECT_BAD_REQUEST: Disconnect = Disconnect::new(3501, "bad request");
+pub const STALE: Disconnect = Disconnect::new(3502, "stale");
+pub const FORCE_DISCONNECT: Disconnect = Disconnect::new(3503, "force disconnect");
+pub const CONNECTION_LIMIT: Disconnect = Disconnect::new(3504, "connection limit");
+pub const CHANNEL_LIMIT: Disconnect = Disconnect::new(3505, "channel limit");
+pub const INAPPROPRIATE_PROTOCOL: Disconnect = Disconnect::new(3506, "inappropriate protocol");
+pub const DISCONNECT_PERMISSION_DENIED: Disconnect = Disconnect::new(3507, "permission denied");
+pub const DISCONNECT_NOT_AVAILABLE: Disconnect = Disconnect::new(3508, "not available");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_follows_the_code_ranges() {
+        assert!(SHUTDOWN.reconnect());
+        assert!(SLOW.reconnect());
+        assert!(!INVALID_TOKEN.reconnect());
+        assert!(!DISCONNECT_BAD_REQUEST.reconnect());
+    }
+}
