@@ -4,8 +4,10 @@
 use super::error::{GyreError, GyreResult};
 use super::parse::{Cursor, MAX_HISTORY_SIZE, is_keyword};
 
-/// The namespace of a channel: the part before the first `:`, or `""` without a `:`.
+/// The namespace of a channel: the part before the first `:`, or `""` without a `:`. A leading
+/// `$` (Centrifugo's private-channel prefix) is not part of it, as in the proxy's lookup.
 pub fn namespace_of(channel: &[u8]) -> &[u8] {
+    let channel = channel.strip_prefix(b"$").unwrap_or(channel);
     match channel.iter().position(|&b| b == b':') {
         Some(end) => &channel[..end],
         None => b"",
@@ -134,6 +136,8 @@ mod tests {
         assert_eq!(namespace_of(b"chat:room:1"), b"chat");
         assert_eq!(namespace_of(b":x"), b"");
         assert_eq!(namespace_of(b"plain"), b"");
+        assert_eq!(namespace_of(b"$chat:secret"), b"chat");
+        assert_eq!(namespace_of(b"$plain"), b"");
     }
 
     #[test]
