@@ -1,1 +1,245 @@
-//! (Being written.)
+//! The HTTP server: one port for client connections, the server API, health and the demo page;
+//! graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gyre_proto::Encoding;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::protocol::codes;
+use crate::protocol::node::Node;
+use crate::transport::websocket;
+
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
+/// reconnect, to another node if there is one) and waits for them for at most `drain`.
+pub async fn run(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Running out of file descriptors must not end the server.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let node = Arc::clone(&node);
+        let service = service_fn(move |request| route(Arc::clone(&node), request));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "http connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutting down: closing client connections");
+    node.hub.disconnect_all(&codes::SHUTDOWN);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {drain:?}; exiting anyway");
+    }
+}
+
+async fn route(node: Arc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let response = match (request.method(), path.as_str()) {
+        (&Method::GET, "/connection/websocket") => websocket_upgrade(node, request),
+        (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
+        (&Method::GET, "/") => html(DEMO_PAGE),
+        (_, p) if p == "/api" || p.starts_with("/api/") => crate::api::handle(node, request).await,
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(response)
+}
+
+fn websocket_upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Response<Body> {
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    };
+    if !is_upgrade {
+        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+        && !origin_allowed(&node.config.client.allowed_origins, origin)
+    {
+        return text(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let query = request.uri().query().unwrap_or("");
+    let protobuf_query = query
+        .split('&')
+        .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf");
+    let (encoding, echo) = if offered
+        .iter()
+        .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
+    {
+        (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
+    } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
+        (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
+    } else if protobuf_query {
+        (Encoding::Protobuf, None)
+    } else {
+        (Encoding::Json, None)
+    };
+
+    let max_message_size = node.config.websocket.message_size_limit as usize;
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let socket = websocket::accept(upgraded, max_message_size).await;
+                websocket::serve(node, socket, encoding).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+
+    let mut response = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        );
+    if let Some(protocol) = echo {
+        response = response.header(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    response
+        .body(empty())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
+}
+
+/// `client.allowed_origins`: `*` wildcards; an empty list allows only requests without an
+/// Origin header (i.e. no browsers).
+pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    patterns
+        .iter()
+        .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &origin))
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(mut remaining) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            loop {
+                if glob_match(rest, remaining) {
+                    return true;
+                }
+                let mut chars = remaining.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                remaining = chars.as_str();
+            }
+        }
+    }
+}
+
+pub fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn text(status: StatusCode, message: &str) -> Response<Body> {
+    with_type(
+        status,
+        "text/plain; charset=utf-8",
+        full(format!("{message}\n")),
+    )
+}
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, "application/json", full(body))
+}
+
+fn html(page: &'static str) -> Response<Body> {
+    with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_globs() {
+        let patterns = vec![
+            "https://*.example.com".to_owned(),
+            "http://localhost:*".to_owned(),
+        ];
+        assert!(origin_allowed(&patterns, "https://app.example.com"));
+        assert!(origin_allowed(&patterns, "HTTP://LOCALHOST:3000"));
+        assert!(!origin_allowed(&patterns, "https://example.org"));
+        assert!(origin_allowed(&["*".to_owned()], "https://any.where"));
+        assert!(!origin_allowed(&[], "https://any.where"));
+    }
+}

@@ -1,1 +1,143 @@
-//! (Being written.)
+//! The HTTP server API (`POST /api/<method>`), with Centrifugo's request and response shapes so
+//! that existing backends and the `cent` client work unchanged.
+//!
+//! Authentication: `X-API-Key: <key>` or `Authorization: apikey <key>` (`http_api.key`), unless
+//! `http_api.insecure`. Answers are HTTP 200 with `{"result":…}` or `{"error":{code,message}}`;
+//! requests that are not API calls at all (wrong method, bad JSON) get a 4xx with a message.
+
+mod methods;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::protocol::node::Node;
+use crate::server::{Body, json, text};
+
+/// Largest API request body (a `batch` of publications can be large, but not unbounded).
+const MAX_BODY: usize = 4 << 20;
+
+/// An API error (`{"error":{"code":…,"message":…}}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    pub code: u32,
+    pub message: &'static str,
+}
+
+pub const INTERNAL: ApiError = ApiError {
+    code: 100,
+    message: "internal server error",
+};
+pub const UNKNOWN_CHANNEL: ApiError = ApiError {
+    code: 102,
+    message: "unknown channel",
+};
+pub const METHOD_NOT_FOUND: ApiError = ApiError {
+    code: 104,
+    message: "method not found",
+};
+pub const BAD_REQUEST: ApiError = ApiError {
+    code: 107,
+    message: "bad request",
+};
+pub const NOT_AVAILABLE: ApiError = ApiError {
+    code: 108,
+    message: "not available",
+};
+pub const UNRECOVERABLE_POSITION: ApiError = ApiError {
+    code: 112,
+    message: "unrecoverable position",
+};
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(error: crate::engine::EngineError) -> Self {
+        tracing::warn!(%error, "api: engine call failed");
+        INTERNAL
+    }
+}
+
+/// The JSON of one method's answer: a result or an error.
+pub type MethodResult = Result<Box<RawValue>, ApiError>;
+
+pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the server API takes POST requests",
+        );
+    }
+    if !authorized(&node, &request) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong API key");
+    }
+    let method = request
+        .uri()
+        .path()
+        .strip_prefix("/api")
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_owned();
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body unreadable or larger than {MAX_BODY} bytes: {error}"),
+            );
+        }
+    };
+    if method.is_empty() {
+        return text(
+            StatusCode::NOT_FOUND,
+            "use POST /api/<method>, e.g. /api/publish",
+        );
+    }
+    let outcome = methods::call(&node, &method, &body).await;
+    respond(outcome)
+}
+
+fn respond(outcome: MethodResult) -> Response<Body> {
+    let body = match outcome {
+        Ok(result) => format!("{{\"result\":{}}}", result.get()),
+        Err(error) => serde_json::json!({ "error": error }).to_string(),
+    };
+    json(StatusCode::OK, Bytes::from(body))
+}
+
+fn authorized(node: &Node, request: &Request<Incoming>) -> bool {
+    let config = &node.config.http_api;
+    if config.insecure {
+        return true;
+    }
+    if config.key.is_empty() {
+        // No key configured and not insecure: the API is closed rather than open to anyone.
+        return false;
+    }
+    let headers = request.headers();
+    let from_header = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let from_authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("apikey "))
+        .map(|v| v.trim().to_owned());
+    let from_query = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("api_key=").map(str::to_owned))
+    });
+    [from_header, from_authorization, from_query]
+        .into_iter()
+        .flatten()
+        .any(|key| constant_time_eq(key.as_bytes(), config.key.as_bytes()))
+}
+
+/// Compares without leaking, through timing, how much of the key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

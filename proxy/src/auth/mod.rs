@@ -1,5 +1,317 @@
-//! Connection and subscription tokens. (Being written.)
+//! Connection and subscription tokens: JWT verification compatible with Centrifugo v6
+//! (protocol fact sheet §3).
+//!
+//! - [`Verifier`] is built once from `client.token` (and, when
+//!   `client.subscription_token.enabled`, `client.subscription_token`) and shared by every
+//!   session; cloning it is cheap.
+//! - [`Verifier::verify_connect`] / [`Verifier::verify_subscribe`] return typed claims
+//!   ([`ConnectToken`], [`SubscribeToken`]) or a [`TokenError`]; the caller passes `now` so the
+//!   checks are deterministic in tests.
+//! - [`TokenError::outcome`] says what the session answers (§3.4): expired → error 109;
+//!   invalid → disconnect 3500 (connect, refresh, sub_refresh) or error 103 (subscribe). A
+//!   subscription token whose channel/user/client differ from the request is the session's
+//!   check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
+//!
+//! Order of checks, as in Centrifugo: header and key → signature → claim types → aud/iss →
+//! `channel` claim (connection tokens) → `exp`/`nbf` → payload decoding. So an expired token with
+//! a bad signature is *invalid*, not *expired*.
+//!
+//! Keys: HS256/384/512 (`hmac_secret_key`), RS256/384/512 (`rsa_public_key`), ES256/ES384
+//! (`ecdsa_public_key`), picked by the header's `alg`; or, when `jwks_public_endpoint` is set,
+//! only the JWKS (RSA, EC, Ed25519 keys by `kid`; caching rules in `jwks.rs`). ES512 is not
+//! supported (jsonwebtoken has no ES512).
 
-mod settings;
+mod claims;
+mod error;
+mod jwks;
+mod keys;
+pub mod settings;
 
+#[cfg(test)]
+mod jwks_tests;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde_json::value::RawValue;
+
+pub use claims::{ConnectToken, Overrides, SubOptions, SubscribeToken};
+pub use error::{
+    AuthConfigError, DISCONNECT_EXPIRED, DISCONNECT_INVALID_TOKEN, ERROR_INTERNAL,
+    ERROR_PERMISSION_DENIED, ERROR_TOKEN_EXPIRED, InvalidReason, Reject, TokenError, TokenUse,
+};
 pub use settings::TokenSettings;
+
+use claims::{RawConnect, RawSubscribe, Registered};
+use jwks::{Jwks, JwksOptions};
+use keys::StaticKeys;
+
+/// Verifies connection and subscription tokens. Cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct Verifier {
+    connect: Arc<KeyRing>,
+    /// Same `Arc` as `connect` unless subscription tokens have their own settings.
+    subscribe: Arc<KeyRing>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field(
+                "separate_subscription_keys",
+                &!Arc::ptr_eq(&self.connect, &self.subscribe),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// One key configuration (`client.token`) for both token kinds: Centrifugo's behaviour when
+    /// `client.subscription_token.enabled` is false. Bad PEM, bad URL → error now.
+    pub fn new(settings: &TokenSettings) -> Result<Verifier, AuthConfigError> {
+        let ring = Arc::new(KeyRing::new(
+            settings,
+            "client.token",
+            JwksOptions::default(),
+        )?);
+        Ok(Verifier {
+            connect: ring.clone(),
+            subscribe: ring,
+        })
+    }
+
+    /// Separate keys for subscription tokens (`client.subscription_token.enabled = true`):
+    /// connection tokens use `settings`, subscription tokens only `sub_settings`.
+    pub fn with_subscription(
+        settings: &TokenSettings,
+        sub_settings: &TokenSettings,
+    ) -> Result<Verifier, AuthConfigError> {
+        Ok(Verifier {
+            connect: Arc::new(KeyRing::new(
+                settings,
+                "client.token",
+                JwksOptions::default(),
+            )?),
+            subscribe: Arc::new(KeyRing::new(
+                sub_settings,
+                "client.subscription_token",
+                JwksOptions::default(),
+            )?),
+        })
+    }
+
+    /// Whether any key (or a JWKS endpoint) is configured for connection tokens; without one
+    /// every token is refused, which the server may want to warn about at startup.
+    pub fn has_connect_keys(&self) -> bool {
+        self.connect.has_keys()
+    }
+
+    /// Verifies a connection token at time `now_unix` (seconds).
+    pub async fn verify_connect(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<ConnectToken, TokenError> {
+        let ring = &*self.connect;
+        let payload = ring.verified_payload(token).await?;
+        let raw: RawConnect<'_> = parse(payload.get())?;
+        let reg: Registered = parse(payload.get())?;
+        ring.check_audience_issuer(&reg)?;
+        if raw.has_channel() {
+            return Err(InvalidReason::ChannelInConnectToken.into());
+        }
+        check_times(&reg, now_unix)?;
+        let user = ring.user_id(&reg, payload.get())?;
+        Ok(raw.into_token(user, reg.exp)?)
+    }
+
+    /// Verifies a subscription token at time `now_unix` (seconds). The caller compares
+    /// `channel`, `user` and `client` with the request.
+    pub async fn verify_subscribe(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<SubscribeToken, TokenError> {
+        let ring = &*self.subscribe;
+        let payload = ring.verified_payload(token).await?;
+        let raw: RawSubscribe<'_> = parse(payload.get())?;
+        let reg: Registered = parse(payload.get())?;
+        ring.check_audience_issuer(&reg)?;
+        check_times(&reg, now_unix)?;
+        let user = ring.user_id(&reg, payload.get())?;
+        Ok(raw.into_token(user, reg.exp)?)
+    }
+
+    #[cfg(test)]
+    fn with_jwks_options(
+        settings: &TokenSettings,
+        opts: JwksOptions,
+    ) -> Result<Verifier, AuthConfigError> {
+        let ring = Arc::new(KeyRing::new(settings, "client.token", opts)?);
+        Ok(Verifier {
+            connect: ring.clone(),
+            subscribe: ring,
+        })
+    }
+}
+
+/// Where keys come from: the config file or a JWKS endpoint (never both: Centrifugo sends every
+/// token through JWKS once it is configured).
+enum KeySource {
+    Static(StaticKeys),
+    Jwks(Jwks),
+}
+
+/// Keys plus the claim checks of one `TokenSettings`.
+struct KeyRing {
+    source: KeySource,
+    audience: Option<String>,
+    issuer: Option<String>,
+    /// `None` = the standard `sub` claim.
+    user_id_claim: Option<String>,
+}
+
+impl KeyRing {
+    fn new(s: &TokenSettings, scope: &str, opts: JwksOptions) -> Result<Self, AuthConfigError> {
+        let source = if s.jwks_public_endpoint.is_empty() {
+            KeySource::Static(StaticKeys::load(s, scope)?)
+        } else {
+            let field = format!("{scope}.jwks_public_endpoint");
+            KeySource::Jwks(Jwks::new(&s.jwks_public_endpoint, &field, opts)?)
+        };
+        let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
+        Ok(KeyRing {
+            source,
+            audience: non_empty(&s.audience),
+            issuer: non_empty(&s.issuer),
+            user_id_claim: non_empty(&s.user_id_claim).filter(|c| c != "sub"),
+        })
+    }
+
+    fn has_keys(&self) -> bool {
+        match &self.source {
+            KeySource::Static(keys) => !keys.is_empty(),
+            KeySource::Jwks(_) => true,
+        }
+    }
+
+    /// Checks the header and signature; returns the payload JSON.
+    async fn verified_payload(&self, token: &str) -> Result<Box<RawValue>, TokenError> {
+        let header = decode_header(token)?;
+        let alg = header.alg;
+        // JWKS keys are shared through an `Arc`; hold it while the static key is borrowed.
+        let jwk;
+        let key: &DecodingKey = match &self.source {
+            KeySource::Static(keys) => keys.for_alg(alg)?,
+            KeySource::Jwks(jwks) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .filter(|k| !k.is_empty())
+                    .ok_or(InvalidReason::MissingKid)?;
+                jwk = jwks.key(kid).await?;
+                if !jwk.algs.contains(&alg) {
+                    return Err(InvalidReason::AlgorithmMismatch {
+                        kid: kid.to_owned(),
+                        alg: format!("{alg:?}"),
+                    }
+                    .into());
+                }
+                &jwk.key
+            }
+        };
+        let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &signature_only(alg))
+            .map_err(InvalidReason::from)?;
+        Ok(data.claims)
+    }
+
+    fn check_audience_issuer(&self, reg: &Registered) -> Result<(), InvalidReason> {
+        if let Some(wanted) = &self.audience
+            && !reg.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
+        {
+            return Err(InvalidReason::Audience);
+        }
+        if let Some(wanted) = &self.issuer
+            && reg.iss.as_deref() != Some(wanted.as_str())
+        {
+            return Err(InvalidReason::Issuer);
+        }
+        Ok(())
+    }
+
+    fn user_id(&self, reg: &Registered, payload: &str) -> Result<String, InvalidReason> {
+        match &self.user_id_claim {
+            None => Ok(reg.sub.clone().unwrap_or_default()),
+            Some(claim) => claims::custom_user_id(payload, claim),
+        }
+    }
+}
+
+/// jsonwebtoken only checks the signature and algorithm here; every claim check is ours because
+/// they depend on the caller's `now` and on Centrifugo's rules.
+fn signature_only(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    v
+}
+
+/// `exp` must be in the future (a token expiring this very second is already expired, as with
+/// Go's `exp.After(now)`); `nbf` must not be.
+fn check_times(reg: &Registered, now_unix: i64) -> Result<(), TokenError> {
+    if reg.exp.is_some_and(|exp| exp <= now_unix) {
+        return Err(TokenError::Expired);
+    }
+    if reg.nbf.is_some_and(|nbf| nbf > now_unix) {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(json: &'a str) -> Result<T, InvalidReason> {
+    serde_json::from_str(json).map_err(|e| InvalidReason::Claims(e.to_string()))
+}
+
+/// The header, with a precise reason when its `alg` is one jsonwebtoken doesn't know (`none`,
+/// `ES512`): that fails as a JSON error otherwise, which reads like a corrupt token.
+fn decode_header(token: &str) -> Result<Header, InvalidReason> {
+    jsonwebtoken::decode_header(token).map_err(|e| {
+        use base64::Engine as _;
+        let alg = token
+            .split('.')
+            .next()
+            .and_then(|h| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .ok()
+            })
+            .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+            .and_then(|h| h.get("alg")?.as_str().map(str::to_owned));
+        match alg {
+            Some(alg) if alg.parse::<Algorithm>().is_err() => {
+                InvalidReason::UnsupportedAlgorithm(alg)
+            }
+            _ => InvalidReason::Malformed(e.to_string()),
+        }
+    })
+}
+
+impl From<jsonwebtoken::errors::Error> for InvalidReason {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        match e.kind() {
+            ErrorKind::InvalidSignature => InvalidReason::BadSignature,
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidKeyFormat
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidAlgorithmName => InvalidReason::BadKey(e.to_string()),
+            _ => InvalidReason::Malformed(e.to_string()),
+        }
+    }
+}

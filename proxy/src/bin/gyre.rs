@@ -1,9 +1,224 @@
-//! `gyre`: placeholder binary until the proxy lands (issue 3).
+//! `gyre`: the edge proxy. Parses flags, loads the configuration, sets up logging, wires the
+//! engine, hub and server together and runs until SIGINT/SIGTERM.
 
-fn main() {
-    eprintln!(
-        "gyre {}: the edge proxy is not built yet; the Redis module (libgyre.so) is usable today",
-        env!("CARGO_PKG_VERSION")
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use gyre_proxy::auth::Verifier;
+use gyre_proxy::config::{self, Config, ConfigFile, EngineType, Format};
+use gyre_proxy::engine::redis::{RedisEngine, RedisSettings};
+use gyre_proxy::engine::{Engine, EventSender, memory::MemoryEngine};
+use gyre_proxy::protocol::node::Node;
+use gyre_proxy::protocol::session::history_options;
+
+/// Real-time messaging edge: WebSocket clients speaking Centrifugo's protocol, publications
+/// from Redis (libgyre.so), the HTTP API or other clients.
+#[derive(Parser)]
+#[command(name = "gyre", version)]
+struct Cli {
+    /// Configuration file (TOML or JSON, by extension). Every option can also be set with a
+    /// GYRE_<KEY_PATH> environment variable, e.g. GYRE_HTTP_SERVER_PORT=8000.
+    #[arg(short, long, env = "GYRE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// http_server.address: address to listen on.
+    #[arg(long, global = true)]
+    address: Option<String>,
+    /// http_server.port: port to listen on.
+    #[arg(short, long, global = true)]
+    port: Option<u16>,
+    /// engine.type: memory (one node, no Redis) or redis.
+    #[arg(long, global = true)]
+    engine: Option<String>,
+    /// engine.redis.address: Redis URL (redis://host:port).
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// log.level: error, warn, info, debug or trace.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Run,
+    /// Print a commented configuration file with every option at its default.
+    Genconfig,
+    /// Load and validate the configuration, print problems, and exit.
+    Checkconfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Genconfig) => {
+            print!("{}", config::genconfig());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Checkconfig) => match load_config(&cli) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run) | None => {
+            let config = match load_config(&cli) {
+                Ok(config) => config,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    eprintln!("gyre: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Defaults < file < GYRE_* environment < flags; then validation. Prints warnings.
+fn load_config(cli: &Cli) -> Result<Config, String> {
+    let text;
+    let file = match &cli.config {
+        Some(path) => {
+            text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let format = Format::from_path(path).map_err(|e| e.to_string())?;
+            Some(ConfigFile {
+                text: &text,
+                format,
+            })
+        }
+        None => None,
+    };
+    let mut overrides = Vec::new();
+    let mut flag = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            overrides.push((key.to_owned(), value));
+        }
+    };
+    flag("http_server.address", cli.address.clone());
+    flag("http_server.port", cli.port.map(|p| p.to_string()));
+    flag("engine.type", cli.engine.clone());
+    flag("engine.redis.address", cli.redis.clone());
+    flag("log.level", cli.log_level.clone());
+    let loaded = config::load(file, std::env::vars(), &overrides).map_err(|e| e.to_string())?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded.config)
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    init_logging(&config);
+    let config = Arc::new(config);
+    let verifier = Verifier::with_subscription(
+        &config.client.token,
+        &config.client.subscription_token_settings().clone(),
+    )
+    .map_err(|e| format!("token settings: {e}"))?;
+    let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let engine = match config.engine.kind {
+        EngineType::Memory => Engine::Memory(MemoryEngine::new(events)),
+        EngineType::Redis => Engine::Redis(start_redis(&config, events).await?),
+    };
+    let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier));
+    node.spawn_dispatcher(events_rx);
+
+    // An empty address means every interface, as in Centrifugo.
+    let host = match config.http_server.address.as_str() {
+        "" => "0.0.0.0",
+        host => host,
+    };
+    let address = format!("{host}:{}", config.http_server.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    tracing::info!(
+        %address,
+        engine = ?config.engine.kind,
+        node = %node.name,
+        "gyre {} ready: ws://{address}/connection/websocket, demo at http://{address}/",
+        env!("CARGO_PKG_VERSION"),
     );
-    std::process::exit(2);
+    gyre_proxy::server::run(node, listener, shutdown_signal(), config.shutdown.timeout).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Connects to Redis and registers every namespace's history options with the module, so that
+/// publications from `redis-cli GYRE.PUBLISH` get the same history as the proxy's own.
+async fn start_redis(config: &Config, events: EventSender) -> Result<RedisEngine, String> {
+    let redis = &config.engine.redis;
+    let settings = RedisSettings {
+        addresses: redis.address.clone(),
+        prefix: redis.prefix.clone(),
+        presence_ttl: redis.presence_ttl,
+        connect_timeout: redis.connect_timeout,
+        io_timeout: redis.io_timeout,
+    };
+    let engine = RedisEngine::connect(settings, events)
+        .await
+        .map_err(|e| format!("redis engine ({}): {e}", redis.address.join(", ")))?;
+    let mut without_namespace = config.channel.without_namespace.clone();
+    if without_namespace.history_meta_ttl.is_zero() {
+        without_namespace.history_meta_ttl = config.channel.history_meta_ttl;
+    }
+    let namespaces = std::iter::once(("", &without_namespace)).chain(config.namespaces());
+    for (name, options) in namespaces {
+        engine
+            .register_namespace(name, history_options(options))
+            .await
+            .map_err(|e| format!("registering namespace {name:?} in Redis: {e}"))?;
+    }
+    Ok(engine)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
 }

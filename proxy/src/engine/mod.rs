@@ -8,7 +8,8 @@
 //! - **publish + history append are atomic per channel**: a publication gets the next offset of
 //!   its channel's stream and is delivered to subscribers in offset order;
 //! - delivery to this node's subscribers is through [`EngineEvent`]s on the channel given to
-//!   [`Engine::start`]; the engine never calls into the hub, so `engine` depends on `proto` only;
+//!   the engine's constructor ([`memory::MemoryEngine::new`], [`redis::RedisEngine::connect`]);
+//!   the engine never calls into the hub, so `engine` depends on `proto` only;
 //! - at-most-once delivery: an engine may lose live messages (a Redis reconnect); it then sends
 //!   [`EngineEvent::Resync`] so that positioned subscriptions are checked against history.
 
@@ -201,7 +202,8 @@ impl Engine {
         dispatch!(self, e => e.subscribe(channel).await)
     }
 
-    /// Stops delivering this channel's events (its last local subscriber left).
+    /// Stops delivering this channel's events (its last local subscriber left). Events already
+    /// on their way may still arrive; the hub drops events of channels it no longer holds.
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
         dispatch!(self, e => e.unsubscribe(channel).await)
     }

@@ -18,9 +18,7 @@ use gyre_proto::protocol::{Join, Leave, Push, Reply};
 use gyre_proto::{ClientInfo, Encoding, Publication};
 use parking_lot::Mutex;
 
-pub use subscription::{
-    ConnectionId, Control, ControlSender, LivePosition, Subscription,
-};
+pub use subscription::{ConnectionId, Control, ControlSender, LivePosition, Subscription};
 
 use crate::engine::EngineEvent;
 
@@ -128,6 +126,13 @@ impl Hub {
 
     pub fn unregister_connection(&self, connection: ConnectionId) {
         self.connections.lock().remove(&connection);
+    }
+
+    /// Asks every connection of this node to close with `disconnect`.
+    pub fn disconnect_all(&self, disconnect: &crate::protocol::codes::Disconnect) {
+        for control in self.connections.lock().values() {
+            let _ = control.send(Control::Disconnect(disconnect.clone()));
+        }
     }
 
     pub fn num_connections(&self) -> usize {

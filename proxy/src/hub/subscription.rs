@@ -18,6 +18,8 @@ pub enum Control {
     InsufficientState { channel: String },
     /// Live messages may have been lost: the session compares its positions with the streams.
     Resync,
+    /// End the connection with this code (shutdown, server API disconnect).
+    Disconnect(crate::protocol::codes::Disconnect),
 }
 
 pub type ControlSender = mpsc::UnboundedSender<Control>;
@@ -193,11 +195,7 @@ mod tests {
     use super::*;
     use crate::transport::outbox::Batch;
 
-    fn subscription() -> (
-        Subscription,
-        Arc<Outbox>,
-        mpsc::UnboundedReceiver<Control>,
-    ) {
+    fn subscription() -> (Subscription, Arc<Outbox>, mpsc::UnboundedReceiver<Control>) {
         let outbox = Arc::new(Outbox::new(1 << 20));
         let (tx, rx) = mpsc::unbounded_channel();
         let sub = Subscription::new(1, "ch".into(), Encoding::Json, false, outbox.clone(), tx);

@@ -52,6 +52,29 @@ pub const TOO_MANY_REQUESTS: ErrorCode = ErrorCode {
 };
 pub const UNRECOVERABLE_POSITION: ErrorCode = ErrorCode::new(112, "unrecoverable position");
 
+/// The error code with this number (codes decided elsewhere, e.g. by token checks); unknown
+/// numbers become an internal error rather than an invented message.
+pub fn error_code(code: u32) -> ErrorCode {
+    [
+        INTERNAL,
+        UNAUTHORIZED,
+        UNKNOWN_CHANNEL,
+        PERMISSION_DENIED,
+        METHOD_NOT_FOUND,
+        ALREADY_SUBSCRIBED,
+        LIMIT_EXCEEDED,
+        BAD_REQUEST,
+        NOT_AVAILABLE,
+        TOKEN_EXPIRED,
+        EXPIRED,
+        TOO_MANY_REQUESTS,
+        UNRECOVERABLE_POSITION,
+    ]
+    .into_iter()
+    .find(|known| known.code == code)
+    .unwrap_or(INTERNAL)
+}
+
 /// Why the server ends a subscription (`Push.unsubscribe`). Codes >= 2500 make the SDK
 /// resubscribe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +121,8 @@ impl Disconnect {
     }
 }
 
+/// The client went away (or the session ended without a reason to give): never advice.
+pub const CONNECTION_CLOSED: Disconnect = Disconnect::new(3000, "connection closed");
 pub const SHUTDOWN: Disconnect = Disconnect::new(3001, "shutdown");
 pub const DISCONNECT_INTERNAL: Disconnect = Disconnect::new(3004, "internal server error");
 pub const CONNECTION_EXPIRED: Disconnect = Disconnect::new(3005, "connection expired");

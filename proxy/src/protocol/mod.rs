@@ -1,5 +1,12 @@
-//! The client protocol: the session state machine every transport adapts, and its codes.
+//! The client protocol: the session state machine every transport adapts, and what it decides
+//! with.
 //!
+//! - [`session`]: one client's session (commands, pings, expiry) — transport-independent.
+//! - [`recovery`]: recovery decisions from positions and history.
+//! - [`node`]: what all sessions of this node share.
 //! - [`codes`]: error, unsubscribe and disconnect codes.
 
 pub mod codes;
+pub mod node;
+pub mod recovery;
+pub mod session;

@@ -114,9 +114,7 @@ impl MemoryEngine {
             if state.idempotency.len() >= IDEMPOTENCY_SWEEP_THRESHOLD {
                 state.idempotency.retain(|_, (_, expires)| *expires > now);
             }
-            let ttl = options
-                .idempotency_ttl
-                .unwrap_or(Duration::from_secs(300));
+            let ttl = options.idempotency_ttl.unwrap_or(Duration::from_secs(300));
             state.idempotency.insert(key, (position.clone(), now + ttl));
         }
         if state.subscribed.contains(channel) {

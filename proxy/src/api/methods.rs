@@ -1,0 +1,334 @@
+//! The API methods. Request and result field names are Centrifugo's.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use gyre_proto::Publication;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{
+    ApiError, BAD_REQUEST, METHOD_NOT_FOUND, MethodResult, NOT_AVAILABLE, UNKNOWN_CHANNEL,
+    UNRECOVERABLE_POSITION,
+};
+use crate::engine::{HistoryQuery, PublishOptions, StreamPosition};
+use crate::protocol::node::Node;
+use crate::protocol::session::history_options;
+
+/// Runs one method on a JSON body.
+pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
+    match method {
+        "publish" => to_raw(&publish(node, parse(body)?).await?),
+        "broadcast" => broadcast(node, parse(body)?).await,
+        "history" => to_raw(&history(node, parse(body)?).await?),
+        "history_remove" => {
+            let request: ChannelRequest = parse(body)?;
+            node.config
+                .channel_options(&request.channel)
+                .map_err(|_| UNKNOWN_CHANNEL)?;
+            node.engine.remove_history(&request.channel).await?;
+            to_raw(&Empty {})
+        }
+        "presence" => {
+            let request: ChannelRequest = parse(body)?;
+            presence_enabled(node, &request.channel)?;
+            let presence = node.engine.presence(&request.channel).await?;
+            let presence: HashMap<String, ClientInfoJson> = presence
+                .into_iter()
+                .map(|(client, info)| (client, ClientInfoJson::from(info)))
+                .collect();
+            to_raw(&serde_json::json!({ "presence": presence }))
+        }
+        "presence_stats" => {
+            let request: ChannelRequest = parse(body)?;
+            presence_enabled(node, &request.channel)?;
+            let stats = node.engine.presence_stats(&request.channel).await?;
+            to_raw(&serde_json::json!({
+                "num_clients": stats.num_clients,
+                "num_users": stats.num_users,
+            }))
+        }
+        "channels" => {
+            let channels: HashMap<String, serde_json::Value> = node
+                .hub
+                .channels()
+                .into_iter()
+                .map(|(channel, n)| (channel, serde_json::json!({ "num_clients": n })))
+                .collect();
+            to_raw(&serde_json::json!({ "channels": channels }))
+        }
+        "info" => to_raw(&serde_json::json!({
+            "nodes": [{
+                "uid": node.id,
+                "name": node.name,
+                "version": env!("CARGO_PKG_VERSION"),
+                "num_clients": node.hub.num_connections(),
+                "num_channels": node.hub.num_channels(),
+            }]
+        })),
+        "batch" => Box::pin(batch(node, parse(body)?)).await,
+        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => Err(NOT_AVAILABLE),
+        _ => Err(METHOD_NOT_FOUND),
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| {
+        tracing::debug!(%error, "api: bad request body");
+        BAD_REQUEST
+    })
+}
+
+fn to_raw<T: Serialize>(value: &T) -> MethodResult {
+    serde_json::value::to_raw_value(value).map_err(|_| super::INTERNAL)
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+#[derive(Deserialize)]
+struct ChannelRequest {
+    channel: String,
+}
+
+#[derive(Deserialize)]
+struct PublishRequest {
+    channel: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    b64data: Option<String>,
+    #[serde(default)]
+    skip_history: bool,
+    #[serde(default)]
+    tags: HashMap<String, String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Serialize, Default)]
+struct PublishResult {
+    #[serde(skip_serializing_if = "is_zero")]
+    offset: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    epoch: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+async fn publish(node: &Node, request: PublishRequest) -> Result<PublishResult, ApiError> {
+    let options = node
+        .config
+        .channel_options(&request.channel)
+        .map_err(|_| UNKNOWN_CHANNEL)?;
+    let data = match (&request.data, &request.b64data) {
+        (Some(raw), _) => Bytes::copy_from_slice(raw.get().as_bytes()),
+        (None, Some(_)) => return Err(NOT_AVAILABLE), // binary payloads need protobuf clients
+        (None, None) => return Err(BAD_REQUEST),
+    };
+    let publish_options = PublishOptions {
+        history: if request.skip_history {
+            None
+        } else {
+            history_options(options)
+        },
+        tags: request.tags,
+        idempotency_key: request.idempotency_key,
+        ..Default::default()
+    };
+    let StreamPosition { offset, epoch } = node
+        .engine
+        .publish(&request.channel, data, &publish_options)
+        .await?;
+    Ok(PublishResult { offset, epoch })
+}
+
+#[derive(Deserialize)]
+struct BroadcastRequest {
+    channels: Vec<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    skip_history: bool,
+    #[serde(default)]
+    tags: HashMap<String, String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
+    let mut responses = Vec::with_capacity(request.channels.len().min(1024));
+    for channel in request.channels {
+        let one = PublishRequest {
+            channel,
+            data: request.data.clone(),
+            b64data: None,
+            skip_history: request.skip_history,
+            tags: request.tags.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+        };
+        responses.push(match publish(node, one).await {
+            Ok(result) => serde_json::json!({ "result": result }),
+            Err(error) => serde_json::json!({ "error": error }),
+        });
+    }
+    to_raw(&serde_json::json!({ "responses": responses }))
+}
+
+#[derive(Deserialize)]
+struct HistoryRequest {
+    channel: String,
+    #[serde(default)]
+    limit: i64,
+    #[serde(default)]
+    since: Option<SincePosition>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+#[derive(Deserialize)]
+struct SincePosition {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    epoch: String,
+}
+
+#[derive(Serialize)]
+struct HistoryResult {
+    publications: Vec<PublicationJson>,
+    #[serde(skip_serializing_if = "is_zero")]
+    offset: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    epoch: String,
+}
+
+async fn history(node: &Node, request: HistoryRequest) -> Result<HistoryResult, ApiError> {
+    let options = node
+        .config
+        .channel_options(&request.channel)
+        .map_err(|_| UNKNOWN_CHANNEL)?;
+    if history_options(options).is_none() {
+        return Err(NOT_AVAILABLE);
+    }
+    let query = HistoryQuery {
+        since: request.since.as_ref().map(|s| s.offset),
+        limit: match request.limit {
+            0 => Some(0),
+            n if n < 0 => None,
+            n => Some(n as u64),
+        },
+        reverse: request.reverse,
+    };
+    let history = node.engine.history(&request.channel, query).await?;
+    if let Some(since) = &request.since
+        && !since.epoch.is_empty()
+        && since.epoch != history.position.epoch
+    {
+        return Err(UNRECOVERABLE_POSITION);
+    }
+    Ok(HistoryResult {
+        publications: history
+            .publications
+            .iter()
+            .map(PublicationJson::from)
+            .collect(),
+        offset: history.position.offset,
+        epoch: history.position.epoch,
+    })
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    commands: Vec<HashMap<String, Box<RawValue>>>,
+}
+
+async fn batch(node: &Node, request: BatchRequest) -> MethodResult {
+    let mut replies = Vec::with_capacity(request.commands.len().min(1024));
+    for command in request.commands {
+        let Some((method, params)) = command.into_iter().next() else {
+            replies.push(serde_json::json!({ "error": BAD_REQUEST }));
+            continue;
+        };
+        let reply = match call(node, &method, params.get().as_bytes()).await {
+            Ok(result) => {
+                let result: serde_json::Value =
+                    serde_json::from_str(result.get()).unwrap_or_default();
+                serde_json::json!({ method: result })
+            }
+            Err(error) => serde_json::json!({ "error": error }),
+        };
+        replies.push(reply);
+    }
+    to_raw(&serde_json::json!({ "replies": replies }))
+}
+
+fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {
+    let options = node
+        .config
+        .channel_options(channel)
+        .map_err(|_| UNKNOWN_CHANNEL)?;
+    if options.presence {
+        Ok(())
+    } else {
+        Err(NOT_AVAILABLE)
+    }
+}
+
+#[derive(Serialize)]
+struct ClientInfoJson {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    client: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conn_info: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chan_info: Option<Box<RawValue>>,
+}
+
+impl From<gyre_proto::ClientInfo> for ClientInfoJson {
+    fn from(info: gyre_proto::ClientInfo) -> Self {
+        Self {
+            user: info.user,
+            client: info.client,
+            conn_info: raw_json(&info.conn_info),
+            chan_info: raw_json(&info.chan_info),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PublicationJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<ClientInfoJson>,
+    #[serde(skip_serializing_if = "is_zero")]
+    offset: u64,
+    #[serde(skip_serializing_if = "HashMap::is_empty")]
+    tags: HashMap<String, String>,
+}
+
+impl From<&Publication> for PublicationJson {
+    fn from(publication: &Publication) -> Self {
+        Self {
+            data: raw_json(&publication.data),
+            info: publication.info.clone().map(ClientInfoJson::from),
+            offset: publication.offset,
+            tags: publication.tags.clone(),
+        }
+    }
+}
+
+/// Stored payloads are JSON when they came from JSON clients or the API; anything else is
+/// left out rather than breaking the response.
+fn raw_json(bytes: &Bytes) -> Option<Box<RawValue>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+}

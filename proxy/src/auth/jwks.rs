@@ -1,0 +1,273 @@
+//! Keys from a JWKS endpoint, chosen by the token's `kid`.
+//!
+//! - The whole set is cached for an hour (Centrifugo's TTL).
+//! - An unknown `kid` triggers a refetch (key rotation), at most once per
+//!   `refetch_min_interval`, so tokens with made-up `kid`s can't turn us into a load generator
+//!   against the key server.
+//! - Each fetch is a GET with a 1 s timeout and one retry, awaited on the runtime (never
+//!   blocking it); concurrent misses share one fetch (a tokio mutex held across the await) and
+//!   readers never wait on it (the cache is behind a short `RwLock`).
+//! - If a refresh fails, keys from the last good fetch keep working: a key-server outage should
+//!   not log everybody out. Without any usable key the error is `KeysUnavailable` (temporary).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use parking_lot::RwLock;
+
+use super::error::{AuthConfigError, InvalidReason, TokenError};
+
+/// Timing knobs; [`Default`] is the production behaviour, tests shrink them.
+#[derive(Debug, Clone)]
+pub(super) struct JwksOptions {
+    pub cache_ttl: Duration,
+    pub refetch_min_interval: Duration,
+    pub request_timeout: Duration,
+    /// Extra attempts after a failed GET.
+    pub retries: u32,
+}
+
+impl Default for JwksOptions {
+    fn default() -> Self {
+        JwksOptions {
+            cache_ttl: Duration::from_secs(3600),
+            refetch_min_interval: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(1),
+            retries: 1,
+        }
+    }
+}
+
+/// A JWKS is a few KiB; anything far larger is not one.
+const MAX_BODY: usize = 1 << 20;
+
+/// One usable key and the algorithms it may verify.
+pub(super) struct JwkKey {
+    pub key: DecodingKey,
+    pub algs: Vec<Algorithm>,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<JwkKey>>,
+    /// Last successful fetch.
+    fetched_at: Option<Instant>,
+    /// Last fetch attempt, successful or not (for the refetch rate limit).
+    attempted_at: Option<Instant>,
+    /// Why the last attempt failed, if it did.
+    last_error: Option<String>,
+}
+
+pub(super) struct Jwks {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    opts: JwksOptions,
+    cache: RwLock<Cache>,
+    /// Serializes fetches so a burst of misses makes one request.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Jwks {
+    pub fn new(url: &str, field: &str, opts: JwksOptions) -> Result<Self, AuthConfigError> {
+        let bad = |reason: String| AuthConfigError::InvalidJwksEndpoint {
+            field: field.to_owned(),
+            reason,
+        };
+        let url = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(bad(format!(
+                "scheme must be http or https, not {}",
+                url.scheme()
+            )));
+        }
+        // reqwest is built without a bundled crypto provider (aws-lc is a slow C build); use
+        // ring unless the process already chose one. Losing the race to another installer is
+        // fine: some provider is then in place.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = reqwest::Client::builder()
+            .timeout(opts.request_timeout)
+            .build()
+            .map_err(|e| AuthConfigError::HttpClient(e.to_string()))?;
+        Ok(Jwks {
+            url,
+            client,
+            opts,
+            cache: RwLock::new(Cache::default()),
+            fetching: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The key named `kid`, fetching the set when the cache is cold, stale or lacks `kid`.
+    pub async fn key(&self, kid: &str) -> Result<Arc<JwkKey>, TokenError> {
+        let started = Instant::now();
+        if let Some(key) = self.cached(kid, true) {
+            return Ok(key);
+        }
+        let _fetching = self.fetching.lock().await;
+        // Someone may have fetched while we waited for the lock.
+        if let Some(key) = self.cached(kid, true) {
+            return Ok(key);
+        }
+        let (may_fetch, fetched_since_start) = {
+            let cache = self.cache.read();
+            let may = cache
+                .attempted_at
+                .is_none_or(|t| t.elapsed() >= self.opts.refetch_min_interval);
+            let since = cache.fetched_at.is_some_and(|t| t >= started);
+            (may, since)
+        };
+        if fetched_since_start {
+            // A fetch that began after this token arrived came back without its kid.
+            return Err(InvalidReason::UnknownKid(kid.to_owned()).into());
+        }
+        if !may_fetch {
+            return self.fallback(kid, "JWKS refetch rate-limited");
+        }
+        match self.fetch().await {
+            Ok(keys) => {
+                let mut cache = self.cache.write();
+                let now = Instant::now();
+                cache.keys = keys;
+                cache.fetched_at = Some(now);
+                cache.attempted_at = Some(now);
+                cache.last_error = None;
+                cache
+                    .keys
+                    .get(kid)
+                    .cloned()
+                    .ok_or_else(|| InvalidReason::UnknownKid(kid.to_owned()).into())
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+                {
+                    let mut cache = self.cache.write();
+                    cache.attempted_at = Some(Instant::now());
+                    cache.last_error = Some(e);
+                }
+                self.fallback(kid, "JWKS fetch failed")
+            }
+        }
+    }
+
+    /// The cached key, if present and (when `fresh_only`) the cache is younger than the TTL.
+    fn cached(&self, kid: &str, fresh_only: bool) -> Option<Arc<JwkKey>> {
+        let cache = self.cache.read();
+        let fresh = cache
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < self.opts.cache_ttl);
+        if fresh_only && !fresh {
+            return None;
+        }
+        cache.keys.get(kid).cloned()
+    }
+
+    /// No fetch possible now: a stale key still serves; otherwise the failure is temporary
+    /// (the key may have been published since the last fetch, or the server may come back).
+    fn fallback(&self, kid: &str, why: &str) -> Result<Arc<JwkKey>, TokenError> {
+        if let Some(key) = self.cached(kid, false) {
+            return Ok(key);
+        }
+        let cache = self.cache.read();
+        let detail = match &cache.last_error {
+            Some(e) => format!("{why}: {e}"),
+            None => format!("{why}; kid {kid} not in the cached set"),
+        };
+        Err(TokenError::KeysUnavailable(detail))
+    }
+
+    /// GET the set, with retries; parse every usable key.
+    async fn fetch(&self) -> Result<HashMap<String, Arc<JwkKey>>, String> {
+        let mut last = String::new();
+        for _ in 0..=self.opts.retries {
+            match self.get_once().await {
+                Ok(body) => return parse_set(&body),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn get_once(&self) -> Result<Vec<u8>, String> {
+        let mut resp = self
+            .client
+            .get(self.url.clone())
+            .send()
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("status {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("body: {e}"))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err("body larger than 1 MiB".into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Parses a JWKS document, keeping the keys we can verify with. Keys are parsed one by one so
+/// one exotic entry (an `oct` key, a P-521 curve, an encryption key) doesn't void the set.
+fn parse_set(body: &[u8]) -> Result<HashMap<String, Arc<JwkKey>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
+    let mut keys = HashMap::new();
+    for value in set.keys {
+        let Ok(jwk) = serde_json::from_value::<Jwk>(value) else {
+            continue;
+        };
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if let Some(key) = usable_key(&jwk) {
+            keys.insert(kid, Arc::new(key));
+        }
+    }
+    Ok(keys)
+}
+
+/// A signing key of a kind Centrifugo accepts (RSA, EC P-256/P-384, OKP Ed25519), with the
+/// algorithms it may verify: its `alg` if it names one, else every algorithm of its kind.
+fn usable_key(jwk: &Jwk) -> Option<JwkKey> {
+    if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+        return None;
+    }
+    let kind_algs: &[Algorithm] = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => &[Algorithm::ES256],
+            EllipticCurve::P384 => &[Algorithm::ES384],
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            &[Algorithm::EdDSA]
+        }
+        _ => return None,
+    };
+    let algs = match jwk.common.key_algorithm {
+        None => kind_algs.to_vec(),
+        Some(ka) => {
+            let alg = to_algorithm(ka)?;
+            if !kind_algs.contains(&alg) {
+                return None;
+            }
+            vec![alg]
+        }
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some(JwkKey { key, algs })
+}
+
+fn to_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
+    ka.to_string().parse().ok()
+}

@@ -1,0 +1,323 @@
+//! Key paths, `GYRE_*` environment variables and flag overrides.
+//!
+//! The set of key paths is not written down anywhere: it is read off the schema by serializing
+//! the default [`Config`] to a JSON tree and collecting its leaves, so a new field is settable
+//! from the environment the moment it exists, and names with underscores map back to exactly
+//! one path (`GYRE_CLIENT_TOKEN_HMAC_SECRET_KEY` → `client.token.hmac_secret_key`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::error::{Origin, Problem};
+use super::load::Warning;
+use super::{Config, Namespace};
+
+/// Environment variables under the `GYRE_` prefix that are not config keys: the bin takes the
+/// config file path from `GYRE_CONFIG`.
+const RESERVED_ENV: &[&str] = &["GYRE_CONFIG"];
+
+/// The default config as a JSON tree, with one default namespace in `channel.namespaces` so
+/// that the keys of a namespace are known too.
+pub(super) fn schema() -> Value {
+    let mut tree = serde_json::to_value(Config::default()).expect("the config serializes");
+    let namespace = serde_json::to_value(Namespace::default()).expect("a namespace serializes");
+    tree["channel"]["namespaces"] = Value::Array(vec![namespace]);
+    tree
+}
+
+/// What an environment or flag value is parsed into, from the default value's JSON type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Bool,
+    Number,
+    /// Strings, durations and enum names: taken verbatim, checked by deserialization.
+    String,
+    /// A list of strings: a JSON array or comma-separated text.
+    Strings,
+    /// A list of tables (`channel.namespaces`): a JSON array only.
+    Tables,
+}
+
+/// Every settable key path with its kind, and the environment name of each.
+pub(super) struct Keys {
+    pub by_path: BTreeMap<String, Kind>,
+    by_env: HashMap<String, String>,
+}
+
+impl Keys {
+    pub fn from_schema(schema: &Value) -> Self {
+        let mut by_path = BTreeMap::new();
+        collect_leaves(schema, "", &mut by_path);
+        let by_env = by_path
+            .keys()
+            .map(|path| (env_var_name(path), path.clone()))
+            .collect();
+        Self { by_path, by_env }
+    }
+}
+
+fn collect_leaves(value: &Value, prefix: &str, out: &mut BTreeMap<String, Kind>) {
+    let Value::Object(map) = value else { return };
+    for (key, child) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let kind = match child {
+            Value::Object(_) => {
+                collect_leaves(child, &path, out);
+                continue;
+            }
+            Value::Bool(_) => Kind::Bool,
+            Value::Number(_) => Kind::Number,
+            Value::Array(items) if items.iter().any(Value::is_object) => Kind::Tables,
+            Value::Array(_) => Kind::Strings,
+            Value::String(_) | Value::Null => Kind::String,
+        };
+        out.insert(path, kind);
+    }
+}
+
+/// Every key path an environment variable or flag can set, sorted (`http_server.port`,
+/// `channel.namespaces`, …). Keys inside a namespace are set through `channel.namespaces`.
+pub fn known_keys() -> Vec<String> {
+    Keys::from_schema(&schema()).by_path.into_keys().collect()
+}
+
+/// The environment variable for a key path: `http_server.port` → `GYRE_HTTP_SERVER_PORT`.
+pub fn env_var_name(path: &str) -> String {
+    format!("GYRE_{}", path.to_ascii_uppercase().replace('.', "_"))
+}
+
+/// Parses text from the environment or a flag into the JSON value the field expects.
+fn parse_value(kind: Kind, raw: &str) -> Result<Value, String> {
+    let text = raw.trim();
+    match kind {
+        Kind::String => Ok(Value::String(raw.to_owned())),
+        Kind::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected true or false, got `{raw}`")),
+        },
+        Kind::Number => text
+            .parse::<u64>()
+            .map(Value::from)
+            .map_err(|_| format!("expected a whole number, got `{raw}`")),
+        Kind::Strings if !text.starts_with('[') => Ok(Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_owned()))
+                .collect(),
+        )),
+        Kind::Strings | Kind::Tables => match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Array(_)) => Ok(value),
+            Ok(_) => Err("expected a JSON array".to_owned()),
+            Err(e) => Err(format!("expected a JSON array: {e}")),
+        },
+    }
+}
+
+/// Puts `value` at `path`, creating tables on the way. A non-table in the way (the file said
+/// `client = 5`) is left alone: deserialization reports it, with the file as origin.
+fn set_path(tree: &mut Value, path: &str, value: Value) {
+    let mut node = tree;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Value::Object(map) = node else { return };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), value);
+            return;
+        }
+        node = map
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+}
+
+/// Where the values set by environment and flags came from, latest last.
+#[derive(Debug, Default)]
+pub(super) struct Origins(Vec<(String, Origin)>);
+
+impl Origins {
+    /// The origin of the value at `path` (a key path, possibly with `[i]` and deeper keys).
+    pub fn of(&self, path: &str) -> Origin {
+        self.0
+            .iter()
+            .rev()
+            .find(|(set, _)| {
+                path == set
+                    || path
+                        .strip_prefix(set.as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[']))
+            })
+            .map_or(Origin::File, |(_, origin)| origin.clone())
+    }
+}
+
+/// Applies `GYRE_*` variables to the tree. Unknown `GYRE_*` names and `CENTRIFUGO_*` names
+/// that Gyre would understand become warnings: shells carry stray variables, and refusing to
+/// start over one would be worse than saying so.
+pub(super) fn apply_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+    keys: &Keys,
+    origins: &mut Origins,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Warning>,
+) {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("GYRE_") || name.starts_with("CENTRIFUGO_"))
+        .collect();
+    // Sorted so that errors and warnings come out in the same order on every run.
+    vars.sort();
+    for (var, raw) in vars {
+        if let Some(rest) = var.strip_prefix("CENTRIFUGO_") {
+            let ours = format!("GYRE_{rest}");
+            if keys.by_env.contains_key(&ours) {
+                warnings.push(Warning::CentrifugoEnv { var, instead: ours });
+            }
+            continue;
+        }
+        if RESERVED_ENV.contains(&var.as_str()) {
+            continue;
+        }
+        let Some(path) = keys.by_env.get(&var) else {
+            warnings.push(Warning::UnknownEnv { var });
+            continue;
+        };
+        let origin = Origin::Env(var);
+        set_parsed(
+            tree,
+            path,
+            keys.by_path[path],
+            &raw,
+            origin,
+            origins,
+            problems,
+        );
+    }
+}
+
+/// Applies flag overrides (`key path`, `value`). Unlike the environment, an unknown key here is
+/// an error: somebody typed it on purpose.
+pub(super) fn apply_overrides(
+    tree: &mut Value,
+    overrides: &[(String, String)],
+    keys: &Keys,
+    origins: &mut Origins,
+    problems: &mut Vec<Problem>,
+) {
+    for (key, raw) in overrides {
+        let origin = Origin::Flag(key.clone());
+        match keys.by_path.get(key) {
+            Some(&kind) => set_parsed(tree, key, kind, raw, origin, origins, problems),
+            None => problems.push(Problem::UnknownKey {
+                path: key.clone(),
+                origin,
+            }),
+        }
+    }
+}
+
+fn set_parsed(
+    tree: &mut Value,
+    path: &str,
+    kind: Kind,
+    raw: &str,
+    origin: Origin,
+    origins: &mut Origins,
+    problems: &mut Vec<Problem>,
+) {
+    match parse_value(kind, raw) {
+        Ok(value) => {
+            set_path(tree, path, value);
+            origins.0.push((path.to_owned(), origin));
+        }
+        Err(message) => problems.push(Problem::BadValue {
+            path: path.to_owned(),
+            origin,
+            message,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_unique_and_cover_the_issue_keys() {
+        let keys = Keys::from_schema(&schema());
+        assert_eq!(
+            keys.by_env.len(),
+            keys.by_path.len(),
+            "two paths share a name"
+        );
+        for (var, path) in [
+            ("GYRE_HTTP_SERVER_PORT", "http_server.port"),
+            (
+                "GYRE_CLIENT_TOKEN_HMAC_SECRET_KEY",
+                "client.token.hmac_secret_key",
+            ),
+            ("GYRE_ENGINE_REDIS_ADDRESS", "engine.redis.address"),
+            ("GYRE_CHANNEL_NAMESPACES", "channel.namespaces"),
+            (
+                "GYRE_CHANNEL_WITHOUT_NAMESPACE_HISTORY_TTL",
+                "channel.without_namespace.history_ttl",
+            ),
+            (
+                "GYRE_CLIENT_SUBSCRIPTION_TOKEN_ENABLED",
+                "client.subscription_token.enabled",
+            ),
+        ] {
+            assert_eq!(keys.by_env.get(var).map(String::as_str), Some(path));
+        }
+        assert_eq!(keys.by_path["channel.namespaces"], Kind::Tables);
+        assert_eq!(keys.by_path["engine.redis.address"], Kind::Strings);
+        assert_eq!(keys.by_path["client.insecure"], Kind::Bool);
+        assert_eq!(keys.by_path["client.channel_limit"], Kind::Number);
+        assert_eq!(keys.by_path["client.ping_interval"], Kind::String);
+    }
+
+    #[test]
+    fn values_parse_by_kind() {
+        assert_eq!(parse_value(Kind::Bool, "TRUE"), Ok(Value::Bool(true)));
+        assert_eq!(parse_value(Kind::Bool, "0"), Ok(Value::Bool(false)));
+        assert!(parse_value(Kind::Bool, "maybe").is_err());
+        assert_eq!(parse_value(Kind::Number, " 42 "), Ok(Value::from(42u64)));
+        assert!(parse_value(Kind::Number, "-1").is_err());
+        assert_eq!(
+            parse_value(Kind::Strings, "redis://a:1, redis://b:2,"),
+            Ok(serde_json::json!(["redis://a:1", "redis://b:2"]))
+        );
+        assert_eq!(
+            parse_value(Kind::Strings, r#"["x,y"]"#),
+            Ok(serde_json::json!(["x,y"]))
+        );
+        assert_eq!(parse_value(Kind::Strings, ""), Ok(serde_json::json!([])));
+        assert!(parse_value(Kind::Tables, "chat").is_err());
+        assert!(parse_value(Kind::Tables, "{}").is_err());
+    }
+
+    #[test]
+    fn origins_match_paths_below_the_key_set() {
+        let mut origins = Origins::default();
+        origins
+            .0
+            .push(("channel.namespaces".into(), Origin::Env("GYRE_X".into())));
+        origins
+            .0
+            .push(("channel.max_length".into(), Origin::Flag("f".into())));
+        assert_eq!(
+            origins.of("channel.namespaces[1].name"),
+            Origin::Env("GYRE_X".into())
+        );
+        assert_eq!(origins.of("channel.max_length"), Origin::Flag("f".into()));
+        assert_eq!(origins.of("channel.max_length_x"), Origin::File);
+        assert_eq!(origins.of("channel"), Origin::File);
+    }
+}

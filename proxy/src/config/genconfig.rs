@@ -1,0 +1,448 @@
+//! `gyre genconfig`: a commented TOML file with every option at its default.
+//!
+//! Values come from `Config::default()` and the list of keys from the schema; only the
+//! comments are written here. Tests check that every key has a comment and that the output
+//! parses back to the default config, so the file cannot drift from the code.
+
+use serde_json::Value;
+
+use super::env::{self, env_var_name};
+
+/// Tables (no `.` after the last table name has a leaf under it) and keys, in output order,
+/// each with what it does. A table's keys must follow it directly, before any sub-table.
+const DOCS: &[(&str, &str)] = &[
+    (
+        "http_server",
+        "The HTTP listener: client transports, the server API (/api), /health and /metrics.",
+    ),
+    (
+        "http_server.address",
+        "Interface to listen on; empty means every interface.",
+    ),
+    ("http_server.port", "TCP port."),
+    ("log", "Logging."),
+    ("log.level", "One of none, trace, debug, info, warn, error."),
+    ("node", "This node."),
+    (
+        "node.name",
+        "Name shown by the info API; empty means host name and port.",
+    ),
+    ("client", "Client connections."),
+    (
+        "client.allowed_origins",
+        "Origins browsers may connect from, e.g. [\"https://*.example.com\"].\nEmpty: only same-origin pages and clients that send no Origin header.",
+    ),
+    (
+        "client.allow_anonymous_connect_without_token",
+        "Accept connections without a token, as anonymous users (user \"\").",
+    ),
+    (
+        "client.disallow_anonymous_connection_tokens",
+        "Refuse connection tokens whose user (sub) is empty.",
+    ),
+    (
+        "client.insecure",
+        "No authentication and no permission checks at all. Never in production.",
+    ),
+    (
+        "client.ping_interval",
+        "How often the server pings each connection.",
+    ),
+    (
+        "client.pong_timeout",
+        "How long a client has to answer a ping; 0 = no check. Below ping_interval.",
+    ),
+    (
+        "client.expired_close_delay",
+        "Grace after a connection token expires before the connection is closed.",
+    ),
+    (
+        "client.expired_sub_close_delay",
+        "Grace after a subscription token expires before the subscription ends.",
+    ),
+    (
+        "client.stale_close_delay",
+        "How long a new connection may stay without sending connect.",
+    ),
+    (
+        "client.channel_limit",
+        "Subscriptions one connection may hold.",
+    ),
+    (
+        "client.queue_max_size",
+        "Bytes queued for one connection before it is closed as slow; 0 = no limit.",
+    ),
+    (
+        "client.presence_update_interval",
+        "How often presence entries of live subscriptions are refreshed.",
+    ),
+    (
+        "client.connection_limit",
+        "Connections per node; 0 = no limit.",
+    ),
+    (
+        "client.user_connection_limit",
+        "Connections of one user per node; 0 = no limit.",
+    ),
+    (
+        "client.history_max_publication_limit",
+        "Most publications one history call returns.",
+    ),
+    (
+        "client.recovery_max_publication_limit",
+        "Most publications one recovery may replay; beyond it the client gets a gap.",
+    ),
+    (
+        "client.token",
+        "How connection tokens (JWT) are verified, and subscription tokens unless\n[client.subscription_token] is enabled. Set one of the keys or the JWKS endpoint.",
+    ),
+    (
+        "client.token.hmac_secret_key",
+        "Shared secret for HS256/HS384/HS512.",
+    ),
+    (
+        "client.token.rsa_public_key",
+        "PEM public key for RS256/RS384/RS512.",
+    ),
+    (
+        "client.token.ecdsa_public_key",
+        "PEM public key for ES256/ES384/ES512.",
+    ),
+    (
+        "client.token.jwks_public_endpoint",
+        "JWKS URL; when set, every token is checked with the key its kid names.",
+    ),
+    (
+        "client.token.audience",
+        "Required aud claim; empty = not checked.",
+    ),
+    (
+        "client.token.issuer",
+        "Required iss claim; empty = not checked.",
+    ),
+    (
+        "client.token.user_id_claim",
+        "Claim holding the user id; empty = sub.",
+    ),
+    (
+        "client.subscription_token",
+        "Separate keys for subscription tokens.",
+    ),
+    (
+        "client.subscription_token.enabled",
+        "Use the keys below for subscription tokens instead of [client.token].",
+    ),
+    (
+        "client.subscription_token.hmac_secret_key",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.rsa_public_key",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.ecdsa_public_key",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.jwks_public_endpoint",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.audience",
+        "As in [client.token].",
+    ),
+    ("client.subscription_token.issuer", "As in [client.token]."),
+    (
+        "client.subscription_token.user_id_claim",
+        "As in [client.token].",
+    ),
+    ("channel", "Channels."),
+    (
+        "channel.history_meta_ttl",
+        "How long a channel's stream position (offset, epoch) outlives its last\npublication, where the channel's options leave history_meta_ttl at 0.",
+    ),
+    (
+        "channel.max_length",
+        "Longest channel name in bytes; 0 = no limit.",
+    ),
+    (
+        "channel.without_namespace",
+        "Options of channels without a namespace (no \":\" in the name).\nNamespaces below take the same keys.",
+    ),
+    (
+        "channel.without_namespace.presence",
+        "Keep presence: who is subscribed.",
+    ),
+    (
+        "channel.without_namespace.join_leave",
+        "Emit join and leave events.",
+    ),
+    (
+        "channel.without_namespace.force_push_join_leave",
+        "Send join/leave to every subscriber, asked for or not.",
+    ),
+    (
+        "channel.without_namespace.history_size",
+        "Publications kept in history; 0 = no history. Needs history_ttl.",
+    ),
+    (
+        "channel.without_namespace.history_ttl",
+        "How long history is kept after the last publication. Needs history_size.",
+    ),
+    (
+        "channel.without_namespace.history_meta_ttl",
+        "Stream position TTL for these channels; 0 = channel.history_meta_ttl.",
+    ),
+    (
+        "channel.without_namespace.force_positioning",
+        "Check every subscriber for missed publications. Needs history.",
+    ),
+    (
+        "channel.without_namespace.allow_positioning",
+        "Let subscribers ask for positioning. Needs history.",
+    ),
+    (
+        "channel.without_namespace.force_recovery",
+        "Replay missed publications to every resubscribing client. Needs history.",
+    ),
+    (
+        "channel.without_namespace.allow_recovery",
+        "Let subscribers ask for recovery. Needs history.",
+    ),
+    (
+        "channel.without_namespace.allow_subscribe_for_client",
+        "Any authenticated client may subscribe.",
+    ),
+    (
+        "channel.without_namespace.allow_subscribe_for_anonymous",
+        "Anonymous clients may subscribe too (with allow_subscribe_for_client).",
+    ),
+    (
+        "channel.without_namespace.allow_publish_for_subscriber",
+        "Subscribers may publish.",
+    ),
+    (
+        "channel.without_namespace.allow_publish_for_client",
+        "Any authenticated client may publish, subscribed or not.",
+    ),
+    (
+        "channel.without_namespace.allow_publish_for_anonymous",
+        "Anonymous clients may publish too.",
+    ),
+    (
+        "channel.without_namespace.allow_history_for_subscriber",
+        "Subscribers may read history.",
+    ),
+    (
+        "channel.without_namespace.allow_history_for_client",
+        "Any authenticated client may read history.",
+    ),
+    (
+        "channel.without_namespace.allow_history_for_anonymous",
+        "Anonymous clients may read history too.",
+    ),
+    (
+        "channel.without_namespace.allow_presence_for_subscriber",
+        "Subscribers may read presence.",
+    ),
+    (
+        "channel.without_namespace.allow_presence_for_client",
+        "Any authenticated client may read presence.",
+    ),
+    (
+        "channel.without_namespace.allow_presence_for_anonymous",
+        "Anonymous clients may read presence too.",
+    ),
+    (
+        "channel.without_namespace.allow_user_limited_channels",
+        "Allow channels like news#42 or dialog#42,43 that only the listed users\nmay subscribe to.",
+    ),
+    (
+        "channel.namespaces",
+        "Namespaces: a channel named \"<name>:…\" takes the options of namespace <name>.\nEach takes the keys of [channel.without_namespace] plus its name\n(2 or more of a-z A-Z 0-9 - _ .). Example:",
+    ),
+    ("engine", "Where publications, history and presence live."),
+    (
+        "engine.type",
+        "memory (one process) or redis (Redis with libgyre.so; any number of nodes).",
+    ),
+    ("engine.redis", "The redis engine."),
+    (
+        "engine.redis.address",
+        "Redis URLs: redis://[user:password@]host:port[/db], rediss://… (TLS) or\nunix:///path. Several addresses shard channels across independent Redis servers.",
+    ),
+    (
+        "engine.redis.prefix",
+        "Prefix of every key and PUB/SUB channel; must equal the module's gyre.prefix.",
+    ),
+    (
+        "engine.redis.presence_ttl",
+        "How long a presence entry lives without a refresh (whole seconds);\nlonger than client.presence_update_interval.",
+    ),
+    (
+        "engine.redis.connect_timeout",
+        "Timeout for connecting to Redis.",
+    ),
+    ("engine.redis.io_timeout", "Timeout for one Redis command."),
+    ("http_api", "The server API (POST /api/<method>)."),
+    (
+        "http_api.key",
+        "API key, sent as X-API-Key or Authorization: apikey <key>.",
+    ),
+    (
+        "http_api.insecure",
+        "No API key check. Only behind a trusted network boundary.",
+    ),
+    (
+        "websocket",
+        "The WebSocket transport (/connection/websocket).",
+    ),
+    (
+        "websocket.message_size_limit",
+        "Largest message a client may send, in bytes; 0 = no limit.",
+    ),
+    (
+        "websocket.write_timeout",
+        "How long one write may block before the connection is dropped.",
+    ),
+    ("shutdown", "Graceful shutdown on SIGINT/SIGTERM."),
+    (
+        "shutdown.timeout",
+        "Time for closing connections and draining before the process exits anyway.",
+    ),
+    (
+        "health",
+        "Accepted for Centrifugo compatibility: Gyre always serves /health.",
+    ),
+    ("health.enabled", "No effect."),
+    (
+        "prometheus",
+        "Accepted for Centrifugo compatibility: Gyre always serves /metrics.",
+    ),
+    ("prometheus.enabled", "No effect."),
+];
+
+/// The commented example of `channel.namespaces`; its keys are checked by a test.
+const NAMESPACE_EXAMPLE: &str = r#"[[channel.namespaces]]
+name = "chat"
+presence = true
+join_leave = true
+history_size = 100
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_publish_for_subscriber = true
+allow_history_for_subscriber = true
+allow_presence_for_subscriber = true"#;
+
+const HEADER: &str = "\
+# Gyre configuration. Every option is shown with its default value.
+#
+# Keys follow Centrifugo v6's names and nesting, so a Centrifugo config carries over.
+# A JSON file with the same nesting works too (gyre --config config.json).
+# Every option can also be set by the environment variable shown in [brackets] and by a
+# flag; flags win over the environment, which wins over this file. Lists from the
+# environment are a JSON array or comma-separated text.
+# Durations: \"500ms\", \"25s\", \"1m30s\", \"720h\", or a whole number of seconds.
+";
+
+/// The commented default configuration in TOML.
+pub fn genconfig() -> String {
+    let defaults = env::schema();
+    let mut out = String::from(HEADER);
+    for &(path, doc) in DOCS {
+        let value = lookup(&defaults, path);
+        if path == "channel.namespaces" {
+            // Written as a commented example: an empty `namespaces = []` line would clash with
+            // `[[channel.namespaces]]` once the example is uncommented.
+            out.push('\n');
+            push_comment(&mut out, doc);
+            push_comment(&mut out, NAMESPACE_EXAMPLE);
+            push_comment(
+                &mut out,
+                &format!("[{}, as a JSON array]", env_var_name(path)),
+            );
+            continue;
+        }
+        match value {
+            Some(Value::Object(_)) => {
+                out.push('\n');
+                push_comment(&mut out, doc);
+                out.push_str(&format!("[{path}]\n"));
+            }
+            Some(value) => {
+                // The variable goes on the comment's last line when that stays short.
+                let var = format!("[{}]", env_var_name(path));
+                let last = doc.lines().last().unwrap_or("");
+                if last.len() + var.len() + 4 <= 100 {
+                    push_comment(&mut out, &format!("{doc}  {var}"));
+                } else {
+                    push_comment(&mut out, doc);
+                    push_comment(&mut out, &var);
+                }
+                let key = path.rsplit('.').next().unwrap_or(path);
+                let text = serde_json::to_string(value).expect("a JSON leaf formats");
+                out.push_str(&format!("{key} = {text}\n"));
+            }
+            None => panic!("genconfig documents `{path}`, which the schema lacks"),
+        }
+    }
+    out
+}
+
+fn push_comment(out: &mut String, text: &str) {
+    for line in text.lines() {
+        out.push_str("# ");
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+fn lookup<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(tree, |node, key| node.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env::Keys;
+    use crate::config::{Config, Namespace};
+
+    #[test]
+    fn every_key_is_documented_once() {
+        let keys = Keys::from_schema(&env::schema());
+        let documented: Vec<&str> = DOCS.iter().map(|(p, _)| *p).collect();
+        for path in keys.by_path.keys() {
+            assert!(
+                documented.contains(&path.as_str()),
+                "`{path}` lacks a comment"
+            );
+        }
+        let mut sorted = documented.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), documented.len(), "a path is documented twice");
+    }
+
+    #[test]
+    fn output_parses_back_to_the_defaults() {
+        let text = genconfig();
+        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config, Config::default());
+        assert!(text.contains("port = 8000"));
+        assert!(text.contains("[GYRE_CLIENT_TOKEN_HMAC_SECRET_KEY]"));
+        assert!(text.contains("history_meta_ttl = \"720h\""));
+        assert!(text.contains("# [[channel.namespaces]]"));
+    }
+
+    #[test]
+    fn the_namespace_example_loads() {
+        let text = format!("{}\n{NAMESPACE_EXAMPLE}\n", genconfig());
+        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let chat: &Namespace = &config.channel.namespaces[0];
+        assert_eq!(chat.name, "chat");
+        assert_eq!(chat.history_size, 100);
+        assert!(chat.force_recovery && chat.allow_presence_for_subscriber);
+    }
+}

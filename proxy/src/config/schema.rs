@@ -1,0 +1,423 @@
+//! The configuration's sections, one struct each, with Centrifugo v6's key names, nesting and
+//! defaults. Every struct is `#[serde(default, deny_unknown_fields)]`: a missing key takes its
+//! default, a misspelt one is an error.
+//!
+//! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`admin`,
+//! `grpc_api`, proxies, …) is an unknown key and stops the start, rather than being silently
+//! ignored while the user believes it is in force.
+
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+use crate::auth::settings::TokenSettings;
+
+/// `http_server`: the one listener for client transports, the server API, `/health` and
+/// `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpServer {
+    /// Interface to bind; empty means every interface.
+    pub address: String,
+    /// TCP port; 0 lets the OS choose (useful in tests).
+    pub port: u16,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        Self {
+            address: String::new(),
+            port: 8000,
+        }
+    }
+}
+
+/// `log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub level: LogLevel,
+}
+
+/// `log.level`, with Centrifugo's level names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    None,
+    Trace,
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The level as `tracing` filters name it: Centrifugo's names, except `none`, which is
+    /// `off`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::None => "off",
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `node`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Node {
+    /// Human-readable node name shown by the `info` API; empty means the bin derives one from
+    /// the host name and port, as Centrifugo does.
+    pub name: String,
+}
+
+/// `engine`: where publications, history and presence live.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Engine {
+    #[serde(rename = "type")]
+    pub kind: EngineType,
+    pub redis: RedisEngine,
+}
+
+/// `engine.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineType {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// `engine.redis`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisEngine {
+    /// Redis URLs (`redis://`, `rediss://`, `unix://`); several mean client-side sharding.
+    /// A single string is accepted too, as Centrifugo does.
+    #[serde(deserialize_with = "string_or_list")]
+    pub address: Vec<String>,
+    /// Key and channel prefix; must equal the module's `gyre.prefix`. Gyre's default differs
+    /// from Centrifugo's `centrifugo` on purpose: the module's default is `gyre`.
+    pub prefix: String,
+    /// How long a presence entry lives without a refresh.
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Timeout of one Redis command round trip.
+    #[serde(with = "duration")]
+    pub io_timeout: Duration,
+}
+
+impl Default for RedisEngine {
+    fn default() -> Self {
+        Self {
+            address: vec!["redis://127.0.0.1:6379".to_owned()],
+            prefix: "gyre".to_owned(),
+            presence_ttl: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(4),
+        }
+    }
+}
+
+/// `client`: real-time connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Client {
+    /// Keys for connection tokens, and for subscription tokens unless
+    /// `subscription_token.enabled`.
+    pub token: TokenSettings,
+    pub subscription_token: SubscriptionToken,
+    /// Origins allowed to open browser connections (`*` wildcards allowed); empty means only
+    /// same-origin requests and clients that send no `Origin`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub allowed_origins: Vec<String>,
+    pub allow_anonymous_connect_without_token: bool,
+    pub disallow_anonymous_connection_tokens: bool,
+    /// No authentication and no permission checks at all. Development only.
+    pub insecure: bool,
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// 0 disables the pong check.
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    #[serde(with = "duration")]
+    pub expired_close_delay: Duration,
+    #[serde(with = "duration")]
+    pub expired_sub_close_delay: Duration,
+    /// How long a new connection may take to send its `connect` command.
+    #[serde(with = "duration")]
+    pub stale_close_delay: Duration,
+    /// Subscriptions per connection.
+    pub channel_limit: u32,
+    /// Bytes waiting to be written to one connection before it is closed as slow; 0 = no limit.
+    pub queue_max_size: u64,
+    #[serde(with = "duration")]
+    pub presence_update_interval: Duration,
+    /// Connections per node; 0 = no limit.
+    pub connection_limit: u32,
+    /// Connections of one user per node; 0 = no limit.
+    pub user_connection_limit: u32,
+    pub history_max_publication_limit: u32,
+    pub recovery_max_publication_limit: u32,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self {
+            token: TokenSettings::default(),
+            subscription_token: SubscriptionToken::default(),
+            allowed_origins: Vec::new(),
+            allow_anonymous_connect_without_token: false,
+            disallow_anonymous_connection_tokens: false,
+            insecure: false,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            expired_close_delay: Duration::from_secs(25),
+            expired_sub_close_delay: Duration::from_secs(25),
+            stale_close_delay: Duration::from_secs(10),
+            channel_limit: 128,
+            queue_max_size: 1_048_576,
+            presence_update_interval: Duration::from_secs(27),
+            connection_limit: 0,
+            user_connection_limit: 0,
+            history_max_publication_limit: 300,
+            recovery_max_publication_limit: 300,
+        }
+    }
+}
+
+impl Client {
+    /// The keys subscription tokens are checked with: `subscription_token` when it is
+    /// enabled, else `token` (Centrifugo's rule).
+    pub fn subscription_token_settings(&self) -> &TokenSettings {
+        if self.subscription_token.enabled {
+            &self.subscription_token.token
+        } else {
+            &self.token
+        }
+    }
+}
+
+/// `client.subscription_token`: `enabled` plus the same keys as `client.token`, side by side
+/// as in Centrifugo.
+///
+/// Deserialization is written by hand because serde's `flatten` cannot be combined with
+/// `deny_unknown_fields`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriptionToken {
+    pub enabled: bool,
+    #[serde(flatten)]
+    pub token: TokenSettings,
+}
+
+impl<'de> Deserialize<'de> for SubscriptionToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use de::Error as _;
+        let mut map = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let enabled = match map.remove("enabled") {
+            None => false,
+            Some(v) => {
+                bool::deserialize(v).map_err(|e| D::Error::custom(format!("enabled: {e}")))?
+            }
+        };
+        let token = serde_path_to_error::deserialize(serde_json::Value::Object(map))
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner())))?;
+        Ok(Self { enabled, token })
+    }
+}
+
+/// Defines [`ChannelOptions`] and [`Namespace`] from one field list, so a namespace's keys sit
+/// beside its `name` (Centrifugo's layout) while serde still rejects unknown keys and reports
+/// exact paths, which `#[serde(flatten)]` would prevent.
+macro_rules! channel_options {
+    ($( $(#[$attr:meta])* $field:ident: $ty:ty, )*) => {
+        /// Options of a channel: `channel.without_namespace` or one of `channel.namespaces`.
+        /// All default to off / zero, as in Centrifugo.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct ChannelOptions {
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
+
+        /// One entry of `channel.namespaces`: a `name` and the channel options of every channel
+        /// named `<name>:…`.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Namespace {
+            /// Matches `^[-a-zA-Z0-9_.]{2,}$`; unique.
+            pub name: String,
+            $( $(#[$attr])* pub $field: $ty, )*
+        }
+
+        impl Namespace {
+            /// A namespace with these options.
+            pub fn new(name: impl Into<String>, options: ChannelOptions) -> Self {
+                Self { name: name.into(), $( $field: options.$field, )* }
+            }
+
+            /// This namespace's options, without its name.
+            pub fn options(&self) -> ChannelOptions {
+                ChannelOptions { $( $field: self.$field.clone(), )* }
+            }
+        }
+    };
+}
+
+channel_options! {
+    /// Keep presence (who is subscribed) for the channel.
+    presence: bool,
+    /// Emit join/leave events for the channel.
+    join_leave: bool,
+    /// Deliver join/leave to every subscriber, whether or not it asked for them.
+    force_push_join_leave: bool,
+    /// Publications kept in history; 0 = no history.
+    history_size: u64,
+    /// How long history is kept after the last publication; needed with `history_size`.
+    #[serde(with = "duration")]
+    history_ttl: Duration,
+    /// How long the stream position (offset, epoch) outlives history; 0 = `channel.history_meta_ttl`.
+    /// [`crate::config::Config::channel_options`] returns it with that fallback applied.
+    #[serde(with = "duration")]
+    history_meta_ttl: Duration,
+    force_positioning: bool,
+    allow_positioning: bool,
+    force_recovery: bool,
+    allow_recovery: bool,
+    allow_subscribe_for_client: bool,
+    allow_subscribe_for_anonymous: bool,
+    allow_publish_for_subscriber: bool,
+    allow_publish_for_client: bool,
+    allow_publish_for_anonymous: bool,
+    allow_history_for_subscriber: bool,
+    allow_history_for_client: bool,
+    allow_history_for_anonymous: bool,
+    allow_presence_for_subscriber: bool,
+    allow_presence_for_client: bool,
+    allow_presence_for_anonymous: bool,
+    /// Allow `name#user1,user2` channels that only the listed users may subscribe to.
+    allow_user_limited_channels: bool,
+}
+
+impl ChannelOptions {
+    /// Whether the channel keeps history (size and TTL both set).
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+}
+
+/// `channel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Channel {
+    /// Options of channels without a `:`.
+    pub without_namespace: ChannelOptions,
+    pub namespaces: Vec<Namespace>,
+    /// Stream position TTL for channels whose options leave `history_meta_ttl` at 0.
+    #[serde(with = "duration")]
+    pub history_meta_ttl: Duration,
+    /// Longest channel name in bytes; 0 = no limit.
+    pub max_length: u32,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self {
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+            history_meta_ttl: Duration::from_secs(720 * 3600),
+            max_length: 255,
+        }
+    }
+}
+
+/// `http_api`: the server API under `/api`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpApi {
+    /// Required in `X-API-Key` (or `Authorization: apikey …`) unless `insecure`.
+    pub key: String,
+    pub insecure: bool,
+}
+
+/// `websocket`: the bidirectional WebSocket transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSocket {
+    /// Largest inbound message in bytes; 0 = no limit.
+    pub message_size_limit: u32,
+    /// How long one write to the socket may block before the connection is dropped.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
+}
+
+impl Default for WebSocket {
+    fn default() -> Self {
+        Self {
+            message_size_limit: 65_536,
+            write_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    /// Time allowed for a graceful stop before the process exits anyway.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `health` and `prometheus`: accepted so Centrifugo configs load; Gyre always serves
+/// `/health` and `/metrics`, so `enabled` changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Endpoint {
+    pub enabled: bool,
+}
+
+/// Accepts `"a"` as `["a"]`: Centrifugo (through viper) takes a single string wherever a list
+/// is expected, and configs in the wild rely on it for `engine.redis.address`.
+fn string_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+
+    impl<'de> de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_owned()])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element::<String>()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_any(OneOrMany)
+}

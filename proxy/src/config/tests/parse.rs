@@ -1,0 +1,523 @@
+//! Files: every key of the issue in TOML and JSON, a Centrifugo v6 config as its users write
+//! it, unknown keys and bad values.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::{EngineType, LogLevel, Origin};
+
+/// Every key the issue lists, each away from its default.
+const ISSUE_KEYS_TOML: &str = r#"
+[http_server]
+address = "127.0.0.1"
+port = 9000
+
+[log]
+level = "debug"
+
+[node]
+name = "edge-1"
+
+[client]
+allowed_origins = ["https://example.com", "https://*.example.org"]
+allow_anonymous_connect_without_token = true
+insecure = true
+queue_max_size = 2097152
+channel_limit = 64
+connection_limit = 10000
+user_connection_limit = 5
+ping_interval = "20s"
+pong_timeout = "5s"
+expired_close_delay = "30s"
+expired_sub_close_delay = "31s"
+presence_update_interval = "20s"
+recovery_max_publication_limit = 100
+history_max_publication_limit = 50
+
+[client.token]
+hmac_secret_key = "secret"
+rsa_public_key = "-----BEGIN PUBLIC KEY-----\nRSA\n-----END PUBLIC KEY-----"
+ecdsa_public_key = "-----BEGIN PUBLIC KEY-----\nEC\n-----END PUBLIC KEY-----"
+jwks_public_endpoint = "https://auth.example.com/.well-known/jwks.json"
+
+[client.subscription_token]
+enabled = true
+hmac_secret_key = "sub-secret"
+
+[http_api]
+key = "api-key"
+insecure = true
+
+[engine]
+type = "redis"
+
+[engine.redis]
+address = ["redis://10.0.0.1:6379", "rediss://user:pw@10.0.0.2:6380/1"]
+prefix = "myapp"
+presence_ttl = "90s"
+
+[websocket]
+message_size_limit = 131072
+
+[shutdown]
+timeout = "1m30s"
+
+[health]
+enabled = true
+
+[prometheus]
+enabled = true
+
+[channel]
+max_length = 128
+history_meta_ttl = "48h"
+
+[channel.without_namespace]
+presence = true
+allow_subscribe_for_client = true
+
+[[channel.namespaces]]
+name = "chat"
+history_size = 100
+history_ttl = "300s"
+history_meta_ttl = "24h"
+force_recovery = true
+allow_recovery = true
+force_positioning = true
+allow_positioning = true
+presence = true
+join_leave = true
+force_push_join_leave = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+allow_publish_for_subscriber = true
+allow_publish_for_client = true
+allow_publish_for_anonymous = true
+allow_history_for_subscriber = true
+allow_history_for_client = true
+allow_history_for_anonymous = true
+allow_presence_for_subscriber = true
+allow_presence_for_client = true
+allow_presence_for_anonymous = true
+allow_user_limited_channels = true
+"#;
+
+/// The same, converted to JSON by hand the way a Centrifugo user writes `config.json`.
+const ISSUE_KEYS_JSON: &str = r#"{
+  "http_server": {"address": "127.0.0.1", "port": 9000},
+  "log": {"level": "debug"},
+  "node": {"name": "edge-1"},
+  "client": {
+    "allowed_origins": ["https://example.com", "https://*.example.org"],
+    "allow_anonymous_connect_without_token": true,
+    "insecure": true,
+    "queue_max_size": 2097152,
+    "channel_limit": 64,
+    "connection_limit": 10000,
+    "user_connection_limit": 5,
+    "ping_interval": "20s",
+    "pong_timeout": "5s",
+    "expired_close_delay": "30s",
+    "expired_sub_close_delay": "31s",
+    "presence_update_interval": "20s",
+    "recovery_max_publication_limit": 100,
+    "history_max_publication_limit": 50,
+    "token": {
+      "hmac_secret_key": "secret",
+      "rsa_public_key": "-----BEGIN PUBLIC KEY-----\nRSA\n-----END PUBLIC KEY-----",
+      "ecdsa_public_key": "-----BEGIN PUBLIC KEY-----\nEC\n-----END PUBLIC KEY-----",
+      "jwks_public_endpoint": "https://auth.example.com/.well-known/jwks.json"
+    },
+    "subscription_token": {"enabled": true, "hmac_secret_key": "sub-secret"}
+  },
+  "http_api": {"key": "api-key", "insecure": true},
+  "engine": {
+    "type": "redis",
+    "redis": {
+      "address": ["redis://10.0.0.1:6379", "rediss://user:pw@10.0.0.2:6380/1"],
+      "prefix": "myapp",
+      "presence_ttl": "90s"
+    }
+  },
+  "websocket": {"message_size_limit": 131072},
+  "shutdown": {"timeout": "1m30s"},
+  "health": {"enabled": true},
+  "prometheus": {"enabled": true},
+  "channel": {
+    "max_length": 128,
+    "history_meta_ttl": "48h",
+    "without_namespace": {"presence": true, "allow_subscribe_for_client": true},
+    "namespaces": [{
+      "name": "chat",
+      "history_size": 100,
+      "history_ttl": "300s",
+      "history_meta_ttl": "24h",
+      "force_recovery": true,
+      "allow_recovery": true,
+      "force_positioning": true,
+      "allow_positioning": true,
+      "presence": true,
+      "join_leave": true,
+      "force_push_join_leave": true,
+      "allow_subscribe_for_client": true,
+      "allow_subscribe_for_anonymous": true,
+      "allow_publish_for_subscriber": true,
+      "allow_publish_for_client": true,
+      "allow_publish_for_anonymous": true,
+      "allow_history_for_subscriber": true,
+      "allow_history_for_client": true,
+      "allow_history_for_anonymous": true,
+      "allow_presence_for_subscriber": true,
+      "allow_presence_for_client": true,
+      "allow_presence_for_anonymous": true,
+      "allow_user_limited_channels": true
+    }]
+  }
+}"#;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn every_issue_key_reads_from_toml_and_json() {
+    let from_toml = toml_ok(ISSUE_KEYS_TOML);
+    let from_json = Config::from_json(ISSUE_KEYS_JSON).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from_toml, from_json);
+    let c = from_toml;
+
+    assert_eq!(c.http_server.address, "127.0.0.1");
+    assert_eq!(c.http_server.port, 9000);
+    assert_eq!(c.log.level, LogLevel::Debug);
+    assert_eq!(c.node.name, "edge-1");
+
+    let client = &c.client;
+    assert_eq!(client.token.hmac_secret_key, "secret");
+    assert!(client.token.rsa_public_key.contains("RSA\n"));
+    assert!(client.token.ecdsa_public_key.contains("EC\n"));
+    assert!(client.token.jwks_public_endpoint.ends_with("jwks.json"));
+    assert!(client.subscription_token.enabled);
+    assert_eq!(
+        client.subscription_token.token.hmac_secret_key,
+        "sub-secret"
+    );
+    assert_eq!(
+        client.subscription_token_settings().hmac_secret_key,
+        "sub-secret"
+    );
+    assert_eq!(client.allowed_origins.len(), 2);
+    assert!(client.allow_anonymous_connect_without_token);
+    assert!(client.insecure);
+    assert_eq!(client.queue_max_size, 2_097_152);
+    assert_eq!(client.channel_limit, 64);
+    assert_eq!(client.connection_limit, 10_000);
+    assert_eq!(client.user_connection_limit, 5);
+    assert_eq!(client.ping_interval, secs(20));
+    assert_eq!(client.pong_timeout, secs(5));
+    assert_eq!(client.expired_close_delay, secs(30));
+    assert_eq!(client.expired_sub_close_delay, secs(31));
+    assert_eq!(client.presence_update_interval, secs(20));
+    assert_eq!(client.recovery_max_publication_limit, 100);
+    assert_eq!(client.history_max_publication_limit, 50);
+
+    assert_eq!(c.http_api.key, "api-key");
+    assert!(c.http_api.insecure);
+    assert_eq!(c.engine.kind, EngineType::Redis);
+    assert_eq!(
+        c.engine.redis.address[1],
+        "rediss://user:pw@10.0.0.2:6380/1"
+    );
+    assert_eq!(c.engine.redis.prefix, "myapp");
+    assert_eq!(c.engine.redis.presence_ttl, secs(90));
+    assert_eq!(c.websocket.message_size_limit, 131_072);
+    assert_eq!(c.shutdown.timeout, secs(90));
+    assert!(c.health.enabled && c.prometheus.enabled);
+
+    assert_eq!(c.channel.max_length, 128);
+    assert_eq!(c.channel.history_meta_ttl, secs(48 * 3600));
+    assert!(c.channel.without_namespace.presence);
+    let chat = &c.channel.namespaces[0];
+    assert_eq!(chat.name, "chat");
+    assert_eq!(chat.history_size, 100);
+    assert_eq!(chat.history_ttl, secs(300));
+    assert_eq!(chat.history_meta_ttl, secs(24 * 3600));
+    // Every boolean option of the namespace was set: compare against all-true.
+    let json = serde_json::to_value(chat.options()).unwrap();
+    for (key, value) in json.as_object().unwrap() {
+        if value.is_boolean() {
+            assert_eq!(value, true, "{key}");
+        }
+    }
+}
+
+#[test]
+fn defaults_are_centrifugos() {
+    let c = toml_ok("");
+    assert_eq!(c, Config::default());
+    assert_eq!(c.http_server.port, 8000);
+    assert_eq!(c.engine.kind, EngineType::Memory);
+    assert_eq!(c.engine.redis.address, ["redis://127.0.0.1:6379"]);
+    assert_eq!(c.engine.redis.prefix, "gyre");
+    assert_eq!(c.engine.redis.presence_ttl, secs(60));
+    assert_eq!(c.client.queue_max_size, 1_048_576);
+    assert_eq!(c.client.channel_limit, 128);
+    assert_eq!(c.client.connection_limit, 0);
+    assert_eq!(c.client.ping_interval, secs(25));
+    assert_eq!(c.client.pong_timeout, secs(8));
+    assert_eq!(c.client.expired_close_delay, secs(25));
+    assert_eq!(c.client.expired_sub_close_delay, secs(25));
+    assert_eq!(c.client.presence_update_interval, secs(27));
+    assert_eq!(c.client.recovery_max_publication_limit, 300);
+    assert_eq!(c.client.history_max_publication_limit, 300);
+    assert_eq!(c.websocket.message_size_limit, 65_536);
+    assert_eq!(c.shutdown.timeout, secs(30));
+    assert_eq!(c.log.level, LogLevel::Info);
+    assert_eq!(c.channel.max_length, 255);
+    assert_eq!(c.channel.history_meta_ttl, secs(720 * 3600));
+    assert!(!c.client.subscription_token.enabled);
+    assert_eq!(Config::from_json("{}").unwrap(), Config::default());
+}
+
+/// A config as a Centrifugo v6 user has it (`centrifugo genconfig` style, plus a typical
+/// namespace set-up), unchanged.
+const CENTRIFUGO_V6_JSON: &str = r#"{
+  "client": {
+    "token": {"hmac_secret_key": "bbe7d157-a253-4094-9759-06a8236543f9"},
+    "allowed_origins": ["http://localhost:3000"]
+  },
+  "http_api": {"key": "d7627bb6-2292-4911-82e1-615c0ed3eebb"},
+  "admin": {"enabled": false}
+}"#;
+
+const CENTRIFUGO_V6_TOML: &str = r#"
+[http_server]
+port = 8000
+
+[log]
+level = "info"
+
+[client]
+allowed_origins = ["https://app.example.com"]
+allow_anonymous_connect_without_token = false
+channel_limit = 128
+ping_interval = "25s"
+pong_timeout = "8s"
+
+[client.token]
+hmac_secret_key = "my_secret"
+audience = "centrifugo"
+issuer = "example.com"
+
+[engine]
+type = "redis"
+
+[engine.redis]
+address = "redis://redis:6379"
+presence_ttl = "60s"
+
+[http_api]
+key = "my_api_key"
+
+[channel]
+history_meta_ttl = "720h"
+
+[channel.without_namespace]
+allow_subscribe_for_client = true
+presence = true
+
+[[channel.namespaces]]
+name = "chat"
+presence = true
+join_leave = true
+force_push_join_leave = true
+history_size = 50
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_publish_for_subscriber = true
+allow_history_for_subscriber = true
+allow_presence_for_subscriber = true
+
+[[channel.namespaces]]
+name = "personal"
+allow_user_limited_channels = true
+allow_subscribe_for_client = true
+
+[[channel.namespaces]]
+name = "prices.eu"
+history_size = 1
+history_ttl = "60s"
+force_positioning = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+"#;
+
+#[test]
+fn a_centrifugo_v6_config_loads_unchanged() {
+    let problems = problems(Config::from_json(CENTRIFUGO_V6_JSON).map(|config| Loaded {
+        config,
+        warnings: vec![],
+    }));
+    // `admin` is a Centrifugo feature Gyre lacks: it is refused by name, not ignored.
+    assert_eq!(
+        problems,
+        [Problem::UnknownKey {
+            path: "admin".into(),
+            origin: Origin::File
+        }]
+    );
+    let json = CENTRIFUGO_V6_JSON.replace(",\n  \"admin\": {\"enabled\": false}", "");
+    let c = Config::from_json(&json).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.http_api.key, "d7627bb6-2292-4911-82e1-615c0ed3eebb");
+
+    let c = toml_ok(CENTRIFUGO_V6_TOML);
+    // A single address string is a one-element list, as in Centrifugo.
+    assert_eq!(c.engine.redis.address, ["redis://redis:6379"]);
+    assert_eq!(c.client.token.audience, "centrifugo");
+    let names: Vec<&str> = c.namespaces().map(|(name, _)| name).collect();
+    assert_eq!(names, ["chat", "personal", "prices.eu"]);
+    let chat = c.channel_options("chat:index").unwrap();
+    assert!(chat.force_recovery && chat.has_history());
+    // The namespace left history_meta_ttl at 0: the lookup resolves channel.history_meta_ttl.
+    assert_eq!(chat.history_meta_ttl, secs(720 * 3600));
+}
+
+#[test]
+fn unknown_keys_are_named_by_path_all_at_once() {
+    let problems = toml_problems(
+        r#"
+        verbose = true
+        [http_server]
+        prot = 8001
+        [client.token]
+        hmac_secret = "x"
+        [[channel.namespaces]]
+        name = "ok"
+        [[channel.namespaces]]
+        name = "chat"
+        histroy_size = 10
+        "#,
+    );
+    let paths: Vec<&str> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::UnknownKey { path, origin } => {
+                assert_eq!(*origin, Origin::File);
+                path.as_str()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "channel.namespaces[1].histroy_size",
+            "client.token.hmac_secret",
+            "http_server.prot",
+            "verbose",
+        ]
+    );
+    let text = problems[0].to_string();
+    assert_eq!(text, "unknown key `channel.namespaces[1].histroy_size`");
+}
+
+#[test]
+fn unknown_key_in_json_and_in_subscription_token() {
+    let err =
+        Config::from_json(r#"{"client": {"subscription_token": {"enabld": true}}}"#).unwrap_err();
+    assert_eq!(
+        err.problems,
+        [Problem::UnknownKey {
+            path: "client.subscription_token.enabld".into(),
+            origin: Origin::File
+        }]
+    );
+}
+
+#[test]
+fn bad_values_are_named_by_path_all_at_once() {
+    let problems = toml_problems(
+        r#"
+        [http_server]
+        port = 70000
+        [engine]
+        type = "etcd"
+        [client]
+        ping_interval = "5 parsecs"
+        insecure = "yes"
+        [[channel.namespaces]]
+        name = "chat"
+        history_size = -1
+        "#,
+    );
+    let bad: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| match p {
+            Problem::BadValue { path, message, .. } => (path.as_str(), message.as_str()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let paths: Vec<&str> = bad.iter().map(|(p, _)| *p).collect();
+    assert_eq!(
+        paths,
+        [
+            "channel.namespaces[0].history_size",
+            "client.insecure",
+            "client.ping_interval",
+            "engine.type",
+            "http_server.port",
+        ]
+    );
+    assert!(
+        bad[2].1.contains("invalid duration `5 parsecs`"),
+        "{}",
+        bad[2].1
+    );
+    assert!(bad[3].1.contains("`memory` or `redis`"), "{}", bad[3].1);
+}
+
+#[test]
+fn syntax_errors_and_formats() {
+    let err = Config::from_toml("[http_server\nport = 1").unwrap_err();
+    assert!(matches!(
+        &err.problems[..],
+        [Problem::Syntax {
+            format: Format::Toml,
+            ..
+        }]
+    ));
+    let err = Config::from_json("{\"http_server\": ").unwrap_err();
+    assert!(matches!(
+        &err.problems[..],
+        [Problem::Syntax {
+            format: Format::Json,
+            ..
+        }]
+    ));
+    let err = Config::from_json("[1]").unwrap_err();
+    assert!(
+        err.to_string().contains("top level must be an object"),
+        "{err}"
+    );
+
+    assert_eq!(Format::from_extension("TOML").unwrap(), Format::Toml);
+    assert_eq!(
+        Format::from_path(std::path::Path::new("/etc/gyre/config.json")).unwrap(),
+        Format::Json
+    );
+    let err = Format::from_path(std::path::Path::new("config.yaml")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: unsupported config file extension `yaml`: use .toml or .json"
+    );
+}
+
+#[test]
+fn durations_accept_whole_seconds() {
+    let c = toml_ok(
+        "[client]\nping_interval = 30\npong_timeout = \"1.5s\"\n[shutdown]\ntimeout = \"500ms\"",
+    );
+    assert_eq!(c.client.ping_interval, secs(30));
+    assert_eq!(c.client.pong_timeout, Duration::from_millis(1500));
+    assert_eq!(c.shutdown.timeout, Duration::from_millis(500));
+}

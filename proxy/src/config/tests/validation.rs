@@ -1,0 +1,252 @@
+//! Rules across keys: every broken one is reported, each naming the key to change.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::Invalid;
+
+fn invalid(text: &str) -> Vec<Invalid> {
+    toml_problems(text)
+        .into_iter()
+        .map(|p| match p {
+            Problem::Invalid(i) => i,
+            other => panic!("not a validation problem: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn history_needs_size_and_ttl() {
+    assert_eq!(
+        invalid(
+            r#"
+            [channel.without_namespace]
+            history_size = 10
+            [[channel.namespaces]]
+            name = "chat"
+            history_ttl = "60s"
+            "#
+        ),
+        [
+            Invalid::HistorySizeWithoutTtl {
+                path: "channel.without_namespace.history_size".into()
+            },
+            Invalid::HistoryTtlWithoutSize {
+                path: "channel.namespaces[0].history_ttl".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn history_ttl_fits_under_meta_ttl() {
+    let found = invalid(
+        r#"
+        [channel]
+        history_meta_ttl = "1h"
+        [[channel.namespaces]]
+        name = "a1"
+        history_size = 1
+        history_ttl = "2h"
+        [[channel.namespaces]]
+        name = "a2"
+        history_size = 1
+        history_ttl = "2h"
+        history_meta_ttl = "3h"
+        [[channel.namespaces]]
+        name = "a3"
+        history_size = 1
+        history_ttl = "2h"
+        history_meta_ttl = "90m"
+        "#,
+    );
+    assert_eq!(
+        found,
+        [
+            Invalid::HistoryTtlAboveMetaTtl {
+                path: "channel.namespaces[0].history_ttl".into(),
+                ttl: Duration::from_secs(7200),
+                meta_ttl: Duration::from_secs(3600),
+            },
+            Invalid::HistoryTtlAboveMetaTtl {
+                path: "channel.namespaces[2].history_ttl".into(),
+                ttl: Duration::from_secs(7200),
+                meta_ttl: Duration::from_secs(5400),
+            },
+        ]
+    );
+    assert_eq!(
+        found[0].to_string(),
+        "`channel.namespaces[0].history_ttl` (2h) is longer than the history meta TTL (1h): \
+         the stream position would expire before the publications"
+    );
+}
+
+#[test]
+fn recovery_and_positioning_need_history() {
+    let found = invalid(
+        r#"
+        [channel.without_namespace]
+        force_recovery = true
+        allow_recovery = true
+        force_positioning = true
+        allow_positioning = true
+        "#,
+    );
+    let paths: Vec<String> = found
+        .iter()
+        .map(|i| match i {
+            Invalid::NeedsHistory { path } => path.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "channel.without_namespace.force_recovery",
+            "channel.without_namespace.allow_recovery",
+            "channel.without_namespace.force_positioning",
+            "channel.without_namespace.allow_positioning",
+        ]
+    );
+}
+
+#[test]
+fn namespace_names_are_valid_and_unique() {
+    assert_eq!(
+        invalid(
+            r#"
+            [[channel.namespaces]]
+            name = "chat"
+            [[channel.namespaces]]
+            name = "x"
+            [[channel.namespaces]]
+            name = "chat"
+            [[channel.namespaces]]
+            name = "a:b"
+            [[channel.namespaces]]
+            "#
+        ),
+        [
+            Invalid::BadNamespaceName {
+                path: "channel.namespaces[1].name".into(),
+                name: "x".into()
+            },
+            Invalid::DuplicateNamespace {
+                path: "channel.namespaces[2].name".into(),
+                name: "chat".into()
+            },
+            Invalid::BadNamespaceName {
+                path: "channel.namespaces[3].name".into(),
+                name: "a:b".into()
+            },
+            Invalid::BadNamespaceName {
+                path: "channel.namespaces[4].name".into(),
+                name: "".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn engine_rules() {
+    assert_eq!(
+        invalid(
+            r#"
+            [engine]
+            type = "redis"
+            [engine.redis]
+            address = []
+            prefix = "has space"
+            presence_ttl = "1500ms"
+            "#
+        ),
+        [
+            Invalid::NoRedisAddress,
+            Invalid::BadRedisPrefix {
+                prefix: "has space".into()
+            },
+            Invalid::SubSecond {
+                path: "engine.redis.presence_ttl".into(),
+                value: Duration::from_millis(1500)
+            },
+            Invalid::PresenceTtlNotAboveUpdate {
+                ttl: Duration::from_millis(1500),
+                interval: Duration::from_secs(27)
+            },
+        ]
+    );
+    let found = invalid("[engine.redis]\naddress = [\"redis://ok:1\", \"10.0.0.1:6379\"]");
+    assert!(
+        matches!(&found[..], [Invalid::BadRedisAddress { path, .. }] if path == "engine.redis.address[1]"),
+        "{found:?}"
+    );
+    assert!(
+        found[0].to_string().contains("write redis://host:port"),
+        "{}",
+        found[0]
+    );
+}
+
+#[test]
+fn ping_pong_and_timers() {
+    assert_eq!(
+        invalid("[client]\nping_interval = \"10s\"\npong_timeout = \"10s\""),
+        [Invalid::PongNotBelowPing {
+            ping: Duration::from_secs(10),
+            pong: Duration::from_secs(10)
+        }]
+    );
+    assert_eq!(
+        invalid("[client]\nping_interval = 0\npong_timeout = 0"),
+        [Invalid::Zero {
+            path: "client.ping_interval".into()
+        }]
+    );
+    // No pong check at all is allowed.
+    toml_ok("[client]\npong_timeout = \"0s\"");
+}
+
+#[test]
+fn token_rules() {
+    assert_eq!(
+        invalid(
+            r#"
+            [client.token]
+            user_id_claim = "user.id"
+            jwks_public_endpoint = "auth.example.com/jwks"
+            "#
+        ),
+        [
+            Invalid::BadUserIdClaim {
+                path: "client.token.user_id_claim".into(),
+                claim: "user.id".into()
+            },
+            Invalid::BadJwksEndpoint {
+                path: "client.token.jwks_public_endpoint".into(),
+                url: "auth.example.com/jwks".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_listed_in_the_message() {
+    let err = Config::from_toml(
+        "[client]\nping_interval = \"5s\"\npong_timeout = \"6s\"\n\
+         [channel.without_namespace]\nhistory_size = 5",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid configuration (2 problems):\n  - "),
+        "{text}"
+    );
+    assert!(text.contains("history_size"), "{text}");
+    assert!(text.contains("pong_timeout"), "{text}");
+}
+
+#[test]
+fn default_config_is_valid() {
+    Config::default().validate().unwrap();
+}

@@ -1,0 +1,353 @@
+//! Rules a value can break even though it parsed: they involve several keys, or a format that
+//! no type expresses (namespace names, Redis URLs). [`Config::validate`] checks them all and
+//! reports every broken one.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::duration::format_duration;
+use super::error::{ConfigError, Problem};
+use super::{ChannelOptions, Config, EngineType, TokenSettings};
+
+/// One broken rule; `path` is the key to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("`{path}` is set but history_ttl is 0: history needs both size and TTL")]
+    HistorySizeWithoutTtl { path: String },
+    #[error("`{path}` is set but history_size is 0: history needs both size and TTL")]
+    HistoryTtlWithoutSize { path: String },
+    #[error(
+        "`{path}` ({}) is longer than the history meta TTL ({}): the stream position would \
+         expire before the publications",
+        format_duration(*.ttl),
+        format_duration(*.meta_ttl)
+    )]
+    HistoryTtlAboveMetaTtl {
+        path: String,
+        ttl: Duration,
+        meta_ttl: Duration,
+    },
+    #[error("`{path}` needs history in the same options (history_size and history_ttl)")]
+    NeedsHistory { path: String },
+    #[error("`{path}` ({}) has a fraction of a second; Redis keeps whole seconds", format_duration(*.value))]
+    SubSecond { path: String, value: Duration },
+    #[error("`{path}` must be greater than 0")]
+    Zero { path: String },
+    #[error("namespace name `{name}` at `{path}` must be at least 2 of a-z A-Z 0-9 - _ .")]
+    BadNamespaceName { path: String, name: String },
+    #[error("namespace `{name}` at `{path}` is defined twice")]
+    DuplicateNamespace { path: String, name: String },
+    #[error("`engine.redis.address` is empty but engine.type is redis")]
+    NoRedisAddress,
+    #[error("`{path}` = `{address}`: {reason}")]
+    BadRedisAddress {
+        path: String,
+        address: String,
+        reason: &'static str,
+    },
+    #[error("`engine.redis.prefix` = `{prefix}`: use 1 to 64 of letters, digits, _ - . :")]
+    BadRedisPrefix { prefix: String },
+    #[error(
+        "`client.pong_timeout` ({}) must be shorter than `client.ping_interval` ({})",
+        format_duration(*.pong),
+        format_duration(*.ping)
+    )]
+    PongNotBelowPing { ping: Duration, pong: Duration },
+    #[error(
+        "`engine.redis.presence_ttl` ({}) must be longer than `client.presence_update_interval` \
+         ({}), or presence entries expire between refreshes",
+        format_duration(*.ttl),
+        format_duration(*.interval)
+    )]
+    PresenceTtlNotAboveUpdate { ttl: Duration, interval: Duration },
+    #[error("`{path}` = `{claim}`: a claim name is letters and _ only")]
+    BadUserIdClaim { path: String, claim: String },
+    #[error("`{path}` = `{url}`: must be an http:// or https:// URL")]
+    BadJwksEndpoint { path: String, url: String },
+}
+
+impl Config {
+    /// Checks every rule; `Err` lists all that are broken.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut out = Vec::new();
+        self.validate_channels(&mut out);
+        self.validate_engine(&mut out);
+        self.validate_client(&mut out);
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                problems: out.into_iter().map(Problem::Invalid).collect(),
+            })
+        }
+    }
+
+    fn validate_channels(&self, out: &mut Vec<Invalid>) {
+        let global_meta_ttl = self.channel.history_meta_ttl;
+        whole_seconds("channel.history_meta_ttl", global_meta_ttl, out);
+        channel_options(
+            "channel.without_namespace",
+            &self.channel.without_namespace,
+            global_meta_ttl,
+            out,
+        );
+        let mut seen = HashSet::new();
+        for (i, ns) in self.channel.namespaces.iter().enumerate() {
+            let path = format!("channel.namespaces[{i}]");
+            if !valid_namespace_name(&ns.name) {
+                out.push(Invalid::BadNamespaceName {
+                    path: format!("{path}.name"),
+                    name: ns.name.clone(),
+                });
+            } else if !seen.insert(ns.name.as_str()) {
+                out.push(Invalid::DuplicateNamespace {
+                    path: format!("{path}.name"),
+                    name: ns.name.clone(),
+                });
+            }
+            channel_options(&path, &ns.options(), global_meta_ttl, out);
+        }
+    }
+
+    fn validate_engine(&self, out: &mut Vec<Invalid>) {
+        let redis = &self.engine.redis;
+        if self.engine.kind == EngineType::Redis && redis.address.is_empty() {
+            out.push(Invalid::NoRedisAddress);
+        }
+        for (i, address) in redis.address.iter().enumerate() {
+            if let Err(reason) = check_redis_url(address) {
+                out.push(Invalid::BadRedisAddress {
+                    path: format!("engine.redis.address[{i}]"),
+                    address: address.clone(),
+                    reason,
+                });
+            }
+        }
+        // The module's rule for `gyre.prefix`: both sides must agree on it anyway.
+        let prefix_ok = (1..=64).contains(&redis.prefix.len())
+            && redis
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if !prefix_ok {
+            out.push(Invalid::BadRedisPrefix {
+                prefix: redis.prefix.clone(),
+            });
+        }
+        // The module stores presence TTLs in whole seconds, at least one.
+        positive("engine.redis.presence_ttl", redis.presence_ttl, out);
+        whole_seconds("engine.redis.presence_ttl", redis.presence_ttl, out);
+        positive("engine.redis.connect_timeout", redis.connect_timeout, out);
+        positive("engine.redis.io_timeout", redis.io_timeout, out);
+        let interval = self.client.presence_update_interval;
+        if !interval.is_zero() && redis.presence_ttl <= interval {
+            out.push(Invalid::PresenceTtlNotAboveUpdate {
+                ttl: redis.presence_ttl,
+                interval,
+            });
+        }
+    }
+
+    fn validate_client(&self, out: &mut Vec<Invalid>) {
+        let client = &self.client;
+        positive("client.ping_interval", client.ping_interval, out);
+        positive(
+            "client.presence_update_interval",
+            client.presence_update_interval,
+            out,
+        );
+        positive("websocket.write_timeout", self.websocket.write_timeout, out);
+        if !client.ping_interval.is_zero() && client.pong_timeout >= client.ping_interval {
+            out.push(Invalid::PongNotBelowPing {
+                ping: client.ping_interval,
+                pong: client.pong_timeout,
+            });
+        }
+        token("client.token", &client.token, out);
+        token(
+            "client.subscription_token",
+            &client.subscription_token.token,
+            out,
+        );
+    }
+}
+
+fn channel_options(
+    path: &str,
+    options: &ChannelOptions,
+    global_meta_ttl: Duration,
+    out: &mut Vec<Invalid>,
+) {
+    let key = |name: &str| format!("{path}.{name}");
+    whole_seconds(&key("history_ttl"), options.history_ttl, out);
+    whole_seconds(&key("history_meta_ttl"), options.history_meta_ttl, out);
+    match (options.history_size > 0, !options.history_ttl.is_zero()) {
+        (true, false) => out.push(Invalid::HistorySizeWithoutTtl {
+            path: key("history_size"),
+        }),
+        (false, true) => out.push(Invalid::HistoryTtlWithoutSize {
+            path: key("history_ttl"),
+        }),
+        _ => {}
+    }
+    let meta_ttl = if options.history_meta_ttl.is_zero() {
+        global_meta_ttl
+    } else {
+        options.history_meta_ttl
+    };
+    // 0 = the stream position never expires, so any history TTL fits under it.
+    if !meta_ttl.is_zero() && options.history_ttl > meta_ttl {
+        out.push(Invalid::HistoryTtlAboveMetaTtl {
+            path: key("history_ttl"),
+            ttl: options.history_ttl,
+            meta_ttl,
+        });
+    }
+    // Recovery and positioning read the history stream; without one they can only fail.
+    if !options.has_history() {
+        for (set, name) in [
+            (options.force_recovery, "force_recovery"),
+            (options.allow_recovery, "allow_recovery"),
+            (options.force_positioning, "force_positioning"),
+            (options.allow_positioning, "allow_positioning"),
+        ] {
+            if set {
+                out.push(Invalid::NeedsHistory { path: key(name) });
+            }
+        }
+    }
+}
+
+fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
+    let claim = &token.user_id_claim;
+    if !claim.is_empty() && !claim.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
+        out.push(Invalid::BadUserIdClaim {
+            path: format!("{path}.user_id_claim"),
+            claim: claim.clone(),
+        });
+    }
+    let url = &token.jwks_public_endpoint;
+    let is_http = url.starts_with("http://") || url.starts_with("https://");
+    if !url.is_empty() && !is_http {
+        out.push(Invalid::BadJwksEndpoint {
+            path: format!("{path}.jwks_public_endpoint"),
+            url: url.clone(),
+        });
+    }
+}
+
+fn whole_seconds(path: &str, value: Duration, out: &mut Vec<Invalid>) {
+    if value.subsec_nanos() != 0 {
+        out.push(Invalid::SubSecond {
+            path: path.to_owned(),
+            value,
+        });
+    }
+}
+
+fn positive(path: &str, value: Duration, out: &mut Vec<Invalid>) {
+    if value.is_zero() {
+        out.push(Invalid::Zero {
+            path: path.to_owned(),
+        });
+    }
+}
+
+/// Centrifugo v6's rule, `^[-a-zA-Z0-9_.]{2,}$`. (Its docs omit the `.`, its code allows it;
+/// accepting it lets every config Centrifugo accepts load here.)
+fn valid_namespace_name(name: &str) -> bool {
+    name.len() >= 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Accepts `redis://[user:pass@]host[:port][/db][?…]`, the same with `rediss://`, and
+/// `unix:///path` (or `redis+unix:///path`). Plain `host:port` is refused with a hint rather
+/// than guessed at.
+fn check_redis_url(url: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("not a URL: write redis://host:port, rediss://host:port or unix:///path");
+    };
+    match scheme {
+        "redis" | "rediss" => {}
+        "unix" | "redis+unix" => {
+            let path = rest.split('?').next().unwrap_or("");
+            return if path.starts_with('/') && path.len() > 1 {
+                Ok(())
+            } else {
+                Err("a unix socket URL needs an absolute path: unix:///path/to/redis.sock")
+            };
+        }
+        _ => return Err("unsupported scheme: use redis://, rediss:// or unix://"),
+    }
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    if let Some(port) = port {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => return Err("the port must be a number from 1 to 65535"),
+        }
+    }
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err("the path must be a database number (redis://host:6379/0)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls() {
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost",
+            "redis://user:secret@redis.internal:6380/2",
+            "redis://:secret@host:1/0?protocol=resp3",
+            "rediss://[::1]:6379",
+            "unix:///var/run/redis.sock",
+            "redis+unix:///tmp/r.sock?db=1",
+        ] {
+            assert_eq!(check_redis_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:6379",
+            "http://host:6379",
+            "redis://",
+            "redis://host:0",
+            "redis://host:99999",
+            "redis://host:port",
+            "redis://host:6379/db",
+            "redis://[::1:6379",
+            "unix://",
+            "unix://relative.sock",
+        ] {
+            assert!(check_redis_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespace_names() {
+        for ok in ["ab", "chat", "a-b_c.d", "42"] {
+            assert!(valid_namespace_name(ok), "{ok}");
+        }
+        for bad in ["", "a", "a:b", "a b", "ünï", "$x"] {
+            assert!(!valid_namespace_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! What every session of this node shares: configuration, engine, hub, token verifier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::hub::{ConnectionId, Hub};
+
+pub struct Node {
+    /// Unique per process start (returned to emulation clients, used for cross-node routing).
+    pub id: String,
+    pub name: String,
+    pub config: Arc<Config>,
+    pub engine: Engine,
+    pub hub: Hub,
+    pub verifier: Verifier,
+    next_connection: AtomicU64,
+}
+
+impl Node {
+    pub fn new(config: Arc<Config>, engine: Engine, verifier: Verifier) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: if config.node.name.is_empty() {
+                "gyre".to_owned()
+            } else {
+                config.node.name.clone()
+            },
+            config,
+            engine,
+            hub: Hub::new(),
+            verifier,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    /// How long a presence entry lives unless refreshed (`engine.redis.presence_ttl`, which the
+    /// memory engine follows too).
+    pub fn presence_ttl(&self) -> Duration {
+        self.config.engine.redis.presence_ttl
+    }
+
+    /// Bytes a connection may have waiting to be written (`client.queue_max_size`; 0 = no limit).
+    pub fn queue_max_size(&self) -> usize {
+        match self.config.client.queue_max_size {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs the hub's delivery loop: engine events in, subscriber queues out. One task, so that
+    /// each channel's publications keep their order.
+    pub fn spawn_dispatcher(
+        self: &Arc<Self>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<crate::engine::EngineEvent>,
+    ) -> tokio::task::JoinHandle<()> {
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                node.hub.dispatch(event);
+            }
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! Recovery decisions (§4.3 of the protocol notes): given where a client was and what the
+//! stream holds, is the client's view continuous, and what must it receive?
+
+use gyre_proto::Publication;
+
+use crate::engine::{HistoryResult, StreamPosition};
+
+/// The outcome for one positioned subscribe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recovery {
+    /// The stream's position: the client's position once it has processed `publications`.
+    pub top: StreamPosition,
+    /// The publications the client missed, in offset order (empty unless `recovered`).
+    pub publications: Vec<Publication>,
+    /// Continuity is guaranteed: the client missed nothing beyond `publications`.
+    pub recovered: bool,
+    /// The client asked to recover.
+    pub was_recovering: bool,
+}
+
+/// A subscribe that only wants to know where the stream stands.
+pub fn position_only(top: StreamPosition) -> Recovery {
+    Recovery {
+        top,
+        publications: Vec::new(),
+        recovered: false,
+        was_recovering: false,
+    }
+}
+
+/// A recovering subscribe: `history` holds the publications after `since.offset` (at most
+/// `limit + 1` of them, so that "more than the limit" is visible; `limit` 0 = unlimited).
+pub fn recover(since: &StreamPosition, history: HistoryResult, limit: usize) -> Recovery {
+    let HistoryResult {
+        position: top,
+        publications,
+    } = history;
+    let same_epoch = since.epoch.is_empty() || since.epoch == top.epoch;
+    let continuous = match (publications.first(), publications.last()) {
+        (None, _) | (_, None) => top.offset == since.offset,
+        (Some(first), Some(last)) => {
+            first.offset == since.offset + 1
+                && last.offset == top.offset
+                && (limit == 0 || publications.len() <= limit)
+        }
+    };
+    let recovered = same_epoch && continuous;
+    Recovery {
+        top,
+        publications: if recovered { publications } else { Vec::new() },
+        recovered,
+        was_recovering: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(offset: u64, epoch: &str) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: epoch.into(),
+        }
+    }
+
+    fn history(top: u64, offsets: &[u64]) -> HistoryResult {
+        HistoryResult {
+            position: position(top, "e"),
+            publications: offsets
+                .iter()
+                .map(|&offset| Publication {
+                    offset,
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn missed_publications_are_recovered() {
+        let r = recover(&position(5, "e"), history(8, &[6, 7, 8]), 300);
+        assert!(r.recovered && r.was_recovering);
+        assert_eq!(r.publications.len(), 3);
+        assert_eq!(r.top.offset, 8);
+    }
+
+    #[test]
+    fn nothing_missed_is_recovered() {
+        assert!(recover(&position(8, "e"), history(8, &[]), 300).recovered);
+    }
+
+    #[test]
+    fn trimmed_history_is_not_recovered() {
+        let r = recover(&position(2, "e"), history(8, &[6, 7, 8]), 300);
+        assert!(!r.recovered && r.publications.is_empty());
+    }
+
+    #[test]
+    fn another_epoch_is_not_recovered() {
+        assert!(!recover(&position(8, "old"), history(8, &[]), 300).recovered);
+    }
+
+    #[test]
+    fn more_than_the_limit_is_not_recovered() {
+        assert!(!recover(&position(5, "e"), history(8, &[6, 7, 8]), 2).recovered);
+    }
+
+    #[test]
+    fn an_empty_epoch_from_the_client_matches_any() {
+        assert!(recover(&position(0, ""), history(2, &[1, 2]), 0).recovered);
+    }
+}

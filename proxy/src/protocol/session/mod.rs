@@ -1,0 +1,364 @@
+//! THE client session: one per connection, whatever the transport.
+//!
+//! A transport feeds it what the client sent ([`Session::handle_frame`]), what the node signals
+//! ([`Session::handle_control`]) and the passing of time ([`Session::handle_timeout`] at
+//! [`Session::deadline`]); the session answers by queueing encoded messages in the connection's
+//! [`Outbox`] and, when the connection must end, by returning a [`Disconnect`]. It never touches
+//! a socket, so every transport behaves the same.
+//!
+//! Commands: [`connect`], [`subscribe`] (subscribe, unsubscribe, recovery), [`channel`] (publish,
+//! history, presence), refresh and the rest here.
+
+mod channel;
+pub use channel::history_options;
+mod connect;
+mod subscribe;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use gyre_proto::codec::{self, FrameDecoder};
+use gyre_proto::protocol::{Command, Reply};
+use gyre_proto::{ClientInfo, Encoding};
+
+use super::codes::{self, Disconnect, ErrorCode};
+use super::node::Node;
+use crate::hub::{ConnectionId, Control, ControlSender, Subscription};
+use crate::transport::outbox::Outbox;
+
+/// Why a command failed: an error reply to it, or the end of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    Reply(ErrorCode),
+    Disconnect(Disconnect),
+}
+
+impl From<ErrorCode> for CommandError {
+    fn from(code: ErrorCode) -> Self {
+        Self::Reply(code)
+    }
+}
+
+impl From<Disconnect> for CommandError {
+    fn from(disconnect: Disconnect) -> Self {
+        Self::Disconnect(disconnect)
+    }
+}
+
+impl From<crate::engine::EngineError> for CommandError {
+    fn from(error: crate::engine::EngineError) -> Self {
+        tracing::warn!(%error, "engine call failed");
+        Self::Reply(codes::INTERNAL)
+    }
+}
+
+pub type CommandResult<T> = Result<T, CommandError>;
+
+/// The answer to a refused token, as §3.4 wants it for the command it came with.
+fn token_rejected(error: &crate::auth::TokenError, usage: crate::auth::TokenUse) -> CommandError {
+    use crate::auth::Reject;
+    tracing::debug!(%error, ?usage, "token rejected");
+    match error.outcome(usage) {
+        Reject::Error(code) => codes::error_code(code).into(),
+        Reject::Disconnect(code, reason) => Disconnect { code, reason }.into(),
+        // Only sub_refresh gets this, and handles it before asking.
+        Reject::Expired => codes::TOKEN_EXPIRED.into(),
+    }
+}
+
+/// How a transport describes itself to the session.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportInfo {
+    pub name: &'static str,
+    pub encoding: Encoding,
+}
+
+pub struct Session {
+    node: Arc<Node>,
+    id: ConnectionId,
+    /// The client id announced in the connect reply.
+    client: String,
+    transport: TransportInfo,
+    outbox: Arc<Outbox>,
+    control: ControlSender,
+    state: State,
+}
+
+enum State {
+    /// Waiting for the connect command; closed as stale at `deadline`.
+    Connecting {
+        deadline: Instant,
+    },
+    Connected(Box<Connected>),
+}
+
+struct Connected {
+    user: String,
+    conn_info: Bytes,
+    /// Unix seconds after which the connection must be refreshed; `None` = never expires.
+    expires_at: Option<i64>,
+    subscriptions: HashMap<String, ChannelState>,
+    next_ping: Instant,
+    /// Set while a ping waits for its pong: the deadline for it.
+    pong_deadline: Option<Instant>,
+    next_presence_update: Instant,
+}
+
+/// One live subscription of this client.
+struct ChannelState {
+    subscription: Arc<Subscription>,
+    /// Keep a presence entry (namespace `presence`).
+    presence: bool,
+    /// Announce join/leave of this client (namespace `join_leave`).
+    join_leave: bool,
+    chan_info: Bytes,
+    /// Unix seconds when a subscription token expires; `None` = never.
+    expires_at: Option<i64>,
+}
+
+impl Session {
+    pub fn new(
+        node: Arc<Node>,
+        transport: TransportInfo,
+        outbox: Arc<Outbox>,
+        control: ControlSender,
+    ) -> Self {
+        let id = node.next_connection_id();
+        node.hub.register_connection(id, control.clone());
+        let deadline = Instant::now() + node.config.client.stale_close_delay;
+        Self {
+            node,
+            id,
+            client: uuid::Uuid::new_v4().to_string(),
+            transport,
+            outbox,
+            control,
+            state: State::Connecting { deadline },
+        }
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.transport.encoding
+    }
+
+    /// Handles one frame from the client: every command in it, in order.
+    pub async fn handle_frame(&mut self, frame: Bytes) -> Result<(), Disconnect> {
+        let limit = self.node.config.websocket.message_size_limit as usize;
+        let mut any = false;
+        for command in FrameDecoder::<Command>::new(self.encoding(), frame, limit) {
+            any = true;
+            let command = command.map_err(|error| {
+                tracing::debug!(client = %self.client, %error, "undecodable frame");
+                codes::DISCONNECT_BAD_REQUEST
+            })?;
+            self.handle_command(command).await?;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(codes::DISCONNECT_BAD_REQUEST)
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) -> Result<(), Disconnect> {
+        if command.id == 0 {
+            return self.handle_async_message(&command);
+        }
+        let id = command.id;
+        let outcome = match &self.state {
+            State::Connecting { .. } => match &command.connect {
+                Some(request) => self.connect(request).await.map(Some),
+                None => Err(codes::DISCONNECT_BAD_REQUEST.into()),
+            },
+            State::Connected(_) => self.dispatch(command).await,
+        };
+        match outcome {
+            Ok(Some(reply)) => {
+                self.send_reply(Reply { id, ..reply });
+                Ok(())
+            }
+            // The handler queued its reply itself (subscribe orders it with publications).
+            Ok(None) => Ok(()),
+            Err(CommandError::Reply(code)) => {
+                self.send_reply(Reply {
+                    id,
+                    error: Some(code.to_proto()),
+                    ..Default::default()
+                });
+                if matches!(self.state, State::Connecting { .. }) {
+                    // A failed connect leaves nothing to talk about: the SDK reconnects or stops
+                    // depending on the code, and either way opens a new connection.
+                    return Err(codes::DISCONNECT_BAD_REQUEST);
+                }
+                Ok(())
+            }
+            Err(CommandError::Disconnect(disconnect)) => Err(disconnect),
+        }
+    }
+
+    /// A command without id: a pong, or a fire-and-forget `send`.
+    fn handle_async_message(&mut self, command: &Command) -> Result<(), Disconnect> {
+        let State::Connected(connected) = &mut self.state else {
+            return Err(codes::DISCONNECT_BAD_REQUEST);
+        };
+        if command.send.is_some() {
+            // No backend message handler exists yet.
+            return Err(codes::DISCONNECT_NOT_AVAILABLE);
+        }
+        if connected.pong_deadline.take().is_none() {
+            return Err(codes::DISCONNECT_BAD_REQUEST);
+        }
+        Ok(())
+    }
+
+    async fn dispatch(&mut self, command: Command) -> CommandResult<Option<Reply>> {
+        if command.connect.is_some() {
+            return Err(codes::DISCONNECT_BAD_REQUEST.into());
+        }
+        if let Some(request) = command.subscribe {
+            self.subscribe(command.id, request).await?;
+            return Ok(None);
+        }
+        let reply = if let Some(request) = command.unsubscribe {
+            self.unsubscribe_command(&request).await?
+        } else if let Some(request) = command.publish {
+            self.publish(request).await?
+        } else if let Some(request) = command.presence {
+            self.presence(&request).await?
+        } else if let Some(request) = command.presence_stats {
+            self.presence_stats(&request).await?
+        } else if let Some(request) = command.history {
+            self.history(&request).await?
+        } else if let Some(request) = command.refresh {
+            self.refresh(&request).await?
+        } else if let Some(request) = command.sub_refresh {
+            self.sub_refresh(&request).await?
+        } else if command.rpc.is_some() {
+            return Err(codes::METHOD_NOT_FOUND.into());
+        } else if command.ping.is_some() {
+            return Err(codes::NOT_AVAILABLE.into());
+        } else {
+            return Err(codes::DISCONNECT_BAD_REQUEST.into());
+        };
+        Ok(Some(reply))
+    }
+
+    /// Handles a signal from the hub.
+    pub async fn handle_control(&mut self, control: Control) -> Result<(), Disconnect> {
+        match control {
+            Control::InsufficientState { channel } => {
+                self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_INSUFFICIENT_STATE)
+                    .await;
+                Ok(())
+            }
+            Control::Resync => {
+                self.resync().await;
+                Ok(())
+            }
+            Control::Disconnect(disconnect) => Err(disconnect),
+        }
+    }
+
+    /// When [`Self::handle_timeout`] must run next.
+    pub fn deadline(&self) -> Instant {
+        match &self.state {
+            State::Connecting { deadline } => *deadline,
+            State::Connected(c) => c
+                .pong_deadline
+                .unwrap_or(c.next_ping)
+                .min(c.next_presence_update),
+        }
+    }
+
+    /// Pings, pong deadline, presence refresh, connection and subscription expiry.
+    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), Disconnect> {
+        let config = Arc::clone(&self.node.config);
+        let connected = match &mut self.state {
+            State::Connecting { deadline } if now >= *deadline => return Err(codes::STALE),
+            State::Connecting { .. } => return Ok(()),
+            State::Connected(c) => c,
+        };
+        if let Some(deadline) = connected.pong_deadline
+            && now >= deadline
+        {
+            return Err(codes::NO_PONG);
+        }
+        if connected.pong_deadline.is_none() && now >= connected.next_ping {
+            self.outbox.push(self.transport.encoding.empty_message());
+            connected.pong_deadline = Some(now + config.client.pong_timeout);
+            connected.next_ping = now + config.client.ping_interval;
+        }
+        let unix = unix_now();
+        let grace = config.client.expired_close_delay.as_secs() as i64;
+        if connected
+            .expires_at
+            .is_some_and(|at| unix >= at.saturating_add(grace))
+        {
+            return Err(codes::CONNECTION_EXPIRED);
+        }
+        if now >= connected.next_presence_update {
+            connected.next_presence_update = now + config.client.presence_update_interval;
+            self.update_presence().await;
+            self.expire_subscriptions(unix).await;
+        }
+        Ok(())
+    }
+
+    /// Ends the session: leaves every channel and the hub. Call once, when the transport closes.
+    pub async fn close(&mut self) {
+        if let State::Connected(connected) = &mut self.state {
+            let channels: Vec<String> = connected.subscriptions.keys().cloned().collect();
+            for channel in channels {
+                self.leave_channel(&channel).await;
+            }
+        }
+        self.node.hub.unregister_connection(self.id);
+    }
+
+    fn send_reply(&self, reply: Reply) {
+        self.queue(&reply);
+    }
+
+    /// Encodes and queues one message for this client.
+    fn queue(&self, reply: &Reply) -> bool {
+        match codec::encode_reply(self.encoding(), reply) {
+            Ok(bytes) => self.outbox.push(bytes),
+            Err(error) => {
+                tracing::warn!(client = %self.client, %error, "reply not encodable");
+                self.outbox.close(codes::INAPPROPRIATE_PROTOCOL);
+                false
+            }
+        }
+    }
+
+    fn connected(&self) -> CommandResult<&Connected> {
+        match &self.state {
+            State::Connected(c) => Ok(c),
+            State::Connecting { .. } => Err(codes::DISCONNECT_BAD_REQUEST.into()),
+        }
+    }
+
+    fn connected_mut(&mut self) -> CommandResult<&mut Connected> {
+        match &mut self.state {
+            State::Connected(c) => Ok(c),
+            State::Connecting { .. } => Err(codes::DISCONNECT_BAD_REQUEST.into()),
+        }
+    }
+
+    fn client_info(&self, connected: &Connected, chan_info: Bytes) -> ClientInfo {
+        ClientInfo {
+            user: connected.user.clone(),
+            client: self.client.clone(),
+            conn_info: connected.conn_info.clone(),
+            chan_info,
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

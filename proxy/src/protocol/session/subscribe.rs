@@ -1,0 +1,442 @@
+//! `subscribe`, `unsubscribe` and `sub_refresh`, recovery, and what keeps subscriptions honest
+//! over time (presence refresh, expiry, resync after lost messages).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gyre_proto::protocol::{
+    Push, Reply, SubRefreshRequest, SubRefreshResult, SubscribeRequest, SubscribeResult,
+    Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
+};
+
+use super::{ChannelState, CommandResult, Session, token_rejected, unix_now};
+use crate::auth::{Reject, TokenUse};
+use crate::config::ChannelOptions;
+use crate::engine::{HistoryQuery, StreamPosition};
+use crate::hub::{LivePosition, Subscription, client_publication};
+use crate::protocol::codes::{self, UnsubscribeCode};
+use crate::protocol::recovery::{self, Recovery};
+
+/// What a subscribe request was granted.
+struct Grant {
+    positioned: bool,
+    recoverable: bool,
+    join_leave_pushes: bool,
+    chan_info: Bytes,
+    data: Bytes,
+    expires_at: Option<i64>,
+}
+
+impl Session {
+    pub(super) async fn subscribe(
+        &mut self,
+        id: u32,
+        request: SubscribeRequest,
+    ) -> CommandResult<()> {
+        let node = Arc::clone(&self.node);
+        let channel = request.channel.clone();
+        let options = node.config.channel_options(&channel).map_err(|error| {
+            tracing::debug!(%channel, %error, "subscribe refused");
+            codes::UNKNOWN_CHANNEL
+        })?;
+        let connected = self.connected()?;
+        if connected
+            .subscriptions
+            .get(&channel)
+            .is_some_and(|s| !s.subscription.is_broken())
+        {
+            return Err(codes::ALREADY_SUBSCRIBED.into());
+        }
+        if connected.subscriptions.len() >= node.config.client.channel_limit as usize {
+            return Err(codes::LIMIT_EXCEEDED.into());
+        }
+        let grant = self.authorize_subscribe(&request, options).await?;
+        // A broken subscription (after a gap) is replaced by this one.
+        if self.connected()?.subscriptions.contains_key(&channel) {
+            self.leave_channel(&channel).await;
+        }
+
+        let subscription = Arc::new(Subscription::new(
+            self.id,
+            channel.clone(),
+            self.encoding(),
+            grant.join_leave_pushes,
+            Arc::clone(&self.outbox),
+            self.control.clone(),
+        ));
+        {
+            let _gate = node.hub.channel_gate(&channel).lock().await;
+            if node.hub.add(Arc::clone(&subscription))
+                && let Err(error) = node.engine.subscribe(&channel).await
+            {
+                node.hub.remove(&channel, self.id);
+                return Err(error.into());
+            }
+        }
+        let connected = self.connected()?;
+        let info = self.client_info(connected, grant.chan_info.clone());
+        let state = ChannelState {
+            subscription: Arc::clone(&subscription),
+            presence: options.presence,
+            join_leave: options.join_leave,
+            chan_info: grant.chan_info.clone(),
+            expires_at: grant.expires_at,
+        };
+        self.connected_mut()?
+            .subscriptions
+            .insert(channel.clone(), state);
+        if options.presence {
+            let ttl = node.presence_ttl();
+            node.engine
+                .add_presence(&channel, &info, ttl, options.join_leave)
+                .await?;
+        }
+
+        let mut result = SubscribeResult {
+            expires: grant.expires_at.is_some(),
+            ttl: grant.expires_at.map_or(0, |at| {
+                (at - unix_now()).clamp(0, i64::from(u32::MAX)) as u32
+            }),
+            data: grant.data,
+            ..Default::default()
+        };
+        let mut live = LivePosition::default();
+        if grant.positioned {
+            let outcome = self
+                .position_subscription(&channel, &request, grant.recoverable)
+                .await?;
+            result.positioned = true;
+            result.recoverable = grant.recoverable;
+            result.epoch = outcome.top.epoch.clone();
+            result.offset = outcome.top.offset;
+            result.was_recovering = outcome.was_recovering;
+            result.recovered = outcome.recovered;
+            result.publications = outcome
+                .publications
+                .iter()
+                .map(client_publication)
+                .collect();
+            live = LivePosition {
+                positioned: true,
+                offset: outcome.top.offset,
+                epoch: outcome.top.epoch,
+            };
+        }
+        let reply = Reply {
+            id,
+            subscribe: Some(result),
+            ..Default::default()
+        };
+        let bytes = gyre_proto::codec::encode_reply(self.encoding(), &reply).map_err(|error| {
+            tracing::warn!(%channel, %error, "subscribe reply not encodable");
+            codes::INAPPROPRIATE_PROTOCOL
+        })?;
+        subscription.go_live(bytes, live);
+        Ok(())
+    }
+
+    /// §5.3: token, user-limited channel, namespace permissions, insecure mode — in that order.
+    async fn authorize_subscribe(
+        &self,
+        request: &SubscribeRequest,
+        options: &ChannelOptions,
+    ) -> CommandResult<Grant> {
+        let node = &self.node;
+        let connected = self.connected()?;
+        let channel = request.channel.as_str();
+        let mut grant = Grant {
+            positioned: false,
+            recoverable: false,
+            join_leave_pushes: options.force_push_join_leave,
+            chan_info: Bytes::new(),
+            data: Bytes::new(),
+            expires_at: None,
+        };
+        let history_access = self.may_read_history(connected, options, channel);
+        if !request.token.is_empty() {
+            let claims = node
+                .verifier
+                .verify_subscribe(&request.token, unix_now())
+                .await
+                .map_err(|error| token_rejected(&error, TokenUse::Subscribe))?;
+            if claims.channel != channel
+                || claims.user != connected.user
+                || claims.client.as_ref().is_some_and(|c| *c != self.client)
+            {
+                return Err(codes::INVALID_TOKEN.into());
+            }
+            grant.expires_at = claims.expires_at();
+            grant.chan_info = claims.info;
+            grant.data = claims.data;
+        } else if channel.starts_with('$') {
+            return Err(codes::PERMISSION_DENIED.into());
+        } else if options.allow_user_limited_channels
+            && user_limited_allows(channel, &connected.user)
+        {
+            // Allowed: the channel names this user.
+        } else if !(options.allow_subscribe_for_client
+            && (!connected.user.is_empty() || options.allow_subscribe_for_anonymous))
+            && !node.config.client.insecure
+        {
+            return Err(codes::PERMISSION_DENIED.into());
+        }
+        if options.has_history() {
+            grant.recoverable = options.force_recovery
+                || (request.recoverable && (options.allow_recovery || history_access));
+            grant.positioned = grant.recoverable
+                || options.force_positioning
+                || (request.positioned && (options.allow_positioning || history_access));
+        }
+        if request.join_leave && self.may_read_presence(connected, options, channel) {
+            grant.join_leave_pushes = true;
+        }
+        Ok(grant)
+    }
+
+    /// Reads the stream for a positioned subscription and decides about recovery (§4.3).
+    async fn position_subscription(
+        &self,
+        channel: &str,
+        request: &SubscribeRequest,
+        recoverable: bool,
+    ) -> CommandResult<Recovery> {
+        let limit = self.node.config.client.recovery_max_publication_limit as usize;
+        let since = StreamPosition {
+            offset: request.offset,
+            epoch: request.epoch.clone(),
+        };
+        if recoverable && request.recover {
+            let history = self
+                .node
+                .engine
+                .history(
+                    channel,
+                    HistoryQuery {
+                        since: Some(since.offset),
+                        limit: (limit > 0).then_some(limit as u64 + 1),
+                        reverse: false,
+                    },
+                )
+                .await?;
+            Ok(recovery::recover(&since, history, limit))
+        } else {
+            let history = self
+                .node
+                .engine
+                .history(
+                    channel,
+                    HistoryQuery {
+                        limit: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok(recovery::position_only(history.position))
+        }
+    }
+
+    pub(super) async fn unsubscribe_command(
+        &mut self,
+        request: &UnsubscribeRequest,
+    ) -> CommandResult<Reply> {
+        self.connected()?;
+        self.leave_channel(&request.channel).await;
+        Ok(Reply {
+            unsubscribe: Some(UnsubscribeResult {}),
+            ..Default::default()
+        })
+    }
+
+    /// Ends a subscription from the server side and tells the client why.
+    pub(super) async fn unsubscribe_client(&mut self, channel: &str, code: UnsubscribeCode) {
+        let subscribed = matches!(&self.state, super::State::Connected(c) if c.subscriptions.contains_key(channel));
+        if !subscribed {
+            return;
+        }
+        self.leave_channel(channel).await;
+        self.queue(&Reply {
+            push: Some(Push {
+                channel: channel.to_owned(),
+                unsubscribe: Some(Unsubscribe {
+                    code: code.code,
+                    reason: code.reason.to_owned(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+
+    /// Removes this client from a channel: hub, engine subscription if it was the last local
+    /// subscriber, presence (with a leave when the namespace announces them).
+    pub(super) async fn leave_channel(&mut self, channel: &str) {
+        let super::State::Connected(connected) = &mut self.state else {
+            return;
+        };
+        let Some(state) = connected.subscriptions.remove(channel) else {
+            return;
+        };
+        let info = self.client_info_for(channel, state.chan_info.clone());
+        let node = Arc::clone(&self.node);
+        {
+            let _gate = node.hub.channel_gate(channel).lock().await;
+            if node.hub.remove(channel, self.id)
+                && let Err(error) = node.engine.unsubscribe(channel).await
+            {
+                tracing::warn!(%channel, %error, "engine unsubscribe failed");
+            }
+        }
+        if state.presence
+            && let Some(info) = info
+            && let Err(error) = node
+                .engine
+                .remove_presence(channel, &info, state.join_leave)
+                .await
+        {
+            tracing::warn!(%channel, %error, "presence removal failed");
+        }
+    }
+
+    fn client_info_for(&self, _channel: &str, chan_info: Bytes) -> Option<gyre_proto::ClientInfo> {
+        match &self.state {
+            super::State::Connected(c) => Some(self.client_info(c, chan_info)),
+            super::State::Connecting { .. } => None,
+        }
+    }
+
+    pub(super) async fn sub_refresh(
+        &mut self,
+        request: &SubRefreshRequest,
+    ) -> CommandResult<Reply> {
+        let claims = match self
+            .node
+            .verifier
+            .verify_subscribe(&request.token, unix_now())
+            .await
+        {
+            Ok(claims) => claims,
+            Err(error) if error.outcome(TokenUse::SubRefresh) == Reject::Expired => {
+                // Nothing changes: the subscription ends when its current token runs out.
+                return Ok(Reply {
+                    sub_refresh: Some(SubRefreshResult::default()),
+                    ..Default::default()
+                });
+            }
+            Err(error) => return Err(token_rejected(&error, TokenUse::SubRefresh)),
+        };
+        let client = self.client.clone();
+        let connected = self.connected_mut()?;
+        if claims.channel != request.channel
+            || claims.user != connected.user
+            || claims.client.as_ref().is_some_and(|c| *c != client)
+        {
+            return Err(codes::INVALID_TOKEN.into());
+        }
+        let Some(state) = connected.subscriptions.get_mut(&request.channel) else {
+            return Err(codes::PERMISSION_DENIED.into());
+        };
+        state.expires_at = claims.expires_at();
+        let now = unix_now();
+        Ok(Reply {
+            sub_refresh: Some(SubRefreshResult {
+                expires: state.expires_at.is_some(),
+                ttl: state
+                    .expires_at
+                    .map_or(0, |at| (at - now).clamp(0, i64::from(u32::MAX)) as u32),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Keeps this client's presence entries alive.
+    pub(super) async fn update_presence(&self) {
+        let super::State::Connected(connected) = &self.state else {
+            return;
+        };
+        let ttl = self.node.presence_ttl();
+        for (channel, state) in connected.subscriptions.iter().filter(|(_, s)| s.presence) {
+            let info = self.client_info(connected, state.chan_info.clone());
+            if let Err(error) = self
+                .node
+                .engine
+                .add_presence(channel, &info, ttl, state.join_leave)
+                .await
+            {
+                tracing::warn!(%channel, %error, "presence refresh failed");
+            }
+        }
+    }
+
+    /// Unsubscribes (2501) subscriptions whose token expired and were not refreshed in time.
+    pub(super) async fn expire_subscriptions(&mut self, now_unix: i64) {
+        let grace = self.node.config.client.expired_sub_close_delay.as_secs() as i64;
+        let expired: Vec<String> = match &self.state {
+            super::State::Connected(c) => c
+                .subscriptions
+                .iter()
+                .filter(|(_, s)| s.expires_at.is_some_and(|at| now_unix >= at + grace))
+                .map(|(channel, _)| channel.clone())
+                .collect(),
+            super::State::Connecting { .. } => return,
+        };
+        for channel in expired {
+            self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_EXPIRED)
+                .await;
+        }
+    }
+
+    /// After the engine may have lost messages: every positioned subscription whose stream moved
+    /// past what this client received is unsubscribed with 2500, and the SDK recovers.
+    pub(super) async fn resync(&mut self) {
+        let positioned: Vec<(String, LivePosition)> = match &self.state {
+            super::State::Connected(c) => c
+                .subscriptions
+                .iter()
+                .map(|(channel, s)| (channel.clone(), s.subscription.position()))
+                .filter(|(_, position)| position.positioned)
+                .collect(),
+            super::State::Connecting { .. } => return,
+        };
+        for (channel, position) in positioned {
+            let query = HistoryQuery {
+                limit: Some(0),
+                ..Default::default()
+            };
+            let top = match self.node.engine.history(&channel, query).await {
+                Ok(history) => history.position,
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "resync read failed");
+                    continue;
+                }
+            };
+            if top.offset != position.offset
+                || (!position.epoch.is_empty() && top.epoch != position.epoch)
+            {
+                self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_INSUFFICIENT_STATE)
+                    .await;
+            }
+        }
+    }
+}
+
+/// `news#42,43`: only the users listed after `#` may subscribe.
+fn user_limited_allows(channel: &str, user: &str) -> bool {
+    match channel.split_once('#') {
+        Some((_, users)) => !user.is_empty() && users.split(',').any(|u| u == user),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_limited_allows;
+
+    #[test]
+    fn user_limited_channels_list_their_users() {
+        assert!(user_limited_allows("dialog#42,43", "43"));
+        assert!(!user_limited_allows("dialog#42,43", "4"));
+        assert!(!user_limited_allows("news", "42"));
+        assert!(!user_limited_allows("news#", ""));
+    }
+}
