@@ -2,8 +2,7 @@
 //!
 //! Data path, one folder per stage:
 //! `engine` (Redis PUB/SUB or in-process) → `hub` (channel → local subscribers, each publication
-//! encoded once per encoding) → per-connection queue (`transport::writer`) → transport writer
-//! (`transport::websocket`). Client commands go the other way: transport → `protocol::session`
+//! encoded once per encoding) → `queue` (per connection, bounded) → `transport` (the writer). Client commands go the other way: transport → `protocol::session`
 //! → engine.
 //!
 //! - [`config`]: the configuration (Centrifugo v6 names), loading and validation.
@@ -11,7 +10,8 @@
 //! - [`engine`]: memory and Redis engines behind one contract.
 //! - [`hub`]: the node's channel registry and broadcast.
 //! - [`protocol`]: the client session state machine shared by every transport.
-//! - [`transport`]: WebSocket and the per-connection write queue.
+//! - [`queue`]: the bounded per-connection write queue.
+//! - [`transport`]: the WebSocket transport.
 //! - [`api`]: the HTTP server API.
 //! - [`server`]: the HTTP listener, routing and graceful shutdown.
 
@@ -21,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod hub;
 pub mod protocol;
+pub mod queue;
 pub mod server;
 pub mod transport;
 

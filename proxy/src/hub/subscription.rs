@@ -8,7 +8,7 @@ use gyre_proto::Encoding;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::transport::outbox::Outbox;
+use crate::queue::Outbox;
 
 /// Something the hub tells a connection's session outside of the message stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +193,7 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::outbox::Batch;
+    use crate::queue::Batch;
 
     fn subscription() -> (Subscription, Arc<Outbox>, mpsc::UnboundedReceiver<Control>) {
         let outbox = Arc::new(Outbox::new(1 << 20));

@@ -1,8 +1,6 @@
-//! Transports: how bytes reach a client. Every transport adapts the same session
-//! (`protocol::session`) and drains the same per-connection queue ([`outbox`]).
+//! Transports: how bytes reach a client. Every transport drives the same session
+//! (`protocol::session`) and writes what the connection's queue (`crate::queue`) holds.
 //!
-//! - [`outbox`]: the bounded per-connection write queue.
 //! - [`websocket`]: bidirectional WebSocket.
 
-pub mod outbox;
 pub mod websocket;

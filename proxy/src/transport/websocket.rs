@@ -20,10 +20,10 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::outbox::{Batch, Outbox};
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
+use crate::queue::{Batch, Outbox};
 
 /// Most messages written as one WebSocket message.
 const MAX_MESSAGES_PER_FRAME: usize = 64;

@@ -26,7 +26,7 @@ use gyre_proto::{ClientInfo, Encoding};
 use super::codes::{self, Disconnect, ErrorCode};
 use super::node::Node;
 use crate::hub::{ConnectionId, Control, ControlSender, Subscription};
-use crate::transport::outbox::Outbox;
+use crate::queue::Outbox;
 
 /// Why a command failed: an error reply to it, or the end of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

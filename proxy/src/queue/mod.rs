@@ -1,4 +1,4 @@
-//! The per-connection write queue between the hub (and the session) and a transport's writer.
+//! The per-connection write queue (the "outbox") between the hub (and the session) and a transport's writer.
 //!
 //! Messages arrive already encoded for the connection's encoding — a broadcast publication is the
 //! same `Bytes` for every subscriber — and wait here until the writer takes them all at once and
