@@ -118,17 +118,20 @@ impl Subscription {
         self.outbox.push(message.clone());
     }
 
-    /// Ends buffering: `reply` (the encoded subscribe reply) is queued first, then every buffered
-    /// publication that comes after `position`, in order. From then on publications go
-    /// straight to the queue. Returns false if the buffered publications showed a gap (the
-    /// session was told through its control channel).
-    pub fn go_live(&self, reply: Bytes, position: LivePosition) -> bool {
+    /// Ends buffering: `reply` (the encoded subscribe reply, if the session did not queue the
+    /// reply itself) is queued first, then every buffered publication that comes after
+    /// `position`, in order. From then on publications go straight to the queue. Returns false
+    /// if the buffered publications showed a gap (the session was told through its control
+    /// channel).
+    pub fn go_live(&self, reply: Option<Bytes>, position: LivePosition) -> bool {
         let mut state = self.state.lock();
         state.positioned = position.positioned;
         state.offset = position.offset;
         state.epoch = position.epoch;
         let buffered = state.buffer.take().unwrap_or_default();
-        self.outbox.push(reply);
+        if let Some(reply) = reply {
+            self.outbox.push(reply);
+        }
         for item in buffered {
             if state.positioned && item.epoch == state.epoch && item.offset <= state.offset {
                 // Already part of the reply (recovered) or before the position the client has.
@@ -223,7 +226,7 @@ mod tests {
         for offset in [3, 4, 5] {
             sub.deliver_publication(offset, "e", &Bytes::from(format!("p{offset}")));
         }
-        assert!(sub.go_live(Bytes::from_static(b"reply"), live(4)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4)));
         sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"));
         assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
     }
@@ -231,7 +234,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_breaks_the_subscription_once() {
         let (sub, outbox, mut rx) = subscription();
-        assert!(sub.go_live(Bytes::from_static(b"reply"), live(1)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
         sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"));
         sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"));
         assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
@@ -248,7 +251,7 @@ mod tests {
     #[tokio::test]
     async fn an_epoch_change_breaks_the_subscription() {
         let (sub, _outbox, mut rx) = subscription();
-        sub.go_live(Bytes::from_static(b"reply"), live(1));
+        sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
         sub.deliver_publication(2, "other", &Bytes::from_static(b"p"));
         assert!(rx.try_recv().is_ok());
     }
@@ -257,7 +260,7 @@ mod tests {
     async fn unpositioned_subscriptions_get_everything() {
         let (sub, outbox, _rx) = subscription();
         sub.deliver_publication(0, "", &Bytes::from_static(b"a"));
-        sub.go_live(Bytes::from_static(b"reply"), LivePosition::default());
+        sub.go_live(Some(Bytes::from_static(b"reply")), LivePosition::default());
         sub.deliver_publication(0, "", &Bytes::from_static(b"b"));
         assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
     }

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use gyre_proto::protocol::{ConnectRequest, ConnectResult, RefreshRequest, RefreshResult, Reply};
 use rand::Rng;
 
+use super::subscribe::{Grant, Joined};
 use super::{CommandResult, Connected, Session, State, token_rejected, unix_now};
-use crate::auth::{ConnectToken, TokenUse};
+use crate::auth::{ConnectToken, SubOptions, TokenUse};
+use crate::engine::StreamPosition;
 use crate::protocol::codes;
 
 /// Who a connect command proved to be.
@@ -16,11 +18,20 @@ struct Credentials {
     user: String,
     conn_info: Bytes,
     expires_at: Option<i64>,
+    /// Server-side subscriptions from the token's `channels` and `subs` claims.
+    subscriptions: Vec<(String, SubOptions)>,
 }
 
 impl Session {
-    pub(super) async fn connect(&mut self, request: &ConnectRequest) -> CommandResult<Reply> {
-        let credentials = self.credentials(&request.token).await?;
+    /// Authenticates, joins the server-side channels, and queues the connect reply (itself, so
+    /// that no publication of those channels can precede it). A failure leaves the session
+    /// unconnected.
+    pub(super) async fn connect(&mut self, id: u32, request: &ConnectRequest) -> CommandResult<()> {
+        let mut credentials = self.credentials(&request.token).await?;
+        if credentials.subscriptions.len() > self.node.config.client.channel_limit as usize {
+            return Err(codes::CHANNEL_LIMIT.into());
+        }
+        let server_subscriptions = std::mem::take(&mut credentials.subscriptions);
         let now_unix = unix_now();
         if credentials.expires_at.is_some_and(|at| at <= now_unix) {
             return Err(codes::EXPIRED.into());
@@ -31,7 +42,7 @@ impl Session {
         // The first ping comes at a random point of the second half of the interval, so that
         // clients connected together do not ping together.
         let first_ping = rand::rng().random_range(ping / 2..=ping);
-        let result = ConnectResult {
+        let mut result = ConnectResult {
             client: self.client.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             expires: credentials.expires_at.is_some(),
@@ -51,10 +62,65 @@ impl Session {
             pong_deadline: None,
             next_presence_update: now + config.presence_update_interval,
         }));
-        Ok(Reply {
+        let stale_deadline = now + config.stale_close_delay;
+
+        let mut joined = Vec::with_capacity(server_subscriptions.len());
+        for (channel, sub) in &server_subscriptions {
+            match self.join_server_side(channel, sub, request).await {
+                Ok(subscription) => joined.push(subscription),
+                Err(error) => {
+                    // Undo: the client learns about the failure and nothing stays behind.
+                    for Joined { subscription, .. } in joined {
+                        self.leave_channel(&subscription.channel).await;
+                    }
+                    self.state = State::Connecting {
+                        deadline: stale_deadline,
+                    };
+                    return Err(error);
+                }
+            }
+        }
+        result.subs = joined
+            .iter()
+            .map(|j| (j.subscription.channel.clone(), j.result.clone()))
+            .collect();
+        self.send_reply(Reply {
+            id,
             connect: Some(result),
             ..Default::default()
-        })
+        });
+        for Joined {
+            subscription, live, ..
+        } in joined
+        {
+            subscription.go_live(None, live);
+        }
+        Ok(())
+    }
+
+    /// Joins one channel of the token's `channels`/`subs`, recovering it when the SDK sent its
+    /// last position in `ConnectRequest.subs`.
+    async fn join_server_side(
+        &mut self,
+        channel: &str,
+        sub: &SubOptions,
+        request: &ConnectRequest,
+    ) -> CommandResult<Joined> {
+        let options = self
+            .node
+            .config
+            .channel_options(channel)
+            .map_err(|_| codes::UNKNOWN_CHANNEL)?;
+        let grant = Grant::server_side(options, sub);
+        let recover = request
+            .subs
+            .get(channel)
+            .filter(|position| position.recover)
+            .map(|position| StreamPosition {
+                offset: position.offset,
+                epoch: position.epoch.clone(),
+            });
+        self.join_channel(channel, &grant, recover, true).await
     }
 
     async fn credentials(&self, token: &str) -> CommandResult<Credentials> {
@@ -65,6 +131,7 @@ impl Session {
                     user: String::new(),
                     conn_info: Bytes::new(),
                     expires_at: None,
+                    subscriptions: Vec::new(),
                 });
             }
             return Err(codes::DISCONNECT_BAD_REQUEST.into());
@@ -116,9 +183,18 @@ impl Session {
 }
 
 fn credentials_from(claims: ConnectToken) -> Credentials {
+    let expires_at = claims.expires_at();
+    let mut subscriptions: Vec<(String, SubOptions)> = claims
+        .channels
+        .into_iter()
+        .filter(|channel| !claims.subs.contains_key(channel))
+        .map(|channel| (channel, SubOptions::default()))
+        .collect();
+    subscriptions.extend(claims.subs);
     Credentials {
-        expires_at: claims.expires_at(),
+        expires_at,
         user: claims.user,
         conn_info: claims.info,
+        subscriptions,
     }
 }

@@ -116,6 +116,9 @@ struct ChannelState {
     chan_info: Bytes,
     /// Unix seconds when a subscription token expires; `None` = never.
     expires_at: Option<i64>,
+    /// From the connection token: the client did not ask for it and cannot resubscribe, so
+    /// losing its continuity ends the connection (3010) instead of the subscription (2500).
+    server_side: bool,
 }
 
 impl Session {
@@ -169,7 +172,7 @@ impl Session {
         let id = command.id;
         let outcome = match &self.state {
             State::Connecting { .. } => match &command.connect {
-                Some(request) => self.connect(request).await.map(Some),
+                Some(request) => self.connect(id, request).await.map(|()| None),
                 None => Err(codes::DISCONNECT_BAD_REQUEST.into()),
             },
             State::Connected(_) => self.dispatch(command).await,
@@ -248,15 +251,8 @@ impl Session {
     /// Handles a signal from the hub.
     pub async fn handle_control(&mut self, control: Control) -> Result<(), Disconnect> {
         match control {
-            Control::InsufficientState { channel } => {
-                self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_INSUFFICIENT_STATE)
-                    .await;
-                Ok(())
-            }
-            Control::Resync => {
-                self.resync().await;
-                Ok(())
-            }
+            Control::InsufficientState { channel } => self.lose_continuity(&channel).await,
+            Control::Resync => self.resync().await,
             Control::Disconnect(disconnect) => Err(disconnect),
         }
     }

@@ -10,21 +10,73 @@ use gyre_proto::protocol::{
 };
 
 use super::{ChannelState, CommandResult, Session, token_rejected, unix_now};
-use crate::auth::{Reject, TokenUse};
+use crate::auth::{Overrides, Reject, SubOptions, TokenUse};
 use crate::config::ChannelOptions;
 use crate::engine::{HistoryQuery, StreamPosition};
 use crate::hub::{LivePosition, Subscription, client_publication};
-use crate::protocol::codes::{self, UnsubscribeCode};
+use crate::protocol::codes::{self, Disconnect, UnsubscribeCode};
 use crate::protocol::recovery::{self, Recovery};
 
-/// What a subscribe request was granted.
-struct Grant {
-    positioned: bool,
-    recoverable: bool,
-    join_leave_pushes: bool,
-    chan_info: Bytes,
-    data: Bytes,
-    expires_at: Option<i64>,
+/// What a subscription was granted: the channel's options with the token's overrides applied,
+/// and the request's wishes where the options allow them.
+pub(super) struct Grant {
+    pub positioned: bool,
+    pub recoverable: bool,
+    /// The client receives join/leave pushes.
+    pub join_leave_pushes: bool,
+    /// This client has a presence entry.
+    pub presence: bool,
+    /// This client's join/leave is announced.
+    pub join_leave: bool,
+    pub chan_info: Bytes,
+    pub data: Bytes,
+    pub expires_at: Option<i64>,
+}
+
+impl Grant {
+    /// A server-side subscription (token `channels`/`subs`): trusted, so only the namespace's
+    /// (overridden) `force_*` options decide positioning and recovery.
+    pub(super) fn server_side(options: &ChannelOptions, sub: &SubOptions) -> Self {
+        let options = with_overrides(options, &sub.overrides);
+        let history = options.has_history();
+        Self {
+            positioned: history && (options.force_positioning || options.force_recovery),
+            recoverable: history && options.force_recovery,
+            join_leave_pushes: options.force_push_join_leave,
+            presence: options.presence,
+            join_leave: options.join_leave,
+            chan_info: sub.info.clone(),
+            data: sub.data.clone(),
+            expires_at: None,
+        }
+    }
+}
+
+/// A channel joined but not live yet: the caller queues the reply that carries `result`, then
+/// calls `subscription.go_live`.
+pub(super) struct Joined {
+    pub subscription: Arc<Subscription>,
+    pub result: SubscribeResult,
+    pub live: LivePosition,
+}
+
+/// The channel's options as a token's `override` claim changes them.
+fn with_overrides(options: &ChannelOptions, overrides: &Overrides) -> ChannelOptions {
+    let mut options = options.clone();
+    let set = |field: &mut bool, value: Option<bool>| {
+        if let Some(value) = value {
+            *field = value;
+        }
+    };
+    set(&mut options.presence, overrides.presence);
+    set(&mut options.join_leave, overrides.join_leave);
+    set(
+        &mut options.force_push_join_leave,
+        overrides.force_push_join_leave,
+    );
+    set(&mut options.force_positioning, overrides.force_positioning);
+    set(&mut options.force_recovery, overrides.force_recovery);
+    options
 }
 
 impl Session {
@@ -55,56 +107,106 @@ impl Session {
         if self.connected()?.subscriptions.contains_key(&channel) {
             self.leave_channel(&channel).await;
         }
+        let recover = request.recover.then(|| StreamPosition {
+            offset: request.offset,
+            epoch: request.epoch.clone(),
+        });
+        let joined = self.join_channel(&channel, &grant, recover, false).await?;
+        let reply = Reply {
+            id,
+            subscribe: Some(joined.result),
+            ..Default::default()
+        };
+        match gyre_proto::codec::encode_reply(self.encoding(), &reply) {
+            Ok(bytes) => {
+                joined.subscription.go_live(Some(bytes), joined.live);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%channel, %error, "subscribe reply not encodable");
+                self.leave_channel(&channel).await;
+                Err(codes::INAPPROPRIATE_PROTOCOL.into())
+            }
+        }
+    }
 
+    /// Joins a channel: hub and engine subscription, presence, then the stream position (and
+    /// recovery from `recover` when the grant allows it). Publications arriving meanwhile wait
+    /// in the subscription. On failure nothing of the subscription is left behind.
+    pub(super) async fn join_channel(
+        &mut self,
+        channel: &str,
+        grant: &Grant,
+        recover: Option<StreamPosition>,
+        server_side: bool,
+    ) -> CommandResult<Joined> {
+        let node = Arc::clone(&self.node);
         let subscription = Arc::new(Subscription::new(
             self.id,
-            channel.clone(),
+            channel.to_owned(),
             self.encoding(),
             grant.join_leave_pushes,
             Arc::clone(&self.outbox),
             self.control.clone(),
         ));
         {
-            let _gate = node.hub.channel_gate(&channel).lock().await;
+            let _gate = node.hub.channel_gate(channel).lock().await;
             if node.hub.add(Arc::clone(&subscription))
-                && let Err(error) = node.engine.subscribe(&channel).await
+                && let Err(error) = node.engine.subscribe(channel).await
             {
-                node.hub.remove(&channel, self.id);
+                node.hub.remove(channel, self.id);
                 return Err(error.into());
             }
         }
-        let connected = self.connected()?;
-        let info = self.client_info(connected, grant.chan_info.clone());
         let state = ChannelState {
             subscription: Arc::clone(&subscription),
-            presence: options.presence,
-            join_leave: options.join_leave,
+            presence: grant.presence,
+            join_leave: grant.join_leave,
             chan_info: grant.chan_info.clone(),
             expires_at: grant.expires_at,
+            server_side,
         };
         self.connected_mut()?
             .subscriptions
-            .insert(channel.clone(), state);
-        if options.presence {
-            let ttl = node.presence_ttl();
+            .insert(channel.to_owned(), state);
+        match self.position_channel(channel, grant, recover).await {
+            Ok((result, live)) => Ok(Joined {
+                subscription,
+                result,
+                live,
+            }),
+            Err(error) => {
+                self.leave_channel(channel).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn position_channel(
+        &self,
+        channel: &str,
+        grant: &Grant,
+        recover: Option<StreamPosition>,
+    ) -> CommandResult<(SubscribeResult, LivePosition)> {
+        let node = &self.node;
+        if grant.presence {
+            let info = self.client_info(self.connected()?, grant.chan_info.clone());
             node.engine
-                .add_presence(&channel, &info, ttl, options.join_leave)
+                .add_presence(channel, &info, node.presence_ttl(), grant.join_leave)
                 .await?;
         }
-
         let mut result = SubscribeResult {
             expires: grant.expires_at.is_some(),
             ttl: grant.expires_at.map_or(0, |at| {
                 (at - unix_now()).clamp(0, i64::from(u32::MAX)) as u32
             }),
-            data: grant.data,
+            data: grant.data.clone(),
             ..Default::default()
         };
         let mut live = LivePosition::default();
         if grant.positioned {
-            let outcome = self
-                .position_subscription(&channel, &request, grant.recoverable)
-                .await?;
+            let recover = recover.filter(|_| grant.recoverable);
+            let outcome = self.read_position(channel, recover).await?;
             result.positioned = true;
             result.recoverable = grant.recoverable;
             result.epoch = outcome.top.epoch.clone();
@@ -122,17 +224,7 @@ impl Session {
                 epoch: outcome.top.epoch,
             };
         }
-        let reply = Reply {
-            id,
-            subscribe: Some(result),
-            ..Default::default()
-        };
-        let bytes = gyre_proto::codec::encode_reply(self.encoding(), &reply).map_err(|error| {
-            tracing::warn!(%channel, %error, "subscribe reply not encodable");
-            codes::INAPPROPRIATE_PROTOCOL
-        })?;
-        subscription.go_live(bytes, live);
-        Ok(())
+        Ok((result, live))
     }
 
     /// §5.3: token, user-limited channel, namespace permissions, insecure mode — in that order.
@@ -144,15 +236,17 @@ impl Session {
         let node = &self.node;
         let connected = self.connected()?;
         let channel = request.channel.as_str();
+        let mut effective = options.clone();
         let mut grant = Grant {
             positioned: false,
             recoverable: false,
-            join_leave_pushes: options.force_push_join_leave,
+            join_leave_pushes: false,
+            presence: false,
+            join_leave: false,
             chan_info: Bytes::new(),
             data: Bytes::new(),
             expires_at: None,
         };
-        let history_access = self.may_read_history(connected, options, channel);
         if !request.token.is_empty() {
             let claims = node
                 .verifier
@@ -166,6 +260,7 @@ impl Session {
                 return Err(codes::INVALID_TOKEN.into());
             }
             grant.expires_at = claims.expires_at();
+            effective = with_overrides(options, &claims.overrides);
             grant.chan_info = claims.info;
             grant.data = claims.data;
         } else if channel.starts_with('$') {
@@ -180,6 +275,8 @@ impl Session {
         {
             return Err(codes::PERMISSION_DENIED.into());
         }
+        let options = &effective;
+        let history_access = self.may_read_history(connected, options, channel);
         if options.has_history() {
             grant.recoverable = options.force_recovery
                 || (request.recoverable && (options.allow_recovery || history_access));
@@ -187,51 +284,38 @@ impl Session {
                 || options.force_positioning
                 || (request.positioned && (options.allow_positioning || history_access));
         }
-        if request.join_leave && self.may_read_presence(connected, options, channel) {
-            grant.join_leave_pushes = true;
-        }
+        grant.presence = options.presence;
+        grant.join_leave = options.join_leave;
+        grant.join_leave_pushes = options.force_push_join_leave
+            || (request.join_leave && self.may_read_presence(connected, options, channel));
         Ok(grant)
     }
 
     /// Reads the stream for a positioned subscription and decides about recovery (§4.3).
-    async fn position_subscription(
+    async fn read_position(
         &self,
         channel: &str,
-        request: &SubscribeRequest,
-        recoverable: bool,
+        recover: Option<StreamPosition>,
     ) -> CommandResult<Recovery> {
         let limit = self.node.config.client.recovery_max_publication_limit as usize;
-        let since = StreamPosition {
-            offset: request.offset,
-            epoch: request.epoch.clone(),
-        };
-        if recoverable && request.recover {
-            let history = self
-                .node
-                .engine
-                .history(
-                    channel,
-                    HistoryQuery {
-                        since: Some(since.offset),
-                        limit: (limit > 0).then_some(limit as u64 + 1),
-                        reverse: false,
-                    },
-                )
-                .await?;
-            Ok(recovery::recover(&since, history, limit))
-        } else {
-            let history = self
-                .node
-                .engine
-                .history(
-                    channel,
-                    HistoryQuery {
-                        limit: Some(0),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            Ok(recovery::position_only(history.position))
+        match recover {
+            Some(since) => {
+                let query = HistoryQuery {
+                    since: Some(since.offset),
+                    limit: (limit > 0).then_some(limit as u64 + 1),
+                    reverse: false,
+                };
+                let history = self.node.engine.history(channel, query).await?;
+                Ok(recovery::recover(&since, history, limit))
+            }
+            None => {
+                let query = HistoryQuery {
+                    limit: Some(0),
+                    ..Default::default()
+                };
+                let history = self.node.engine.history(channel, query).await?;
+                Ok(recovery::position_only(history.position))
+            }
         }
     }
 
@@ -386,9 +470,29 @@ impl Session {
         }
     }
 
+    /// A subscription can no longer guarantee continuity: a client-side one is unsubscribed with
+    /// 2500 (the SDK resubscribes and recovers), a server-side one ends the connection with 3010
+    /// (the SDK reconnects and recovers it through the connect command).
+    pub(super) async fn lose_continuity(&mut self, channel: &str) -> Result<(), Disconnect> {
+        let server_side = match &self.state {
+            super::State::Connected(c) => c.subscriptions.get(channel).map(|s| s.server_side),
+            super::State::Connecting { .. } => None,
+        };
+        match server_side {
+            Some(true) => Err(codes::INSUFFICIENT_STATE),
+            Some(false) => {
+                self.unsubscribe_client(channel, codes::UNSUBSCRIBE_INSUFFICIENT_STATE)
+                    .await;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// After the engine may have lost messages: every positioned subscription whose stream moved
-    /// past what this client received is unsubscribed with 2500, and the SDK recovers.
-    pub(super) async fn resync(&mut self) {
+    /// past what this client received loses continuity (see [`Self::lose_continuity`]). A stream
+    /// that cannot be read counts as moved: nothing may be missed silently.
+    pub(super) async fn resync(&mut self) -> Result<(), Disconnect> {
         let positioned: Vec<(String, LivePosition)> = match &self.state {
             super::State::Connected(c) => c
                 .subscriptions
@@ -396,27 +500,29 @@ impl Session {
                 .map(|(channel, s)| (channel.clone(), s.subscription.position()))
                 .filter(|(_, position)| position.positioned)
                 .collect(),
-            super::State::Connecting { .. } => return,
+            super::State::Connecting { .. } => return Ok(()),
         };
         for (channel, position) in positioned {
             let query = HistoryQuery {
                 limit: Some(0),
                 ..Default::default()
             };
-            let top = match self.node.engine.history(&channel, query).await {
-                Ok(history) => history.position,
+            let moved = match self.node.engine.history(&channel, query).await {
+                Ok(history) => {
+                    let top = history.position;
+                    top.offset != position.offset
+                        || (!position.epoch.is_empty() && top.epoch != position.epoch)
+                }
                 Err(error) => {
                     tracing::warn!(%channel, %error, "resync read failed");
-                    continue;
+                    true
                 }
             };
-            if top.offset != position.offset
-                || (!position.epoch.is_empty() && top.epoch != position.epoch)
-            {
-                self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_INSUFFICIENT_STATE)
-                    .await;
+            if moved {
+                self.lose_continuity(&channel).await?;
             }
         }
+        Ok(())
     }
 }
 
