@@ -11,7 +11,8 @@ use super::{
     ApiError, BAD_REQUEST, METHOD_NOT_FOUND, MethodResult, NOT_AVAILABLE, UNKNOWN_CHANNEL,
     UNRECOVERABLE_POSITION,
 };
-use crate::engine::{HistoryQuery, PublishOptions, StreamPosition};
+use crate::engine::{ControlCommand, HistoryQuery, PublishOptions, StreamPosition};
+use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::history_options;
 
@@ -67,9 +68,95 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
             }]
         })),
         "batch" => Box::pin(batch(node, parse(body)?)).await,
-        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => Err(NOT_AVAILABLE),
+        "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
+            let command = control_command(node, method, body)?;
+            node.engine.publish_control(&command).await?;
+            to_raw(&Empty {})
+        }
         _ => Err(METHOD_NOT_FOUND),
     }
+}
+
+#[derive(Deserialize)]
+struct ControlRequest {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    channel: String,
+    #[serde(default)]
+    client: String,
+    #[serde(default)]
+    info: Option<Box<RawValue>>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    whitelist: Vec<String>,
+    #[serde(default)]
+    disconnect: Option<DisconnectSpec>,
+    #[serde(default)]
+    expired: bool,
+    #[serde(default)]
+    expire_at: i64,
+}
+
+#[derive(Deserialize)]
+struct DisconnectSpec {
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The control command a `subscribe`/`unsubscribe`/`disconnect`/`refresh` call sends to every
+/// node. These act on connections, which are found by user (and optionally client id).
+fn control_command(node: &Node, method: &str, body: &[u8]) -> Result<ControlCommand, ApiError> {
+    let request: ControlRequest = parse(body)?;
+    if request.user.is_empty() && request.client.is_empty() {
+        return Err(BAD_REQUEST);
+    }
+    let needs_channel = matches!(method, "subscribe" | "unsubscribe");
+    if needs_channel {
+        node.config
+            .channel_options(&request.channel)
+            .map_err(|_| UNKNOWN_CHANNEL)?;
+    }
+    let raw = |value: Option<Box<RawValue>>| value.map(|v| v.get().to_owned()).unwrap_or_default();
+    Ok(match method {
+        "subscribe" => ControlCommand::Subscribe {
+            user: request.user,
+            channel: request.channel,
+            client: request.client,
+            info: raw(request.info),
+            data: raw(request.data),
+        },
+        "unsubscribe" => ControlCommand::Unsubscribe {
+            user: request.user,
+            channel: request.channel,
+            client: request.client,
+        },
+        "disconnect" => {
+            let spec = request.disconnect.unwrap_or(DisconnectSpec {
+                code: codes::FORCE_DISCONNECT.code,
+                reason: codes::FORCE_DISCONNECT.reason.to_string(),
+            });
+            // 0–2999 belong to the client and transport; a server never sends them.
+            if spec.code < 3000 {
+                return Err(BAD_REQUEST);
+            }
+            ControlCommand::Disconnect {
+                user: request.user,
+                client: request.client,
+                code: spec.code,
+                reason: spec.reason,
+                whitelist: request.whitelist,
+            }
+        }
+        _ => ControlCommand::Refresh {
+            user: request.user,
+            client: request.client,
+            expired: request.expired,
+            expire_at: request.expire_at,
+        },
+    })
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {

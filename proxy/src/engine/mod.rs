@@ -101,6 +101,57 @@ pub enum EngineEvent {
     /// Live messages may have been lost (e.g. the Redis connection dropped and came back):
     /// every positioned subscription must compare its position with the stream.
     Resync,
+    /// A command for this node's connections, from any node's server API.
+    Control(ControlCommand),
+}
+
+/// A server API action aimed at a user's (or one client's) connections, wherever they are:
+/// [`Engine::publish_control`] delivers it to every node, which applies it to its own
+/// connections. An empty `client` means every connection of `user`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ControlCommand {
+    Disconnect {
+        user: String,
+        #[serde(default)]
+        client: String,
+        code: u16,
+        reason: String,
+        /// Client ids to spare.
+        #[serde(default)]
+        whitelist: Vec<String>,
+    },
+    /// End a subscription (the client gets an unsubscribe push, code 2000).
+    Unsubscribe {
+        user: String,
+        channel: String,
+        #[serde(default)]
+        client: String,
+    },
+    /// Add a server-side subscription (the client gets a subscribe push).
+    Subscribe {
+        user: String,
+        channel: String,
+        #[serde(default)]
+        client: String,
+        /// Raw JSON for the subscription's ClientInfo.chan_info; empty = none.
+        #[serde(default)]
+        info: String,
+        /// Raw JSON sent to the client in the subscribe push; empty = none.
+        #[serde(default)]
+        data: String,
+    },
+    /// Extend (or end, with `expired`) connections' lifetime, as a refresh proxy would.
+    Refresh {
+        user: String,
+        #[serde(default)]
+        client: String,
+        #[serde(default)]
+        expired: bool,
+        /// Unix seconds; 0 = never expires.
+        #[serde(default)]
+        expire_at: i64,
+    },
 }
 
 /// Why an engine call failed.
@@ -200,6 +251,12 @@ impl Engine {
     /// history read after it cannot miss a publication.
     pub async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
         dispatch!(self, e => e.subscribe(channel).await)
+    }
+
+    /// Delivers a control command to every node (this one included) as
+    /// [`EngineEvent::Control`].
+    pub async fn publish_control(&self, command: &ControlCommand) -> Result<(), EngineError> {
+        dispatch!(self, e => e.publish_control(command).await)
     }
 
     /// Stops delivering this channel's events (its last local subscriber left). Events already

@@ -8,8 +8,8 @@
 
 mod subscription;
 
-use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -20,7 +20,8 @@ use parking_lot::Mutex;
 
 pub use subscription::{ConnectionId, Control, ControlSender, LivePosition, Subscription};
 
-use crate::engine::EngineEvent;
+use crate::engine::{ControlCommand, EngineEvent};
+use crate::protocol::codes::Disconnect;
 
 const SHARDS: usize = 64;
 
@@ -28,8 +29,21 @@ pub struct Hub {
     shards: Vec<Mutex<Shard>>,
     /// Serialises engine subscribe/unsubscribe per channel (see [`Hub::channel_gate`]).
     gates: Vec<tokio::sync::Mutex<()>>,
-    /// Every connection's control channel, for node-wide signals such as resync.
-    connections: Mutex<HashMap<ConnectionId, ControlSender>>,
+    /// Every connection of this node, for node-wide signals and server API commands.
+    connections: Mutex<Connections>,
+}
+
+#[derive(Default)]
+struct Connections {
+    by_id: HashMap<ConnectionId, Connection>,
+    /// Connections of each user, once connected (server API commands name users).
+    by_user: HashMap<String, HashSet<ConnectionId>>,
+}
+
+struct Connection {
+    control: ControlSender,
+    /// Set when the client has connected: who it is.
+    identity: Option<(String, String)>,
 }
 
 #[derive(Default)]
@@ -121,22 +135,117 @@ impl Hub {
     }
 
     pub fn register_connection(&self, connection: ConnectionId, control: ControlSender) {
-        self.connections.lock().insert(connection, control);
+        self.connections.lock().by_id.insert(
+            connection,
+            Connection {
+                control,
+                identity: None,
+            },
+        );
+    }
+
+    /// Records who a connection is once it connected, so server API commands can find it.
+    pub fn identify(&self, connection: ConnectionId, user: &str, client: &str) {
+        let mut connections = self.connections.lock();
+        if let Some(entry) = connections.by_id.get_mut(&connection) {
+            entry.identity = Some((user.to_owned(), client.to_owned()));
+            connections
+                .by_user
+                .entry(user.to_owned())
+                .or_default()
+                .insert(connection);
+        }
     }
 
     pub fn unregister_connection(&self, connection: ConnectionId) {
-        self.connections.lock().remove(&connection);
+        let mut connections = self.connections.lock();
+        let Some(entry) = connections.by_id.remove(&connection) else {
+            return;
+        };
+        if let Some((user, _)) = entry.identity
+            && let Some(ids) = connections.by_user.get_mut(&user)
+        {
+            ids.remove(&connection);
+            if ids.is_empty() {
+                connections.by_user.remove(&user);
+            }
+        }
+    }
+
+    /// Number of this node's connections of `user`.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.connections
+            .lock()
+            .by_user
+            .get(user)
+            .map_or(0, HashSet::len)
     }
 
     /// Asks every connection of this node to close with `disconnect`.
-    pub fn disconnect_all(&self, disconnect: &crate::protocol::codes::Disconnect) {
-        for control in self.connections.lock().values() {
-            let _ = control.send(Control::Disconnect(disconnect.clone()));
+    pub fn disconnect_all(&self, disconnect: &Disconnect) {
+        for entry in self.connections.lock().by_id.values() {
+            let _ = entry.control.send(Control::Disconnect(disconnect.clone()));
         }
     }
 
     pub fn num_connections(&self) -> usize {
-        self.connections.lock().len()
+        self.connections.lock().by_id.len()
+    }
+
+    pub fn num_users(&self) -> usize {
+        self.connections.lock().by_user.len()
+    }
+
+    /// Applies a server API command to the matching connections of this node.
+    fn apply_control(&self, command: ControlCommand) {
+        let (user, client, spare) = match &command {
+            ControlCommand::Disconnect {
+                user,
+                client,
+                whitelist,
+                ..
+            } => (user, client, whitelist.as_slice()),
+            ControlCommand::Unsubscribe { user, client, .. }
+            | ControlCommand::Subscribe { user, client, .. }
+            | ControlCommand::Refresh { user, client, .. } => (user, client, &[][..]),
+        };
+        let control = match &command {
+            ControlCommand::Disconnect { code, reason, .. } => {
+                Control::Disconnect(Disconnect::custom(*code, reason))
+            }
+            ControlCommand::Unsubscribe { channel, .. } => Control::Unsubscribe {
+                channel: channel.clone(),
+            },
+            ControlCommand::Subscribe {
+                channel,
+                info,
+                data,
+                ..
+            } => Control::Subscribe {
+                channel: channel.clone(),
+                chan_info: Bytes::from(info.clone().into_bytes()),
+                data: Bytes::from(data.clone().into_bytes()),
+            },
+            ControlCommand::Refresh {
+                expired, expire_at, ..
+            } => Control::Refresh {
+                expired: *expired,
+                expires_at: (*expire_at > 0).then_some(*expire_at),
+            },
+        };
+        let connections = self.connections.lock();
+        let Some(ids) = connections.by_user.get(user) else {
+            return;
+        };
+        for entry in ids.iter().filter_map(|id| connections.by_id.get(id)) {
+            let Some((_, this_client)) = &entry.identity else {
+                continue;
+            };
+            if (!client.is_empty() && client != this_client) || spare.contains(this_client) {
+                continue;
+            }
+            let _ = entry.control.send(control.clone());
+        }
     }
 
     /// Delivers one engine event to this node's subscribers.
@@ -150,10 +259,11 @@ impl Hub {
             EngineEvent::Join { channel, info } => self.broadcast_presence(&channel, info, true),
             EngineEvent::Leave { channel, info } => self.broadcast_presence(&channel, info, false),
             EngineEvent::Resync => {
-                for control in self.connections.lock().values() {
-                    let _ = control.send(Control::Resync);
+                for entry in self.connections.lock().by_id.values() {
+                    let _ = entry.control.send(Control::Resync);
                 }
             }
+            EngineEvent::Control(command) => self.apply_control(command),
         }
     }
 

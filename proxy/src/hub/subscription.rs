@@ -20,6 +20,19 @@ pub enum Control {
     Resync,
     /// End the connection with this code (shutdown, server API disconnect).
     Disconnect(crate::protocol::codes::Disconnect),
+    /// Server API: end this subscription (unsubscribe push 2000).
+    Unsubscribe { channel: String },
+    /// Server API: add a server-side subscription (subscribe push).
+    Subscribe {
+        channel: String,
+        chan_info: Bytes,
+        data: Bytes,
+    },
+    /// Server API: the connection now expires at this unix time (`None`: never), or now.
+    Refresh {
+        expired: bool,
+        expires_at: Option<i64>,
+    },
 }
 
 pub type ControlSender = mpsc::UnboundedSender<Control>;

@@ -1,6 +1,8 @@
 //! The client protocol's error, unsubscribe and disconnect codes (Centrifugo's numbers), in one
 //! place. Logic returns these typed values; only the encoders turn them into wire messages.
 
+use std::borrow::Cow;
+
 use gyre_proto::protocol;
 
 /// An error reply to a command (`Reply.error`).
@@ -100,12 +102,29 @@ pub const UNSUBSCRIBE_EXPIRED: UnsubscribeCode = UnsubscribeCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
     pub code: u16,
-    pub reason: &'static str,
+    /// Ours are static; the server API's `disconnect` carries the backend's own reason.
+    pub reason: Cow<'static, str>,
 }
 
 impl Disconnect {
     const fn new(code: u16, reason: &'static str) -> Self {
-        Self { code, reason }
+        Self {
+            code,
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    /// A disconnect with a code and reason chosen at run time. The reason is cut to fit a
+    /// WebSocket close frame (123 bytes), at a character boundary.
+    pub fn custom(code: u16, reason: &str) -> Self {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self {
+            code,
+            reason: Cow::Owned(reason[..end].to_owned()),
+        }
     }
 
     pub fn reconnect(&self) -> bool {
@@ -115,7 +134,7 @@ impl Disconnect {
     pub fn to_proto(&self) -> protocol::Disconnect {
         protocol::Disconnect {
             code: u32::from(self.code),
-            reason: self.reason.to_owned(),
+            reason: self.reason.to_string(),
             reconnect: false,
         }
     }

@@ -142,7 +142,7 @@ async fn write_loop(
             Batch::Close(disconnect) => {
                 let close = CloseFrame {
                     code: CloseCode::from(disconnect.code),
-                    reason: disconnect.reason.into(),
+                    reason: disconnect.reason.as_ref().into(),
                 };
                 let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(close))))
                     .await;

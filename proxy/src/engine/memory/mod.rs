@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use rand::Rng;
 
 use super::{
-    EngineError, EngineEvent, EventSender, HistoryQuery, HistoryResult, PresenceStats,
-    PublishOptions, StreamPosition,
+    ControlCommand, EngineError, EngineEvent, EventSender, HistoryQuery, HistoryResult,
+    PresenceStats, PublishOptions, StreamPosition,
 };
 
 /// Idempotency results are swept when the table grows past this many entries.
@@ -272,6 +272,11 @@ impl MemoryEngine {
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
         self.state.lock().subscribed.remove(channel);
+        Ok(())
+    }
+
+    pub async fn publish_control(&self, command: &ControlCommand) -> Result<(), EngineError> {
+        self.send(EngineEvent::Control(command.clone()));
         Ok(())
     }
 

@@ -23,8 +23,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, IntoConnectionInfo, ProtocolVersion, RedisError, Value};
 
 use super::{
-    EngineError, EventSender, HistoryOptions, HistoryQuery, HistoryResult, PresenceStats,
-    PublishOptions, StreamPosition,
+    ControlCommand, EngineError, EventSender, HistoryOptions, HistoryQuery, HistoryResult,
+    PresenceStats, PublishOptions, StreamPosition,
 };
 use pubsub::PubSub;
 
@@ -62,6 +62,8 @@ pub struct RedisEngine {
     commands: ConnectionManager,
     pubsub: PubSub,
     presence_ttl: Duration,
+    /// `<prefix>.control`: server API commands for every node's connections.
+    control_channel: String,
 }
 
 /// A Redis failure as the contract's retryable error, keeping Redis's message.
@@ -103,6 +105,7 @@ impl RedisEngine {
             commands,
             pubsub,
             presence_ttl: settings.presence_ttl,
+            control_channel: pubsub::control_channel(&settings.prefix),
         })
     }
 
@@ -123,6 +126,15 @@ impl RedisEngine {
         self.query(&commands::register_namespace(name, history))
             .await
             .map(drop)
+    }
+
+    /// `PUBLISH <prefix>.control <json>`: every node's subscription connection receives it.
+    pub async fn publish_control(&self, command: &ControlCommand) -> Result<(), EngineError> {
+        let payload = serde_json::to_vec(command)
+            .map_err(|e| EngineError::Protocol(format!("control command: {e}")))?;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&self.control_channel).arg(payload);
+        self.query(&cmd).await.map(drop)
     }
 
     pub async fn publish(

@@ -61,14 +61,24 @@ impl PubSub {
             .await
             .map_err(unavailable)?;
         let channel_prefix = format!("{prefix}.client.");
+        let control = control_channel(prefix);
         let reconnected = Arc::new(Notify::new());
         let drain = tokio::spawn(drain(
             push_rx,
-            channel_prefix.clone(),
+            Channels {
+                client_prefix: channel_prefix.clone(),
+                control: control.clone(),
+            },
             events.clone(),
             reconnected.clone(),
         ));
         let resync = tokio::spawn(resync(manager.clone(), reconnected, events));
+        // Tracked like every subscription, so it comes back after a reconnect too.
+        manager
+            .clone()
+            .subscribe(&control)
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             manager,
             channel_prefix,
@@ -102,17 +112,34 @@ impl PubSub {
     }
 }
 
+/// The Redis channel of server API control commands.
+pub(super) fn control_channel(prefix: &str) -> String {
+    format!("{prefix}.control")
+}
+
+/// The Redis channels the subscription connection listens to.
+struct Channels {
+    /// `<prefix>.client.`, followed by a channel name.
+    client_prefix: String,
+    /// `<prefix>.control`.
+    control: String,
+}
+
 /// Forwards the pushes of the subscription connection until the connection manager is gone.
 async fn drain(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    channel_prefix: String,
+    channels: Channels,
     events: EventSender,
     reconnected: Arc<Notify>,
 ) {
     while let Some(push) = pushes.recv().await {
         match push.kind {
             PushKind::Message => {
-                if let Some(event) = decode_message(&channel_prefix, &push.data)
+                let event = match control_message(&channels.control, &push.data) {
+                    Some(command) => command,
+                    None => decode_message(&channels.client_prefix, &push.data),
+                };
+                if let Some(event) = event
                     && events.send(event).is_err()
                 {
                     return; // The node stopped listening.
@@ -147,6 +174,24 @@ async fn resync(mut manager: ConnectionManager, reconnected: Arc<Notify>, events
             return;
         }
     }
+}
+
+/// `Some` when the push is on the control channel: the decoded command, or `None` inside for a
+/// payload that does not decode (logged).
+fn control_message(control: &str, data: &[Value]) -> Option<Option<EngineEvent>> {
+    let [Value::BulkString(channel), Value::BulkString(payload)] = data else {
+        return None;
+    };
+    if channel.as_slice() != control.as_bytes() {
+        return None;
+    }
+    Some(match serde_json::from_slice(payload) {
+        Ok(command) => Some(EngineEvent::Control(command)),
+        Err(e) => {
+            tracing::warn!("skipping malformed control command: {e}");
+            None
+        }
+    })
 }
 
 /// The event of a `message` push `[redis channel, payload]`; `None` (logged) for a channel

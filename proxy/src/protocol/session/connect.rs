@@ -63,6 +63,11 @@ impl Session {
             next_presence_update: now + config.presence_update_interval,
         }));
         let stale_deadline = now + config.stale_close_delay;
+        if let State::Connected(connected) = &self.state {
+            self.node
+                .hub
+                .identify(self.id, &connected.user, &self.client);
+        }
 
         let mut joined = Vec::with_capacity(server_subscriptions.len());
         for (channel, sub) in &server_subscriptions {

@@ -62,7 +62,7 @@ fn token_rejected(error: &crate::auth::TokenError, usage: crate::auth::TokenUse)
     tracing::debug!(%error, ?usage, "token rejected");
     match error.outcome(usage) {
         Reject::Error(code) => codes::error_code(code).into(),
-        Reject::Disconnect(code, reason) => Disconnect { code, reason }.into(),
+        Reject::Disconnect(code, reason) => Disconnect::custom(code, reason).into(),
         // Only sub_refresh gets this, and handles it before asking.
         Reject::Expired => codes::TOKEN_EXPIRED.into(),
     }
@@ -253,6 +253,31 @@ impl Session {
         match control {
             Control::InsufficientState { channel } => self.lose_continuity(&channel).await,
             Control::Resync => self.resync().await,
+            Control::Unsubscribe { channel } => {
+                self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_SERVER)
+                    .await;
+                Ok(())
+            }
+            Control::Subscribe {
+                channel,
+                chan_info,
+                data,
+            } => {
+                self.subscribe_server_side(&channel, chan_info, data).await;
+                Ok(())
+            }
+            Control::Refresh {
+                expired,
+                expires_at,
+            } => {
+                if expired {
+                    return Err(codes::CONNECTION_EXPIRED);
+                }
+                if let State::Connected(connected) = &mut self.state {
+                    connected.expires_at = expires_at;
+                }
+                Ok(())
+            }
             Control::Disconnect(disconnect) => Err(disconnect),
         }
     }

@@ -130,6 +130,65 @@ impl Session {
         }
     }
 
+    /// Server API `subscribe`: joins `channel` as a server-side subscription and tells the client
+    /// with a subscribe push. Nothing happens for an unknown namespace or a channel the client
+    /// already has.
+    pub(super) async fn subscribe_server_side(
+        &mut self,
+        channel: &str,
+        chan_info: Bytes,
+        data: Bytes,
+    ) {
+        let Ok(connected) = self.connected() else {
+            return;
+        };
+        if connected.subscriptions.contains_key(channel) {
+            return;
+        }
+        let node = Arc::clone(&self.node);
+        let Ok(options) = node.config.channel_options(channel) else {
+            tracing::warn!(%channel, "server API subscribe to an unknown namespace ignored");
+            return;
+        };
+        let sub = SubOptions {
+            info: chan_info,
+            data,
+            overrides: Overrides::default(),
+        };
+        let grant = Grant::server_side(options, &sub);
+        let joined = match self.join_channel(channel, &grant, None, true).await {
+            Ok(joined) => joined,
+            Err(error) => {
+                tracing::warn!(%channel, ?error, "server API subscribe failed");
+                return;
+            }
+        };
+        let result = joined.result;
+        let push = Reply {
+            push: Some(Push {
+                channel: channel.to_owned(),
+                subscribe: Some(gyre_proto::protocol::Subscribe {
+                    recoverable: result.recoverable,
+                    epoch: result.epoch,
+                    offset: result.offset,
+                    positioned: result.positioned,
+                    data: result.data,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match gyre_proto::codec::encode_reply(self.encoding(), &push) {
+            Ok(bytes) => {
+                joined.subscription.go_live(Some(bytes), joined.live);
+            }
+            Err(error) => {
+                tracing::warn!(%channel, %error, "subscribe push not encodable");
+                self.leave_channel(channel).await;
+            }
+        }
+    }
+
     /// Joins a channel: hub and engine subscription, presence, then the stream position (and
     /// recovery from `recover` when the grant allows it). Publications arriving meanwhile wait
     /// in the subscription. On failure nothing of the subscription is left behind.
