@@ -18,6 +18,30 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian starts a redis-server service on install; the tests start their own servers on free ports.
 
+# The SDK tests (tests/tests/sdk_*.rs) drive the real Centrifugo SDKs: the npm packages pinned in
+# tests/sdk/node/package-lock.json and a venv with tests/sdk/python/requirements.txt. (Re)installed
+# only when missing or when the pins changed.
+sdk_node=tests/sdk/node
+if [ ! -f "$sdk_node/node_modules/.package-lock.json" ] \
+  || [ "$sdk_node/package-lock.json" -nt "$sdk_node/node_modules/.package-lock.json" ]; then
+  echo "==> npm ci in $sdk_node"
+  (cd "$sdk_node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+sdk_venv=tests/sdk/python/.venv
+if [ ! -x "$sdk_venv/bin/python" ] || ! cmp -s tests/sdk/python/requirements.txt "$sdk_venv/requirements.installed"; then
+  echo "==> python venv $sdk_venv"
+  if ! python3 -m venv --clear "$sdk_venv" >/dev/null 2>&1; then
+    # Debian's python3 needs python3-venv (ensurepip) for this.
+    sdk_sudo=""
+    [ "$(id -u)" -eq 0 ] || sdk_sudo="sudo"
+    $sdk_sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sdk_sudo apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv --clear "$sdk_venv"
+  fi
+  "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/python/requirements.txt
+  cp tests/sdk/python/requirements.txt "$sdk_venv/requirements.installed"
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -13,6 +13,7 @@
 //! - [`queue`]: the bounded per-connection write queue.
 //! - [`transport`]: the WebSocket transport.
 //! - [`api`]: the HTTP server API.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: the HTTP listener, routing and graceful shutdown.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod hub;
+pub mod metrics;
 pub mod protocol;
 pub mod queue;
 pub mod server;

@@ -78,6 +78,11 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Result<Response<B
     let response = match (request.method(), path.as_str()) {
         (&Method::GET, "/connection/websocket") => websocket_upgrade(node, request),
         (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
+        (&Method::GET, "/metrics") => with_type(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            full(crate::metrics::render(&node.hub)),
+        ),
         (&Method::GET, "/") => html(DEMO_PAGE),
         (_, p) if p == "/api" || p.starts_with("/api/") => crate::api::handle(node, request).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -96,6 +101,13 @@ fn websocket_upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Respons
     };
     if !is_upgrade {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    }
+    let limit = node.config.client.connection_limit as usize;
+    if limit > 0 && node.hub.num_connections() >= limit {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit of this node reached (client.connection_limit)",
+        );
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
         && !origin_allowed(&node.config.client.allowed_origins, origin)
@@ -130,6 +142,8 @@ fn websocket_upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Respons
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
+                metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED, "transport" => "websocket")
+                    .increment(1);
                 let socket = websocket::accept(upgraded, max_message_size).await;
                 websocket::serve(node, socket, encoding).await;
             }

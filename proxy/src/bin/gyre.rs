@@ -133,6 +133,7 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 async fn run(config: Config) -> Result<(), String> {
     init_logging(&config);
+    gyre_proxy::metrics::install();
     let config = Arc::new(config);
     let verifier = Verifier::with_subscription(
         &config.client.token,

@@ -259,6 +259,7 @@ impl Hub {
             EngineEvent::Join { channel, info } => self.broadcast_presence(&channel, info, true),
             EngineEvent::Leave { channel, info } => self.broadcast_presence(&channel, info, false),
             EngineEvent::Resync => {
+                metrics::counter!(crate::metrics::ENGINE_RESYNCS).increment(1);
                 for entry in self.connections.lock().by_id.values() {
                     let _ = entry.control.send(Control::Resync);
                 }

@@ -66,8 +66,14 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
         let deadline = tokio::time::Instant::from_std(session.deadline());
         let step = tokio::select! {
             message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => session.handle_frame(Bytes::from(text)).await,
-                Some(Ok(Message::Binary(data))) => session.handle_frame(data).await,
+                Some(Ok(Message::Text(text))) => {
+                    received();
+                    session.handle_frame(Bytes::from(text)).await
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    received();
+                    session.handle_frame(data).await
+                }
                 Some(Ok(Message::Close(_))) | None => break Ok(()),
                 Some(Err(error)) => {
                     tracing::debug!(%error, "websocket read failed");
@@ -88,6 +94,11 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
         }
     };
     session.close().await;
+    let code = outcome
+        .as_ref()
+        .err()
+        .map_or(codes::CONNECTION_CLOSED.code, |d| d.code);
+    metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string()).increment(1);
     // The client closed, or the session ended it: either way the writer sends the close frame
     // (after what is still queued) and stops.
     outbox.close(outcome.err().unwrap_or(codes::CONNECTION_CLOSED));
@@ -99,6 +110,10 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
     }
 }
 
+fn received() {
+    metrics::counter!(crate::metrics::MESSAGES_RECEIVED, "transport" => "websocket").increment(1);
+}
+
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
     outbox: Arc<Outbox>,
@@ -108,6 +123,8 @@ async fn write_loop(
     loop {
         match outbox.next_batch(MAX_MESSAGES_PER_FRAME).await {
             Batch::Messages(messages) => {
+                metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket")
+                    .increment(messages.len() as u64);
                 let payload = if let [single] = messages.as_slice() {
                     single.clone()
                 } else {

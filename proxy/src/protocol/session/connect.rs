@@ -28,6 +28,13 @@ impl Session {
     /// unconnected.
     pub(super) async fn connect(&mut self, id: u32, request: &ConnectRequest) -> CommandResult<()> {
         let mut credentials = self.credentials(&request.token).await?;
+        let per_user = self.node.config.client.user_connection_limit as usize;
+        if per_user > 0
+            && !credentials.user.is_empty()
+            && self.node.hub.user_connections(&credentials.user) >= per_user
+        {
+            return Err(codes::CONNECTION_LIMIT.into());
+        }
         if credentials.subscriptions.len() > self.node.config.client.channel_limit as usize {
             return Err(codes::CHANNEL_LIMIT.into());
         }

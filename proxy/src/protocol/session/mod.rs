@@ -50,6 +50,7 @@ impl From<Disconnect> for CommandError {
 impl From<crate::engine::EngineError> for CommandError {
     fn from(error: crate::engine::EngineError) -> Self {
         tracing::warn!(%error, "engine call failed");
+        metrics::counter!(crate::metrics::ENGINE_ERRORS).increment(1);
         Self::Reply(codes::INTERNAL)
     }
 }
@@ -170,6 +171,7 @@ impl Session {
             return self.handle_async_message(&command);
         }
         let id = command.id;
+        metrics::counter!(crate::metrics::COMMANDS, "method" => method_name(&command)).increment(1);
         let outcome = match &self.state {
             State::Connecting { .. } => match &command.connect {
                 Some(request) => self.connect(id, request).await.map(|()| None),
@@ -185,6 +187,8 @@ impl Session {
             // The handler queued its reply itself (subscribe orders it with publications).
             Ok(None) => Ok(()),
             Err(CommandError::Reply(code)) => {
+                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => code.code.to_string())
+                    .increment(1);
                 self.send_reply(Reply {
                     id,
                     error: Some(code.to_proto()),
@@ -375,6 +379,25 @@ impl Session {
             conn_info: connected.conn_info.clone(),
             chan_info,
         }
+    }
+}
+
+/// The command's method, for metrics.
+fn method_name(command: &Command) -> &'static str {
+    match command {
+        c if c.connect.is_some() => "connect",
+        c if c.subscribe.is_some() => "subscribe",
+        c if c.unsubscribe.is_some() => "unsubscribe",
+        c if c.publish.is_some() => "publish",
+        c if c.presence.is_some() => "presence",
+        c if c.presence_stats.is_some() => "presence_stats",
+        c if c.history.is_some() => "history",
+        c if c.refresh.is_some() => "refresh",
+        c if c.sub_refresh.is_some() => "sub_refresh",
+        c if c.rpc.is_some() => "rpc",
+        c if c.send.is_some() => "send",
+        c if c.ping.is_some() => "ping",
+        _ => "unknown",
     }
 }
 

@@ -271,6 +271,14 @@ impl Session {
             result.epoch = outcome.top.epoch.clone();
             result.offset = outcome.top.offset;
             result.was_recovering = outcome.was_recovering;
+            if outcome.was_recovering {
+                let label = if outcome.recovered {
+                    "recovered"
+                } else {
+                    "not_recovered"
+                };
+                metrics::counter!(crate::metrics::RECOVERIES, "outcome" => label).increment(1);
+            }
             result.recovered = outcome.recovered;
             result.publications = outcome
                 .publications

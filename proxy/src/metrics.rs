@@ -1,0 +1,44 @@
+//! Prometheus metrics at `/metrics`.
+//!
+//! Counters are bumped where things happen (connections, commands, disconnects, recovery,
+//! engine errors); gauges that describe the node (clients, users, channels) are read from the hub
+//! when Prometheus scrapes, so the broadcast path pays nothing for them.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::hub::Hub;
+
+pub const CONNECTIONS_ACCEPTED: &str = "gyre_client_connections_accepted_total";
+pub const COMMANDS: &str = "gyre_client_commands_total";
+pub const COMMAND_ERRORS: &str = "gyre_client_command_errors_total";
+pub const DISCONNECTS: &str = "gyre_client_disconnects_total";
+pub const RECOVERIES: &str = "gyre_client_recoveries_total";
+pub const ENGINE_ERRORS: &str = "gyre_engine_errors_total";
+pub const ENGINE_RESYNCS: &str = "gyre_engine_resyncs_total";
+pub const MESSAGES_SENT: &str = "gyre_transport_messages_sent_total";
+pub const MESSAGES_RECEIVED: &str = "gyre_transport_messages_received_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls are no-ops, e.g. in tests).
+pub fn install() {
+    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        // Another recorder was installed first (a test harness): keep an unattached one so
+        // rendering still works.
+        Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+    });
+}
+
+/// The text exposition, with the node gauges taken from `hub` now.
+pub fn render(hub: &Hub) -> String {
+    metrics::gauge!("gyre_node_num_clients").set(hub.num_connections() as f64);
+    metrics::gauge!("gyre_node_num_users").set(hub.num_users() as f64);
+    metrics::gauge!("gyre_node_num_channels").set(hub.num_channels() as f64);
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}

@@ -1,0 +1,53 @@
+// Recovery: alice subscribes to --channel (a namespace with history and force_recovery), receives
+// 2 live publications, disconnects; --count (default 5) publications go through the HTTP API
+// while she is offline; she reconnects and must be `recovered` with every missed publication
+// exactly once, in order; then one more live publication.
+//
+// Arguments: --url --protocol --secret --api --api-key --channel [--count] [--timeout]
+// Result: {published: [{offset, epoch}], subscribedFirst, subscribedAgain, received, events}
+import { main, need, Recorder, newClient, newSub, connToken, apiPublish, sleep } from './lib.mjs';
+
+main('recovery', async ({ args, result, sdk }) => {
+  const url = need(args, 'url');
+  const secret = need(args, 'secret');
+  const channel = need(args, 'channel');
+  const missed = Number(args.count || 5);
+  const rec = new Recorder();
+  result.events = rec.events;
+
+  const alice = newClient(sdk, url, rec, 'alice', { token: connToken(secret, 'alice') });
+  const sub = newSub(alice, rec, 'alice', channel);
+  result.received = rec.pubsOf('alice', channel);
+  alice.connect();
+  sub.subscribe();
+  await rec.connected('alice');
+  result.subscribedFirst = await rec.subscribed('alice', channel);
+
+  result.published = [];
+  let n = 0;
+  const publish = async () => {
+    n += 1;
+    result.published.push(await apiPublish(args, channel, { n }));
+  };
+  await publish();
+  await publish();
+  await rec.pubCount('alice', channel, 2);
+
+  alice.disconnect();
+  await rec.until('alice disconnected', () => rec.of('alice', 'disconnected').length >= 1);
+  for (let i = 0; i < missed; i++) await publish();
+  // Offline for a moment longer, so nothing can arrive on the old connection.
+  await sleep(200);
+  const before = result.received.length;
+  result.receivedWhileOffline = before - 2;
+
+  alice.connect();
+  await rec.connected('alice', 2);
+  result.subscribedAgain = await rec.subscribed('alice', channel, 2);
+  await rec.pubCount('alice', channel, 2 + missed);
+
+  await publish();
+  await rec.pubCount('alice', channel, 3 + missed);
+  // A duplicate would arrive within this pause.
+  await sleep(300);
+});

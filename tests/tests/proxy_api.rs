@@ -1,0 +1,388 @@
+//! The HTTP server API of `gyre` (`POST /api/<method>`, reference §5.5): authentication, every
+//! implemented method's request and response shape, and errors. Run on both engines.
+
+use std::time::Duration;
+
+use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd, hs256_token, unix_now};
+use gyre_tests::{GyreProcess, Namespace, http_request, wait_until};
+use serde_json::{Value, json};
+
+fn env(engine: EngineKind) -> ProxyEnv {
+    ProxyEnv::start(
+        engine,
+        GyreProcess::builder()
+            .namespace(Namespace::full("chat", 100, 300))
+            .namespace(
+                Namespace::new("plain")
+                    .allow_subscribe()
+                    .allow_publish()
+                    .allow_history()
+                    .allow_presence(),
+            ),
+    )
+}
+
+/// POST without going through `GyreProcess::api` (which insists on HTTP 200).
+fn post(env: &ProxyEnv, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    http_request(env.gyre.port(), "POST", path, headers, body.as_bytes())
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+fn authentication(engine: EngineKind) {
+    let env = env(engine);
+    let body = r#"{"channel":"chat:auth","data":{"n":1}}"#;
+    let key = env.gyre.api_key().to_owned();
+    assert_eq!(post(&env, "/api/publish", &[], body).0, 401, "no key");
+    assert_eq!(
+        post(&env, "/api/publish", &[("X-API-Key", "wrong")], body).0,
+        401,
+        "wrong key"
+    );
+    let ok = |(status, text): (u16, String)| {
+        assert_eq!(status, 200, "{text}");
+        let reply: Value = serde_json::from_str(&text).unwrap();
+        assert!(reply["result"]["offset"].is_u64(), "{reply}");
+    };
+    ok(post(&env, "/api/publish", &[("X-API-Key", &key)], body));
+    ok(post(
+        &env,
+        "/api/publish",
+        &[("Authorization", &format!("apikey {key}"))],
+        body,
+    ));
+    ok(post(
+        &env,
+        &format!("/api/publish?api_key={key}"),
+        &[],
+        body,
+    ));
+    assert_eq!(
+        env.api("history", json!({"channel": "chat:auth"}))["result"]["offset"],
+        3
+    );
+}
+
+fn publish_broadcast_history(engine: EngineKind) {
+    let env = env(engine);
+    let mut client = env.client("alice");
+    client.send(&[cmd::subscribe(1, "chat:h"), cmd::subscribe(2, "chat:h2")]);
+    client.reply(1);
+    client.reply(2);
+
+    // publish: offset + epoch with history; `{}` without.
+    let reply = env.api("publish", json!({"channel": "chat:h", "data": {"n": 1}}));
+    let epoch = reply["result"]["epoch"].as_str().expect("epoch").to_owned();
+    assert_eq!(reply, json!({"result": {"offset": 1, "epoch": epoch}}));
+    assert_eq!(
+        env.api("publish", json!({"channel": "plain:x", "data": {"n": 1}})),
+        json!({"result": {}})
+    );
+    assert_eq!(
+        env.api("publish", json!({"channel": "nope:x", "data": {}})),
+        json!({"error": {"code": 102, "message": "unknown channel"}})
+    );
+    // tags travel to subscribers.
+    env.api(
+        "publish",
+        json!({"channel": "chat:h", "data": {"n": 2}, "tags": {"k": "v"}}),
+    );
+
+    // broadcast: one response per channel, in order, errors inline.
+    let reply = env.api(
+        "broadcast",
+        json!({"channels": ["chat:h", "chat:h2", "nope:x"], "data": {"n": 3}}),
+    );
+    let responses = reply["result"]["responses"].as_array().expect("responses");
+    assert_eq!(responses.len(), 3, "{reply}");
+    assert_eq!(responses[0]["result"]["offset"], 3);
+    assert_eq!(responses[0]["result"]["epoch"], epoch.as_str());
+    assert_eq!(responses[1]["result"]["offset"], 1);
+    assert_eq!(
+        responses[2],
+        json!({"error": {"code": 102, "message": "unknown channel"}})
+    );
+
+    let pubs = client.publications("chat:h", 3, WAIT);
+    let json: Vec<&Value> = pubs.iter().map(|p| &p.json()["push"]["pub"]).collect();
+    assert_eq!(json[0], &json!({"data": {"n": 1}, "offset": 1}));
+    assert_eq!(
+        json[1],
+        &json!({"data": {"n": 2}, "offset": 2, "tags": {"k": "v"}})
+    );
+    assert_eq!(json[2], &json!({"data": {"n": 3}, "offset": 3}));
+    assert_eq!(
+        client.publications("chat:h2", 1, WAIT)[0]
+            .publication()
+            .offset,
+        1
+    );
+
+    // history: all, limit, reverse, since, position only.
+    let history = |body: Value| env.api("history", body)["result"].clone();
+    let offsets = |result: &Value| -> Vec<u64> {
+        result["publications"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p["offset"].as_u64().unwrap()).collect())
+            .unwrap_or_default()
+    };
+    let all = history(json!({"channel": "chat:h", "limit": -1}));
+    assert_eq!(
+        (all["offset"].as_u64(), all["epoch"].as_str()),
+        (Some(3), Some(epoch.as_str()))
+    );
+    assert_eq!(offsets(&all), [1, 2, 3]);
+    assert_eq!(
+        all["publications"][1],
+        json!({"data": {"n": 2}, "offset": 2, "tags": {"k": "v"}})
+    );
+    assert_eq!(
+        offsets(&history(json!({"channel": "chat:h", "limit": 2}))),
+        [1, 2]
+    );
+    assert_eq!(
+        offsets(&history(
+            json!({"channel": "chat:h", "limit": 2, "reverse": true})
+        )),
+        [3, 2]
+    );
+    assert_eq!(
+        offsets(&history(
+            json!({"channel": "chat:h", "limit": -1, "since": {"offset": 1, "epoch": epoch}})
+        )),
+        [2, 3]
+    );
+    let position = history(json!({"channel": "chat:h"}));
+    assert_eq!(offsets(&position), [0u64; 0], "limit 0: position only");
+    assert_eq!(position["offset"], 3);
+    assert_eq!(
+        env.api(
+            "history",
+            json!({"channel": "chat:h", "limit": -1, "since": {"offset": 1, "epoch": "wrongepo"}})
+        ),
+        json!({"error": {"code": 112, "message": "unrecoverable position"}})
+    );
+    assert_eq!(
+        env.api("history", json!({"channel": "plain:x"})),
+        json!({"error": {"code": 108, "message": "not available"}})
+    );
+
+    // history_remove: publications go, the position stays.
+    assert_eq!(
+        env.api("history_remove", json!({"channel": "chat:h"})),
+        json!({"result": {}})
+    );
+    let after = history(json!({"channel": "chat:h", "limit": -1}));
+    assert_eq!(offsets(&after), [0u64; 0], "{after}");
+    assert_eq!(
+        (after["offset"].as_u64(), after["epoch"].as_str()),
+        (Some(3), Some(epoch.as_str()))
+    );
+    let reply = env.api("publish", json!({"channel": "chat:h", "data": {"n": 4}}));
+    assert_eq!(
+        reply["result"]["offset"], 4,
+        "offsets continue after history_remove"
+    );
+}
+
+fn presence_channels_info(engine: EngineKind) {
+    let env = env(engine);
+    let secret = env.gyre.hmac_secret().to_owned();
+    let token = |user: &str, info: Option<Value>| {
+        let mut claims = json!({"sub": user, "exp": unix_now() + 3600});
+        if let Some(info) = info {
+            claims["info"] = info;
+        }
+        hs256_token(&secret, &claims)
+    };
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    for (user, info) in [
+        ("alice", Some(json!({"name": "Alice"}))),
+        ("alice", None),
+        ("bob", None),
+    ] {
+        let mut client = gyre_tests::ws_client::WsClient::connect(
+            &env.ws_url(),
+            gyre_tests::ws_client::Encoding::Json,
+        );
+        let reply = client.call(cmd::connect(0, &token(user, info)));
+        ids.push(reply.connect.unwrap().client);
+        client.send(&[cmd::subscribe(1, "chat:p")]);
+        client.reply(1);
+        clients.push(client);
+    }
+    clients[2].send(&[cmd::subscribe(2, "plain:q")]);
+    clients[2].reply(2);
+
+    let presence = env.api("presence", json!({"channel": "chat:p"}));
+    assert_eq!(
+        presence,
+        json!({"result": {"presence": {
+            ids[0].clone(): {"client": ids[0], "user": "alice", "conn_info": {"name": "Alice"}},
+            ids[1].clone(): {"client": ids[1], "user": "alice"},
+            ids[2].clone(): {"client": ids[2], "user": "bob"},
+        }}})
+    );
+    assert_eq!(
+        env.api("presence_stats", json!({"channel": "chat:p"})),
+        json!({"result": {"num_clients": 3, "num_users": 2}})
+    );
+    assert_eq!(
+        env.api("presence", json!({"channel": "plain:q"})),
+        json!({"error": {"code": 108, "message": "not available"}})
+    );
+    assert_eq!(
+        env.api("channels", json!({})),
+        json!({"result": {"channels": {"chat:p": {"num_clients": 3}, "plain:q": {"num_clients": 1}}}})
+    );
+    let info = env.api("info", json!({}));
+    let nodes = info["result"]["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{info}");
+    assert!(!nodes[0]["uid"].as_str().unwrap_or("").is_empty(), "{info}");
+    assert!(
+        !nodes[0]["name"].as_str().unwrap_or("").is_empty(),
+        "{info}"
+    );
+    assert_eq!(nodes[0]["num_clients"], 3, "{info}");
+    assert_eq!(nodes[0]["num_channels"], 2, "{info}");
+
+    // bob leaves: presence and channels follow.
+    drop(clients.pop());
+    wait_until(Duration::from_secs(5), "bob's presence removed", || {
+        env.api("presence_stats", json!({"channel": "chat:p"}))
+            == json!({"result": {"num_clients": 2, "num_users": 1}})
+    });
+    wait_until(Duration::from_secs(5), "plain:q gone from channels", || {
+        env.api("channels", json!({}))
+            == json!({"result": {"channels": {"chat:p": {"num_clients": 2}}}})
+    });
+}
+
+/// `info` reports the node fields Centrifugo's does (reference §5.5).
+fn info_has_every_node_field(engine: EngineKind) {
+    let env = env(engine);
+    let _client = env.client("alice");
+    let info = env.api("info", json!({}));
+    let node = &info["result"]["nodes"][0];
+    for field in [
+        "uid",
+        "name",
+        "version",
+        "num_clients",
+        "num_users",
+        "num_channels",
+        "uptime",
+        "num_subs",
+    ] {
+        assert!(node.get(field).is_some(), "{field} missing in {info}");
+    }
+    assert_eq!(node["num_users"], 1, "{info}");
+}
+
+/// `batch` answers with a top-level `replies` array, one `{<method>: result}` or `{error}` per
+/// command, in order (reference §5.5; what the `cent` clients parse).
+fn batch_replies_are_top_level(engine: EngineKind) {
+    let env = env(engine);
+    let reply = env.api(
+        "batch",
+        json!({"commands": [
+            {"publish": {"channel": "chat:b", "data": {"n": 1}}},
+            {"publish": {"channel": "nope:x", "data": {}}},
+            {"history": {"channel": "chat:b", "limit": -1}},
+        ]}),
+    );
+    let replies = reply["replies"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(replies.len(), 3);
+    assert_eq!(replies[0]["publish"]["offset"], 1, "{reply}");
+    assert_eq!(
+        replies[1],
+        json!({"error": {"code": 102, "message": "unknown channel"}})
+    );
+    assert_eq!(
+        replies[2]["history"]["publications"][0]["data"],
+        json!({"n": 1})
+    );
+}
+
+/// `batch` runs every command in order, whatever the envelope.
+fn batch_runs_every_command(engine: EngineKind) {
+    let env = env(engine);
+    let reply = env.api(
+        "batch",
+        json!({"commands": [
+            {"publish": {"channel": "chat:b", "data": {"n": 1}}},
+            {"publish": {"channel": "nope:x", "data": {}}},
+            {"publish": {"channel": "chat:b", "data": {"n": 2}}},
+            {"history": {"channel": "chat:b", "limit": -1}},
+        ]}),
+    );
+    let replies = reply
+        .get("replies")
+        .or_else(|| reply["result"].get("replies"))
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{reply}"));
+    assert_eq!(replies.len(), 4, "{reply}");
+    assert_eq!(replies[0]["publish"]["offset"], 1, "{reply}");
+    assert_eq!(replies[1]["error"]["code"], 102, "{reply}");
+    assert_eq!(replies[2]["publish"]["offset"], 2, "{reply}");
+    let pubs = &replies[3]["history"]["publications"];
+    assert_eq!(pubs[0]["data"], json!({"n": 1}), "{reply}");
+    assert_eq!(pubs[1]["data"], json!({"n": 2}), "{reply}");
+}
+
+fn api_errors(engine: EngineKind) {
+    let env = env(engine);
+    let key = env.gyre.api_key().to_owned();
+    let call = |method: &str, body: &str| {
+        let (status, text) = post(
+            &env,
+            &format!("/api/{method}"),
+            &[("X-API-Key", &key)],
+            body,
+        );
+        assert_eq!(status, 200, "{method} {body}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    };
+    assert_eq!(
+        call("no_such_method", "{}"),
+        json!({"error": {"code": 104, "message": "method not found"}})
+    );
+    assert_eq!(
+        call("publish", "{not json"),
+        json!({"error": {"code": 107, "message": "bad request"}})
+    );
+    assert_eq!(
+        call("publish", r#"{"data":{"n":1}}"#),
+        json!({"error": {"code": 107, "message": "bad request"}}),
+        "no channel"
+    );
+    assert_eq!(
+        call("presence", r#"{"channel":"nope:x"}"#),
+        json!({"error": {"code": 102, "message": "unknown channel"}})
+    );
+}
+
+macro_rules! on_both_engines {
+    ($($(#[$attr:meta])* $name:ident,)*) => {
+        mod memory {
+            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Memory) } )*
+        }
+        mod redis {
+            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Redis) } )*
+        }
+    };
+}
+
+on_both_engines! {
+    authentication,
+    publish_broadcast_history,
+    presence_channels_info,
+    #[ignore = "proxy bug: info nodes lack num_users, uptime and num_subs"]
+    info_has_every_node_field,
+    #[ignore = "proxy bug: batch wraps its replies in {\"result\":…} instead of a top-level \"replies\""]
+    batch_replies_are_top_level,
+    batch_runs_every_command,
+    api_errors,
+}

@@ -1,0 +1,323 @@
+//! Connection life cycle of `gyre` (reference §1.7, §1.10, §2.2, §5.7): ping/pong, stale
+//! connections, slow clients, the Origin check and graceful shutdown. Memory engine: none of it
+//! depends on the engine.
+
+use std::time::{Duration, Instant};
+
+use gyre_tests::ws_client::{
+    Encoding, EngineKind, ProxyEnv, ProxyProcess, WAIT, WsClient, WsOptions, cmd,
+};
+use gyre_tests::{GyreBuilder, GyreProcess, Namespace};
+use serde_json::json;
+
+fn builder() -> GyreBuilder {
+    GyreProcess::builder().namespace(Namespace::full("chat", 100, 300))
+}
+
+fn memory(builder: GyreBuilder) -> ProxyEnv {
+    ProxyEnv::start(EngineKind::Memory, builder)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Ping / pong.
+
+/// `ping_interval = 1s`, `pong_timeout = 500ms`: clients that answer `{}` (JSON) or `0x00`
+/// (Protobuf) stay across several pings; one that does not is closed with 3012 after its first
+/// ping.
+#[test]
+fn pings_must_be_answered_with_pongs() {
+    let env = memory(
+        builder()
+            .client_option("ping_interval = \"1s\"")
+            .client_option("pong_timeout = \"500ms\""),
+    );
+    let mut json_client = WsClient::connect(&env.ws_url(), Encoding::Json);
+    let reply = json_client.call(cmd::connect(0, &env.token("a")));
+    let connect = reply.connect.expect("connect");
+    assert_eq!((connect.ping, connect.pong), (1, true));
+    let mut pb_client = env.client_in(Encoding::Protobuf, "b");
+    let mut silent = env.client_in(Encoding::Protobuf, "c");
+    silent.set_auto_pong(false);
+
+    let started = Instant::now();
+    // Both answering clients read (and pong) for 3.2 s: at least 2 pings each, no close.
+    while started.elapsed() < Duration::from_millis(3200) {
+        json_client.stay_open(Duration::from_millis(100));
+        pb_client.stay_open(Duration::from_millis(100));
+    }
+    assert!(
+        json_client.pings() >= 2,
+        "JSON pings: {}",
+        json_client.pings()
+    );
+    assert!(
+        pb_client.pings() >= 2,
+        "Protobuf pings: {}",
+        pb_client.pings()
+    );
+
+    let close = silent.expect_close(WAIT);
+    assert_eq!((close.code, close.reason.as_str()), (3012, "no pong"));
+    assert_eq!(silent.pings(), 1, "closed after the first unanswered ping");
+}
+
+/// `pong_timeout = 0` disables the pong check (documented in the config schema): a client that
+/// never answers stays connected across pings.
+#[test]
+#[ignore = "proxy bug: pong_timeout = 0 closes every client with 3012 at its first ping"]
+fn pong_timeout_zero_disables_the_pong_check() {
+    let env = memory(
+        builder()
+            .client_option("ping_interval = \"1s\"")
+            .client_option("pong_timeout = \"0s\""),
+    );
+    let mut silent = env.client("c");
+    silent.set_auto_pong(false);
+    silent.stay_open(Duration::from_millis(2300));
+    assert!(silent.pings() >= 2, "pings: {}", silent.pings());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Stale connections.
+
+/// A connection that sends no connect within `stale_close_delay` is closed with 3502; a
+/// connected one is not.
+#[test]
+fn a_connection_without_connect_is_closed_as_stale() {
+    let env = memory(builder().client_option("stale_close_delay = \"1s\""));
+    let started = Instant::now();
+    let mut idle = WsClient::connect(&env.ws_url(), Encoding::Json);
+    let mut connected = env.client("a");
+    connected.stay_open(Duration::from_millis(1500));
+    let close = idle.expect_close(WAIT);
+    assert_eq!((close.code, close.reason.as_str()), (3502, "stale"));
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed too early: {elapsed:?}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Slow clients.
+
+/// A subscriber that stops reading is closed with 3008 "slow" once its queue
+/// (`queue_max_size`) overflows; when it reads again it gets a contiguous prefix of the
+/// publications, then the close frame. Another subscriber of the same channel, reading
+/// normally, receives every publication.
+#[test]
+fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
+    const FLOOD: u64 = 1024; // publications of ~1 KiB: 1 MiB in bursts of 16
+    let env = memory(builder().client_option("queue_max_size = 65536"));
+    // Small socket buffers on both sides (small receive buffer, small MSS), so the server's
+    // writes to the slow client block after ~100 KiB and its queue overflows soon after.
+    let mut slow = WsClient::connect_with(
+        &env.ws_url(),
+        WsOptions {
+            receive_buffer: Some(4096),
+            max_segment: Some(536),
+            ..WsOptions::default()
+        },
+    )
+    .expect("handshake");
+    slow.send(&[
+        cmd::connect(1, &env.token("slow")),
+        cmd::subscribe(2, "chat:flood"),
+    ]);
+    slow.reply(2);
+    let mut fast = env.client("fast");
+    fast.send(&[cmd::subscribe(1, "chat:flood")]);
+    fast.reply(1);
+
+    let payload = "x".repeat(1000);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let pubs = fast.publications("chat:flood", FLOOD as usize, Duration::from_secs(20));
+            let offsets: Vec<u64> = pubs.iter().map(|p| p.publication().offset).collect();
+            fast.assert_no_publication("chat:flood", Duration::from_millis(100));
+            assert!(fast.closed().is_none(), "the fast client was closed");
+            offsets
+        });
+        for _ in 0..FLOOD / 16 {
+            let commands: Vec<_> = (0..16)
+                .map(|_| json!({"publish": {"channel": "chat:flood", "data": {"p": payload}}}))
+                .collect();
+            let reply = env.api("batch", json!({"commands": commands}));
+            assert!(reply.get("error").is_none(), "{reply}");
+        }
+        // The slow client reads again: what was in flight, then the close frame.
+        let close = slow.expect_close(WAIT);
+        assert_eq!((close.code, close.reason.as_str()), (3008, "slow"));
+        let offsets: Vec<u64> = slow
+            .drain()
+            .iter()
+            .filter(|m| m.reply.push.as_ref().is_some_and(|p| p.r#pub.is_some()))
+            .map(|m| m.publication().offset)
+            .collect();
+        assert!(
+            (offsets.len() as u64) < FLOOD / 2,
+            "the slow client got {} of {FLOOD}",
+            offsets.len()
+        );
+        let prefix: Vec<u64> = (1..=offsets.len() as u64).collect();
+        assert_eq!(offsets, prefix, "a contiguous prefix, then the close");
+
+        let fast_offsets = reader.join().expect("fast reader");
+        assert_eq!(
+            fast_offsets,
+            (1..=FLOOD).collect::<Vec<_>>(),
+            "the fast subscriber misses nothing"
+        );
+    });
+}
+
+/// Once a slow client's queue overflowed, its session ends at once: it leaves its channels
+/// (presence, `channels`), also when the client never reads again — not only at its next ping.
+#[test]
+#[ignore = "proxy bug: a session whose queue overflowed stays subscribed until its next ping (25 s)"]
+fn a_slow_client_leaves_its_channels_at_once() {
+    let env = memory(builder().client_option("queue_max_size = 65536"));
+    let mut slow = WsClient::connect_with(
+        &env.ws_url(),
+        WsOptions {
+            receive_buffer: Some(4096),
+            max_segment: Some(536),
+            ..WsOptions::default()
+        },
+    )
+    .expect("handshake");
+    slow.send(&[
+        cmd::connect(1, &env.token("slow")),
+        cmd::subscribe(2, "chat:gone"),
+    ]);
+    slow.reply(2);
+    let stats = || env.api("presence_stats", json!({"channel": "chat:gone"}))["result"].clone();
+    assert_eq!(stats(), json!({"num_clients": 1, "num_users": 1}));
+    let payload = "x".repeat(1000);
+    for _ in 0..64 {
+        let commands: Vec<_> = (0..16)
+            .map(|_| json!({"publish": {"channel": "chat:gone", "data": {"p": payload}}}))
+            .collect();
+        env.api("batch", json!({"commands": commands}));
+    }
+    gyre_tests::wait_until(
+        Duration::from_secs(3),
+        "the slow client left chat:gone",
+        || stats() == json!({"num_clients": 0, "num_users": 0}),
+    );
+    drop(slow);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Origin.
+
+/// `allowed_origins`: a listed Origin (or a glob match) passes, another gets HTTP 403, and a
+/// request without Origin (not a browser) passes.
+#[test]
+fn origins_outside_allowed_origins_get_403() {
+    let config = builder();
+    let gyre = ProxyProcess::start(|port| {
+        let toml = config.config_toml(port);
+        let patched = toml.replace(
+            "allowed_origins = [\"*\"]",
+            "allowed_origins = [\"https://ok.example\", \"https://*.apps.example\"]",
+        );
+        assert_ne!(toml, patched, "allowed_origins line not found in {toml}");
+        patched
+    });
+    let url = gyre.ws_url();
+    let with_origin = |origin: Option<&str>| {
+        WsClient::connect_with(
+            &url,
+            WsOptions {
+                origin: origin.map(str::to_owned),
+                ..WsOptions::default()
+            },
+        )
+    };
+    for bad in [
+        "https://bad.example",
+        "http://ok.example",
+        "https://ok.example.evil",
+    ] {
+        match with_origin(Some(bad)) {
+            Ok(_) => panic!("Origin {bad} was accepted"),
+            Err(e) => assert_eq!(e.status, Some(403), "Origin {bad}: {e:?}"),
+        }
+    }
+    for good in [
+        Some("https://ok.example"),
+        Some("https://one.apps.example"),
+        None,
+    ] {
+        let mut client =
+            with_origin(good).unwrap_or_else(|e| panic!("Origin {good:?} refused: {e:?}"));
+        client.send_text(r#"{"id":1,"connect":{}}"#);
+        // No token and anonymous not allowed: the protocol, not the handshake, refuses it.
+        assert_eq!(client.expect_close(WAIT).code, 3501, "Origin {good:?}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Graceful shutdown.
+
+/// Three clients (JSON, Protobuf, JSON) connected and subscribed, then SIGTERM: what each
+/// client saw, gyre's exit status, and how long it took.
+fn sigterm_with_clients() -> (
+    Vec<gyre_tests::ws_client::Close>,
+    std::process::ExitStatus,
+    Duration,
+) {
+    let secret = "shutdown-test-secret";
+    let config = builder()
+        .hmac_secret(secret)
+        .extra_toml("[shutdown]\ntimeout = \"5s\"");
+    let mut gyre = ProxyProcess::start(|port| config.config_toml(port));
+    let url = gyre.ws_url();
+    let token = gyre_tests::ws_client::hs256_token(secret, &json!({"sub": "alice"}));
+    let mut clients: Vec<WsClient> = [Encoding::Json, Encoding::Protobuf, Encoding::Json]
+        .into_iter()
+        .map(|encoding| {
+            let mut client = WsClient::connect(&url, encoding);
+            client.send(&[cmd::connect(1, &token), cmd::subscribe(2, "chat:bye")]);
+            assert!(client.reply(2).reply.subscribe.is_some());
+            client
+        })
+        .collect();
+
+    let started = Instant::now();
+    gyre.terminate();
+    let closes = clients
+        .iter_mut()
+        .map(|client| client.expect_close(Duration::from_secs(6)))
+        .collect();
+    let status = gyre
+        .wait_exit(Duration::from_secs(6))
+        .expect("gyre still running after the shutdown timeout");
+    (closes, status, started.elapsed())
+}
+
+/// SIGTERM: gyre ends every client connection and exits 0 within `shutdown.timeout` (5 s).
+#[test]
+fn sigterm_exits_0_within_the_shutdown_timeout() {
+    let (closes, status, elapsed) = sigterm_with_clients();
+    assert!(status.success(), "exit status {status}");
+    assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
+    assert_eq!(closes.len(), 3);
+}
+
+/// SIGTERM: every connected client gets close 3001 "shutdown" (the SDKs reconnect, to another
+/// node if there is one) before gyre exits.
+#[test]
+#[ignore = "proxy bug: gyre exits before the 3001 close frames are written (clients see EOF)"]
+fn sigterm_closes_clients_with_3001() {
+    let (closes, status, _) = sigterm_with_clients();
+    assert!(status.success(), "exit status {status}");
+    for (i, close) in closes.iter().enumerate() {
+        assert_eq!(
+            (close.code, close.reason.as_str()),
+            (3001, "shutdown"),
+            "client {i}"
+        );
+    }
+}
