@@ -56,6 +56,7 @@ redis_module! {
         ["gyre.publish", guard(commands::publish::publish), "write deny-oom", 1, 1, 1, ""],
         ["gyre.history", guard(commands::history::history), "readonly", 1, 1, 1, ""],
         ["gyre.history.remove", guard(commands::history::remove), "write", 1, 1, 1, ""],
+        ["gyre.position", guard(commands::history::position), "write deny-oom", 1, 1, 1, ""],
         ["gyre.presence.add", guard(commands::presence::add), "write deny-oom", 1, 1, 1, ""],
         ["gyre.presence.rem", guard(commands::presence::rem), "write", 1, 1, 1, ""],
         ["gyre.presence", guard(commands::presence::get), "readonly", 1, 1, 1, ""],

@@ -17,6 +17,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::task::TaskTracker;
 
 use crate::protocol::codes;
 use crate::protocol::node::Node;
@@ -35,6 +36,9 @@ pub async fn run(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // Upgraded WebSocket connections leave hyper's view once upgraded; this tracks them so the
+    // drain waits until each has written its close frame.
+    let sessions = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     tokio::pin!(shutdown);
     loop {
@@ -52,7 +56,9 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let node = Arc::clone(&node);
-        let service = service_fn(move |request| route(Arc::clone(&node), request));
+        let sessions = sessions.clone();
+        let service =
+            service_fn(move |request| route(Arc::clone(&node), sessions.clone(), request));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -65,18 +71,24 @@ pub async fn run(
     }
     tracing::info!("shutting down: closing client connections");
     node.hub.disconnect_all(&codes::SHUTDOWN);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    sessions.close();
+    let drained = async {
+        graceful.shutdown().await;
+        sessions.wait().await;
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; exiting anyway");
     }
 }
 
-async fn route(node: Arc<Node>, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    node: Arc<Node>,
+    sessions: TaskTracker,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
     let response = match (request.method(), path.as_str()) {
-        (&Method::GET, "/connection/websocket") => websocket_upgrade(node, request),
+        (&Method::GET, "/connection/websocket") => websocket_upgrade(node, &sessions, request),
         (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
         (&Method::GET, "/metrics") => with_type(
             StatusCode::OK,
@@ -90,7 +102,11 @@ async fn route(node: Arc<Node>, request: Request<Incoming>) -> Result<Response<B
     Ok(response)
 }
 
-fn websocket_upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Response<Body> {
+fn websocket_upgrade(
+    node: Arc<Node>,
+    sessions: &TaskTracker,
+    mut request: Request<Incoming>,
+) -> Response<Body> {
     let headers = request.headers();
     let is_upgrade = headers
         .get(header::UPGRADE)
@@ -139,7 +155,7 @@ fn websocket_upgrade(node: Arc<Node>, mut request: Request<Incoming>) -> Respons
 
     let max_message_size = node.config.websocket.message_size_limit as usize;
     let upgrade = hyper::upgrade::on(&mut request);
-    tokio::spawn(async move {
+    sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED, "transport" => "websocket")

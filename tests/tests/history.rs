@@ -228,3 +228,26 @@ fn history_remove_keeps_offset_and_epoch() {
     );
     assert!(!exists(&mut con, "gyre.stream.meta.unknown"));
 }
+
+#[test]
+fn position_creates_the_epoch_the_next_publication_carries() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let first = as_array(&cmd(
+        &mut con,
+        &["GYRE.POSITION", "chat:p", "META-TTL", "100"],
+    ))
+    .to_vec();
+    let epoch = as_string(&first[1]);
+    assert_eq!((as_int(&first[0]), epoch.len()), (0, 8));
+    let ttl = ttl(&mut con, "gyre.stream.meta.chat:p");
+    assert!((1..=100).contains(&ttl), "meta ttl {ttl}");
+    let again = as_array(&cmd(&mut con, &["GYRE.POSITION", "chat:p"])).to_vec();
+    assert_eq!(as_string(&again[1]), epoch, "an existing epoch is kept");
+    let (offset, published_epoch) = publish_hist(&mut con, "chat:p", "{}", 10, 60);
+    assert_eq!((offset, published_epoch), (1, epoch.clone()));
+    let after = as_array(&cmd(&mut con, &["GYRE.POSITION", "chat:p"])).to_vec();
+    assert_eq!((as_int(&after[0]), as_string(&after[1])), (1, epoch));
+    assert!(expect_error(&mut con, &["GYRE.POSITION", "chat:p", "FOO"]).contains("syntax"));
+    assert_ping(&mut con, "after GYRE.POSITION");
+}

@@ -379,9 +379,7 @@ on_both_engines! {
     authentication,
     publish_broadcast_history,
     presence_channels_info,
-    #[ignore = "proxy bug: info nodes lack num_users, uptime and num_subs"]
     info_has_every_node_field,
-    #[ignore = "proxy bug: batch wraps its replies in {\"result\":…} instead of a top-level \"replies\""]
     batch_replies_are_top_level,
     batch_runs_every_command,
     api_errors,

@@ -408,7 +408,6 @@ fn read_varint(bytes: &[u8]) -> (u64, usize) {
 /// 3506 "inappropriate protocol" (reference §1.4) rather than skip the publication silently.
 /// Protobuf subscribers get the bytes.
 #[test]
-#[ignore = "proxy bug: non-JSON publications are silently skipped for JSON subscribers (no 3506)"]
 fn binary_data_closes_json_subscribers_with_3506() {
     let env = memory_env();
     let mut json_sub = env.client("alice");
@@ -725,9 +724,7 @@ on_both_engines! {
     error_replies,
     recovery_returns_exactly_the_missed_publications,
     recovery_fails_when_history_is_gone,
-    #[ignore = "proxy bug: a recovered subscribe reply carries the stream top as offset, not the request's"]
     recovered_reply_carries_the_request_offset,
-    #[ignore = "proxy bug: positioned subscribe on a channel without publications returns an empty epoch"]
     positioned_subscribe_on_a_fresh_channel_gets_an_epoch,
 }
 
@@ -736,7 +733,6 @@ on_both_engines! {
 /// streams, new epochs), three publications get offsets 1..3 of the NEW stream; the client comes
 /// back recovering from offset 2 of the OLD stream and must not be told it recovered.
 #[test]
-#[ignore = "proxy bug: an empty client epoch matches any epoch, so recovery into a new stream is claimed"]
 fn recovery_across_a_memory_engine_restart_is_not_claimed() {
     let mut env = memory_env();
     let mut client = env.client("alice");

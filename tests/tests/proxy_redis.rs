@@ -314,7 +314,6 @@ fn redis_restart_without_persistence_unsubscribes_positioned_clients() {
 /// or recovery will ever show (README: "redis-cli GYRE.PUBLISH chat:room … gets the chat
 /// namespace's history without any option").
 #[test]
-#[ignore = "proxy bug: namespaces are registered only at start, not again after Redis lost them"]
 fn namespaces_are_registered_again_after_redis_lost_them() {
     let mut env = redis_env();
     let mut client = env.client("alice");

@@ -4,11 +4,13 @@
 use redis_module::{Context, KeyType, RedisValue};
 
 use crate::config::Settings;
-use crate::core::GyreResult;
+use crate::core::epoch::new_epoch;
 use crate::core::history::{Entry, HistoryArgs};
 use crate::core::keys::ChannelKeys;
 use crate::core::parse::Cursor;
+use crate::core::parse::is_keyword;
 use crate::core::publish::{parse_epoch, parse_top};
+use crate::core::{GyreError, GyreResult};
 use crate::stats::{COUNTERS, bump};
 use crate::store::key::Key;
 use crate::store::{call_replicated, string};
@@ -76,6 +78,52 @@ fn entry_value(e: Entry) -> RedisValue {
         RedisValue::Array(info),
         RedisValue::Array(e.tags.into_iter().map(RedisValue::BulkString).collect()),
     ])
+}
+
+/// `GYRE.POSITION <channel> [META-TTL <seconds>]` → `[top_offset, epoch]`. Writes only when the
+/// channel has no epoch yet: like Centrifuge's history script it creates one, so that a client
+/// positioned on a channel nobody has published to yet learns the epoch the next publication
+/// will carry (and an empty epoch never stands for "any stream").
+pub fn position(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
+    let mut c = Cursor::new(args);
+    let channel = c.next()?;
+    let mut meta_ttl = None;
+    while let Some(option) = c.next_opt() {
+        if is_keyword(option, "META-TTL") {
+            meta_ttl = Some(c.next_ttl("META-TTL")?);
+        } else {
+            return Err(GyreError::Syntax(option.to_vec()));
+        }
+    }
+    let settings = Settings::current();
+    let keys = ChannelKeys::new(settings.prefix.as_str(), channel, settings.cluster)?;
+    let meta_key = keys.meta();
+    let (epoch, top) = {
+        let meta = Key::read(ctx, &string(ctx, &meta_key));
+        meta.check(KeyType::Hash)?;
+        let e = meta.hash_get_c(c"e");
+        let s = meta.hash_get_c(c"s");
+        (
+            parse_epoch(e.as_ref().map(|v| v.as_slice()))?,
+            parse_top(s.as_ref().map(|v| v.as_slice()))?,
+        )
+    };
+    let epoch = match epoch {
+        Some(epoch) => epoch,
+        None => {
+            let epoch = new_epoch();
+            call_replicated(ctx, "HSET", &[&meta_key, b"e", epoch.as_bytes()])?;
+            let ttl = meta_ttl.unwrap_or(settings.defaults.meta_ttl);
+            if ttl > 0 {
+                call_replicated(ctx, "EXPIRE", &[&meta_key, ttl.to_string().as_bytes()])?;
+            }
+            epoch
+        }
+    };
+    Ok(RedisValue::Array(vec![
+        RedisValue::Integer(top as i64),
+        RedisValue::BulkString(epoch),
+    ]))
 }
 
 /// Drops the publications, keeps the meta hash so offsets and epoch stay valid.

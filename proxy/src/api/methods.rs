@@ -64,7 +64,10 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
                 "name": node.name,
                 "version": env!("CARGO_PKG_VERSION"),
                 "num_clients": node.hub.num_connections(),
+                "num_users": node.hub.num_users(),
                 "num_channels": node.hub.num_channels(),
+                "num_subs": node.hub.num_subscriptions(),
+                "uptime": node.started.elapsed().as_secs(),
             }]
         })),
         "batch" => Box::pin(batch(node, parse(body)?)).await,

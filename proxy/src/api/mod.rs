@@ -97,11 +97,13 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
         );
     }
     let outcome = methods::call(&node, &method, &body).await;
-    respond(outcome)
+    respond(&method, outcome)
 }
 
-fn respond(outcome: MethodResult) -> Response<Body> {
+fn respond(method: &str, outcome: MethodResult) -> Response<Body> {
     let body = match outcome {
+        // Centrifugo answers a batch with its replies at the top level, not inside "result".
+        Ok(result) if method == "batch" => result.get().to_owned(),
         Ok(result) => format!("{{\"result\":{}}}", result.get()),
         Err(error) => serde_json::json!({ "error": error }).to_string(),
     };

@@ -206,6 +206,17 @@ impl Engine {
         dispatch!(self, e => e.history(channel, query).await)
     }
 
+    /// A channel's stream position, creating its epoch (kept for `meta_ttl`; `ZERO` = forever)
+    /// when the channel has none yet: a positioned client always learns a real epoch, the one
+    /// the next publication will carry.
+    pub async fn position(
+        &self,
+        channel: &str,
+        meta_ttl: Duration,
+    ) -> Result<StreamPosition, EngineError> {
+        dispatch!(self, e => e.position(channel, meta_ttl).await)
+    }
+
     /// Drops a channel's publications; offset and epoch stay.
     pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {
         dispatch!(self, e => e.remove_history(channel).await)

@@ -112,6 +112,14 @@ impl Hub {
         self.shards.iter().map(|s| s.lock().channels.len()).sum()
     }
 
+    /// Subscriptions of all connections of this node.
+    pub fn num_subscriptions(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().channels.values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
     pub fn num_subscribers(&self, channel: &str) -> usize {
         self.shards[Self::index(channel)]
             .lock()
@@ -279,8 +287,11 @@ impl Hub {
             ..Default::default()
         });
         for subscriber in subscribers {
-            if let Some(message) = encoded.get(subscriber.encoding) {
-                subscriber.deliver_publication(publication.offset, epoch, message);
+            match encoded.get(subscriber.encoding) {
+                Some(message) => subscriber.deliver_publication(publication.offset, epoch, message),
+                // Binary data for a JSON client: nothing valid can be sent, and skipping it
+                // would lose it silently (§1.4: "inappropriate protocol").
+                None => subscriber.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL),
             }
         }
     }

@@ -120,6 +120,11 @@ impl Subscription {
         self.deliver_live(&mut state, offset, epoch, message);
     }
 
+    /// Closes this subscriber's connection (e.g. a publication that cannot be encoded for it).
+    pub fn close_connection(&self, disconnect: crate::protocol::codes::Disconnect) {
+        self.outbox.close(disconnect);
+    }
+
     /// Queues a join or leave push.
     pub fn deliver_presence(&self, message: &Bytes) {
         let state = self.state.lock();

@@ -17,6 +17,8 @@ pub struct Node {
     pub engine: Engine,
     pub hub: Hub,
     pub verifier: Verifier,
+    /// When this node started (server API `info`: uptime).
+    pub started: std::time::Instant,
     next_connection: AtomicU64,
 }
 
@@ -33,6 +35,7 @@ impl Node {
             engine,
             hub: Hub::new(),
             verifier,
+            started: std::time::Instant::now(),
             next_connection: AtomicU64::new(1),
         }
     }

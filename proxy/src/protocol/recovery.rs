@@ -16,11 +16,15 @@ pub struct Recovery {
     pub recovered: bool,
     /// The client asked to recover.
     pub was_recovering: bool,
+    /// The offset the subscribe reply announces: the client's own when recovered (it advances
+    /// through `publications`, as with Centrifuge), else the stream's.
+    pub reply_offset: u64,
 }
 
 /// A subscribe that only wants to know where the stream stands.
 pub fn position_only(top: StreamPosition) -> Recovery {
     Recovery {
+        reply_offset: top.offset,
         top,
         publications: Vec::new(),
         recovered: false,
@@ -46,6 +50,7 @@ pub fn recover(since: &StreamPosition, history: HistoryResult, limit: usize) -> 
     };
     let recovered = same_epoch && continuous;
     Recovery {
+        reply_offset: if recovered { since.offset } else { top.offset },
         top,
         publications: if recovered { publications } else { Vec::new() },
         recovered,
@@ -82,7 +87,7 @@ mod tests {
         let r = recover(&position(5, "e"), history(8, &[6, 7, 8]), 300);
         assert!(r.recovered && r.was_recovering);
         assert_eq!(r.publications.len(), 3);
-        assert_eq!(r.top.offset, 8);
+        assert_eq!((r.top.offset, r.reply_offset), (8, 5));
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub struct Outbox {
     state: Mutex<State>,
     /// Wakes the writer; `notify_one` stores a permit, so a push between two waits is not lost.
     wake: Notify,
+    /// Wakes whoever waits in [`Outbox::closed`] (the connection's reader), so that a client
+    /// closed for being slow leaves its channels at once, not at its next message or ping.
+    closing_signal: Notify,
     max_bytes: usize,
 }
 
@@ -45,6 +48,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
+            closing_signal: Notify::new(),
             max_bytes,
         }
     }
@@ -63,6 +67,7 @@ impl Outbox {
             state.closing = Some(codes::SLOW);
             drop(state);
             self.wake.notify_one();
+            self.closing_signal.notify_waiters();
             return false;
         }
         state.bytes += message.len();
@@ -80,6 +85,22 @@ impl Outbox {
         }
         drop(state);
         self.wake.notify_one();
+        self.closing_signal.notify_waiters();
+    }
+
+    /// Resolves once the connection is closing (slow client, session decision, shutdown).
+    pub async fn closed(&self) {
+        loop {
+            let notified = self.closing_signal.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close between the check and the wait still
+            // wakes this future.
+            notified.as_mut().enable();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_closing(&self) -> bool {

@@ -27,8 +27,8 @@ use crate::queue::{Batch, Outbox};
 
 /// Most messages written as one WebSocket message.
 const MAX_MESSAGES_PER_FRAME: usize = 64;
-/// A write that takes longer means the client is not reading: it is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for the client's close frame after sending ours.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer per connection: small, because idle connections are the common case and the
 /// default (128 KiB) would cost that much memory per connection.
 const READ_BUFFER: usize = 4096;
@@ -60,7 +60,15 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
         control_tx,
     );
     let (sink, mut stream) = socket.split();
-    let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), encoding));
+    let write_timeout = node.config.websocket.write_timeout;
+    let writer = tokio::spawn(write_loop(
+        sink,
+        Arc::clone(&outbox),
+        encoding,
+        write_timeout,
+    ));
+    // Set when the client's close frame (or the end of its stream) was read.
+    let mut client_gone = false;
 
     let outcome: Result<(), Disconnect> = loop {
         let deadline = tokio::time::Instant::from_std(session.deadline());
@@ -74,14 +82,19 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
                     received();
                     session.handle_frame(data).await
                 }
-                Some(Ok(Message::Close(_))) | None => break Ok(()),
+                Some(Ok(Message::Close(_))) | None => {
+                    client_gone = true;
+                    break Ok(());
+                }
                 Some(Err(error)) => {
                     tracing::debug!(%error, "websocket read failed");
+                    client_gone = true;
                     break Ok(());
                 }
                 Some(Ok(_)) => Ok(()), // pings are answered by tungstenite itself
             },
             Some(control) = control_rx.recv() => session.handle_control(control).await,
+            () = outbox.closed() => break Ok(()),
             () = tokio::time::sleep_until(deadline) => {
                 session.handle_timeout(std::time::Instant::now()).await
             }
@@ -102,11 +115,23 @@ pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
     // The client closed, or the session ended it: either way the writer sends the close frame
     // (after what is still queued) and stops.
     outbox.close(outcome.err().unwrap_or(codes::CONNECTION_CLOSED));
-    if tokio::time::timeout(WRITE_TIMEOUT * 5, writer)
+    if tokio::time::timeout(write_timeout * 5, writer)
         .await
         .is_err()
     {
         tracing::debug!("websocket writer did not finish in time");
+    }
+    if !client_gone {
+        // Close handshake: read until the client's close frame, so the TCP connection is not
+        // dropped under data still in flight (which would reset it and lose our close frame).
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(message)) = stream.next().await {
+                if message.is_close() {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -114,10 +139,13 @@ fn received() {
     metrics::counter!(crate::metrics::MESSAGES_RECEIVED, "transport" => "websocket").increment(1);
 }
 
+/// Drains the outbox into the socket. A write that takes longer than `write_timeout` means the
+/// client is not reading: the connection is closed as slow.
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
     outbox: Arc<Outbox>,
     encoding: Encoding,
+    write_timeout: Duration,
 ) {
     let mut frame = FrameBuilder::new(encoding);
     loop {
@@ -143,7 +171,7 @@ async fn write_loop(
                         }
                     },
                 };
-                match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+                match tokio::time::timeout(write_timeout, sink.send(message)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
                         tracing::debug!(%error, "websocket write failed");
@@ -161,7 +189,7 @@ async fn write_loop(
                     code: CloseCode::from(disconnect.code),
                     reason: disconnect.reason.as_ref().into(),
                 };
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Close(Some(close))))
+                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(close))))
                     .await;
                 return;
             }

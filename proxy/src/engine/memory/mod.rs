@@ -170,6 +170,25 @@ impl MemoryEngine {
         })
     }
 
+    pub async fn position(
+        &self,
+        channel: &str,
+        meta_ttl: Duration,
+    ) -> Result<StreamPosition, EngineError> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        state.drop_if_meta_expired(channel, now);
+        let stream = state.streams.entry(channel.to_owned()).or_insert_with(|| {
+            let mut stream = Stream::new(now);
+            stream.meta_expires = (!meta_ttl.is_zero()).then(|| now + meta_ttl);
+            stream
+        });
+        Ok(StreamPosition {
+            offset: stream.top,
+            epoch: stream.epoch.clone(),
+        })
+    }
+
     pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {
         let mut state = self.state.lock();
         if let Some(stream) = state.streams.get_mut(channel) {

@@ -83,6 +83,13 @@ pub(super) fn history(channel: &str, query: HistoryQuery) -> Cmd {
     cmd
 }
 
+/// `GYRE.POSITION <ch> META-TTL <s>`: the stream position, creating the epoch if missing.
+pub(super) fn position(channel: &str, meta_ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("GYRE.POSITION");
+    cmd.arg(channel).arg("META-TTL").arg(seconds(meta_ttl));
+    cmd
+}
+
 pub(super) fn remove_history(channel: &str) -> Cmd {
     let mut cmd = redis::cmd("GYRE.HISTORY.REMOVE");
     cmd.arg(channel);

@@ -15,6 +15,7 @@ mod commands;
 mod pubsub;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -64,7 +65,13 @@ pub struct RedisEngine {
     presence_ttl: Duration,
     /// `<prefix>.control`: server API commands for every node's connections.
     control_channel: String,
+    /// What [`RedisEngine::register_namespace`] stored, to store again after Redis comes back
+    /// (a restart without persistence forgets it).
+    namespaces: Namespaces,
 }
+
+/// Namespace history options registered in Redis, by name.
+pub(super) type Namespaces = Arc<parking_lot::Mutex<Vec<(String, Option<HistoryOptions>)>>>;
 
 /// A Redis failure as the contract's retryable error, keeping Redis's message.
 pub(super) fn unavailable(e: RedisError) -> EngineError {
@@ -100,12 +107,18 @@ impl RedisEngine {
             .await
             .map_err(unavailable)?;
         check_module(&mut commands.clone(), &settings.prefix).await?;
-        let pubsub = PubSub::connect(client, config, &settings.prefix, events).await?;
+        let namespaces = Namespaces::default();
+        let reregister = pubsub::Reregister {
+            commands: commands.clone(),
+            namespaces: namespaces.clone(),
+        };
+        let pubsub = PubSub::connect(client, config, &settings.prefix, events, reregister).await?;
         Ok(RedisEngine {
             commands,
             pubsub,
             presence_ttl: settings.presence_ttl,
             control_channel: pubsub::control_channel(&settings.prefix),
+            namespaces,
         })
     }
 
@@ -124,8 +137,11 @@ impl RedisEngine {
         history: Option<HistoryOptions>,
     ) -> Result<(), EngineError> {
         self.query(&commands::register_namespace(name, history))
-            .await
-            .map(drop)
+            .await?;
+        let mut namespaces = self.namespaces.lock();
+        namespaces.retain(|(known, _)| known != name);
+        namespaces.push((name.to_owned(), history));
+        Ok(())
     }
 
     /// `PUBLISH <prefix>.control <json>`: every node's subscription connection receives it.
@@ -156,6 +172,15 @@ impl RedisEngine {
     ) -> Result<HistoryResult, EngineError> {
         let reply = self.query(&commands::history(channel, query)).await?;
         commands::parse_history(&reply)
+    }
+
+    pub async fn position(
+        &self,
+        channel: &str,
+        meta_ttl: Duration,
+    ) -> Result<StreamPosition, EngineError> {
+        let reply = self.query(&commands::position(channel, meta_ttl)).await?;
+        commands::parse_position(&reply)
     }
 
     pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {

@@ -52,6 +52,7 @@ impl PubSub {
         config: ConnectionManagerConfig,
         prefix: &str,
         events: EventSender,
+        reregister: Reregister,
     ) -> Result<Self, EngineError> {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let config = config
@@ -72,7 +73,7 @@ impl PubSub {
             events.clone(),
             reconnected.clone(),
         ));
-        let resync = tokio::spawn(resync(manager.clone(), reconnected, events));
+        let resync = tokio::spawn(resync(manager.clone(), reconnected, events, reregister));
         // Tracked like every subscription, so it comes back after a reconnect too.
         manager
             .clone()
@@ -155,10 +156,35 @@ async fn drain(
     }
 }
 
+/// What has to be written into Redis again when it comes back.
+pub(super) struct Reregister {
+    pub commands: ConnectionManager,
+    pub namespaces: super::Namespaces,
+}
+
+impl Reregister {
+    /// Stores every registered namespace again (idempotent). Failures are logged: the next
+    /// reconnect tries again.
+    async fn run(&self) {
+        let namespaces = self.namespaces.lock().clone();
+        for (name, history) in namespaces {
+            let cmd = super::commands::register_namespace(&name, history);
+            if let Err(e) = cmd.query_async::<Value>(&mut self.commands.clone()).await {
+                tracing::warn!("re-registering namespace {name:?} in redis failed: {e}");
+            }
+        }
+    }
+}
+
 /// Sends [`EngineEvent::Resync`] once the connection is back after each disconnection. A
 /// disconnection while waiting leaves a stored permit in the `Notify`, so it gets its own
 /// resync too.
-async fn resync(mut manager: ConnectionManager, reconnected: Arc<Notify>, events: EventSender) {
+async fn resync(
+    mut manager: ConnectionManager,
+    reconnected: Arc<Notify>,
+    events: EventSender,
+    reregister: Reregister,
+) {
     loop {
         reconnected.notified().await;
         let mut pause = RECONNECT_PROBE_MIN;
@@ -170,6 +196,7 @@ async fn resync(mut manager: ConnectionManager, reconnected: Arc<Notify>, events
             pause = (pause * 2).min(RECONNECT_PROBE_MAX);
         }
         tracing::info!("redis subscription connection back; resyncing subscriptions");
+        reregister.run().await;
         if events.send(EngineEvent::Resync).is_err() {
             return;
         }

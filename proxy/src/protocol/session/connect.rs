@@ -57,7 +57,8 @@ impl Session {
                 .expires_at
                 .map_or(0, |at| (at - now_unix).clamp(0, i64::from(u32::MAX)) as u32),
             ping: ping.as_secs() as u32,
-            pong: true,
+            // `client.pong_timeout = 0` turns pongs off: the client is told not to send them.
+            pong: !config.pong_timeout.is_zero(),
             ..Default::default()
         };
         self.state = State::Connected(Box::new(Connected {

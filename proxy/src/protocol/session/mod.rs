@@ -85,6 +85,9 @@ pub struct Session {
     outbox: Arc<Outbox>,
     control: ControlSender,
     state: State,
+    /// A connect was refused: nothing more from this connection is processed; the SDK opens a
+    /// new one (after fetching a token, for 109), and this one is closed as stale.
+    halted: bool,
 }
 
 enum State {
@@ -140,6 +143,7 @@ impl Session {
             outbox,
             control,
             state: State::Connecting { deadline },
+            halted: false,
         }
     }
 
@@ -149,6 +153,9 @@ impl Session {
 
     /// Handles one frame from the client: every command in it, in order.
     pub async fn handle_frame(&mut self, frame: Bytes) -> Result<(), Disconnect> {
+        if self.halted {
+            return Ok(());
+        }
         let limit = self.node.config.websocket.message_size_limit as usize;
         let mut any = false;
         for command in FrameDecoder::<Command>::new(self.encoding(), frame, limit) {
@@ -158,6 +165,9 @@ impl Session {
                 codes::DISCONNECT_BAD_REQUEST
             })?;
             self.handle_command(command).await?;
+            if self.halted {
+                break;
+            }
         }
         if any {
             Ok(())
@@ -195,9 +205,10 @@ impl Session {
                     ..Default::default()
                 });
                 if matches!(self.state, State::Connecting { .. }) {
-                    // A failed connect leaves nothing to talk about: the SDK reconnects or stops
-                    // depending on the code, and either way opens a new connection.
-                    return Err(codes::DISCONNECT_BAD_REQUEST);
+                    // Closing here with a terminal code would override the SDK's reaction to the
+                    // error (e.g. reconnect with a new token after 109), so the connection just
+                    // stops listening and is closed as stale later, as with Centrifugo.
+                    self.halted = true;
                 }
                 Ok(())
             }
@@ -214,7 +225,8 @@ impl Session {
             // No backend message handler exists yet.
             return Err(codes::DISCONNECT_NOT_AVAILABLE);
         }
-        if connected.pong_deadline.take().is_none() {
+        let pongs_expected = !self.node.config.client.pong_timeout.is_zero();
+        if connected.pong_deadline.take().is_none() && pongs_expected {
             return Err(codes::DISCONNECT_BAD_REQUEST);
         }
         Ok(())
@@ -312,7 +324,9 @@ impl Session {
         }
         if connected.pong_deadline.is_none() && now >= connected.next_ping {
             self.outbox.push(self.transport.encoding.empty_message());
-            connected.pong_deadline = Some(now + config.client.pong_timeout);
+            if !config.client.pong_timeout.is_zero() {
+                connected.pong_deadline = Some(now + config.client.pong_timeout);
+            }
             connected.next_ping = now + config.client.ping_interval;
         }
         let unix = unix_now();

@@ -31,6 +31,8 @@ pub(super) struct Grant {
     pub chan_info: Bytes,
     pub data: Bytes,
     pub expires_at: Option<i64>,
+    /// How long the channel's stream position lives (for an epoch created on subscribe).
+    pub meta_ttl: std::time::Duration,
 }
 
 impl Grant {
@@ -48,6 +50,7 @@ impl Grant {
             chan_info: sub.info.clone(),
             data: sub.data.clone(),
             expires_at: None,
+            meta_ttl: options.history_meta_ttl,
         }
     }
 }
@@ -265,11 +268,11 @@ impl Session {
         let mut live = LivePosition::default();
         if grant.positioned {
             let recover = recover.filter(|_| grant.recoverable);
-            let outcome = self.read_position(channel, recover).await?;
+            let outcome = self.read_position(channel, recover, grant.meta_ttl).await?;
             result.positioned = true;
             result.recoverable = grant.recoverable;
             result.epoch = outcome.top.epoch.clone();
-            result.offset = outcome.top.offset;
+            result.offset = outcome.reply_offset;
             result.was_recovering = outcome.was_recovering;
             if outcome.was_recovering {
                 let label = if outcome.recovered {
@@ -313,6 +316,7 @@ impl Session {
             chan_info: Bytes::new(),
             data: Bytes::new(),
             expires_at: None,
+            meta_ttl: options.history_meta_ttl,
         };
         if !request.token.is_empty() {
             let claims = node
@@ -359,11 +363,15 @@ impl Session {
     }
 
     /// Reads the stream for a positioned subscription and decides about recovery (§4.3).
+    /// The stream position always comes with a real epoch (created if the channel has none
+    /// yet), so an empty epoch never reaches a client as "any stream".
     async fn read_position(
         &self,
         channel: &str,
         recover: Option<StreamPosition>,
+        meta_ttl: std::time::Duration,
     ) -> CommandResult<Recovery> {
+        let engine = &self.node.engine;
         let limit = self.node.config.client.recovery_max_publication_limit as usize;
         match recover {
             Some(since) => {
@@ -372,16 +380,15 @@ impl Session {
                     limit: (limit > 0).then_some(limit as u64 + 1),
                     reverse: false,
                 };
-                let history = self.node.engine.history(channel, query).await?;
+                let mut history = engine.history(channel, query).await?;
+                if history.position.epoch.is_empty() {
+                    history.position = engine.position(channel, meta_ttl).await?;
+                }
                 Ok(recovery::recover(&since, history, limit))
             }
             None => {
-                let query = HistoryQuery {
-                    limit: Some(0),
-                    ..Default::default()
-                };
-                let history = self.node.engine.history(channel, query).await?;
-                Ok(recovery::position_only(history.position))
+                let position = engine.position(channel, meta_ttl).await?;
+                Ok(recovery::position_only(position))
             }
         }
     }
