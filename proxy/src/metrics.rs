@@ -12,6 +12,7 @@ use crate::hub::Hub;
 
 pub const CONNECTIONS_ACCEPTED: &str = "gyre_client_connections_accepted_total";
 pub const COMMANDS: &str = "gyre_client_commands_total";
+pub const COMMAND_DURATION: &str = "gyre_client_command_duration_seconds";
 pub const COMMAND_ERRORS: &str = "gyre_client_command_errors_total";
 pub const DISCONNECTS: &str = "gyre_client_disconnects_total";
 pub const RECOVERIES: &str = "gyre_client_recoveries_total";
@@ -24,11 +25,20 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder (once; later calls are no-ops, e.g. in tests).
 pub fn install() {
-    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+    // Command latencies as histograms (the default would be summaries, which cannot be
+    // aggregated across nodes).
+    let builder = || {
+        PrometheusBuilder::new()
+            .set_buckets(&[
+                0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ])
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+    };
+    HANDLE.get_or_init(|| match builder().install_recorder() {
         Ok(handle) => handle,
         // Another recorder was installed first (a test harness): keep an unattached one so
         // rendering still works.
-        Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        Err(_) => builder().build_recorder().handle(),
     });
 }
 
@@ -37,6 +47,7 @@ pub fn render(hub: &Hub) -> String {
     metrics::gauge!("gyre_node_num_clients").set(hub.num_connections() as f64);
     metrics::gauge!("gyre_node_num_users").set(hub.num_users() as f64);
     metrics::gauge!("gyre_node_num_channels").set(hub.num_channels() as f64);
+    metrics::gauge!("gyre_node_num_subscriptions").set(hub.num_subscriptions() as f64);
     HANDLE
         .get()
         .map(PrometheusHandle::render)

@@ -384,3 +384,22 @@ on_both_engines! {
     batch_runs_every_command,
     api_errors,
 }
+
+/// `/metrics` serves Prometheus text with the node gauges and the command counters.
+#[test]
+fn metrics_count_connections_and_commands() {
+    let env = env(EngineKind::Memory);
+    env.publish("chat:m", json!({"n": 1}));
+    let _client = env.client("alice");
+    let (status, text) = http_request(env.gyre.port(), "GET", "/metrics", &[], b"")
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    assert_eq!(status, 200, "{text}");
+    for needle in [
+        "gyre_node_num_clients 1",
+        "gyre_client_connections_accepted_total{transport=\"websocket\"} 1",
+        "gyre_client_commands_total{method=\"connect\"} 1",
+        "gyre_client_command_duration_seconds_bucket{method=\"connect\"",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+}

@@ -181,7 +181,9 @@ impl Session {
             return self.handle_async_message(&command);
         }
         let id = command.id;
-        metrics::counter!(crate::metrics::COMMANDS, "method" => method_name(&command)).increment(1);
+        let method = method_name(&command);
+        metrics::counter!(crate::metrics::COMMANDS, "method" => method).increment(1);
+        let started = Instant::now();
         let outcome = match &self.state {
             State::Connecting { .. } => match &command.connect {
                 Some(request) => self.connect(id, request).await.map(|()| None),
@@ -189,6 +191,8 @@ impl Session {
             },
             State::Connected(_) => self.dispatch(command).await,
         };
+        metrics::histogram!(crate::metrics::COMMAND_DURATION, "method" => method)
+            .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(Some(reply)) => {
                 self.send_reply(Reply { id, ..reply });
