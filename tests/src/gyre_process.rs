@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use crate::module_build::workspace_root;
+use crate::module_build::{Artifact, workspace_root};
 use crate::server::{RedisServer, free_port};
 
 /// How long `gyre` may take to answer `GET /health` after it was spawned.
@@ -37,48 +37,17 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// build is remembered, so every test of the process reports it without rebuilding.
 pub fn gyre_binary() -> &'static Path {
     static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match PATH.get_or_init(locate_binary) {
+    match PATH.get_or_init(|| GYRE.locate()) {
         Ok(path) => path,
         Err(e) => panic!("{e}"),
     }
 }
 
-fn locate_binary() -> Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os("GYRE_BIN").filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        let path = if path.is_absolute() {
-            path
-        } else {
-            std::env::current_dir().unwrap().join(path)
-        };
-        if !path.is_file() {
-            return Err(format!("GYRE_BIN={} does not exist", path.display()));
-        }
-        return Ok(path);
-    }
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { root.join(t) })
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug").join("gyre");
-    if binary_is_stale(root, &bin) {
-        build_binary(root)?;
-    }
-    if !bin.is_file() {
-        return Err(format!(
-            "cargo build -p gyre-proxy --bin gyre did not produce {}",
-            bin.display()
-        ));
-    }
-    Ok(bin)
-}
-
-fn binary_is_stale(root: &Path, bin: &Path) -> bool {
-    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
-        return true;
-    };
-    [
+const GYRE: Artifact = Artifact {
+    env_override: "GYRE_BIN",
+    file_name: "gyre",
+    cargo_args: &["build", "-p", "gyre-proxy", "--bin", "gyre"],
+    sources: &[
         "proxy/src",
         "proxy/Cargo.toml",
         "proto/src",
@@ -86,43 +55,8 @@ fn binary_is_stale(root: &Path, bin: &Path) -> bool {
         "proto/build.rs",
         "proto/Cargo.toml",
         "Cargo.lock",
-    ]
-    .iter()
-    .filter_map(|p| newest_mtime(&root.join(p)))
-    .any(|t| t > built)
-}
-
-fn newest_mtime(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if meta.is_file() {
-        return meta.modified().ok();
-    }
-    let mut newest = None;
-    for entry in std::fs::read_dir(path).ok()?.flatten() {
-        if let Some(t) = newest_mtime(&entry.path()) {
-            newest = newest.max(Some(t));
-        }
-    }
-    newest
-}
-
-fn build_binary(root: &Path) -> Result<(), String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "-p", "gyre-proxy", "--bin", "gyre"])
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("run cargo build -p gyre-proxy --bin gyre: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo build -p gyre-proxy --bin gyre failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(())
-}
+    ],
+};
 
 // ------------------------------------------------------------------------------------------------
 // Configuration.
