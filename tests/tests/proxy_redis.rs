@@ -332,3 +332,67 @@ fn namespaces_are_registered_again_after_redis_lost_them() {
         "redis-cli publication without the namespace's history"
     );
 }
+
+/// Server API `subscribe`, `unsubscribe`, `refresh` and `disconnect` called on node B reach a
+/// client connected to node A (through the control channel in Redis).
+#[test]
+fn api_actions_reach_clients_on_another_node() {
+    let redis = RedisServer::builder().tcp().start();
+    let a = builder().redis(&redis).start();
+    let b = builder().redis(&redis).start();
+    let token = gyre_tests::ws_client::hs256_token(a.hmac_secret(), &json!({"sub": "carol"}));
+    let mut carol = WsClient::connect(&a.ws_url(), gyre_tests::ws_client::Encoding::Json);
+    carol.send(&[cmd::connect(1, &token), cmd::subscribe(2, "chat:mine")]);
+    carol.reply(2);
+    let next_push = |client: &mut WsClient, what: &str| {
+        loop {
+            let push = client
+                .next_push(WAIT)
+                .unwrap_or_else(|| panic!("no {what} push"));
+            let json = push.json().clone();
+            // Join/leave of carol herself may come first.
+            if json["push"]["join"].is_null() && json["push"]["leave"].is_null() {
+                return json;
+            }
+        }
+    };
+
+    b.api("subscribe", r#"{"user":"carol","channel":"chat:server"}"#);
+    let subscribed = next_push(&mut carol, "subscribe");
+    assert_eq!(subscribed["push"]["channel"], "chat:server", "{subscribed}");
+    assert_eq!(
+        subscribed["push"]["subscribe"]["positioned"], true,
+        "{subscribed}"
+    );
+    b.api("publish", r#"{"channel":"chat:server","data":{"n":1}}"#);
+    let publication = next_push(&mut carol, "publication");
+    assert_eq!(
+        publication["push"]["pub"]["data"],
+        json!({"n": 1}),
+        "{publication}"
+    );
+
+    b.api("unsubscribe", r#"{"user":"carol","channel":"chat:mine"}"#);
+    let unsubscribed = next_push(&mut carol, "unsubscribe");
+    assert_eq!(
+        unsubscribed["push"],
+        json!({"channel": "chat:mine", "unsubscribe": {"code": 2000, "reason": "server unsubscribe"}})
+    );
+
+    // Another user's disconnect leaves carol alone; hers closes with the given code.
+    b.api("disconnect", r#"{"user":"dave"}"#);
+    carol.stay_open(Duration::from_millis(300));
+    b.api(
+        "disconnect",
+        r#"{"user":"carol","disconnect":{"code":4001,"reason":"moved"}}"#,
+    );
+    let close = carol.expect_close(WAIT);
+    assert_eq!((close.code, close.reason.as_str()), (4001, "moved"));
+
+    // refresh with expired: true ends the connection with 3005.
+    let mut again = WsClient::connect(&a.ws_url(), gyre_tests::ws_client::Encoding::Json);
+    again.send(&[cmd::connect(1, &token)]);
+    again.reply(1);
+    b.api("refresh", r#"{"user":"carol","expired":true}"#);
+    assert_eq!(again.expect_close(WAIT).code, 3005);
+}
