@@ -2,20 +2,25 @@
 //! commands of `docs/module.md`), delivery through Redis PUB/SUB.
 //!
 //! Every write is one module command, so publish + history append are atomic in Redis and any
-//! number of stateless `gyre` nodes share the same streams. Two RESP3 connections, each a
+//! number of stateless `gyre` nodes share the same streams. Two RESP3 connections per Redis, each a
 //! reconnecting [`ConnectionManager`]:
 //! - commands (`commands`): shared by every caller, multiplexed;
 //! - subscriptions (`pubsub`): this node's SUBSCRIBEs, resubscribed automatically after a
 //!   reconnect and followed by [`EngineEvent::Resync`](super::EngineEvent::Resync).
 //!
-//! One Redis for now: [`RedisSettings::addresses`] takes a list for the client-side sharding
-//! Centrifugo does (jump consistent hash of the channel), but only the first address is used.
+//! Several addresses shard channels across independent Redis servers as Centrifugo does
+//! (`shard`): each server gets its own pair of connections; a channel's publications, history,
+//! presence and subscription all go to the server its name hashes to; control commands go to any
+//! one server (round-robin) and every node listens for them on every server; namespaces are
+//! stored in every server.
 
 mod commands;
 mod pubsub;
+mod shard;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,14 +32,15 @@ use super::{
     ControlCommand, EngineError, EventSender, HistoryOptions, HistoryQuery, HistoryResult,
     PresenceStats, PublishOptions, StreamPosition,
 };
-use pubsub::PubSub;
+use shard::Shard;
 
 /// Where the Redis engine connects and how it names things.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
     /// `redis://host:port[/db]` or `unix:///path` URLs (`rediss://` needs a TLS feature of the
-    /// `redis` crate that is not enabled yet). Only the first is used (sharding across several
-    /// is future work).
+    /// `redis` crate that is not enabled yet). Several: one shard per address, each an
+    /// independent Redis with the module (not DB numbers of one Redis: PUB/SUB ignores them).
+    /// Every node must list the same addresses in the same order.
     pub addresses: Vec<String>,
     /// Key and channel prefix; must equal the module's `gyre.prefix` (checked on connect).
     pub prefix: String,
@@ -60,12 +66,14 @@ impl Default for RedisSettings {
 
 /// The Redis engine of one node.
 pub struct RedisEngine {
-    commands: ConnectionManager,
-    pubsub: PubSub,
+    /// One per address, in the configured order (the order decides each channel's shard).
+    shards: Vec<Shard>,
+    /// Round-robin counter of [`RedisEngine::publish_control`].
+    next_control: AtomicUsize,
     presence_ttl: Duration,
     /// `<prefix>.control`: server API commands for every node's connections.
     control_channel: String,
-    /// What [`RedisEngine::register_namespace`] stored, to store again after Redis comes back
+    /// What [`RedisEngine::register_namespace`] stored, to store again after a shard comes back
     /// (a restart without persistence forgets it).
     namespaces: Namespaces,
 }
@@ -79,22 +87,18 @@ pub(super) fn unavailable(e: RedisError) -> EngineError {
 }
 
 impl RedisEngine {
-    /// Connects the command and subscription connections, checks that the module is loaded
-    /// with the same prefix, and starts delivering subscribed channels' events into `events`.
+    /// Connects the command and subscription connections of every address, checks that the
+    /// module is loaded with the same prefix in each, and starts delivering subscribed channels'
+    /// events into `events`.
     pub async fn connect(
         settings: RedisSettings,
         events: EventSender,
     ) -> Result<RedisEngine, EngineError> {
-        let address = settings
-            .addresses
-            .first()
-            .ok_or_else(|| EngineError::Unavailable("no redis address configured".into()))?;
-        if settings.addresses.len() > 1 {
-            tracing::warn!(
-                "sharding across several redis addresses is not supported yet; using {address}"
-            );
+        if settings.addresses.is_empty() {
+            return Err(EngineError::Unavailable(
+                "no redis address configured".into(),
+            ));
         }
-        let client = resp3_client(address)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_response_timeout(Some(settings.io_timeout))
@@ -103,29 +107,42 @@ impl RedisEngine {
             // (or the subscription side's resync probe) starts a new reconnect anyway.
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
-        let commands = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(unavailable)?;
-        check_module(&mut commands.clone(), &settings.prefix).await?;
         let namespaces = Namespaces::default();
-        let reregister = pubsub::Reregister {
-            commands: commands.clone(),
-            namespaces: namespaces.clone(),
-        };
-        let pubsub = PubSub::connect(client, config, &settings.prefix, events, reregister).await?;
+        let sharded = settings.addresses.len() > 1;
+        let mut shards = Vec::with_capacity(settings.addresses.len());
+        for address in &settings.addresses {
+            let shard = Shard::connect(
+                address,
+                &settings,
+                &config,
+                events.clone(),
+                namespaces.clone(),
+            )
+            .await;
+            shards.push(match shard {
+                Ok(shard) => shard,
+                // One address: the caller names it already; several: say which one failed.
+                Err(e) if sharded => return Err(naming(address, e)),
+                Err(e) => return Err(e),
+            });
+        }
         Ok(RedisEngine {
-            commands,
-            pubsub,
+            shards,
+            next_control: AtomicUsize::new(0),
             presence_ttl: settings.presence_ttl,
             control_channel: pubsub::control_channel(&settings.prefix),
             namespaces,
         })
     }
 
-    async fn query(&self, cmd: &Cmd) -> Result<Value, EngineError> {
-        cmd.query_async(&mut self.commands.clone())
-            .await
-            .map_err(unavailable)
+    /// The shard holding `channel`.
+    fn shard(&self, channel: &str) -> &Shard {
+        &self.shards[shard::index(channel, self.shards.len())]
+    }
+
+    /// Runs a command of `channel` on its shard.
+    async fn query(&self, channel: &str, cmd: &Cmd) -> Result<Value, EngineError> {
+        query(&self.shard(channel).commands, cmd).await
     }
 
     /// Stores a namespace's history options in Redis (`GYRE.NAMESPACE SET`), so that publishes
@@ -136,21 +153,35 @@ impl RedisEngine {
         name: &str,
         history: Option<HistoryOptions>,
     ) -> Result<(), EngineError> {
-        self.query(&commands::register_namespace(name, history))
-            .await?;
+        let cmd = commands::register_namespace(name, history);
+        for shard in &self.shards {
+            query(&shard.commands, &cmd).await.map_err(|e| {
+                if self.shards.len() > 1 {
+                    naming(&shard.address, e)
+                } else {
+                    e
+                }
+            })?;
+        }
         let mut namespaces = self.namespaces.lock();
         namespaces.retain(|(known, _)| known != name);
         namespaces.push((name.to_owned(), history));
         Ok(())
     }
 
-    /// `PUBLISH <prefix>.control <json>`: every node's subscription connection receives it.
+    /// `PUBLISH <prefix>.control <json>` on one shard (round-robin): every node's subscription
+    /// connection to that shard receives it, so every node gets it once.
     pub async fn publish_control(&self, command: &ControlCommand) -> Result<(), EngineError> {
         let payload = serde_json::to_vec(command)
             .map_err(|e| EngineError::Protocol(format!("control command: {e}")))?;
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(&self.control_channel).arg(payload);
-        self.query(&cmd).await.map(drop)
+        let next = if self.shards.len() == 1 {
+            0
+        } else {
+            self.next_control.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+        };
+        query(&self.shards[next].commands, &cmd).await.map(drop)
     }
 
     pub async fn publish(
@@ -160,7 +191,7 @@ impl RedisEngine {
         options: &PublishOptions,
     ) -> Result<StreamPosition, EngineError> {
         let reply = self
-            .query(&commands::publish(channel, &data, options))
+            .query(channel, &commands::publish(channel, &data, options))
             .await?;
         commands::parse_position(&reply)
     }
@@ -170,7 +201,9 @@ impl RedisEngine {
         channel: &str,
         query: HistoryQuery,
     ) -> Result<HistoryResult, EngineError> {
-        let reply = self.query(&commands::history(channel, query)).await?;
+        let reply = self
+            .query(channel, &commands::history(channel, query))
+            .await?;
         commands::parse_history(&reply)
     }
 
@@ -179,12 +212,16 @@ impl RedisEngine {
         channel: &str,
         meta_ttl: Duration,
     ) -> Result<StreamPosition, EngineError> {
-        let reply = self.query(&commands::position(channel, meta_ttl)).await?;
+        let reply = self
+            .query(channel, &commands::position(channel, meta_ttl))
+            .await?;
         commands::parse_position(&reply)
     }
 
     pub async fn remove_history(&self, channel: &str) -> Result<(), EngineError> {
-        let reply = self.query(&commands::remove_history(channel)).await?;
+        let reply = self
+            .query(channel, &commands::remove_history(channel))
+            .await?;
         commands::expect_int(&reply)
     }
 
@@ -201,7 +238,10 @@ impl RedisEngine {
             ttl
         };
         let reply = self
-            .query(&commands::add_presence(channel, info, ttl, join_leave))
+            .query(
+                channel,
+                &commands::add_presence(channel, info, ttl, join_leave),
+            )
             .await?;
         commands::expect_int(&reply)
     }
@@ -213,11 +253,10 @@ impl RedisEngine {
         join_leave: bool,
     ) -> Result<(), EngineError> {
         let reply = self
-            .query(&commands::remove_presence(
+            .query(
                 channel,
-                &info.client,
-                join_leave,
-            ))
+                &commands::remove_presence(channel, &info.client, join_leave),
+            )
             .await?;
         commands::expect_int(&reply)
     }
@@ -226,27 +265,43 @@ impl RedisEngine {
         &self,
         channel: &str,
     ) -> Result<HashMap<String, ClientInfo>, EngineError> {
-        let reply = self.query(&commands::presence(channel)).await?;
+        let reply = self.query(channel, &commands::presence(channel)).await?;
         commands::parse_presence(&reply)
     }
 
     pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError> {
-        let reply = self.query(&commands::presence_stats(channel)).await?;
+        let reply = self
+            .query(channel, &commands::presence_stats(channel))
+            .await?;
         commands::parse_presence_stats(&reply)
     }
 
     pub async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
-        self.pubsub.subscribe(channel).await
+        self.shard(channel).pubsub.subscribe(channel).await
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
-        self.pubsub.unsubscribe(channel).await
+        self.shard(channel).pubsub.unsubscribe(channel).await
+    }
+}
+
+async fn query(commands: &ConnectionManager, cmd: &Cmd) -> Result<Value, EngineError> {
+    cmd.query_async(&mut commands.clone())
+        .await
+        .map_err(unavailable)
+}
+
+/// `error` with the shard's address in its message, same kind.
+fn naming(address: &str, error: EngineError) -> EngineError {
+    match error {
+        EngineError::Unavailable(e) => EngineError::Unavailable(format!("redis {address}: {e}")),
+        EngineError::Protocol(e) => EngineError::Protocol(format!("redis {address}: {e}")),
     }
 }
 
 /// A client for `address` that speaks RESP3 whatever the URL says: PUB/SUB messages arrive as
 /// push frames on a connection that also answers commands (PING, SUBSCRIBE confirmations).
-fn resp3_client(address: &str) -> Result<Client, EngineError> {
+pub(super) fn resp3_client(address: &str) -> Result<Client, EngineError> {
     let info = address
         .into_connection_info()
         .map_err(|e| EngineError::Unavailable(format!("redis address {address:?}: {e}")))?;
@@ -260,7 +315,10 @@ fn resp3_client(address: &str) -> Result<Client, EngineError> {
 /// Fails when the module is not loaded or uses another prefix: the proxy would then subscribe
 /// to channels nobody publishes on. A Redis that refuses `CONFIG` (managed services rename it)
 /// is only warned about.
-async fn check_module(con: &mut ConnectionManager, prefix: &str) -> Result<(), EngineError> {
+pub(super) async fn check_module(
+    con: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<(), EngineError> {
     let reply = match redis::cmd("CONFIG")
         .arg("GET")
         .arg("gyre.prefix")
