@@ -286,9 +286,13 @@ impl Hub {
             r#pub: Some(client_publication(publication)),
             ..Default::default()
         });
+        // One clock read per publication, not per subscriber.
+        let now = std::time::Instant::now();
         for subscriber in subscribers {
             match encoded.get(subscriber.encoding) {
-                Some(message) => subscriber.deliver_publication(publication.offset, epoch, message),
+                Some(message) => {
+                    subscriber.deliver_publication(publication.offset, epoch, message, now)
+                }
                 // Binary data for a JSON client: nothing valid can be sent, and skipping it
                 // would lose it silently (§1.4: "inappropriate protocol").
                 None => subscriber.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL),

@@ -2,6 +2,7 @@
 //! whether join/leave is wanted, and the position checks of a positioned subscription.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gyre_proto::Encoding;
@@ -69,6 +70,10 @@ struct State {
     epoch: String,
     /// Set after a gap: nothing more is delivered until the session replaces the subscription.
     broken: bool,
+    /// When the position last advanced (or the subscription went live): a positioned
+    /// subscription idle for long is checked against the stream, since PUB/SUB may have lost
+    /// its last publications without any gap to show it.
+    advanced_at: Option<Instant>,
 }
 
 /// Where a subscription's stream stands once it goes live.
@@ -104,7 +109,7 @@ impl Subscription {
 
     /// Queues a publication (already encoded for this subscription's encoding), after the
     /// position checks of a positioned subscription.
-    pub fn deliver_publication(&self, offset: u64, epoch: &str, message: &Bytes) {
+    pub fn deliver_publication(&self, offset: u64, epoch: &str, message: &Bytes, now: Instant) {
         let mut state = self.state.lock();
         if state.broken {
             return;
@@ -117,7 +122,7 @@ impl Subscription {
             });
             return;
         }
-        self.deliver_live(&mut state, offset, epoch, message);
+        self.deliver_live(&mut state, offset, epoch, message, now);
     }
 
     /// Closes this subscriber's connection (e.g. a publication that cannot be encoded for it).
@@ -147,6 +152,8 @@ impl Subscription {
         state.offset = position.offset;
         state.epoch = position.epoch;
         let buffered = state.buffer.take().unwrap_or_default();
+        let now = Instant::now();
+        state.advanced_at = Some(now);
         if let Some(reply) = reply {
             self.outbox.push(reply);
         }
@@ -155,7 +162,7 @@ impl Subscription {
                 // Already part of the reply (recovered) or before the position the client has.
                 continue;
             }
-            self.deliver_live(&mut state, item.offset, &item.epoch, &item.message);
+            self.deliver_live(&mut state, item.offset, &item.epoch, &item.message, now);
         }
         !state.broken
     }
@@ -170,6 +177,19 @@ impl Subscription {
         }
     }
 
+    /// The position of a positioned, live subscription whose position has not advanced for
+    /// `idle` (see `State::advanced_at`).
+    pub fn idle_position(&self, idle: Duration, now: Instant) -> Option<LivePosition> {
+        let state = self.state.lock();
+        let idle_since = state.advanced_at?;
+        let idle_long = now.saturating_duration_since(idle_since) >= idle;
+        (state.positioned && !state.broken && idle_long).then(|| LivePosition {
+            positioned: true,
+            offset: state.offset,
+            epoch: state.epoch.clone(),
+        })
+    }
+
     pub fn is_broken(&self) -> bool {
         self.state.lock().broken
     }
@@ -180,7 +200,14 @@ impl Subscription {
         self.break_locked(&mut state);
     }
 
-    fn deliver_live(&self, state: &mut State, offset: u64, epoch: &str, message: &Bytes) {
+    fn deliver_live(
+        &self,
+        state: &mut State,
+        offset: u64,
+        epoch: &str,
+        message: &Bytes,
+        now: Instant,
+    ) {
         if state.positioned && offset > 0 {
             if !state.epoch.is_empty() && state.epoch != epoch {
                 self.break_locked(state);
@@ -194,6 +221,7 @@ impl Subscription {
                 return;
             }
             state.offset = offset;
+            state.advanced_at = Some(now);
             if state.epoch.is_empty() {
                 state.epoch = epoch.to_owned();
             }
@@ -242,10 +270,15 @@ mod tests {
     async fn publications_wait_for_the_reply_and_skip_what_it_covered() {
         let (sub, outbox, _rx) = subscription();
         for offset in [3, 4, 5] {
-            sub.deliver_publication(offset, "e", &Bytes::from(format!("p{offset}")));
+            sub.deliver_publication(
+                offset,
+                "e",
+                &Bytes::from(format!("p{offset}")),
+                Instant::now(),
+            );
         }
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4)));
-        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"));
+        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"), Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
     }
 
@@ -253,8 +286,8 @@ mod tests {
     async fn a_gap_breaks_the_subscription_once() {
         let (sub, outbox, mut rx) = subscription();
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
-        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"));
-        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"));
+        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"), Instant::now());
+        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"), Instant::now());
         assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
         assert_eq!(
             rx.try_recv(),
@@ -270,16 +303,46 @@ mod tests {
     async fn an_epoch_change_breaks_the_subscription() {
         let (sub, _outbox, mut rx) = subscription();
         sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
-        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"));
+        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"), Instant::now());
         assert!(rx.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn only_a_quiet_positioned_subscription_is_idle() {
+        let (sub, _outbox, _rx) = subscription();
+        let start = Instant::now();
+        assert_eq!(
+            sub.idle_position(Duration::ZERO, start),
+            None,
+            "not live yet"
+        );
+        sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            sub.idle_position(Duration::from_secs(40), later),
+            Some(live(1))
+        );
+        sub.deliver_publication(2, "e", &Bytes::from_static(b"p2"), later);
+        assert_eq!(
+            sub.idle_position(Duration::from_secs(40), later),
+            None,
+            "a delivery resets the idle time"
+        );
+        let (plain, _o, _r) = subscription();
+        plain.go_live(None, LivePosition::default());
+        assert_eq!(
+            plain.idle_position(Duration::ZERO, later),
+            None,
+            "not positioned"
+        );
     }
 
     #[tokio::test]
     async fn unpositioned_subscriptions_get_everything() {
         let (sub, outbox, _rx) = subscription();
-        sub.deliver_publication(0, "", &Bytes::from_static(b"a"));
+        sub.deliver_publication(0, "", &Bytes::from_static(b"a"), Instant::now());
         sub.go_live(Some(Bytes::from_static(b"reply")), LivePosition::default());
-        sub.deliver_publication(0, "", &Bytes::from_static(b"b"));
+        sub.deliver_publication(0, "", &Bytes::from_static(b"b"), Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
     }
 }

@@ -69,6 +69,7 @@ impl Session {
             next_ping: now + first_ping,
             pong_deadline: None,
             next_presence_update: now + config.presence_update_interval,
+            next_position_check: now + super::POSITION_CHECK_DELAY,
         }));
         let stale_deadline = now + config.stale_close_delay;
         if let State::Connected(connected) = &self.state {

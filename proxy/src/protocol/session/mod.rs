@@ -108,6 +108,8 @@ struct Connected {
     /// Set while a ping waits for its pong: the deadline for it.
     pong_deadline: Option<Instant>,
     next_presence_update: Instant,
+    /// When positioned subscriptions that went quiet are next compared with their streams.
+    next_position_check: Instant,
 }
 
 /// One live subscription of this client.
@@ -309,7 +311,8 @@ impl Session {
             State::Connected(c) => c
                 .pong_deadline
                 .unwrap_or(c.next_ping)
-                .min(c.next_presence_update),
+                .min(c.next_presence_update)
+                .min(c.next_position_check),
         }
     }
 
@@ -341,6 +344,13 @@ impl Session {
         {
             return Err(codes::CONNECTION_EXPIRED);
         }
+        if now >= connected.next_position_check {
+            connected.next_position_check = now + POSITION_CHECK_DELAY;
+            self.verify_positions(Some(POSITION_CHECK_DELAY)).await?;
+        }
+        let State::Connected(connected) = &mut self.state else {
+            return Ok(());
+        };
         if now >= connected.next_presence_update {
             connected.next_presence_update = now + config.client.presence_update_interval;
             self.update_presence().await;
@@ -399,6 +409,11 @@ impl Session {
         }
     }
 }
+
+/// A positioned subscription that received nothing for this long is compared with its stream
+/// (Centrifugo's `channel_position_check_delay` default): PUB/SUB is at-most-once, and a lost
+/// last publication leaves no gap for the offset checks to see.
+const POSITION_CHECK_DELAY: std::time::Duration = std::time::Duration::from_secs(40);
 
 /// The command's method, for metrics.
 fn method_name(command: &Command) -> &'static str {

@@ -564,15 +564,30 @@ impl Session {
     }
 
     /// After the engine may have lost messages: every positioned subscription whose stream moved
-    /// past what this client received loses continuity (see [`Self::lose_continuity`]). A stream
-    /// that cannot be read counts as moved: nothing may be missed silently.
+    /// past what this client received loses continuity (see [`Self::lose_continuity`]).
     pub(super) async fn resync(&mut self) -> Result<(), Disconnect> {
+        self.verify_positions(None).await
+    }
+
+    /// Compares positioned subscriptions (with `idle`: only those whose position has not
+    /// advanced for that long) with their streams; one that moved on loses continuity. A stream
+    /// that cannot be read counts as moved: nothing may be missed silently.
+    pub(super) async fn verify_positions(
+        &mut self,
+        idle: Option<std::time::Duration>,
+    ) -> Result<(), Disconnect> {
+        let now = std::time::Instant::now();
         let positioned: Vec<(String, LivePosition)> = match &self.state {
             super::State::Connected(c) => c
                 .subscriptions
                 .iter()
-                .map(|(channel, s)| (channel.clone(), s.subscription.position()))
-                .filter(|(_, position)| position.positioned)
+                .filter_map(|(channel, s)| {
+                    let position = match idle {
+                        Some(idle) => s.subscription.idle_position(idle, now)?,
+                        None => s.subscription.position(),
+                    };
+                    position.positioned.then(|| (channel.clone(), position))
+                })
                 .collect(),
             super::State::Connecting { .. } => return Ok(()),
         };
