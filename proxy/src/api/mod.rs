@@ -16,43 +16,34 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::protocol::codes::{self, ErrorCode};
 use crate::protocol::node::Node;
 use crate::server::{Body, json, text};
 
 /// Largest API request body (a `batch` of publications can be large, but not unbounded).
 const MAX_BODY: usize = 4 << 20;
 
-/// An API error (`{"error":{"code":…,"message":…}}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ApiError {
-    pub code: u32,
-    pub message: &'static str,
+/// An API error (`{"error":{"code":…,"message":…}}`): the same codes and messages as the
+/// client protocol's errors (`protocol::codes`), without the `temporary` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiError(pub ErrorCode);
+
+impl Serialize for ApiError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut error = serializer.serialize_struct("ApiError", 2)?;
+        error.serialize_field("code", &self.0.code)?;
+        error.serialize_field("message", self.0.message)?;
+        error.end()
+    }
 }
 
-pub const INTERNAL: ApiError = ApiError {
-    code: 100,
-    message: "internal server error",
-};
-pub const UNKNOWN_CHANNEL: ApiError = ApiError {
-    code: 102,
-    message: "unknown channel",
-};
-pub const METHOD_NOT_FOUND: ApiError = ApiError {
-    code: 104,
-    message: "method not found",
-};
-pub const BAD_REQUEST: ApiError = ApiError {
-    code: 107,
-    message: "bad request",
-};
-pub const NOT_AVAILABLE: ApiError = ApiError {
-    code: 108,
-    message: "not available",
-};
-pub const UNRECOVERABLE_POSITION: ApiError = ApiError {
-    code: 112,
-    message: "unrecoverable position",
-};
+pub const INTERNAL: ApiError = ApiError(codes::INTERNAL);
+pub const UNKNOWN_CHANNEL: ApiError = ApiError(codes::UNKNOWN_CHANNEL);
+pub const METHOD_NOT_FOUND: ApiError = ApiError(codes::METHOD_NOT_FOUND);
+pub const BAD_REQUEST: ApiError = ApiError(codes::BAD_REQUEST);
+pub const NOT_AVAILABLE: ApiError = ApiError(codes::NOT_AVAILABLE);
+pub const UNRECOVERABLE_POSITION: ApiError = ApiError(codes::UNRECOVERABLE_POSITION);
 
 impl From<crate::engine::EngineError> for ApiError {
     fn from(error: crate::engine::EngineError) -> Self {
