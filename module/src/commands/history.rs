@@ -26,8 +26,7 @@ pub fn history(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     if !meta.check(KeyType::Hash)? {
         return Ok(reply(0, String::new(), Vec::new()));
     }
-    let e = meta.hash_get_c(c"e");
-    let s = meta.hash_get_c(c"s");
+    let (e, s) = meta.hash_get_pair(c"e", c"s");
     let epoch = parse_epoch(e.as_ref().map(|v| v.as_slice()))?.unwrap_or_default();
     let top = parse_top(s.as_ref().map(|v| v.as_slice()))?;
 
@@ -101,8 +100,7 @@ pub fn position(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let (epoch, top) = {
         let meta = Key::read(ctx, &string(ctx, &meta_key));
         meta.check(KeyType::Hash)?;
-        let e = meta.hash_get_c(c"e");
-        let s = meta.hash_get_c(c"s");
+        let (e, s) = meta.hash_get_pair(c"e", c"s");
         (
             parse_epoch(e.as_ref().map(|v| v.as_slice()))?,
             parse_top(s.as_ref().map(|v| v.as_slice()))?,

@@ -82,25 +82,6 @@ impl Key {
         unsafe { raw::RedisModule_ValueLength.unwrap()(self.ptr) }
     }
 
-    /// A hash field named by a C string (the module's own field names `e`, `s`).
-    pub fn hash_get_c(&self, field: &CStr) -> Option<RedisString> {
-        if self.kind() != KeyType::Hash {
-            return None;
-        }
-        let mut value: *mut raw::RedisModuleString = ptr::null_mut();
-        // SAFETY: CFIELDS takes NUL-terminated names; the list ends with a null pointer.
-        unsafe {
-            raw::RedisModule_HashGet.unwrap()(
-                self.ptr,
-                raw::REDISMODULE_HASH_CFIELDS as c_int,
-                field.as_ptr(),
-                &mut value as *mut *mut raw::RedisModuleString,
-                ptr::null::<std::os::raw::c_char>(),
-            );
-        }
-        self.owned(value)
-    }
-
     /// Two hash fields named by C strings, in one lookup.
     pub fn hash_get_pair(&self, a: &CStr, b: &CStr) -> (Option<RedisString>, Option<RedisString>) {
         if self.kind() != KeyType::Hash {
