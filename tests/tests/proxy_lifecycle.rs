@@ -100,16 +100,10 @@ fn a_connection_without_connect_is_closed_as_stale() {
 // ------------------------------------------------------------------------------------------------
 // Slow clients.
 
-/// A subscriber that stops reading is closed with 3008 "slow" once its queue
-/// (`queue_max_size`) overflows; when it reads again it gets a contiguous prefix of the
-/// publications, then the close frame. Another subscriber of the same channel, reading
-/// normally, receives every publication.
-#[test]
-fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
-    const FLOOD: u64 = 1024; // publications of ~1 KiB: 1 MiB in bursts of 16
-    let env = memory(builder().client_option("queue_max_size = 65536"));
-    // Small socket buffers on both sides (small receive buffer, small MSS), so the server's
-    // writes to the slow client block after ~100 KiB and its queue overflows soon after.
+/// A client connected as "slow" and subscribed to `channel`, with small socket buffers on both
+/// sides (small receive buffer, small MSS), so the server's writes to it block after ~100 KiB
+/// once it stops reading.
+fn slow_subscriber(env: &ProxyEnv, channel: &str) -> WsClient {
     let mut slow = WsClient::connect_with(
         &env.ws_url(),
         WsOptions {
@@ -121,9 +115,22 @@ fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
     .expect("handshake");
     slow.send(&[
         cmd::connect(1, &env.token("slow")),
-        cmd::subscribe(2, "chat:flood"),
+        cmd::subscribe(2, channel),
     ]);
     slow.reply(2);
+    slow
+}
+
+/// A subscriber that stops reading is closed with 3008 "slow" once its queue
+/// (`queue_max_size`) overflows; when it reads again it gets a contiguous prefix of the
+/// publications, then the close frame. Another subscriber of the same channel, reading
+/// normally, receives every publication.
+#[test]
+fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
+    const FLOOD: u64 = 1024; // publications of ~1 KiB: 1 MiB in bursts of 16
+    let env = memory(builder().client_option("queue_max_size = 65536"));
+    // The server's writes to it block after ~100 KiB; its queue overflows soon after.
+    let mut slow = slow_subscriber(&env, "chat:flood");
     let mut fast = env.client("fast");
     fast.send(&[cmd::subscribe(1, "chat:flood")]);
     fast.reply(1);
@@ -175,20 +182,7 @@ fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
 #[test]
 fn a_slow_client_leaves_its_channels_at_once() {
     let env = memory(builder().client_option("queue_max_size = 65536"));
-    let mut slow = WsClient::connect_with(
-        &env.ws_url(),
-        WsOptions {
-            receive_buffer: Some(4096),
-            max_segment: Some(536),
-            ..WsOptions::default()
-        },
-    )
-    .expect("handshake");
-    slow.send(&[
-        cmd::connect(1, &env.token("slow")),
-        cmd::subscribe(2, "chat:gone"),
-    ]);
-    slow.reply(2);
+    let slow = slow_subscriber(&env, "chat:gone");
     let stats = || env.api("presence_stats", json!({"channel": "chat:gone"}))["result"].clone();
     assert_eq!(stats(), json!({"num_clients": 1, "num_users": 1}));
     let payload = "x".repeat(1000);
