@@ -856,3 +856,21 @@ impl ProxyEnv {
 pub fn engines() -> [EngineKind; 2] {
     [EngineKind::Memory, EngineKind::Redis]
 }
+
+/// One `#[test]` per engine (`memory::<name>`, `redis::<name>`) for each scenario function
+/// `fn <name>(EngineKind)` of the calling test file.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($(#[$attr:meta])* $name:ident,)*) => {
+        mod memory {
+            $( $(#[$attr])* #[test] fn $name() {
+                super::$name($crate::ws_client::EngineKind::Memory)
+            } )*
+        }
+        mod redis {
+            $( $(#[$attr])* #[test] fn $name() {
+                super::$name($crate::ws_client::EngineKind::Redis)
+            } )*
+        }
+    };
+}

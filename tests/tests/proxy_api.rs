@@ -364,18 +364,7 @@ fn api_errors(engine: EngineKind) {
     );
 }
 
-macro_rules! on_both_engines {
-    ($($(#[$attr:meta])* $name:ident,)*) => {
-        mod memory {
-            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Memory) } )*
-        }
-        mod redis {
-            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Redis) } )*
-        }
-    };
-}
-
-on_both_engines! {
+gyre_tests::on_both_engines! {
     authentication,
     publish_broadcast_history,
     presence_channels_info,

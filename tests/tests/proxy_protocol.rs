@@ -705,18 +705,7 @@ fn subscribe_under_load_is_seamless(engine: EngineKind) {
     assert!(last > 10, "only {last} publications");
 }
 
-macro_rules! on_both_engines {
-    ($($(#[$attr:meta])* $name:ident,)*) => {
-        mod memory {
-            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Memory) } )*
-        }
-        mod redis {
-            $( $(#[$attr])* #[test] fn $name() { super::$name(super::EngineKind::Redis) } )*
-        }
-    };
-}
-
-on_both_engines! {
+gyre_tests::on_both_engines! {
     subscribe_publish_receive,
     subscribe_under_load_is_seamless,
     coalesced_commands,
