@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::protocol::codes;
 use crate::protocol::node::Node;
-use crate::transport::websocket;
+use crate::transport::{self, http_stream, websocket};
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -87,8 +87,33 @@ async fn route(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
+    let config = &node.config;
     let response = match (request.method(), path.as_str()) {
-        (&Method::GET, "/connection/websocket") => websocket_upgrade(node, &sessions, request),
+        (&Method::GET, "/connection/websocket") => {
+            websocket_upgrade(node, &sessions, request, Kind::Bidirectional)
+        }
+        (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
+            websocket_upgrade(node, &sessions, request, Kind::Unidirectional)
+        }
+        (&Method::OPTIONS, p) if p.starts_with("/connection/") => {
+            transport::http::preflight(&node, &request, "GET, POST, OPTIONS")
+        }
+        (_, "/connection/http_stream") if config.http_stream.enabled => {
+            http_stream::http_stream(node, sessions, request).await
+        }
+        (_, "/connection/sse") if config.sse.enabled => {
+            http_stream::sse(node, sessions, request).await
+        }
+        (_, "/connection/uni_http_stream") if config.uni_http_stream.enabled => {
+            http_stream::uni_http_stream(node, sessions, request).await
+        }
+        (_, "/connection/uni_sse") if config.uni_sse.enabled => {
+            http_stream::uni_sse(node, sessions, request).await
+        }
+        (_, "/emulation") if config.http_stream.enabled || config.sse.enabled => {
+            transport::emulation::handle(node, request).await
+        }
+        (_, p) if p.starts_with("/connection/") || p == "/emulation" => disabled(p),
         (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
         (&Method::GET, "/metrics") => with_type(
             StatusCode::OK,
@@ -102,10 +127,29 @@ async fn route(
     Ok(response)
 }
 
+/// A transport endpoint that is off (or does not exist): say which setting turns it on.
+fn disabled(path: &str) -> Response<Body> {
+    let section = match path {
+        "/emulation" => "http_stream or sse",
+        p => p.trim_start_matches("/connection/"),
+    };
+    text(
+        StatusCode::NOT_FOUND,
+        &format!("{path} is not enabled (set {section}.enabled = true)"),
+    )
+}
+
+/// Which WebSocket endpoint an upgrade is for.
+enum Kind {
+    Bidirectional,
+    Unidirectional,
+}
+
 fn websocket_upgrade(
     node: Arc<Node>,
     sessions: &TaskTracker,
     mut request: Request<Incoming>,
+    kind: Kind,
 ) -> Response<Body> {
     let headers = request.headers();
     let is_upgrade = headers
@@ -115,20 +159,11 @@ fn websocket_upgrade(
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     };
-    if !is_upgrade {
+    if !is_upgrade || request.method() != Method::GET {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     }
-    let limit = node.config.client.connection_limit as usize;
-    if limit > 0 && node.hub.num_connections() >= limit {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "connection limit of this node reached (client.connection_limit)",
-        );
-    }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
-        && !origin_allowed(&node.config.client.allowed_origins, origin)
-    {
-        return text(StatusCode::FORBIDDEN, "origin not allowed");
+    if let Err(refused) = transport::http::admit(&node, headers) {
+        return refused;
     }
     let offered: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -140,28 +175,39 @@ fn websocket_upgrade(
     let protobuf_query = query
         .split('&')
         .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf");
-    let (encoding, echo) = if offered
-        .iter()
-        .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
-    {
-        (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
-    } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
-        (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
-    } else if protobuf_query {
-        (Encoding::Protobuf, None)
-    } else {
-        (Encoding::Json, None)
+    let (flavor, echo, max_message_size) = match kind {
+        Kind::Bidirectional => {
+            let (encoding, echo) = if offered
+                .iter()
+                .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
+            {
+                (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
+            } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
+                (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
+            } else if protobuf_query {
+                (Encoding::Protobuf, None)
+            } else {
+                (Encoding::Json, None)
+            };
+            let limit = node.config.websocket.message_size_limit as usize;
+            (websocket::Flavor::Bidirectional(encoding), echo, limit)
+        }
+        Kind::Unidirectional => {
+            let flavor = websocket::Flavor::Unidirectional {
+                cf_connect: transport::http::query_param(&request, "cf_connect").map(Bytes::from),
+                join: node.config.uni_websocket.join_push_messages,
+            };
+            let limit = node.config.uni_websocket.message_size_limit as usize;
+            (flavor, None, limit)
+        }
     };
 
-    let max_message_size = node.config.websocket.message_size_limit as usize;
     let upgrade = hyper::upgrade::on(&mut request);
     sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED, "transport" => "websocket")
-                    .increment(1);
                 let socket = websocket::accept(upgraded, max_message_size).await;
-                websocket::serve(node, socket, encoding).await;
+                websocket::serve(node, socket, flavor).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }

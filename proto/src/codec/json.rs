@@ -37,6 +37,18 @@ pub fn encode_into<T: Serialize>(message: &T, buf: &mut BytesMut) -> Result<(), 
     Ok(())
 }
 
+/// The Push inside an encoded push Reply (`{"push":P}` → `P`), sharing the bytes: how a
+/// unidirectional connection, which receives bare Push objects, reuses a broadcast's encoding.
+/// Any other message (the `{}` ping) is returned as it is.
+pub fn push_of_reply(message: &Bytes) -> Bytes {
+    const PREFIX: &[u8] = b"{\"push\":";
+    if message.starts_with(PREFIX) && message.ends_with(b"}") {
+        message.slice(PREFIX.len()..message.len() - 1)
+    } else {
+        message.clone()
+    }
+}
+
 /// Decodes one JSON document as a message. Unknown keys are ignored (newer SDK fields such as
 /// `flag` on connect must not break older servers); surrounding whitespace is allowed.
 ///
@@ -111,6 +123,33 @@ pub mod raw_json_bytes {
 mod tests {
     use super::*;
     use crate::protocol::{Publication, Reply};
+
+    #[test]
+    fn push_of_reply_is_the_push_encoded_alone() {
+        use crate::protocol::Push;
+        let push = Push {
+            channel: "news:1".into(),
+            r#pub: Some(Publication {
+                data: Bytes::from_static(br#"{"text":"hi"}"#),
+                offset: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let reply = Reply {
+            push: Some(push.clone()),
+            ..Default::default()
+        };
+        let mut encoded_reply = BytesMut::new();
+        encode_into(&reply, &mut encoded_reply).unwrap();
+        let mut encoded_push = BytesMut::new();
+        encode_into(&push, &mut encoded_push).unwrap();
+        assert_eq!(
+            push_of_reply(&encoded_reply.freeze()),
+            encoded_push.freeze()
+        );
+        assert_eq!(push_of_reply(&Bytes::from_static(b"{}")), "{}");
+    }
 
     #[test]
     fn split_line_limits_exclude_the_separator() {

@@ -306,6 +306,76 @@ const DOCS: &[(&str, &str)] = &[
         "websocket.write_timeout",
         "How long one write may block before the connection is dropped.",
     ),
+    (
+        "http_stream",
+        "HTTP-streaming with bidirectional emulation (/connection/http_stream), a\nWebSocket fallback for centrifuge-js; its commands arrive through /emulation.",
+    ),
+    ("http_stream.enabled", "Serve the endpoint."),
+    (
+        "http_stream.max_request_body_size",
+        "Largest connect request body, in bytes.",
+    ),
+    (
+        "sse",
+        "Server-Sent Events with bidirectional emulation (/connection/sse), a WebSocket\nfallback for centrifuge-js; its commands arrive through /emulation.",
+    ),
+    ("sse.enabled", "Serve the endpoint."),
+    (
+        "sse.max_request_body_size",
+        "Largest connect request body of a POST, in bytes.",
+    ),
+    (
+        "emulation",
+        "The /emulation endpoint: commands of http_stream and sse clients, routed to\nthe node holding the session (through Redis) when it is another.",
+    ),
+    (
+        "emulation.max_request_body_size",
+        "Largest request body, in bytes.",
+    ),
+    (
+        "uni_websocket",
+        "Unidirectional WebSocket (/connection/uni_websocket): a connect request in,\nJSON pushes out; no SDK needed.",
+    ),
+    ("uni_websocket.enabled", "Serve the endpoint."),
+    (
+        "uni_websocket.message_size_limit",
+        "Largest message (the connect request) a client may send, in bytes.",
+    ),
+    (
+        "uni_websocket.join_push_messages",
+        "Send pushes queued together in one message, separated by newlines.",
+    ),
+    (
+        "uni_sse",
+        "Unidirectional Server-Sent Events (/connection/uni_sse): GET with cf_connect or\nPOST; each event's id lets an EventSource resume every channel with Last-Event-ID.",
+    ),
+    ("uni_sse.enabled", "Serve the endpoint."),
+    (
+        "uni_sse.max_request_body_size",
+        "Largest connect request body of a POST, in bytes.",
+    ),
+    (
+        "uni_http_stream",
+        "Unidirectional HTTP streaming (/connection/uni_http_stream): POST a connect\nrequest, read newline-separated JSON pushes.",
+    ),
+    ("uni_http_stream.enabled", "Serve the endpoint."),
+    (
+        "uni_http_stream.max_request_body_size",
+        "Largest connect request body, in bytes.",
+    ),
+    (
+        "sockjs",
+        "SockJS (/connection/sockjs) for centrifuge-js's sockjs transport and the\nsockjs-client package. Polling sub-transports need sticky sessions.",
+    ),
+    ("sockjs.enabled", "Serve the endpoint."),
+    (
+        "sockjs.heartbeat_delay",
+        "Interval of heartbeat frames on idle sessions.",
+    ),
+    (
+        "sockjs.disconnect_delay",
+        "How long a session survives without a request from its client.",
+    ),
     ("shutdown", "Graceful shutdown on SIGINT/SIGTERM."),
     (
         "shutdown.timeout",

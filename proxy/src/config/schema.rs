@@ -369,6 +369,87 @@ impl Default for WebSocket {
     }
 }
 
+/// `http_stream`, `sse`, `uni_sse`, `uni_http_stream`: a transport over plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpTransport {
+    pub enabled: bool,
+    /// Largest connect request body (POST), in bytes.
+    pub max_request_body_size: u32,
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_request_body_size: 65_536,
+        }
+    }
+}
+
+/// `emulation`: the `/emulation` endpoint, through which clients of `http_stream` and `sse`
+/// send their commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Emulation {
+    /// Largest request body, in bytes.
+    pub max_request_body_size: u32,
+}
+
+impl Default for Emulation {
+    fn default() -> Self {
+        Self {
+            max_request_body_size: 65_536,
+        }
+    }
+}
+
+/// `uni_websocket`: the unidirectional WebSocket transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniWebSocket {
+    pub enabled: bool,
+    /// Largest message (the connect request) a client may send, in bytes.
+    pub message_size_limit: u32,
+    /// Send the pushes queued together as one message, separated by `\n`.
+    pub join_push_messages: bool,
+}
+
+impl Default for UniWebSocket {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            message_size_limit: 65_536,
+            join_push_messages: false,
+        }
+    }
+}
+
+/// `sockjs`: the SockJS endpoint for centrifuge-js's `sockjs` transport (removed from
+/// Centrifugo in v6; Gyre keeps it for old clients and networks that need its fallbacks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SockJs {
+    pub enabled: bool,
+    /// Interval of the heartbeat frames on idle sessions.
+    #[serde(with = "duration")]
+    pub heartbeat_delay: Duration,
+    /// How long a session of a polling or streaming sub-transport survives without a request
+    /// from its client.
+    #[serde(with = "duration")]
+    pub disconnect_delay: Duration,
+}
+
+impl Default for SockJs {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            heartbeat_delay: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `shutdown`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

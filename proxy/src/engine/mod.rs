@@ -152,6 +152,33 @@ pub enum ControlCommand {
         #[serde(default)]
         expire_at: i64,
     },
+    /// Commands POSTed to `/emulation` on one node for a session held by another: the node
+    /// holding `session` feeds `frame` to it, every other node ignores it.
+    Emulation {
+        session: String,
+        #[serde(with = "base64_bytes")]
+        frame: Bytes,
+    },
+}
+
+/// Frames may be Protobuf: carried as base64 in the JSON control message.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Bytes, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map(Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Why an engine call failed.

@@ -38,12 +38,16 @@ struct Connections {
     by_id: HashMap<ConnectionId, Connection>,
     /// Connections of each user, once connected (server API commands name users).
     by_user: HashMap<String, HashSet<ConnectionId>>,
+    /// Connections of emulated transports, by the session id their clients post commands to.
+    by_session: HashMap<String, ConnectionId>,
 }
 
 struct Connection {
     control: ControlSender,
     /// Set when the client has connected: who it is.
     identity: Option<(String, String)>,
+    /// The emulation session id, for connections of emulated transports.
+    session: Option<String>,
 }
 
 #[derive(Default)]
@@ -148,8 +152,31 @@ impl Hub {
             Connection {
                 control,
                 identity: None,
+                session: None,
             },
         );
+    }
+
+    /// Makes a connection reachable by its emulation session id (see [`Hub::emulate`]).
+    pub fn register_session(&self, connection: ConnectionId, session: &str) {
+        let mut connections = self.connections.lock();
+        if let Some(entry) = connections.by_id.get_mut(&connection) {
+            entry.session = Some(session.to_owned());
+            connections
+                .by_session
+                .insert(session.to_owned(), connection);
+        }
+    }
+
+    /// Hands a frame of commands to the session `session` of this node. False when no such
+    /// session is here (gone, or never was).
+    pub fn emulate(&self, session: &str, frame: Bytes) -> bool {
+        let connections = self.connections.lock();
+        connections
+            .by_session
+            .get(session)
+            .and_then(|id| connections.by_id.get(id))
+            .is_some_and(|entry| entry.control.send(Control::Emulation(frame)).is_ok())
     }
 
     /// Records who a connection is once it connected, so server API commands can find it.
@@ -170,6 +197,9 @@ impl Hub {
         let Some(entry) = connections.by_id.remove(&connection) else {
             return;
         };
+        if let Some(session) = &entry.session {
+            connections.by_session.remove(session);
+        }
         if let Some((user, _)) = entry.identity
             && let Some(ids) = connections.by_user.get_mut(&user)
         {
@@ -206,6 +236,10 @@ impl Hub {
 
     /// Applies a server API command to the matching connections of this node.
     fn apply_control(&self, command: ControlCommand) {
+        if let ControlCommand::Emulation { session, frame } = command {
+            self.emulate(&session, frame);
+            return;
+        }
         let (user, client, spare) = match &command {
             ControlCommand::Disconnect {
                 user,
@@ -216,6 +250,7 @@ impl Hub {
             ControlCommand::Unsubscribe { user, client, .. }
             | ControlCommand::Subscribe { user, client, .. }
             | ControlCommand::Refresh { user, client, .. } => (user, client, &[][..]),
+            ControlCommand::Emulation { .. } => return,
         };
         let control = match &command {
             ControlCommand::Disconnect { code, reason, .. } => {
@@ -240,6 +275,7 @@ impl Hub {
                 expired: *expired,
                 expires_at: (*expire_at > 0).then_some(*expire_at),
             },
+            ControlCommand::Emulation { .. } => return,
         };
         let connections = self.connections.lock();
         let Some(ids) = connections.by_user.get(user) else {

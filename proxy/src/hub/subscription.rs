@@ -34,6 +34,9 @@ pub enum Control {
         expired: bool,
         expires_at: Option<i64>,
     },
+    /// A frame of commands the client of an emulated transport POSTed to `/emulation`, on this
+    /// node or another.
+    Emulation(Bytes),
 }
 
 pub type ControlSender = mpsc::UnboundedSender<Control>;

@@ -151,6 +151,7 @@ pub const WRITE_ERROR: Disconnect = Disconnect::new(3009, "write error");
 pub const INSUFFICIENT_STATE: Disconnect = Disconnect::new(3010, "insufficient state");
 pub const FORCE_RECONNECT: Disconnect = Disconnect::new(3011, "force reconnect");
 pub const NO_PONG: Disconnect = Disconnect::new(3012, "no pong");
+pub const DISCONNECT_TOO_MANY_REQUESTS: Disconnect = Disconnect::new(3013, "too many requests");
 pub const INVALID_TOKEN: Disconnect = Disconnect::new(3500, "invalid token");
 pub const DISCONNECT_BAD_REQUEST: Disconnect = Disconnect::new(3501, "bad request");
 pub const STALE: Disconnect = Disconnect::new(3502, "stale");
@@ -161,9 +162,31 @@ pub const INAPPROPRIATE_PROTOCOL: Disconnect = Disconnect::new(3506, "inappropri
 pub const DISCONNECT_PERMISSION_DENIED: Disconnect = Disconnect::new(3507, "permission denied");
 pub const DISCONNECT_NOT_AVAILABLE: Disconnect = Disconnect::new(3508, "not available");
 
+/// The disconnect that tells a unidirectional client why its connect failed, since it cannot
+/// receive an error reply (reference §2.6).
+pub fn unidirectional_disconnect(error: ErrorCode) -> Disconnect {
+    match error.code {
+        109 | 110 => CONNECTION_EXPIRED,
+        111 => DISCONNECT_TOO_MANY_REQUESTS,
+        103 => DISCONNECT_PERMISSION_DENIED,
+        _ => DISCONNECT_INTERNAL,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unidirectional_connect_errors_become_disconnects() {
+        assert_eq!(unidirectional_disconnect(TOKEN_EXPIRED), CONNECTION_EXPIRED);
+        assert_eq!(unidirectional_disconnect(PERMISSION_DENIED).code, 3507);
+        assert_eq!(unidirectional_disconnect(TOO_MANY_REQUESTS).code, 3013);
+        assert_eq!(
+            unidirectional_disconnect(UNKNOWN_CHANNEL),
+            DISCONNECT_INTERNAL
+        );
+    }
 
     #[test]
     fn reconnect_follows_the_code_ranges() {

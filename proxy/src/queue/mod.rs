@@ -107,6 +107,11 @@ impl Outbox {
         self.state.lock().closing.is_some()
     }
 
+    /// Why the connection is closing, once it is.
+    pub fn closing_reason(&self) -> Option<Disconnect> {
+        self.state.lock().closing.clone()
+    }
+
     /// Waits for messages (or a close) and takes up to `max_messages` of them.
     pub async fn next_batch(&self, max_messages: usize) -> Batch {
         loop {

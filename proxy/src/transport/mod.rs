@@ -1,6 +1,20 @@
 //! Transports: how bytes reach a client. Every transport drives the same session
-//! (`protocol::session`) and writes what the connection's queue (`crate::queue`) holds.
+//! (`protocol::session`) through [`driver`] and writes what the connection's queue
+//! (`crate::queue`) holds.
 //!
-//! - [`websocket`]: bidirectional WebSocket.
+//! - [`websocket`]: bidirectional WebSocket, and unidirectional (`uni_websocket`).
+//! - [`http_stream`]: the long-lived HTTP responses: `http_stream` and `sse` with bidirectional
+//!   emulation, `uni_http_stream` and `uni_sse`.
+//! - [`emulation`]: `/emulation`, the client→server half of the emulated transports, routed to
+//!   the node holding the session.
+//! - [`uni`]: what the unidirectional transports share; [`cursor`]: the `uni_sse` event ids
+//!   that let an EventSource resume every channel.
+//! - [`http`]: CORS, body limits and headers the HTTP transports share.
 
+pub mod cursor;
+pub mod driver;
+pub mod emulation;
+pub mod http;
+pub mod http_stream;
+pub mod uni;
 pub mod websocket;

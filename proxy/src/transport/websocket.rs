@@ -14,15 +14,18 @@ use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::driver::Connection;
+use super::uni;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
-use crate::protocol::session::{Session, TransportInfo};
+use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
 
 /// Most messages written as one WebSocket message.
@@ -45,98 +48,104 @@ pub async fn accept(upgraded: Upgraded, max_message_size: usize) -> Socket {
     WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
 }
 
-/// Runs one WebSocket connection to its end.
-pub async fn serve(node: Arc<Node>, socket: Socket, encoding: Encoding) {
-    let outbox = Arc::new(Outbox::new(node.queue_max_size()));
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
-    let transport = TransportInfo {
-        name: "websocket",
-        encoding,
-    };
-    let mut session = Session::new(
-        Arc::clone(&node),
-        transport,
-        Arc::clone(&outbox),
-        control_tx,
-    );
-    let (sink, mut stream) = socket.split();
-    let write_timeout = node.config.websocket.write_timeout;
-    let writer = tokio::spawn(write_loop(
-        sink,
-        Arc::clone(&outbox),
-        encoding,
-        write_timeout,
-    ));
-    // Set when the client's close frame (or the end of its stream) was read.
-    let mut client_gone = false;
+/// What a WebSocket connection carries.
+#[derive(Debug, Clone)]
+pub enum Flavor {
+    /// `/connection/websocket`: commands in, replies and pushes out, batched per message.
+    Bidirectional(Encoding),
+    /// `/connection/uni_websocket`: a ConnectRequest in (`cf_connect`, else the first message),
+    /// then only JSON pushes out, one per message unless `join` puts a batch in one message.
+    Unidirectional {
+        cf_connect: Option<Bytes>,
+        join: bool,
+    },
+}
 
-    let outcome: Result<(), Disconnect> = loop {
-        let deadline = tokio::time::Instant::from_std(session.deadline());
-        let step = tokio::select! {
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    received();
-                    session.handle_frame(Bytes::from(text)).await
-                }
-                Some(Ok(Message::Binary(data))) => {
-                    received();
-                    session.handle_frame(data).await
-                }
-                Some(Ok(Message::Close(_))) | None => {
-                    client_gone = true;
-                    break Ok(());
-                }
-                Some(Err(error)) => {
-                    tracing::debug!(%error, "websocket read failed");
-                    client_gone = true;
-                    break Ok(());
-                }
-                Some(Ok(_)) => Ok(()), // pings are answered by tungstenite itself
-            },
-            Some(control) = control_rx.recv() => session.handle_control(control).await,
-            () = outbox.closed() => break Ok(()),
-            () = tokio::time::sleep_until(deadline) => {
-                session.handle_timeout(std::time::Instant::now()).await
-            }
-        };
-        if let Err(disconnect) = step {
-            break Err(disconnect);
-        }
-        if outbox.is_closing() {
-            break Ok(());
+/// Runs one WebSocket connection to its end.
+pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
+    let (encoding, mode, name) = match &flavor {
+        Flavor::Bidirectional(encoding) => (*encoding, Mode::Bidirectional, "websocket"),
+        Flavor::Unidirectional { .. } => (Encoding::Json, Mode::Unidirectional, "uni_websocket"),
+    };
+    let mut connection = Connection::open(
+        &node,
+        TransportInfo {
+            name,
+            encoding,
+            mode,
+        },
+    );
+    let outbox = Arc::clone(connection.outbox());
+    let (sink, stream) = socket.split();
+    let write_timeout = node.config.websocket.write_timeout;
+    let shape = match &flavor {
+        Flavor::Bidirectional(_) => Shape::Batched(encoding),
+        Flavor::Unidirectional { join, .. } => Shape::Pushes { join: *join },
+    };
+    let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), shape, write_timeout));
+    // Set when the client's close frame (or the end of its stream) was read.
+    let client_gone = Arc::new(AtomicBool::new(false));
+    let mut frames = {
+        let client_gone = Arc::clone(&client_gone);
+        Box::pin(
+            stream
+                .take_while(move |message| {
+                    let open = matches!(message, Ok(m) if !m.is_close());
+                    if let Err(error) = message {
+                        tracing::debug!(%error, "websocket read failed");
+                    }
+                    client_gone.store(!open, Ordering::Relaxed);
+                    std::future::ready(open)
+                })
+                .filter_map(|message| {
+                    std::future::ready(match message {
+                        Ok(Message::Text(text)) => Some(Bytes::from(text)),
+                        Ok(Message::Binary(data)) => Some(data),
+                        // Pings are answered by tungstenite itself.
+                        _ => None,
+                    })
+                }),
+        )
+    };
+    let end = match flavor {
+        Flavor::Bidirectional(_) => connection.run(frames.by_ref().map(Ok)).await,
+        Flavor::Unidirectional { cf_connect, .. } => {
+            // The connect request comes from `cf_connect` or else is the first message; what
+            // the client sends after it is read (to notice its close) and ignored.
+            let mut first = true;
+            let inbound = futures_util::stream::iter(cf_connect)
+                .chain(frames.by_ref())
+                .filter_map(move |frame| {
+                    let connect = first.then(|| uni::connect_frame(&frame));
+                    first = false;
+                    std::future::ready(connect)
+                });
+            connection.run(inbound).await
         }
     };
-    session.close().await;
-    let code = outcome
-        .as_ref()
-        .err()
-        .map_or(codes::CONNECTION_CLOSED.code, |d| d.code);
-    metrics::counter!(crate::metrics::DISCONNECTS, "code" => code.to_string()).increment(1);
-    // The client closed, or the session ended it: either way the writer sends the close frame
-    // (after what is still queued) and stops.
-    outbox.close(outcome.err().unwrap_or(codes::CONNECTION_CLOSED));
+    // The writer sends the close frame after what is still queued, and stops.
+    connection.close(end).await;
     if tokio::time::timeout(write_timeout * 5, writer)
         .await
         .is_err()
     {
         tracing::debug!("websocket writer did not finish in time");
     }
-    if !client_gone {
+    if !client_gone.load(Ordering::Relaxed) {
         // Close handshake: read until the client's close frame, so the TCP connection is not
         // dropped under data still in flight (which would reset it and lose our close frame).
-        let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            while let Some(Ok(message)) = stream.next().await {
-                if message.is_close() {
-                    break;
-                }
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, async { while frames.next().await.is_some() {} })
+            .await;
     }
 }
 
-fn received() {
-    metrics::counter!(crate::metrics::MESSAGES_RECEIVED, "transport" => "websocket").increment(1);
+/// How queued messages become WebSocket messages.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// Everything queued as one message, joined per the encoding's framing.
+    Batched(Encoding),
+    /// Unidirectional pushes, one per message, or joined with `\n` into one.
+    Pushes { join: bool },
 }
 
 /// Drains the outbox into the socket. A write that takes longer than `write_timeout` means the
@@ -144,15 +153,35 @@ fn received() {
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
     outbox: Arc<Outbox>,
-    encoding: Encoding,
+    shape: Shape,
     write_timeout: Duration,
 ) {
+    let encoding = match shape {
+        Shape::Batched(encoding) => encoding,
+        Shape::Pushes { .. } => Encoding::Json,
+    };
     let mut frame = FrameBuilder::new(encoding);
     loop {
-        match outbox.next_batch(MAX_MESSAGES_PER_FRAME).await {
-            Batch::Messages(messages) => {
-                metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket")
-                    .increment(messages.len() as u64);
+        let messages = match outbox.next_batch(MAX_MESSAGES_PER_FRAME).await {
+            Batch::Messages(messages) => messages,
+            Batch::Close(disconnect) => {
+                if let Shape::Pushes { .. } = shape {
+                    // A unidirectional client reads the reason from a push as well.
+                    let push = uni::disconnect_push(&disconnect);
+                    let _ = send(&mut sink, text(push), write_timeout).await;
+                }
+                let close = CloseFrame {
+                    code: CloseCode::from(disconnect.code),
+                    reason: disconnect.reason.as_ref().into(),
+                };
+                let _ = send(&mut sink, Message::Close(Some(close)), write_timeout).await;
+                return;
+            }
+        };
+        metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket")
+            .increment(messages.len() as u64);
+        let written = match shape {
+            Shape::Batched(_) => {
                 let payload = if let [single] = messages.as_slice() {
                     single.clone()
                 } else {
@@ -163,36 +192,72 @@ async fn write_loop(
                 };
                 let message = match encoding {
                     Encoding::Protobuf => Message::Binary(payload),
-                    Encoding::Json => match Utf8Bytes::try_from(payload) {
-                        Ok(text) => Message::Text(text),
-                        Err(_) => {
-                            outbox.close(codes::INAPPROPRIATE_PROTOCOL);
-                            continue;
-                        }
-                    },
+                    Encoding::Json => text(payload),
                 };
-                match tokio::time::timeout(write_timeout, sink.send(message)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "websocket write failed");
-                        outbox.close(codes::WRITE_ERROR);
-                        return;
-                    }
-                    Err(_) => {
-                        outbox.close(codes::SLOW);
-                        return;
+                send(&mut sink, message, write_timeout).await
+            }
+            Shape::Pushes { join: true } => {
+                for message in &messages {
+                    frame.push(&uni::push_of(message));
+                }
+                send(&mut sink, text(frame.take()), write_timeout).await
+            }
+            Shape::Pushes { join: false } => {
+                let mut fed = Ok(());
+                for message in &messages {
+                    fed = feed(&mut sink, text(uni::push_of(message)), write_timeout).await;
+                    if fed.is_err() {
+                        break;
                     }
                 }
+                match fed {
+                    Ok(()) => flush(&mut sink, write_timeout).await,
+                    failed => failed,
+                }
             }
-            Batch::Close(disconnect) => {
-                let close = CloseFrame {
-                    code: CloseCode::from(disconnect.code),
-                    reason: disconnect.reason.as_ref().into(),
-                };
-                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(close))))
-                    .await;
-                return;
-            }
+        };
+        if let Err(disconnect) = written {
+            outbox.close(disconnect);
+            return;
         }
+    }
+}
+
+/// A JSON message as a text message. Every JSON message the codec writes is UTF-8, so the check
+/// is a formality; an invalid one is sent as binary rather than dropped.
+fn text(payload: Bytes) -> Message {
+    match Utf8Bytes::try_from(payload.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(error) => {
+            tracing::warn!(%error, "JSON message is not UTF-8");
+            Message::Binary(payload)
+        }
+    }
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+
+async fn send(sink: &mut Sink, message: Message, timeout: Duration) -> Result<(), Disconnect> {
+    write_outcome(tokio::time::timeout(timeout, sink.send(message)).await)
+}
+
+async fn feed(sink: &mut Sink, message: Message, timeout: Duration) -> Result<(), Disconnect> {
+    write_outcome(tokio::time::timeout(timeout, sink.feed(message)).await)
+}
+
+async fn flush(sink: &mut Sink, timeout: Duration) -> Result<(), Disconnect> {
+    write_outcome(tokio::time::timeout(timeout, sink.flush()).await)
+}
+
+fn write_outcome<E: std::fmt::Display>(
+    outcome: Result<Result<(), E>, tokio::time::error::Elapsed>,
+) -> Result<(), Disconnect> {
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "websocket write failed");
+            Err(codes::WRITE_ERROR)
+        }
+        Err(_) => Err(codes::SLOW),
     }
 }

@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gyre_proto::protocol::{ConnectRequest, ConnectResult, RefreshRequest, RefreshResult, Reply};
+use gyre_proto::protocol::{
+    Connect, ConnectRequest, ConnectResult, Push, RefreshRequest, RefreshResult, Reply,
+    SubscribeRequest,
+};
 use rand::Rng;
 
 use super::subscribe::{Grant, Joined};
-use super::{CommandResult, Connected, Session, State, token_rejected, unix_now};
+use super::{CommandResult, Connected, Mode, Session, State, token_rejected, unix_now};
 use crate::auth::{ConnectToken, SubOptions, TokenUse};
 use crate::engine::StreamPosition;
 use crate::protocol::codes;
@@ -35,7 +38,10 @@ impl Session {
         {
             return Err(codes::CONNECTION_LIMIT.into());
         }
-        if credentials.subscriptions.len() > self.node.config.client.channel_limit as usize {
+        let requested = self.requested_channels(request, &credentials.subscriptions);
+        if credentials.subscriptions.len() + requested.len()
+            > self.node.config.client.channel_limit as usize
+        {
             return Err(codes::CHANNEL_LIMIT.into());
         }
         let server_subscriptions = std::mem::take(&mut credentials.subscriptions);
@@ -58,9 +64,18 @@ impl Session {
                 .map_or(0, |at| (at - now_unix).clamp(0, i64::from(u32::MAX)) as u32),
             ping: ping.as_secs() as u32,
             // `client.pong_timeout = 0` turns pongs off: the client is told not to send them.
-            pong: !config.pong_timeout.is_zero(),
+            // A unidirectional client cannot send them.
+            pong: !config.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional,
             ..Default::default()
         };
+        if self.transport.mode == Mode::Emulated {
+            // The session id is what lets `/emulation` POSTs act for this client: unguessable,
+            // and not the client id, which other clients see in presence.
+            let session = uuid::Uuid::new_v4().to_string();
+            self.node.hub.register_session(self.id, &session);
+            result.session = session;
+            result.node = self.node.id.clone();
+        }
         self.state = State::Connected(Box::new(Connected {
             user: credentials.user,
             conn_info: credentials.conn_info,
@@ -79,8 +94,16 @@ impl Session {
         }
 
         let mut joined = Vec::with_capacity(server_subscriptions.len());
-        for (channel, sub) in &server_subscriptions {
-            match self.join_server_side(channel, sub, request).await {
+        let joins = server_subscriptions
+            .iter()
+            .map(|(channel, sub)| (channel, Some(sub)))
+            .chain(requested.iter().map(|channel| (channel, None)));
+        for (channel, sub) in joins {
+            let outcome = match sub {
+                Some(sub) => self.join_server_side(channel, sub, request).await,
+                None => self.join_requested(channel, request).await,
+            };
+            match outcome {
                 Ok(subscription) => joined.push(subscription),
                 Err(error) => {
                     // Undo: the client learns about the failure and nothing stays behind.
@@ -98,11 +121,21 @@ impl Session {
             .iter()
             .map(|j| (j.subscription.channel.clone(), j.result.clone()))
             .collect();
-        self.send_reply(Reply {
-            id,
-            connect: Some(result),
-            ..Default::default()
-        });
+        if self.transport.mode == Mode::Unidirectional {
+            self.send_reply(Reply {
+                push: Some(Push {
+                    connect: Some(connect_push(result)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        } else {
+            self.send_reply(Reply {
+                id,
+                connect: Some(result),
+                ..Default::default()
+            });
+        }
         for Joined {
             subscription, live, ..
         } in joined
@@ -134,6 +167,56 @@ impl Session {
                 offset: position.offset,
                 epoch: position.epoch.clone(),
             });
+        self.join_channel(channel, &grant, recover, true).await
+    }
+
+    /// Channels a unidirectional client names in `ConnectRequest.subs` beyond the token's: it
+    /// has no other way to subscribe. The channel limit counts them too.
+    fn requested_channels(
+        &self,
+        request: &ConnectRequest,
+        granted: &[(String, SubOptions)],
+    ) -> Vec<String> {
+        if self.transport.mode != Mode::Unidirectional {
+            return Vec::new();
+        }
+        let mut channels: Vec<String> = request
+            .subs
+            .keys()
+            .filter(|channel| !granted.iter().any(|(granted, _)| granted == *channel))
+            .cloned()
+            .collect();
+        channels.sort();
+        channels
+    }
+
+    /// Subscribes a unidirectional client to a channel it asked for in its connect request, with
+    /// the permission checks of a subscribe command (and recovery from the position it sent).
+    async fn join_requested(
+        &mut self,
+        channel: &str,
+        request: &ConnectRequest,
+    ) -> CommandResult<Joined> {
+        let position = request.subs.get(channel).cloned().unwrap_or_default();
+        let subscribe = SubscribeRequest {
+            channel: channel.to_owned(),
+            recover: position.recover,
+            offset: position.offset,
+            epoch: position.epoch,
+            positioned: true,
+            recoverable: true,
+            ..Default::default()
+        };
+        let node = std::sync::Arc::clone(&self.node);
+        let options = node
+            .config
+            .channel_options(channel)
+            .map_err(|_| codes::UNKNOWN_CHANNEL)?;
+        let grant = self.authorize_subscribe(&subscribe, options).await?;
+        let recover = subscribe.recover.then(|| StreamPosition {
+            offset: subscribe.offset,
+            epoch: subscribe.epoch.clone(),
+        });
         self.join_channel(channel, &grant, recover, true).await
     }
 
@@ -193,6 +276,23 @@ impl Session {
             }),
             ..Default::default()
         })
+    }
+}
+
+/// The connect result as the push that carries it to a unidirectional client.
+fn connect_push(result: ConnectResult) -> Connect {
+    Connect {
+        client: result.client,
+        version: result.version,
+        data: result.data,
+        subs: result.subs,
+        expires: result.expires,
+        ttl: result.ttl,
+        ping: result.ping,
+        pong: result.pong,
+        session: result.session,
+        node: result.node,
+        time: result.time,
     }
 }
 

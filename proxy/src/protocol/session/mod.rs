@@ -74,6 +74,20 @@ fn token_rejected(error: &crate::auth::TokenError, usage: crate::auth::TokenUse)
 pub struct TransportInfo {
     pub name: &'static str,
     pub encoding: Encoding,
+    pub mode: Mode,
+}
+
+/// How the client talks to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Commands and replies on one connection (WebSocket).
+    Bidirectional,
+    /// Replies on a long-lived HTTP response; commands arrive through `/emulation` POSTs that
+    /// name the session returned in the connect result, on this node or routed from another.
+    Emulated,
+    /// No commands after the connect request: the client only receives pushes, the connect
+    /// result among them, and sends no pongs.
+    Unidirectional,
 }
 
 pub struct Session {
@@ -205,6 +219,11 @@ impl Session {
             Err(CommandError::Reply(code)) => {
                 metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => code.code.to_string())
                     .increment(1);
+                if self.transport.mode == Mode::Unidirectional {
+                    // No reply can reach a unidirectional client: it learns why from the
+                    // disconnect.
+                    return Err(codes::unidirectional_disconnect(code));
+                }
                 self.send_reply(Reply {
                     id,
                     error: Some(code.to_proto()),
@@ -273,6 +292,7 @@ impl Session {
     /// Handles a signal from the hub.
     pub async fn handle_control(&mut self, control: Control) -> Result<(), Disconnect> {
         match control {
+            Control::Emulation(frame) => self.handle_frame(frame).await,
             Control::InsufficientState { channel } => self.lose_continuity(&channel).await,
             Control::Resync => self.resync().await,
             Control::Unsubscribe { channel } => {
@@ -331,7 +351,8 @@ impl Session {
         }
         if connected.pong_deadline.is_none() && now >= connected.next_ping {
             self.outbox.push(self.transport.encoding.empty_message());
-            if !config.client.pong_timeout.is_zero() {
+            if !config.client.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional
+            {
                 connected.pong_deadline = Some(now + config.client.pong_timeout);
             }
             connected.next_ping = now + config.client.ping_interval;

@@ -298,7 +298,7 @@ impl Session {
     }
 
     /// §5.3: token, user-limited channel, namespace permissions, insecure mode — in that order.
-    async fn authorize_subscribe(
+    pub(super) async fn authorize_subscribe(
         &self,
         request: &SubscribeRequest,
         options: &ChannelOptions,

@@ -1,0 +1,165 @@
+//! What the HTTP transports share: admission (origin, connection limit), CORS, request bodies
+//! with a size limit, the query's `cf_connect`, and the headers that keep proxies from caching
+//! or buffering a stream.
+
+// The error of the request checks is the response that refuses the request, built only then.
+#![allow(clippy::result_large_err)]
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::protocol::node::Node;
+use crate::server::{Body, empty, text};
+
+/// CORS response headers for a request whose origin passed [`admit`].
+#[derive(Debug, Default, Clone)]
+pub struct Cors {
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Cors {
+    /// Adds the headers to a response.
+    pub fn apply(&self, response: &mut Response<Body>) {
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The checks every connection endpoint makes before anything else: the origin
+/// (`client.allowed_origins`; requests without an Origin pass) and the node's connection limit.
+/// Returns the CORS headers to send, or the response that refuses the request.
+pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
+    let cors = cors(node, headers)?;
+    let limit = node.config.client.connection_limit as usize;
+    if limit > 0 && node.hub.num_connections() >= limit {
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection limit of this node reached (client.connection_limit)",
+        );
+        cors.apply(&mut response);
+        return Err(response);
+    }
+    Ok(cors)
+}
+
+/// Checks the Origin and builds the CORS headers for an allowed one.
+pub fn cors(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(Cors::default());
+    };
+    let allowed = origin.to_str().is_ok_and(|origin| {
+        crate::server::origin_allowed(&node.config.client.allowed_origins, origin)
+    });
+    if !allowed {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "origin not allowed (client.allowed_origins)",
+        ));
+    }
+    let mut cors = Cors::default();
+    cors.headers
+        .push((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+    cors.headers.push((
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    ));
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        cors.headers
+            .push((header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone()));
+    }
+    Ok(cors)
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) of a connection or `/emulation` endpoint.
+pub fn preflight(
+    node: &Node,
+    request: &Request<Incoming>,
+    methods: &'static str,
+) -> Response<Body> {
+    match cors(node, request.headers()) {
+        Ok(cors) => {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            cors.apply(&mut response);
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static(methods),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("300"),
+            );
+            response
+        }
+        Err(refused) => refused,
+    }
+}
+
+/// Reads a request body of at most `limit` bytes: 413 beyond it, 400 if it cannot be read.
+pub async fn read_body(request: Request<Incoming>, limit: u32) -> Result<Bytes, Response<Body>> {
+    let limit = limit as usize;
+    if let Some(length) = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && length > limit
+    {
+        return Err(too_large(limit));
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(error) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("request body could not be read: {error}"),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> Response<Body> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body larger than {limit} bytes"),
+    )
+}
+
+/// A query parameter, percent-decoded.
+pub fn query_param(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let query = request.uri().query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// Whether a request body is Protobuf: `Content-Type` is exactly `application/octet-stream`.
+pub fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/octet-stream")
+}
+
+/// A `200 OK` streaming response: headers that keep caches and proxies (nginx's
+/// `X-Accel-Buffering`) from storing or buffering it, plus the CORS headers.
+pub fn stream_response(content_type: &'static str, cors: &Cors, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    cors.apply(&mut response);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
+    );
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+}
