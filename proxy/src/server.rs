@@ -95,6 +95,9 @@ async fn route(
         (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
             websocket_upgrade(node, &sessions, request, Kind::Unidirectional)
         }
+        (_, p) if p.starts_with("/connection/sockjs") && config.sockjs.enabled => {
+            transport::sockjs::handle(node, sessions, request).await
+        }
         (&Method::OPTIONS, p) if p.starts_with("/connection/") => {
             transport::http::preflight(&node, &request, "GET, POST, OPTIONS")
         }
@@ -113,6 +116,7 @@ async fn route(
         (_, "/emulation") if config.http_stream.enabled || config.sse.enabled => {
             transport::emulation::handle(node, request).await
         }
+        (_, p) if p.starts_with("/connection/sockjs") => disabled("/connection/sockjs"),
         (_, p) if p.starts_with("/connection/") || p == "/emulation" => disabled(p),
         (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
         (&Method::GET, "/metrics") => with_type(

@@ -9,6 +9,7 @@
 //!   the node holding the session.
 //! - [`uni`]: what the unidirectional transports share; [`cursor`]: the `uni_sse` event ids
 //!   that let an EventSource resume every channel.
+//! - [`sockjs`]: the SockJS protocol and its sub-transports.
 //! - [`http`]: CORS, body limits and headers the HTTP transports share.
 
 pub mod cursor;
@@ -16,5 +17,6 @@ pub mod driver;
 pub mod emulation;
 pub mod http;
 pub mod http_stream;
+pub mod sockjs;
 pub mod uni;
 pub mod websocket;

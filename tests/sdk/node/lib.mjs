@@ -14,6 +14,8 @@ import { createHmac } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
+import SockJS from 'sockjs-client';
 
 const started = Date.now();
 
@@ -285,12 +287,35 @@ export class Recorder {
 }
 
 /**
- * A `Centrifuge` client of `sdk` for `url`, recorded by `rec` as `who` (not connected yet).
- * Fast reconnects so tests stay short.
+ * The SDK's endpoint and transport options for the WebSocket `url` of gyre, per the script's
+ * `--transport`: `websocket` (default), or a fallback — `http_stream`, `sse` (the `eventsource`
+ * package stands in for the browser's EventSource) or `sockjs` (`sockjs-client`) — on the same
+ * host. `--emulation-endpoint` sends the emulated transports' commands to another URL (another
+ * gyre node, to test routing between nodes).
+ */
+export function transportOptions(url, args = parseArgs()) {
+  const transport = args.transport || 'websocket';
+  if (transport === 'websocket') return { endpoint: url, options: { websocket: WebSocket } };
+  const base = url.replace(/^ws/, 'http').replace(/\/connection\/websocket$/, '');
+  const options = { websocket: WebSocket, eventsource: EventSource, sockjs: SockJS };
+  if (args['emulation-endpoint']) options.emulationEndpoint = args['emulation-endpoint'];
+  if (transport === 'sockjs') {
+    // One sockjs-client sub-transport per run (`--sockjs-transport xhr-polling`, …).
+    if (args['sockjs-transport']) options.sockjsOptions = { transports: [args['sockjs-transport']] };
+  }
+  const endpoints = { http_stream: 'http_stream', sse: 'sse', sockjs: 'sockjs' };
+  if (!endpoints[transport]) throw new Error(`unknown --transport ${JSON.stringify(transport)}`);
+  return { endpoint: [{ transport, endpoint: `${base}/connection/${endpoints[transport]}` }], options };
+}
+
+/**
+ * A `Centrifuge` client of `sdk` for `url` (over `--transport`, see `transportOptions`), recorded
+ * by `rec` as `who` (not connected yet). Fast reconnects so tests stay short.
  */
 export function newClient(sdk, url, rec, who, options = {}) {
-  const client = new sdk.Centrifuge(url, {
-    websocket: WebSocket,
+  const transport = transportOptions(url);
+  const client = new sdk.Centrifuge(transport.endpoint, {
+    ...transport.options,
     name: 'gyre-sdk-test',
     minReconnectDelay: 100,
     maxReconnectDelay: 1000,
