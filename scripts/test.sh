@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# The streaming transports' tests read responses with `curl -N`, as a user would.
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The demo page's browser test drives Debian's Chromium (through npm playwright-core).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # redis-module's build script runs bindgen, which loads libclang.

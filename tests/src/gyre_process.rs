@@ -279,7 +279,13 @@ impl GyreBuilder {
         let _ = writeln!(out, "address = \"127.0.0.1\"");
         let _ = writeln!(out, "port = {port}");
         let _ = writeln!(out, "\n[client]");
-        let _ = writeln!(out, "allowed_origins = [\"*\"]");
+        if !self
+            .client_extra
+            .iter()
+            .any(|line| line.starts_with("allowed_origins"))
+        {
+            let _ = writeln!(out, "allowed_origins = [\"*\"]");
+        }
         for line in &self.client_extra {
             let _ = writeln!(out, "{line}");
         }
