@@ -25,6 +25,7 @@ fn builder() -> GyreBuilder {
                 .allow_subscribe()
                 .allow_publish(),
         )
+        .namespace(Namespace::new("room").presence().allow_subscribe())
         .client_option(r#"allowed_origins = ["http://allowed.example"]"#)
         .extra_toml(ALL_TRANSPORTS)
 }
@@ -202,10 +203,37 @@ fn uni_streams_read_by_curl_receive_a_redis_cli_publication() {
 }
 
 on_both_engines! {
+    a_client_that_goes_away_leaves_at_once,
     last_event_id_resumes_every_channel,
     uni_connect_failures_end_with_a_disconnect_push,
     uni_websocket_sends_bare_pushes,
     emulated_http_stream_session,
+}
+
+/// An idle stream whose client hangs up ends its session right away (presence shows it), not
+/// at the next message or ping.
+fn a_client_that_goes_away_leaves_at_once(engine: EngineKind) {
+    let env = ProxyEnv::start(engine, builder());
+    let connect = json!({"token": token(&env, "alice"), "subs": {"room:1": {}}});
+    let clients =
+        || env.api("presence_stats", json!({"channel": "room:1"}))["result"]["num_clients"].clone();
+    for path in ["/connection/uni_http_stream", "/connection/uni_sse"] {
+        let stream = CurlStream::post(&env.gyre, path, &connect.to_string());
+        while stream
+            .line(WAIT)
+            .is_some_and(|line| !line.contains("connect"))
+        {}
+        assert_eq!(clients(), 1, "{path}");
+        drop(stream);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while clients() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{path}: still present after the client left"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// A browser EventSource reconnects with the last event id it saw: every channel in it is

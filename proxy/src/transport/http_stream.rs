@@ -199,7 +199,16 @@ async fn write_loop(
         return;
     }
     loop {
-        match outbox.next_batch(MAX_MESSAGES_PER_CHUNK).await {
+        let batch = tokio::select! {
+            batch = outbox.next_batch(MAX_MESSAGES_PER_CHUNK) => batch,
+            // hyper drops the response when the client goes away: end the session now, not at
+            // the next message or ping.
+            () = chunks.closed() => {
+                outbox.close(codes::CONNECTION_CLOSED);
+                return;
+            }
+        };
+        match batch {
             Batch::Messages(messages) => {
                 metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "http")
                     .increment(messages.len() as u64);
