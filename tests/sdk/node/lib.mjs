@@ -298,7 +298,8 @@ export function transportOptions(url, args = parseArgs()) {
   if (transport === 'websocket') return { endpoint: url, options: { websocket: WebSocket } };
   const base = url.replace(/^ws/, 'http').replace(/\/connection\/websocket$/, '');
   const options = { websocket: WebSocket, eventsource: EventSource, sockjs: SockJS };
-  if (args['emulation-endpoint']) options.emulationEndpoint = args['emulation-endpoint'];
+  // The SDK's default, '/emulation', is relative to a browser page: Node's fetch needs a full URL.
+  options.emulationEndpoint = args['emulation-endpoint'] || `${base}/emulation`;
   if (transport === 'sockjs') {
     // One sockjs-client sub-transport per run (`--sockjs-transport xhr-polling`, …).
     if (args['sockjs-transport']) options.sockjsOptions = { transports: [args['sockjs-transport']] };
