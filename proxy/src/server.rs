@@ -194,7 +194,18 @@ fn websocket_upgrade(
                 (Encoding::Json, None)
             };
             let limit = node.config.websocket.message_size_limit as usize;
-            (websocket::Flavor::Bidirectional(encoding), echo, limit)
+            let offers = headers
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            let deflate = (node.config.websocket.compression
+                && transport::permessage_deflate::accepts(offers))
+            .then(|| node.config.websocket.deflate());
+            (
+                websocket::Flavor::Bidirectional { encoding, deflate },
+                echo,
+                limit,
+            )
         }
         Kind::Unidirectional => {
             let flavor = websocket::Flavor::Unidirectional {
@@ -206,11 +217,18 @@ fn websocket_upgrade(
         }
     };
 
+    let compressed = matches!(
+        flavor,
+        websocket::Flavor::Bidirectional {
+            deflate: Some(_),
+            ..
+        }
+    );
     let upgrade = hyper::upgrade::on(&mut request);
     sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let socket = websocket::accept(upgraded, max_message_size).await;
+                let socket = websocket::accept(upgraded, max_message_size, compressed).await;
                 websocket::serve(node, socket, flavor).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
@@ -229,6 +247,12 @@ fn websocket_upgrade(
         response = response.header(
             header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(protocol),
+        );
+    }
+    if compressed {
+        response = response.header(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(transport::permessage_deflate::RESPONSE),
         );
     }
     response

@@ -35,6 +35,7 @@
 
 #![deny(missing_docs)]
 
+pub mod deflate;
 pub mod json;
 pub mod protobuf;
 
@@ -99,6 +100,44 @@ impl Encoding {
             // A message with no fields encodes to zero bytes; only its length prefix remains.
             Self::Protobuf => Bytes::from_static(&[0x00]),
         }
+    }
+}
+
+/// How one connection's messages look on the wire: its encoding, and the permessage-deflate
+/// compression it negotiated, if any. Broadcasts are encoded once per `Wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wire {
+    /// JSON or Protobuf.
+    pub encoding: Encoding,
+    /// Compress every message (WebSocket permessage-deflate).
+    pub deflate: Option<deflate::Deflate>,
+}
+
+impl Wire {
+    /// `encoding`, uncompressed.
+    pub const fn plain(encoding: Encoding) -> Self {
+        Self {
+            encoding,
+            deflate: None,
+        }
+    }
+
+    /// A Reply as this connection's outbox holds it.
+    pub fn encode_reply(&self, reply: &Reply) -> Result<Bytes, EncodeError> {
+        encode_reply(self.encoding, reply).map(|bytes| self.finish(bytes))
+    }
+
+    /// An encoded message (from [`encode_reply`]) as this connection's outbox holds it.
+    pub fn finish(&self, encoded: Bytes) -> Bytes {
+        match &self.deflate {
+            Some(deflate) => deflate.compress(&encoded),
+            None => encoded,
+        }
+    }
+
+    /// The empty message (a ping) as this connection's outbox holds it.
+    pub fn empty_message(&self) -> Bytes {
+        self.finish(self.encoding.empty_message())
     }
 }
 

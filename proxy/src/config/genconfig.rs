@@ -307,6 +307,18 @@ const DOCS: &[(&str, &str)] = &[
         "How long one write may block before the connection is dropped.",
     ),
     (
+        "websocket.compression",
+        "Negotiate permessage-deflate with clients that offer it. Each publication is\ncompressed once and the same bytes go to every compressing subscriber.",
+    ),
+    (
+        "websocket.compression_level",
+        "zlib level of that compression: 1 (fastest) to 9.",
+    ),
+    (
+        "websocket.compression_min_size",
+        "Messages shorter than this many bytes go uncompressed.",
+    ),
+    (
         "http_stream",
         "HTTP-streaming with bidirectional emulation (/connection/http_stream), a\nWebSocket fallback for centrifuge-js; its commands arrive through /emulation.",
     ),

@@ -358,6 +358,12 @@ pub struct WebSocket {
     /// How long one write to the socket may block before the connection is dropped.
     #[serde(with = "duration")]
     pub write_timeout: Duration,
+    /// Negotiate permessage-deflate with clients that offer it.
+    pub compression: bool,
+    /// zlib level, 1 (fastest) to 9.
+    pub compression_level: u8,
+    /// Messages shorter than this many bytes are sent uncompressed (as stored blocks).
+    pub compression_min_size: u32,
 }
 
 impl Default for WebSocket {
@@ -365,6 +371,19 @@ impl Default for WebSocket {
         Self {
             message_size_limit: 65_536,
             write_timeout: Duration::from_secs(1),
+            compression: false,
+            compression_level: 1,
+            compression_min_size: 0,
+        }
+    }
+}
+
+impl WebSocket {
+    /// How a connection that negotiated permessage-deflate is compressed.
+    pub fn deflate(&self) -> gyre_proto::codec::deflate::Deflate {
+        gyre_proto::codec::deflate::Deflate {
+            level: self.compression_level,
+            min_size: self.compression_min_size as usize,
         }
     }
 }

@@ -33,6 +33,12 @@ pub enum Invalid {
     SubSecond { path: String, value: Duration },
     #[error("`{path}` must be greater than 0")]
     Zero { path: String },
+    #[error("`{path}` = {value}: {reason}")]
+    OutOfRange {
+        path: String,
+        value: u64,
+        reason: &'static str,
+    },
     #[error("namespace name `{name}` at `{path}` must be at least 2 of a-z A-Z 0-9 - _ .")]
     BadNamespaceName { path: String, name: String },
     #[error("namespace `{name}` at `{path}` is defined twice")]
@@ -157,6 +163,13 @@ impl Config {
             out,
         );
         positive("websocket.write_timeout", self.websocket.write_timeout, out);
+        if !(1..=9).contains(&self.websocket.compression_level) {
+            out.push(Invalid::OutOfRange {
+                path: "websocket.compression_level".into(),
+                value: u64::from(self.websocket.compression_level),
+                reason: "use 1 (fastest) to 9",
+            });
+        }
         if !client.ping_interval.is_zero() && client.pong_timeout >= client.ping_interval {
             out.push(Invalid::PongNotBelowPing {
                 ping: client.ping_interval,

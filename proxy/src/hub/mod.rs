@@ -14,6 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use gyre_proto::codec::Wire;
 use gyre_proto::protocol::{Join, Leave, Push, Reply};
 use gyre_proto::{ClientInfo, Encoding, Publication};
 use parking_lot::Mutex;
@@ -325,7 +326,7 @@ impl Hub {
         // One clock read per publication, not per subscriber.
         let now = std::time::Instant::now();
         for subscriber in subscribers {
-            match encoded.get(subscriber.encoding) {
+            match encoded.get(subscriber.wire) {
                 Some(message) => {
                     subscriber.deliver_publication(publication.offset, epoch, message, now)
                 }
@@ -352,7 +353,7 @@ impl Hub {
             ..Default::default()
         });
         for subscriber in subscribers.iter().filter(|s| s.join_leave) {
-            if let Some(message) = encoded.get(subscriber.encoding) {
+            if let Some(message) = encoded.get(subscriber.wire) {
                 subscriber.deliver_presence(message);
             }
         }
@@ -369,12 +370,22 @@ pub fn client_publication(publication: &Publication) -> Publication {
     }
 }
 
-/// A push encoded lazily, at most once per encoding.
+/// A push encoded lazily, at most once per encoding, and compressed at most once per encoding
+/// for the connections that negotiated permessage-deflate.
 struct Encoded<F> {
     build: Option<F>,
     reply: Reply,
-    json: Option<Option<Bytes>>,
-    protobuf: Option<Option<Bytes>>,
+    /// Indexed by [`slot`]: JSON, Protobuf, then the same deflated.
+    slots: [Option<Option<Bytes>>; 4],
+}
+
+/// Where a wire format's bytes are kept in [`Encoded`].
+fn slot(encoding: Encoding, deflated: bool) -> usize {
+    let encoding = match encoding {
+        Encoding::Json => 0,
+        Encoding::Protobuf => 1,
+    };
+    encoding + if deflated { 2 } else { 0 }
 }
 
 impl<F: FnOnce() -> Push> Encoded<F> {
@@ -382,29 +393,103 @@ impl<F: FnOnce() -> Push> Encoded<F> {
         Self {
             build: Some(build),
             reply: Reply::default(),
-            json: None,
-            protobuf: None,
+            slots: Default::default(),
         }
     }
 
-    /// The reply carrying the push in `encoding`; `None` if it cannot be encoded that way (data
-    /// that is not JSON, for a JSON client: nothing valid can be sent, so it is skipped).
-    fn get(&mut self, encoding: Encoding) -> Option<&Bytes> {
-        if let Some(build) = self.build.take() {
-            self.reply.push = Some(build());
-        }
-        let reply = &self.reply;
-        let slot = match encoding {
-            Encoding::Json => &mut self.json,
-            Encoding::Protobuf => &mut self.protobuf,
-        };
-        slot.get_or_insert_with(|| match gyre_proto::codec::encode_reply(encoding, reply) {
-            Ok(bytes) => Some(bytes),
-            Err(error) => {
-                tracing::warn!(%error, "push not encodable for {encoding:?} clients");
-                None
+    /// The reply carrying the push as `wire` wants it; `None` if it cannot be encoded that way
+    /// (data that is not JSON, for a JSON client: nothing valid can be sent).
+    fn get(&mut self, wire: Wire) -> Option<&Bytes> {
+        let plain = slot(wire.encoding, false);
+        if self.slots[plain].is_none() {
+            if let Some(build) = self.build.take() {
+                self.reply.push = Some(build());
             }
-        })
-        .as_ref()
+            let encoding = wire.encoding;
+            self.slots[plain] = Some(
+                match gyre_proto::codec::encode_reply(encoding, &self.reply) {
+                    Ok(bytes) => Some(bytes),
+                    Err(error) => {
+                        tracing::warn!(%error, "push not encodable for {encoding:?} clients");
+                        None
+                    }
+                },
+            );
+        }
+        let Some(deflate) = wire.deflate else {
+            return self.slots[plain].as_ref().and_then(Option::as_ref);
+        };
+        let compressed = slot(wire.encoding, true);
+        if self.slots[compressed].is_none() {
+            let encoded = self.slots[plain].clone().flatten();
+            self.slots[compressed] = Some(encoded.map(|bytes| deflate.compress(&bytes)));
+        }
+        self.slots[compressed].as_ref().and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Batch, Outbox};
+    use gyre_proto::codec::deflate::{self, Deflate};
+
+    /// A live subscriber of `channel` on `hub` with its own outbox.
+    fn subscriber(hub: &Hub, connection: ConnectionId, wire: Wire) -> Arc<Outbox> {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let (control, _) = tokio::sync::mpsc::unbounded_channel();
+        let subscription = Arc::new(Subscription::new(
+            connection,
+            "news".into(),
+            wire,
+            false,
+            Arc::clone(&outbox),
+            control,
+        ));
+        subscription.go_live(None, LivePosition::default());
+        hub.add(subscription);
+        outbox
+    }
+
+    async fn single(outbox: &Outbox) -> Bytes {
+        match outbox.next_batch(10).await {
+            Batch::Messages(mut messages) if messages.len() == 1 => messages.remove(0),
+            other => panic!("expected one message, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publication_is_encoded_and_compressed_once_for_all_subscribers() {
+        let hub = Hub::new();
+        let compressed = Wire {
+            encoding: Encoding::Json,
+            deflate: Some(Deflate {
+                level: 1,
+                min_size: 0,
+            }),
+        };
+        let outboxes = [
+            subscriber(&hub, 1, compressed),
+            subscriber(&hub, 2, compressed),
+            subscriber(&hub, 3, Wire::plain(Encoding::Json)),
+            subscriber(&hub, 4, Wire::plain(Encoding::Json)),
+        ];
+        hub.dispatch(EngineEvent::Publication {
+            channel: "news".into(),
+            publication: Box::new(Publication {
+                data: Bytes::from_static(br#"{"text":"compress me once, compress me once"}"#),
+                ..Default::default()
+            }),
+            epoch: String::new(),
+        });
+        let mut received = Vec::new();
+        for outbox in &outboxes {
+            received.push(single(outbox).await);
+        }
+        // The very same bytes (one allocation) per wire format.
+        assert_eq!(received[0].as_ptr(), received[1].as_ptr());
+        assert_eq!(received[2].as_ptr(), received[3].as_ptr());
+        let payload = deflate::message_payload(Encoding::Json, &received[..1]);
+        assert_eq!(deflate::inflate(&payload, 1 << 16).unwrap(), received[2]);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gyre_proto::Encoding;
+use gyre_proto::codec::Wire;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -47,7 +47,8 @@ pub type ConnectionId = u64;
 pub struct Subscription {
     pub connection: ConnectionId,
     pub channel: String,
-    pub encoding: Encoding,
+    /// How this connection's outbox holds messages (broadcasts are encoded once per wire).
+    pub wire: Wire,
     /// The client receives join and leave pushes.
     pub join_leave: bool,
     outbox: Arc<Outbox>,
@@ -91,7 +92,7 @@ impl Subscription {
     pub fn new(
         connection: ConnectionId,
         channel: String,
-        encoding: Encoding,
+        wire: Wire,
         join_leave: bool,
         outbox: Arc<Outbox>,
         control: ControlSender,
@@ -99,7 +100,7 @@ impl Subscription {
         Self {
             connection,
             channel,
-            encoding,
+            wire,
             join_leave,
             outbox,
             control,
@@ -250,7 +251,14 @@ mod tests {
     fn subscription() -> (Subscription, Arc<Outbox>, mpsc::UnboundedReceiver<Control>) {
         let outbox = Arc::new(Outbox::new(1 << 20));
         let (tx, rx) = mpsc::unbounded_channel();
-        let sub = Subscription::new(1, "ch".into(), Encoding::Json, false, outbox.clone(), tx);
+        let sub = Subscription::new(
+            1,
+            "ch".into(),
+            Wire::plain(gyre_proto::Encoding::Json),
+            false,
+            outbox.clone(),
+            tx,
+        );
         (sub, outbox, rx)
     }
 

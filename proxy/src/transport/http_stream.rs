@@ -277,6 +277,7 @@ pub async fn http_stream(
         name: "http_stream",
         encoding,
         mode: Mode::Emulated,
+        deflate: None,
     };
     let body = start(&node, &sessions, transport, framing, connect);
     shared::stream_response(content_type, &cors, body)
@@ -301,6 +302,7 @@ pub async fn sse(
         name: "sse",
         encoding: Encoding::Json,
         mode: Mode::Emulated,
+        deflate: None,
     };
     let framing = Framing::Events {
         uni: false,
@@ -392,6 +394,7 @@ fn uni_transport(name: &'static str) -> TransportInfo {
         name,
         encoding: Encoding::Json,
         mode: Mode::Unidirectional,
+        deflate: None,
     }
 }
 

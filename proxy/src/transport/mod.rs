@@ -2,7 +2,8 @@
 //! (`protocol::session`) through [`driver`] and writes what the connection's queue
 //! (`crate::queue`) holds.
 //!
-//! - [`websocket`]: bidirectional WebSocket, and unidirectional (`uni_websocket`).
+//! - [`websocket`]: bidirectional WebSocket, and unidirectional (`uni_websocket`);
+//!   [`permessage_deflate`]: its compression, negotiated per connection, compressed once.
 //! - [`http_stream`]: the long-lived HTTP responses: `http_stream` and `sse` with bidirectional
 //!   emulation, `uni_http_stream` and `uni_sse`.
 //! - [`emulation`]: `/emulation`, the client→server half of the emulated transports, routed to
@@ -17,6 +18,7 @@ pub mod driver;
 pub mod emulation;
 pub mod http;
 pub mod http_stream;
+pub mod permessage_deflate;
 pub mod sockjs;
 pub mod uni;
 pub mod websocket;

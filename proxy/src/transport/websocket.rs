@@ -22,11 +22,15 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::driver::Connection;
+use super::permessage_deflate::InflatingIo;
 use super::uni;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
+use gyre_proto::codec::deflate::{self, Deflate};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// Most messages written as one WebSocket message.
 const MAX_MESSAGES_PER_FRAME: usize = 64;
@@ -36,23 +40,29 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// default (128 KiB) would cost that much memory per connection.
 const READ_BUFFER: usize = 4096;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<InflatingIo<TokioIo<Upgraded>>>;
 
-/// Wraps an upgraded connection with our WebSocket limits.
-pub async fn accept(upgraded: Upgraded, max_message_size: usize) -> Socket {
+/// Wraps an upgraded connection with our WebSocket limits; `compressed` when the handshake
+/// negotiated permessage-deflate.
+pub async fn accept(upgraded: Upgraded, max_message_size: usize, compressed: bool) -> Socket {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size));
-    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await
+    let io = InflatingIo::new(TokioIo::new(upgraded), compressed, max_message_size);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
 }
 
 /// What a WebSocket connection carries.
 #[derive(Debug, Clone)]
 pub enum Flavor {
-    /// `/connection/websocket`: commands in, replies and pushes out, batched per message.
-    Bidirectional(Encoding),
+    /// `/connection/websocket`: commands in, replies and pushes out, batched per message;
+    /// compressed when the client negotiated permessage-deflate.
+    Bidirectional {
+        encoding: Encoding,
+        deflate: Option<Deflate>,
+    },
     /// `/connection/uni_websocket`: a ConnectRequest in (`cf_connect`, else the first message),
     /// then only JSON pushes out, one per message unless `join` puts a batch in one message.
     Unidirectional {
@@ -63,9 +73,13 @@ pub enum Flavor {
 
 /// Runs one WebSocket connection to its end.
 pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
-    let (encoding, mode, name) = match &flavor {
-        Flavor::Bidirectional(encoding) => (*encoding, Mode::Bidirectional, "websocket"),
-        Flavor::Unidirectional { .. } => (Encoding::Json, Mode::Unidirectional, "uni_websocket"),
+    let (encoding, deflate, mode, name) = match &flavor {
+        Flavor::Bidirectional { encoding, deflate } => {
+            (*encoding, *deflate, Mode::Bidirectional, "websocket")
+        }
+        Flavor::Unidirectional { .. } => {
+            (Encoding::Json, None, Mode::Unidirectional, "uni_websocket")
+        }
     };
     let mut connection = Connection::open(
         &node,
@@ -73,13 +87,17 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
             name,
             encoding,
             mode,
+            deflate,
         },
     );
     let outbox = Arc::clone(connection.outbox());
     let (sink, stream) = socket.split();
     let write_timeout = node.config.websocket.write_timeout;
     let shape = match &flavor {
-        Flavor::Bidirectional(_) => Shape::Batched(encoding),
+        Flavor::Bidirectional { .. } => Shape::Batched {
+            encoding,
+            compressed: deflate.is_some(),
+        },
         Flavor::Unidirectional { join, .. } => Shape::Pushes { join: *join },
     };
     let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), shape, write_timeout));
@@ -108,7 +126,7 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
         )
     };
     let end = match flavor {
-        Flavor::Bidirectional(_) => connection.run(frames.by_ref().map(Ok)).await,
+        Flavor::Bidirectional { .. } => connection.run(frames.by_ref().map(Ok)).await,
         Flavor::Unidirectional { cf_connect, .. } => {
             // The connect request comes from `cf_connect` or else is the first message; what
             // the client sends after it is read (to notice its close) and ignored.
@@ -142,8 +160,12 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
 /// How queued messages become WebSocket messages.
 #[derive(Debug, Clone, Copy)]
 enum Shape {
-    /// Everything queued as one message, joined per the encoding's framing.
-    Batched(Encoding),
+    /// Everything queued as one message, joined per the encoding's framing; with `compressed`,
+    /// the queued messages are permessage-deflate pieces and the message goes out with RSV1.
+    Batched {
+        encoding: Encoding,
+        compressed: bool,
+    },
     /// Unidirectional pushes, one per message, or joined with `\n` into one.
     Pushes { join: bool },
 }
@@ -157,7 +179,7 @@ async fn write_loop(
     write_timeout: Duration,
 ) {
     let encoding = match shape {
-        Shape::Batched(encoding) => encoding,
+        Shape::Batched { encoding, .. } => encoding,
         Shape::Pushes { .. } => Encoding::Json,
     };
     let mut frame = FrameBuilder::new(encoding);
@@ -181,7 +203,19 @@ async fn write_loop(
         metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket")
             .increment(messages.len() as u64);
         let written = match shape {
-            Shape::Batched(_) => {
+            Shape::Batched {
+                compressed: true, ..
+            } => {
+                let payload = deflate::message_payload(encoding, &messages);
+                let opcode = match encoding {
+                    Encoding::Protobuf => OpCode::Data(Data::Binary),
+                    Encoding::Json => OpCode::Data(Data::Text),
+                };
+                let mut frame = Frame::message(payload, opcode, true);
+                frame.header_mut().rsv1 = true;
+                send(&mut sink, Message::Frame(frame), write_timeout).await
+            }
+            Shape::Batched { .. } => {
                 let payload = if let [single] = messages.as_slice() {
                     single.clone()
                 } else {

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use gyre_proto::codec::{self, FrameDecoder};
+use gyre_proto::codec::deflate::Deflate;
+use gyre_proto::codec::{FrameDecoder, Wire};
 use gyre_proto::protocol::{Command, Reply};
 use gyre_proto::{ClientInfo, Encoding};
 
@@ -75,6 +76,8 @@ pub struct TransportInfo {
     pub name: &'static str,
     pub encoding: Encoding,
     pub mode: Mode,
+    /// WebSocket permessage-deflate, when the client negotiated it.
+    pub deflate: Option<Deflate>,
 }
 
 /// How the client talks to the session.
@@ -165,6 +168,14 @@ impl Session {
 
     pub fn encoding(&self) -> Encoding {
         self.transport.encoding
+    }
+
+    /// How this connection's outbox holds messages.
+    pub fn wire(&self) -> Wire {
+        Wire {
+            encoding: self.transport.encoding,
+            deflate: self.transport.deflate,
+        }
     }
 
     /// Handles one frame from the client: every command in it, in order.
@@ -339,6 +350,7 @@ impl Session {
     /// Pings, pong deadline, presence refresh, connection and subscription expiry.
     pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), Disconnect> {
         let config = Arc::clone(&self.node.config);
+        let ping = self.wire().empty_message();
         let connected = match &mut self.state {
             State::Connecting { deadline } if now >= *deadline => return Err(codes::STALE),
             State::Connecting { .. } => return Ok(()),
@@ -350,7 +362,7 @@ impl Session {
             return Err(codes::NO_PONG);
         }
         if connected.pong_deadline.is_none() && now >= connected.next_ping {
-            self.outbox.push(self.transport.encoding.empty_message());
+            self.outbox.push(ping);
             if !config.client.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional
             {
                 connected.pong_deadline = Some(now + config.client.pong_timeout);
@@ -397,7 +409,7 @@ impl Session {
 
     /// Encodes and queues one message for this client.
     fn queue(&self, reply: &Reply) -> bool {
-        match codec::encode_reply(self.encoding(), reply) {
+        match self.wire().encode_reply(reply) {
             Ok(bytes) => self.outbox.push(bytes),
             Err(error) => {
                 tracing::warn!(client = %self.client, %error, "reply not encodable");

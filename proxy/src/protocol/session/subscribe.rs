@@ -120,7 +120,7 @@ impl Session {
             subscribe: Some(joined.result),
             ..Default::default()
         };
-        match gyre_proto::codec::encode_reply(self.encoding(), &reply) {
+        match self.wire().encode_reply(&reply) {
             Ok(bytes) => {
                 joined.subscription.go_live(Some(bytes), joined.live);
                 Ok(())
@@ -181,7 +181,7 @@ impl Session {
             }),
             ..Default::default()
         };
-        match gyre_proto::codec::encode_reply(self.encoding(), &push) {
+        match self.wire().encode_reply(&push) {
             Ok(bytes) => {
                 joined.subscription.go_live(Some(bytes), joined.live);
             }
@@ -206,7 +206,7 @@ impl Session {
         let subscription = Arc::new(Subscription::new(
             self.id,
             channel.to_owned(),
-            self.encoding(),
+            self.wire(),
             grant.join_leave_pushes,
             Arc::clone(&self.outbox),
             self.control.clone(),
