@@ -36,7 +36,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// default (128 KiB) would cost that much memory per connection.
 const READ_BUFFER: usize = 4096;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Wraps an upgraded connection with our WebSocket limits.
 pub async fn accept(upgraded: Upgraded, max_message_size: usize) -> Socket {
