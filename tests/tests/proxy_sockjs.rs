@@ -581,6 +581,30 @@ fn a_session_without_requests_is_closed_after_the_disconnect_delay() {
 }
 
 #[test]
+fn a_stream_whose_client_went_away_leaves_the_session_to_expire() {
+    let gyre = gyre();
+    let port = gyre.port();
+    let session = new_session();
+    connect_polling(&gyre, &session, "hank");
+    let mut stream = Exchange::open(
+        port,
+        "POST",
+        &session_path(&session, "xhr_streaming"),
+        &[],
+        b"",
+    );
+    stream.read_until("the prelude", |t| t.len() >= 2049);
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(3000));
+    let (status, _) = send(
+        port,
+        &session,
+        &["{\"id\":2,\"presence\":{\"channel\":\"chat:x\"}}"],
+    );
+    assert_eq!(status, 404, "the session of the vanished stream is gone");
+}
+
+#[test]
 fn the_close_frame_carries_the_disconnect() {
     let gyre = gyre();
     let port = gyre.port();

@@ -96,14 +96,6 @@ impl Sessions {
             by_id.remove(id);
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Opens the Centrifuge connection of a new session and spawns its task: it runs the connection
@@ -351,7 +343,12 @@ pub async fn stream(
         return give_up(&session, disconnect);
     }
     while written < STREAM_LIMIT {
-        let frame = next_frame(&session.outbox, heartbeat_delay).await;
+        let frame = tokio::select! {
+            frame = next_frame(&session.outbox, heartbeat_delay) => frame,
+            // The response was dropped (the client went away): detach now rather than at the
+            // next heartbeat, so that the disconnect delay starts counting.
+            () = chunks.closed() => return,
+        };
         let chunk = receiver.wrap(frame.bytes());
         written += chunk.len();
         let sent = send(&chunks, chunk, write_timeout).await;
