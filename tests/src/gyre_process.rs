@@ -1005,6 +1005,17 @@ impl SdkEnv {
         }
     }
 
+    /// Redis engine, Redis without persistence, and gyre configured further by `configure`
+    /// (e.g. a transport's table through [`GyreBuilder::extra_toml`]).
+    pub fn redis_configured(configure: impl FnOnce(GyreBuilder) -> GyreBuilder) -> Self {
+        let redis = RedisServer::builder().tcp().start();
+        let gyre = configure(Self::gyre_builder()).redis(&redis).start();
+        Self {
+            gyre,
+            redis: Some(redis),
+        }
+    }
+
     /// Memory engine, no Redis.
     pub fn memory() -> Self {
         Self {
@@ -1241,6 +1252,38 @@ pub mod sdk_expect {
         );
         let data: Vec<Json> = (1..=total).map(|n| json!({"n": n})).collect();
         assert_eq!(json_data(&r["received"]), data);
+    }
+
+    /// `token_errors`: a bad signature ends with 3500 and no reconnect; an expired token is
+    /// refreshed through getToken (one connect error 109); without getToken the SDK gives up.
+    pub fn token_errors(r: &Json) {
+        let bad = &r["badSignature"];
+        assert_eq!(bad["disconnected"]["code"], 3500, "bad signature: {bad}");
+        assert_eq!(bad["state"], "disconnected", "3500 is terminal: {bad}");
+        assert_eq!(bad["connectedCount"], 0, "{bad}");
+        assert_eq!(bad["connectingCount"], 1, "no reconnect after 3500: {bad}");
+
+        let expired = &r["expired"];
+        assert_eq!(
+            expired["errors"],
+            json!([{"type": "connect", "code": 109}]),
+            "expired token: {expired}"
+        );
+        assert_eq!(expired["getTokenCalls"], 1, "{expired}");
+        assert_eq!(expired["state"], "connected", "{expired}");
+
+        let gave_up = &r["expiredNoRefresh"];
+        assert_eq!(
+            gave_up["errors"][0],
+            json!({"type": "connect", "code": 109}),
+            "{gave_up}"
+        );
+        assert_eq!(
+            gave_up["disconnected"]["code"], 1,
+            "unauthorized: {gave_up}"
+        );
+        assert_eq!(gave_up["connectedCount"], 0, "{gave_up}");
+        assert_eq!(gave_up["state"], "disconnected", "{gave_up}");
     }
 
     /// `token_refresh`: at least two refreshes (the second getToken call proves the refresh reply

@@ -130,8 +130,10 @@ impl CurlStream {
                 data = Some(serde_json::from_str(text).expect("event data is JSON"));
             } else if let Some(text) = line.strip_prefix("id: ") {
                 id = Some(text.to_owned());
-            } else if line.is_empty() && data.is_some() {
-                return (data.expect("checked"), id);
+            } else if line.is_empty()
+                && let Some(data) = data.take()
+            {
+                return (data, id);
             }
         }
     }
@@ -481,11 +483,21 @@ fn request(
     http_request(gyre.port(), method, path, headers, body).expect("HTTP request")
 }
 
+/// Method, path, headers, body; the status and a part of the message expected.
+type BadRequest<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Vec<u8>,
+    u16,
+    &'a str,
+);
+
 #[test]
 fn bad_requests_get_clear_4xx_answers() {
     let gyre = builder().memory().start();
     let json_type = [("Content-Type", "application/json")];
-    let cases: Vec<(&str, &str, &[(&str, &str)], Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadRequest> = vec![
         (
             "GET",
             "/connection/http_stream",

@@ -19,6 +19,8 @@ pub struct Node {
     pub verifier: Verifier,
     /// When this node started (server API `info`: uptime).
     pub started: std::time::Instant,
+    /// The sessions of SockJS's HTTP sub-transports, which outlive their requests.
+    pub sockjs: crate::transport::sockjs::Sessions,
     next_connection: AtomicU64,
 }
 
@@ -36,6 +38,7 @@ impl Node {
             hub: Hub::new(),
             verifier,
             started: std::time::Instant::now(),
+            sockjs: crate::transport::sockjs::Sessions::default(),
             next_connection: AtomicU64::new(1),
         }
     }

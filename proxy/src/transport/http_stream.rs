@@ -137,6 +137,14 @@ pub struct StreamBody {
     chunks: mpsc::Receiver<Bytes>,
 }
 
+/// A response body streaming what a writer task sends into `chunks`; it ends when the writer
+/// drops its sender.
+pub(crate) fn stream_body(chunks: mpsc::Receiver<Bytes>) -> Body {
+    StreamBody { chunks }
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 impl http_body::Body for StreamBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -180,9 +188,7 @@ fn start(
             tracing::debug!("stream writer did not finish in time");
         }
     });
-    StreamBody { chunks: rx }
-        .map_err(|never| match never {})
-        .boxed()
+    stream_body(rx)
 }
 
 async fn write_loop(

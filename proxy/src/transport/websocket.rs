@@ -40,7 +40,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// default (128 KiB) would cost that much memory per connection.
 const READ_BUFFER: usize = 4096;
 
-type Socket = WebSocketStream<InflatingIo<TokioIo<Upgraded>>>;
+pub type Socket = WebSocketStream<InflatingIo<TokioIo<Upgraded>>>;
 
 /// Wraps an upgraded connection with our WebSocket limits; `compressed` when the handshake
 /// negotiated permessage-deflate.

@@ -1,0 +1,386 @@
+//! The sessions of the HTTP sub-transports (`xhr`, `xhr_streaming`, `eventsource`, and
+//! `xhr_send` for the client's messages), kept in this node's [`Sessions`].
+//!
+//! A session outlives the requests that carry it: a receiving request attaches to it, takes
+//! what waits in the connection's outbox, and detaches when its response ends (a poll after one
+//! frame, a stream after [`STREAM_LIMIT`] bytes). Between requests, replies wait in the outbox
+//! (bounded by `client.queue_max_size`), nowhere else. A session without a receiving request
+//! for `sockjs.disconnect_delay` is over: its Centrifuge connection closes as if the client had
+//! gone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use gyre_proto::Encoding;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::task::TaskTracker;
+
+use super::frames;
+use crate::protocol::codes::{self, Disconnect};
+use crate::protocol::node::Node;
+use crate::protocol::session::{Mode, TransportInfo};
+use crate::queue::{Batch, Outbox};
+use crate::transport::driver::Connection;
+
+/// Most queued replies carried by one `a[...]` frame.
+const MAX_MESSAGES_PER_FRAME: usize = 64;
+/// Bytes after which a streaming response ends and the client opens the next one on the same
+/// session (SockJS's `response_limit`): keeps browsers from holding an ever-growing response.
+pub const STREAM_LIMIT: usize = 128 * 1024;
+/// Client messages waiting for the session to take them; `xhr_send` waits beyond this.
+const INBOUND_CAPACITY: usize = 16;
+
+/// This node's sessions by SockJS session id. Sessions live only here: every request of a
+/// session must reach this node (sticky routing, see the module documentation).
+#[derive(Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Arc<PollSession>>>,
+}
+
+pub struct PollSession {
+    outbox: Arc<Outbox>,
+    inbound: mpsc::Sender<Bytes>,
+    receiver: Mutex<ReceiverSlot>,
+    /// Signalled when a receiver attaches or detaches (wakes [`PollSession::abandoned`]).
+    receiver_changed: Notify,
+    /// Signalled once a receiver has written the close frame: the session can be forgotten.
+    close_delivered: Notify,
+}
+
+struct ReceiverSlot {
+    attached: bool,
+    detached_at: Instant,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    /// The session existed.
+    Existing(Arc<PollSession>),
+    /// The session was created by this request, which must send the open frame.
+    Created(Arc<PollSession>),
+}
+
+impl Sessions {
+    pub fn get(&self, id: &str) -> Option<Arc<PollSession>> {
+        self.by_id.lock().get(id).cloned()
+    }
+
+    /// The session `id`, created (and its Centrifuge connection started) if it does not exist
+    /// and `may_create` allows it (the node's connection limit).
+    pub fn get_or_create(
+        &self,
+        node: &Arc<Node>,
+        tracker: &TaskTracker,
+        id: &str,
+        may_create: impl FnOnce() -> bool,
+    ) -> Option<Lookup> {
+        let mut by_id = self.by_id.lock();
+        if let Some(session) = by_id.get(id) {
+            return Some(Lookup::Existing(Arc::clone(session)));
+        }
+        if !may_create() {
+            return None;
+        }
+        let session = start(node, tracker, id.to_owned());
+        by_id.insert(id.to_owned(), Arc::clone(&session));
+        Some(Lookup::Created(session))
+    }
+
+    fn forget(&self, id: &str, session: &Arc<PollSession>) {
+        let mut by_id = self.by_id.lock();
+        if by_id.get(id).is_some_and(|held| Arc::ptr_eq(held, session)) {
+            by_id.remove(id);
+        }
+    }
+}
+
+/// Opens the Centrifuge connection of a new session and spawns its task: it runs the connection
+/// on the client's messages until the session ends, then waits for a receiver to collect the
+/// close frame (or for none to come) and forgets the session.
+fn start(node: &Arc<Node>, tracker: &TaskTracker, id: String) -> Arc<PollSession> {
+    let mut connection = Connection::open(node, transport_info());
+    let (inbound, mut messages) = mpsc::channel(INBOUND_CAPACITY);
+    let session = Arc::new(PollSession {
+        outbox: Arc::clone(connection.outbox()),
+        inbound,
+        receiver: Mutex::new(ReceiverSlot {
+            attached: false,
+            detached_at: Instant::now(),
+        }),
+        receiver_changed: Notify::new(),
+        close_delivered: Notify::new(),
+    });
+    let disconnect_delay = node.config.sockjs.disconnect_delay;
+    let node = Arc::clone(node);
+    let task_session = Arc::clone(&session);
+    tracker.spawn(async move {
+        let session = task_session;
+        let watched = Arc::clone(&session);
+        // The client's messages, ending (client gone) once no request came for the delay.
+        let inbound = futures_util::stream::poll_fn(move |cx| messages.poll_recv(cx))
+            .map(Ok)
+            .take_until(async move { watched.abandoned(disconnect_delay).await });
+        let end = connection.run(inbound).await;
+        connection.close(end).await;
+        tokio::select! {
+            () = session.close_delivered.notified() => {}
+            () = session.abandoned(disconnect_delay) => {}
+        }
+        node.sockjs.forget(&id, &session);
+    });
+    session
+}
+
+pub fn transport_info() -> TransportInfo {
+    TransportInfo {
+        name: "sockjs",
+        encoding: Encoding::Json,
+        mode: Mode::Bidirectional,
+        deflate: None,
+    }
+}
+
+impl PollSession {
+    /// Hands the client's messages to the session, in order. False when the session is over.
+    pub async fn deliver(&self, messages: Vec<Bytes>) -> bool {
+        for message in messages {
+            if self.inbound.send(message).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes this request the session's receiver, unless another one is.
+    pub fn attach(self: &Arc<Self>) -> Option<Attached> {
+        let mut slot = self.receiver.lock();
+        if slot.attached {
+            return None;
+        }
+        slot.attached = true;
+        drop(slot);
+        self.receiver_changed.notify_waiters();
+        Some(Attached(Arc::clone(self)))
+    }
+
+    /// Resolves once the session has had no receiver for `delay`.
+    async fn abandoned(&self, delay: Duration) {
+        loop {
+            let changed = self.receiver_changed.notified();
+            tokio::pin!(changed);
+            // Registered before reading the slot, so a change in between still wakes us.
+            changed.as_mut().enable();
+            let deadline = {
+                let slot = self.receiver.lock();
+                (!slot.attached).then(|| slot.detached_at + delay)
+            };
+            match deadline {
+                None => changed.await,
+                Some(deadline) => tokio::select! {
+                    () = changed => {}
+                    () = tokio::time::sleep_until(deadline.into()) => return,
+                },
+            }
+        }
+    }
+}
+
+/// The receiving request's hold on its session; dropping it (the response ended, or the client
+/// went away mid-request) starts the session's disconnect delay.
+pub struct Attached(Arc<PollSession>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let mut slot = self.0.receiver.lock();
+        slot.attached = false;
+        slot.detached_at = Instant::now();
+        drop(slot);
+        self.0.receiver_changed.notify_waiters();
+    }
+}
+
+/// A frame for the receiver.
+pub enum Frame {
+    Messages(Bytes),
+    Heartbeat,
+    /// The session is over; nothing follows.
+    Close(Bytes),
+}
+
+impl Frame {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Messages(frame) | Self::Close(frame) => frame,
+            Self::Heartbeat => frames::HEARTBEAT,
+        }
+    }
+}
+
+/// The next frame from a connection's outbox: its queued replies, its close frame, or a
+/// heartbeat after `heartbeat_delay` of silence.
+pub async fn next_frame(outbox: &Outbox, heartbeat_delay: Duration) -> Frame {
+    tokio::select! {
+        batch = outbox.next_batch(MAX_MESSAGES_PER_FRAME) => match batch {
+            Batch::Messages(replies) => {
+                metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "sockjs")
+                    .increment(replies.len() as u64);
+                Frame::Messages(frames::messages(&replies))
+            }
+            Batch::Close(disconnect) => Frame::Close(frames::close(&disconnect)),
+        },
+        () = tokio::time::sleep(heartbeat_delay) => Frame::Heartbeat,
+    }
+}
+
+/// How a receiving sub-transport lays frames out in its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiver {
+    /// `xhr`: one frame, then the response ends.
+    Polling,
+    /// `xhr_streaming`: a 2 KiB prelude (so browsers start handing out the response), then
+    /// newline-terminated frames.
+    XhrStreaming,
+    /// `eventsource`: one `data:` event per frame.
+    EventSource,
+}
+
+impl Receiver {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Polling | Self::XhrStreaming => "application/javascript; charset=UTF-8",
+            Self::EventSource => "text/event-stream; charset=UTF-8",
+        }
+    }
+
+    pub fn prelude(self) -> Option<Bytes> {
+        match self {
+            Self::Polling => None,
+            Self::XhrStreaming => {
+                let mut prelude = BytesMut::with_capacity(2049);
+                prelude.put_bytes(b'h', 2048);
+                prelude.put_u8(b'\n');
+                Some(prelude.freeze())
+            }
+            Self::EventSource => Some(Bytes::from_static(b"\r\n")),
+        }
+    }
+
+    pub fn wrap(self, frame: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(frame.len() + 10);
+        match self {
+            Self::Polling | Self::XhrStreaming => {
+                out.put_slice(frame);
+                out.put_u8(b'\n');
+            }
+            Self::EventSource => {
+                out.put_slice(b"data: ");
+                out.put_slice(frame);
+                out.put_slice(b"\r\n\r\n");
+            }
+        }
+        out.freeze()
+    }
+}
+
+/// Everything a refused receiver gets: the prelude and `c[2010,...]`.
+pub fn another_connection(receiver: Receiver) -> Bytes {
+    let (code, reason) = frames::ANOTHER_CONNECTION;
+    let close = receiver.wrap(&frames::close_with(code, reason));
+    match receiver.prelude() {
+        Some(prelude) => [prelude, close].concat().into(),
+        None => close,
+    }
+}
+
+/// A polling receiver: the open frame for a new session, else the next frame.
+pub async fn poll(lookup: Lookup, heartbeat_delay: Duration) -> Bytes {
+    let (session, created) = match lookup {
+        Lookup::Existing(session) => (session, false),
+        Lookup::Created(session) => (session, true),
+    };
+    let Some(_attached) = session.attach() else {
+        return another_connection(Receiver::Polling);
+    };
+    if created {
+        return Receiver::Polling.wrap(frames::OPEN);
+    }
+    let frame = next_frame(&session.outbox, heartbeat_delay).await;
+    if let Frame::Close(_) = frame {
+        session.close_delivered.notify_one();
+    }
+    Receiver::Polling.wrap(frame.bytes())
+}
+
+/// A streaming receiver: writes frames into `chunks` (the response body) until the byte limit,
+/// the session's close, or the client going away.
+pub async fn stream(
+    lookup: Lookup,
+    receiver: Receiver,
+    chunks: mpsc::Sender<Bytes>,
+    heartbeat_delay: Duration,
+    write_timeout: Duration,
+) {
+    let (session, created) = match lookup {
+        Lookup::Existing(session) => (session, false),
+        Lookup::Created(session) => (session, true),
+    };
+    let Some(_attached) = session.attach() else {
+        let _ = send(&chunks, another_connection(receiver), write_timeout).await;
+        return;
+    };
+    let mut written = 0;
+    if let Some(prelude) = receiver.prelude()
+        && let Err(disconnect) = send(&chunks, prelude, write_timeout).await
+    {
+        return give_up(&session, disconnect);
+    }
+    if created
+        && let Err(disconnect) = send(&chunks, receiver.wrap(frames::OPEN), write_timeout).await
+    {
+        return give_up(&session, disconnect);
+    }
+    while written < STREAM_LIMIT {
+        let frame = tokio::select! {
+            frame = next_frame(&session.outbox, heartbeat_delay) => frame,
+            // The response was dropped (the client went away): detach now rather than at the
+            // next heartbeat, so that the disconnect delay starts counting.
+            () = chunks.closed() => return,
+        };
+        let chunk = receiver.wrap(frame.bytes());
+        written += chunk.len();
+        let sent = send(&chunks, chunk, write_timeout).await;
+        if let Frame::Close(_) = frame {
+            if sent.is_ok() {
+                session.close_delivered.notify_one();
+            }
+            return;
+        }
+        if let Err(disconnect) = sent {
+            return give_up(&session, disconnect);
+        }
+    }
+}
+
+/// A stream that could not be written: a client that is not reading is closed as slow; one
+/// that went away gets the disconnect delay to come back with another request.
+fn give_up(session: &PollSession, disconnect: Disconnect) {
+    if disconnect == codes::SLOW {
+        session.outbox.close(disconnect);
+    }
+}
+
+async fn send(
+    chunks: &mpsc::Sender<Bytes>,
+    chunk: Bytes,
+    write_timeout: Duration,
+) -> Result<(), Disconnect> {
+    match tokio::time::timeout(write_timeout, chunks.send(chunk)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(codes::CONNECTION_CLOSED),
+        Err(_) => Err(codes::SLOW),
+    }
+}
