@@ -2,7 +2,7 @@
 //! `websocket.compression = true`: what is negotiated, that a publication reaches every
 //! compressing subscriber as the very same compressed frame (compressed once), that compressed
 //! client messages are understood, and that clients that do not offer it get plain frames.
-//! The `ws` npm client and Chromium decoding it are in `sdk_node.rs` (`deflate.mjs`).
+//! Last, the `ws` npm client and Chromium negotiate it and decode what gyre sends.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -228,4 +228,34 @@ fn offers_that_cannot_be_honoured_go_uncompressed() {
     let off = GyreProcess::builder().memory().start();
     let client = RawClient::connect(off.port(), Some(OFFER));
     assert_eq!(client.extensions, "", "compression is off by default");
+}
+
+/// The `ws` npm package (compressing its own messages too) and Chromium's own WebSocket
+/// negotiate permessage-deflate with gyre and decode a compressed publication.
+#[test]
+fn ws_and_chromium_negotiate_and_decode() {
+    const CHROMIUM: &str = "/usr/bin/chromium";
+    let status = if std::path::Path::new(CHROMIUM).exists() {
+        gyre_tests::node_sdk_status()
+    } else {
+        Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
+    };
+    if !gyre_tests::sdk_available("Chromium", status) {
+        return;
+    }
+    let env = env(EngineKind::Memory);
+    let output = gyre_tests::SdkScript::node("deflate.mjs")
+        .gyre(&env.gyre)
+        .arg("channel", "news:clients")
+        .arg("chromium", CHROMIUM)
+        .run();
+    let result: Value = serde_json::from_str(output.expect_success()).unwrap();
+    for client in ["ws", "chromium"] {
+        let extensions = result[client]["extensions"].as_str().unwrap_or_default();
+        assert!(
+            extensions.contains("permessage-deflate"),
+            "{client} negotiated {extensions:?}: {result}"
+        );
+        assert_eq!(result[client]["text"], result["expected"], "{client}");
+    }
 }
