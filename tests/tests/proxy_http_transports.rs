@@ -582,6 +582,56 @@ fn bad_requests_get_clear_4xx_answers() {
     assert!(text.contains("http_stream.enabled"), "{text}");
 }
 
+/// Idle streams carry pings (`{}`, as a line or an SSE event) every `client.ping_interval`, so
+/// proxies that cut idle connections keep them, and their headers stop proxy buffering.
+#[test]
+fn idle_streams_get_pings_and_no_buffering_headers() {
+    let gyre = builder()
+        .memory()
+        .client_option(r#"ping_interval = "1s""#)
+        .client_option(r#"pong_timeout = "500ms""#)
+        .start();
+    let token = hs256_token(
+        gyre.hmac_secret(),
+        &json!({"sub": "idle", "exp": unix_now() + 3600}),
+    );
+    let connect = json!({"token": token, "subs": {"chat:idle": {}}}).to_string();
+    let lines = CurlStream::post(&gyre, "/connection/uni_http_stream", &connect);
+    assert!(lines.json()["connect"].is_object());
+    assert_eq!(lines.json(), json!({}), "a ping within the interval");
+    let events = CurlStream::start(&[
+        "-G",
+        &format!("{}/connection/uni_sse", base(&gyre)),
+        "--data-urlencode",
+        &format!("cf_connect={connect}"),
+    ]);
+    assert!(events.event().0["connect"].is_object());
+    assert_eq!(events.event().0, json!({}));
+
+    let headers = CurlStream::start(&[
+        "-i",
+        "-X",
+        "POST",
+        "--data-binary",
+        &connect,
+        &format!("{}/connection/uni_http_stream", base(&gyre)),
+    ]);
+    let mut seen = Vec::new();
+    while let Some(line) = headers.line(WAIT) {
+        if line.trim().is_empty() {
+            break;
+        }
+        seen.push(line.trim().to_ascii_lowercase());
+    }
+    for header in [
+        "x-accel-buffering: no",
+        "cache-control: private, no-cache, no-store, must-revalidate, max-age=0",
+        "content-type: application/json",
+    ] {
+        assert!(seen.iter().any(|h| h == header), "{header} in {seen:?}");
+    }
+}
+
 #[test]
 fn cors_preflights_and_headers_follow_allowed_origins() {
     let gyre = builder().memory().start();
