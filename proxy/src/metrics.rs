@@ -20,6 +20,8 @@ pub const ENGINE_ERRORS: &str = "gyre_engine_errors_total";
 pub const ENGINE_RESYNCS: &str = "gyre_engine_resyncs_total";
 pub const MESSAGES_SENT: &str = "gyre_transport_messages_sent_total";
 pub const MESSAGES_RECEIVED: &str = "gyre_transport_messages_received_total";
+/// Handshakes answered 503 by `client.handshake_rate_limit`.
+pub const HANDSHAKES_REFUSED: &str = "gyre_handshakes_refused_total";
 /// `/emulation` requests accepted (handled here or forwarded to the node holding the session).
 pub const EMULATION_REQUESTS: &str = "gyre_emulation_requests_total";
 

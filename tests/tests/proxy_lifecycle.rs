@@ -250,6 +250,46 @@ fn origins_outside_allowed_origins_get_403() {
     }
 }
 
+/// `client.handshake_rate_limit`: handshakes beyond the rate (after the burst) get 503 with
+/// `Retry-After`, before any session exists; the bucket refills with time.
+#[test]
+fn handshakes_beyond_the_rate_get_503_and_retry_later() {
+    let env = memory(
+        builder()
+            .client_option("handshake_rate_limit = 2")
+            .client_option("handshake_burst = 5"),
+    );
+    let url = env.ws_url();
+    let attempts: Vec<_> = (0..8)
+        .map(|_| WsClient::connect_with(&url, WsOptions::default()))
+        .collect();
+    let admitted = attempts.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(admitted, 5, "the burst");
+    for refused in attempts.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(refused.status, Some(503), "{refused:?}");
+    }
+    let (status, text) = gyre_tests::http_request(
+        env.gyre.port(),
+        "GET",
+        "/connection/websocket",
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        b"",
+    )
+    .expect("HTTP");
+    assert_eq!(status, 503);
+    assert!(text.contains("handshake_rate_limit"), "{text}");
+    std::thread::sleep(Duration::from_millis(600));
+    let mut client = WsClient::connect_with(&url, WsOptions::default())
+        .unwrap_or_else(|e| panic!("the bucket refilled: {e:?}"));
+    let reply = client.call(cmd::connect(0, &env.token("late")));
+    assert!(reply.connect.is_some(), "{reply:?}");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Graceful shutdown.
 

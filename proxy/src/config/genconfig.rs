@@ -85,6 +85,14 @@ const DOCS: &[(&str, &str)] = &[
         "Connections of one user per node; 0 = no limit.",
     ),
     (
+        "client.handshake_rate_limit",
+        "Connection handshakes per second per node; beyond it clients get 503 with\nRetry-After and reconnect after their backoff (spreads reconnect storms). 0 = no limit.",
+    ),
+    (
+        "client.handshake_burst",
+        "Handshakes allowed at once above that rate; 0 = one second's worth.",
+    ),
+    (
         "client.history_max_publication_limit",
         "Most publications one history call returns.",
     ),

@@ -167,6 +167,11 @@ pub struct Client {
     pub connection_limit: u32,
     /// Connections of one user per node; 0 = no limit.
     pub user_connection_limit: u32,
+    /// Connection handshakes per second per node; beyond it clients get 503 and retry after
+    /// their backoff. 0 = no limit.
+    pub handshake_rate_limit: u32,
+    /// Handshakes allowed at once above the rate; 0 = one second's worth.
+    pub handshake_burst: u32,
     pub history_max_publication_limit: u32,
     pub recovery_max_publication_limit: u32,
 }
@@ -190,6 +195,8 @@ impl Default for Client {
             presence_update_interval: Duration::from_secs(27),
             connection_limit: 0,
             user_connection_limit: 0,
+            handshake_rate_limit: 0,
+            handshake_burst: 0,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
         }

@@ -21,11 +21,17 @@ pub struct Node {
     pub started: std::time::Instant,
     /// The sessions of SockJS's HTTP sub-transports, which outlive their requests.
     pub sockjs: crate::transport::sockjs::Sessions,
+    /// `client.handshake_rate_limit`.
+    pub handshakes: crate::transport::admission::HandshakeLimiter,
     next_connection: AtomicU64,
 }
 
 impl Node {
     pub fn new(config: Arc<Config>, engine: Engine, verifier: Verifier) -> Self {
+        let handshakes = crate::transport::admission::HandshakeLimiter::new(
+            config.client.handshake_rate_limit,
+            config.client.handshake_burst,
+        );
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             name: if config.node.name.is_empty() {
@@ -39,6 +45,7 @@ impl Node {
             verifier,
             started: std::time::Instant::now(),
             sockjs: crate::transport::sockjs::Sessions::default(),
+            handshakes,
             next_connection: AtomicU64::new(1),
         }
     }

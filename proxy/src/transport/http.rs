@@ -43,6 +43,18 @@ pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
         cors.apply(&mut response);
         return Err(response);
     }
+    if !node.handshakes.admit() {
+        metrics::counter!(crate::metrics::HANDSHAKES_REFUSED).increment(1);
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connection attempts: retry shortly (client.handshake_rate_limit)",
+        );
+        cors.apply(&mut response);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(response);
+    }
     Ok(cors)
 }
 

@@ -11,8 +11,10 @@
 //! - [`uni`]: what the unidirectional transports share; [`cursor`]: the `uni_sse` event ids
 //!   that let an EventSource resume every channel.
 //! - [`sockjs`]: the SockJS protocol and its sub-transports.
+//! - [`admission`]: the handshake rate limit that spreads reconnect storms out.
 //! - [`http`]: CORS, body limits and headers the HTTP transports share.
 
+pub mod admission;
 pub mod cursor;
 pub mod driver;
 pub mod emulation;
