@@ -19,7 +19,10 @@ use gyre_proto::protocol::{Join, Leave, Push, Reply};
 use gyre_proto::{ClientInfo, Encoding, Publication};
 use parking_lot::Mutex;
 
-pub use subscription::{ConnectionId, Control, ControlSender, LivePosition, Subscription};
+pub use subscription::{
+    ConnectionId, Control, ControlReceiver, ControlSender, LivePosition, Subscription,
+    control_channel,
+};
 
 use crate::engine::{ControlCommand, EngineEvent};
 use crate::protocol::codes::Disconnect;
@@ -437,7 +440,7 @@ mod tests {
     /// A live subscriber of `channel` on `hub` with its own outbox.
     fn subscriber(hub: &Hub, connection: ConnectionId, wire: Wire) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let (control, _) = tokio::sync::mpsc::unbounded_channel();
+        let (control, _receiver) = control_channel();
         let subscription = Arc::new(Subscription::new(
             connection,
             "news".into(),

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gyre_proto::codec::Wire;
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::queue::Outbox;
 
@@ -39,7 +42,80 @@ pub enum Control {
     Emulation(Bytes),
 }
 
-pub type ControlSender = mpsc::UnboundedSender<Control>;
+/// A connection's inbox for hub signals. They are rare, so unlike a channel (which allocates a
+/// block of slots up front) it holds no memory until one arrives: idle connections stay small.
+struct ControlQueue {
+    signals: Mutex<VecDeque<Control>>,
+    arrived: Notify,
+    /// The receiving session is gone: sending fails.
+    closed: AtomicBool,
+}
+
+/// Sends signals to one connection's session; cloned into its subscriptions and the hub.
+#[derive(Clone)]
+pub struct ControlSender(Arc<ControlQueue>);
+
+/// The session's end of its [`ControlSender`]s.
+pub struct ControlReceiver(Arc<ControlQueue>);
+
+/// A connected sender and receiver.
+pub fn control_channel() -> (ControlSender, ControlReceiver) {
+    let queue = Arc::new(ControlQueue {
+        signals: Mutex::new(VecDeque::new()),
+        arrived: Notify::new(),
+        closed: AtomicBool::new(false),
+    });
+    (ControlSender(Arc::clone(&queue)), ControlReceiver(queue))
+}
+
+impl ControlSender {
+    /// Queues a signal; gives it back when the session is gone.
+    pub fn send(&self, control: Control) -> Result<(), Control> {
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(control);
+        }
+        self.0.signals.lock().push_back(control);
+        self.0.arrived.notify_one();
+        Ok(())
+    }
+}
+
+impl ControlReceiver {
+    /// The next signal, in the order they were sent.
+    pub async fn recv(&mut self) -> Control {
+        loop {
+            let next = {
+                let mut signals = self.0.signals.lock();
+                let next = signals.pop_front();
+                if signals.is_empty() && signals.capacity() > 0 {
+                    // Give the memory back: most connections see a signal or two in their life.
+                    *signals = VecDeque::new();
+                }
+                next
+            };
+            if let Some(control) = next {
+                return control;
+            }
+            // `notify_one` keeps a permit, so a signal sent since the check is not missed.
+            self.0.arrived.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+impl ControlReceiver {
+    /// The next signal if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Control, ()> {
+        self.0.signals.lock().pop_front().ok_or(())
+    }
+}
+
+impl Drop for ControlReceiver {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.signals.lock().clear();
+    }
+}
 
 /// Identifies a connection on this node.
 pub type ConnectionId = u64;
@@ -248,9 +324,9 @@ mod tests {
     use super::*;
     use crate::queue::Batch;
 
-    fn subscription() -> (Subscription, Arc<Outbox>, mpsc::UnboundedReceiver<Control>) {
+    fn subscription() -> (Subscription, Arc<Outbox>, ControlReceiver) {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = control_channel();
         let sub = Subscription::new(
             1,
             "ch".into(),

@@ -5,20 +5,18 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
-
-use crate::hub::Control;
+use crate::hub::{ControlReceiver, control_channel};
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
 use crate::queue::Outbox;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 
 pub struct Connection {
     session: Session,
     outbox: Arc<Outbox>,
-    control: mpsc::UnboundedReceiver<Control>,
+    control: ControlReceiver,
     transport: &'static str,
 }
 
@@ -37,7 +35,7 @@ impl Connection {
         metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED, "transport" => transport.name)
             .increment(1);
         let outbox = Arc::new(Outbox::new(node.queue_max_size()));
-        let (control_tx, control) = mpsc::unbounded_channel();
+        let (control_tx, control) = control_channel();
         let session = Session::new(Arc::clone(node), transport, Arc::clone(&outbox), control_tx);
         Self {
             session,
@@ -69,14 +67,19 @@ impl Connection {
                             crate::metrics::MESSAGES_RECEIVED, "transport" => self.transport
                         )
                         .increment(1);
-                        self.session.handle_frame(frame).await
+                        // Boxed, like the other handlers: their futures (engine calls included)
+                        // are large, and inline they would make every idle connection's task
+                        // that large too.
+                        Box::pin(self.session.handle_frame(frame)).await
                     }
                     None => return End::ClientGone,
                 },
-                Some(control) = self.control.recv() => self.session.handle_control(control).await,
+                control = self.control.recv() => {
+                    Box::pin(self.session.handle_control(control)).await
+                }
                 () = self.outbox.closed() => Ok(()),
                 () = tokio::time::sleep_until(deadline) => {
-                    self.session.handle_timeout(std::time::Instant::now()).await
+                    Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
                 }
             };
             if let Err(disconnect) = step {

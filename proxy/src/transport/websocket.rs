@@ -38,7 +38,7 @@ const MAX_MESSAGES_PER_FRAME: usize = 64;
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer per connection: small, because idle connections are the common case and the
 /// default (128 KiB) would cost that much memory per connection.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 512;
 
 pub type Socket = WebSocketStream<InflatingIo<TokioIo<Upgraded>>>;
 
