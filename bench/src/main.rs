@@ -1,0 +1,68 @@
+//! `gyre-bench`: the load generator for gyre and Nchan, and the loopback write floor.
+//!
+//! - `gyre-bench load`: subscribers over WebSocket (JSON, Protobuf), gyre's unidirectional
+//!   transports or Nchan WebSocket, publications via `GYRE.PUBLISH`, gyre's HTTP API or Nchan's
+//!   publisher location; latency percentiles, losses, server/Redis CPU per delivery, RSS per
+//!   idle connection. One JSON result on stdout (or `--out`), progress on stderr.
+//! - `gyre-bench floor`: CPU per frame of writing one WebSocket frame per `write()` to thousands
+//!   of loopback connections: what no server can beat on this machine.
+//! - `gyre-bench report <dir>`: Markdown tables of a results directory (scripts/bench-nchan.sh).
+
+mod floor;
+mod load;
+mod payload;
+mod report;
+mod stats;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Load generator for gyre and Nchan, and the loopback write floor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Subscribers + publishers against a running server; prints one JSON result.
+    Load(Box<load::LoadArgs>),
+    /// The physical limit: CPU per WebSocket frame written to loopback TCP connections.
+    Floor(floor::FloorArgs),
+    /// Markdown tables of the JSON results in a directory.
+    Report {
+        /// Directory holding floor.json and the load results.
+        dir: PathBuf,
+    },
+}
+
+/// Writes `value` as pretty JSON to `out`, or to stdout.
+pub fn write_json<T: serde::Serialize>(
+    value: &T,
+    out: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let text = serde_json::to_string_pretty(value)?;
+    match out {
+        Some(path) => std::fs::write(path, text + "\n")?,
+        None => println!("{text}"),
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Load(args) => load::run(*args),
+        Cmd::Floor(args) => floor::run(args),
+        Cmd::Report { dir } => report::run(&dir),
+    };
+    if let Err(e) = result {
+        eprintln!("gyre-bench: {e}");
+        std::process::exit(1);
+    }
+}
