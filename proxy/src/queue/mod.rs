@@ -114,17 +114,33 @@ impl Outbox {
 
     /// Waits for messages (or a close) and takes up to `max_messages` of them.
     pub async fn next_batch(&self, max_messages: usize) -> Batch {
+        let mut batch = Vec::new();
+        match self.next_batch_into(max_messages, &mut batch).await {
+            None => Batch::Messages(batch),
+            Some(disconnect) => Batch::Close(disconnect),
+        }
+    }
+
+    /// [`Self::next_batch`] into a caller's vector (cleared first), so a writer reuses one
+    /// allocation for every batch: `None` when messages were taken, the disconnect when the
+    /// connection is closing.
+    pub async fn next_batch_into(
+        &self,
+        max_messages: usize,
+        batch: &mut Vec<Bytes>,
+    ) -> Option<Disconnect> {
+        batch.clear();
         loop {
             {
                 let mut state = self.state.lock();
                 if !state.messages.is_empty() {
                     let n = state.messages.len().min(max_messages);
-                    let batch: Vec<Bytes> = state.messages.drain(..n).collect();
+                    batch.extend(state.messages.drain(..n));
                     state.bytes -= batch.iter().map(Bytes::len).sum::<usize>();
-                    return Batch::Messages(batch);
+                    return None;
                 }
                 if let Some(disconnect) = &state.closing {
-                    return Batch::Close(disconnect.clone());
+                    return Some(disconnect.clone());
                 }
             }
             self.wake.notified().await;

@@ -204,6 +204,7 @@ async fn write_loop(
         outbox.close(disconnect);
         return;
     }
+    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "http");
     loop {
         let batch = tokio::select! {
             batch = outbox.next_batch(MAX_MESSAGES_PER_CHUNK) => batch,
@@ -216,8 +217,7 @@ async fn write_loop(
         };
         match batch {
             Batch::Messages(messages) => {
-                metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "http")
-                    .increment(messages.len() as u64);
+                sent.increment(messages.len() as u64);
                 let chunk = framing.chunk(&messages);
                 if let Err(disconnect) = send(chunks, chunk, write_timeout).await {
                     outbox.close(disconnect);

@@ -27,7 +27,7 @@ use super::uni;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
-use crate::queue::{Batch, Outbox};
+use crate::queue::Outbox;
 use gyre_proto::codec::deflate::{self, Deflate};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -183,10 +183,17 @@ async fn write_loop(
         Shape::Pushes { .. } => Encoding::Json,
     };
     let mut frame = FrameBuilder::new(encoding);
+    // Looked up once: the macro's registry lookup would otherwise run on every write.
+    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket");
+    // Grows to the largest batch seen (usually a few messages) and is reused for every batch.
+    let mut messages = Vec::new();
     loop {
-        let messages = match outbox.next_batch(MAX_MESSAGES_PER_FRAME).await {
-            Batch::Messages(messages) => messages,
-            Batch::Close(disconnect) => {
+        match outbox
+            .next_batch_into(MAX_MESSAGES_PER_FRAME, &mut messages)
+            .await
+        {
+            None => {}
+            Some(disconnect) => {
                 if let Shape::Pushes { .. } = shape {
                     // A unidirectional client reads the reason from a push as well.
                     let push = uni::disconnect_push(&disconnect);
@@ -200,8 +207,7 @@ async fn write_loop(
                 return;
             }
         };
-        metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket")
-            .increment(messages.len() as u64);
+        sent.increment(messages.len() as u64);
         let written = match shape {
             Shape::Batched {
                 compressed: true, ..
