@@ -94,7 +94,8 @@ impl Connection {
     /// Leaves every channel and the hub, and tells the writer to finish with the disconnect
     /// (after what is still queued). Returns the disconnect.
     pub async fn close(mut self, end: End) -> Disconnect {
-        self.session.close().await;
+        // Boxed: leaving channels awaits engine calls, whose futures are large (see run).
+        Box::pin(self.session.close()).await;
         let disconnect = match end {
             End::ClientGone => codes::CONNECTION_CLOSED,
             End::Disconnect(disconnect) => disconnect,
