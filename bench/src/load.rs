@@ -301,7 +301,7 @@ impl Cfg {
     }
 }
 
-fn ws_config() -> WebSocketConfig {
+pub(crate) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
@@ -329,7 +329,7 @@ enum Conn {
 }
 
 /// Whether a JSON frame holds an empty message (server ping `{}`) as one of its lines.
-fn json_has_ping(frame: &[u8]) -> bool {
+pub(crate) fn json_has_ping(frame: &[u8]) -> bool {
     frame == b"{}" || frame.starts_with(b"{}\n") || memchr::memmem::find(frame, b"\n{}").is_some()
 }
 
@@ -355,7 +355,9 @@ fn protobuf_has_ping(mut frame: &[u8]) -> bool {
     false
 }
 
-fn close_reason(frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+pub(crate) fn close_reason(
+    frame: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> String {
     match frame {
         Some(f) => format!("close {} {}", u16::from(f.code), f.reason),
         None => "close".to_string(),
@@ -873,7 +875,7 @@ async fn publisher(
     st
 }
 
-fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
+pub(crate) fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad url {url}: {e}"))?;
     let authority = uri
         .authority()

@@ -7,12 +7,16 @@
 //! - `gyre-bench floor`: CPU per frame of writing one WebSocket frame per `write()` to thousands
 //!   of loopback connections: what no server can beat on this machine.
 //! - `gyre-bench report <dir>`: Markdown tables of a results directory (scripts/bench-nchan.sh).
+//! - `gyre-bench storm`: N clients reconnecting at once with recovery, time to full recovery and a
+//!   live probe's latency meanwhile; `gyre-bench storm-report <dir>` tabulates the results
+//!   (scripts/bench-storm.sh).
 
 mod floor;
 mod load;
 mod payload;
 mod report;
 mod stats;
+mod storm;
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +43,13 @@ enum Cmd {
         /// Directory holding floor.json and the load results.
         dir: PathBuf,
     },
+    /// Reconnect storm: N clients drop, miss publications and reconnect at once with recovery.
+    Storm(Box<storm::StormArgs>),
+    /// Markdown table of the storm results in a directory.
+    StormReport {
+        /// Directory holding `gyre-bench storm` JSON results.
+        dir: PathBuf,
+    },
 }
 
 /// Writes `value` as pretty JSON to `out`, or to stdout.
@@ -60,6 +71,8 @@ fn main() {
         Cmd::Load(args) => load::run(*args),
         Cmd::Floor(args) => floor::run(args),
         Cmd::Report { dir } => report::run(&dir),
+        Cmd::Storm(args) => storm::run(*args),
+        Cmd::StormReport { dir } => storm::report(&dir),
     };
     if let Err(e) = result {
         eprintln!("gyre-bench: {e}");

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Reconnect storm on loopback: CLIENTS gyre WebSocket clients drop at once, miss PUBLICATIONS
+# publications per channel and reconnect at once with recovery; once without admission control
+# and once per handshake rate limit (client.handshake_rate_limit, 503 + Retry-After beyond it).
+#
+#   scripts/bench-storm.sh
+#
+# What it does:
+#   1. installs redis-server with apt-get when missing (sudo only when not root), builds gyre,
+#      libgyre.so and gyre-bench (release);
+#   2. for every value of LIMITS, ROUNDS times: a fresh Redis with libgyre.so and a fresh gyre
+#      (Redis engine, namespace `bench` with history and force_recovery, handshake_rate_limit =
+#      the value, handshake_burst = BURST) and one `gyre-bench storm` run: connect CLIENTS over
+#      CHANNELS channels, probe latency for a while, close every client, publish, reconnect all
+#      at once (503s retried after a jittered backoff: uniform 0..BACKOFF_MIN ms, doubling up to
+#      BACKOFF_MAX, at least Retry-After), until every client has recovered exactly the
+#      publications it missed; a live probe (a publication every PROBE_INTERVAL ms on its own
+#      connection) measures the server's responsiveness before, during and after;
+#   3. prints a Markdown table (time to full recovery, 503s, probe p99/max during the storm,
+#      server CPU) and writes every JSON result, the table (report.md) and the logs to RESULTS.
+#
+# Options (environment variables, defaults in brackets):
+#   CLIENTS [10000]          clients reconnecting at once
+#   CHANNELS [10]            channels (client i takes channel i % CHANNELS)
+#   PUBLICATIONS [10]        publications per channel missed by every client
+#   LIMITS [0,2000,5000,5000:500,8000:800]  client.handshake_rate_limit values, handshakes/s
+#                            (0 = off);
+#                            RATE:BURST sets client.handshake_burst for that run (e.g. 5000:500)
+#   BURST [0]                client.handshake_burst when not given (0 = one second's worth)
+#   ROUNDS [1]               runs per limit (each with a fresh gyre and Redis)
+#   BACKOFF_MIN [1000]       first backoff window after a 503, ms
+#   BACKOFF_MAX [10000]      largest backoff window, ms
+#   PROBE_INTERVAL [10]      ms between two probe publications
+#   RECONNECT_CONCURRENCY [0]  reconnect attempts in flight in the tool (0 = all at once)
+#   PACED [500]              one more run without admission control where the tool keeps at most
+#                            PACED reconnects in flight (what a bounded handshake concurrency on the
+#                            server side would look like; no listen queue overflow); empty skips
+#   THREADS [1]              worker threads of the load generator (the probe has its own)
+#   RESULTS [target/bench-results/storm-<date>]  output directory
+#   SKIP_INSTALL=1, SKIP_BUILD=1   use what is installed / built already
+#
+# Default run: ~2 minutes after the build on 2 cores. Everything listens on 127.0.0.1 on free
+# ports; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS="${CLIENTS:-10000}"
+CHANNELS="${CHANNELS:-10}"
+PUBLICATIONS="${PUBLICATIONS:-10}"
+LIMITS="${LIMITS:-0,2000,5000,5000:500,8000:800}"
+PACED="${PACED-500}"
+BURST="${BURST:-0}"
+ROUNDS="${ROUNDS:-1}"
+BACKOFF_MIN="${BACKOFF_MIN:-1000}"
+BACKOFF_MAX="${BACKOFF_MAX:-10000}"
+PROBE_INTERVAL="${PROBE_INTERVAL:-10}"
+RECONNECT_CONCURRENCY="${RECONNECT_CONCURRENCY:-0}"
+THREADS="${THREADS:-1}"
+RESULTS="${RESULTS:-target/bench-results/storm-$(date +%Y%m%d-%H%M%S)}"
+
+log() { echo "bench-storm: $*" >&2; }
+
+# --- 1. dependencies and build ------------------------------------------------------------
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ -z "${SKIP_INSTALL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
+  log "installing redis-server"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if [ -z "${SKIP_BUILD:-}" ]; then
+  log "building gyre, libgyre.so and gyre-bench (release)"
+  cargo build --release -p gyre-proxy -p gyre-module -p gyre-bench
+fi
+GYRE="$PWD/target/release/gyre"
+MODULE="$PWD/target/release/libgyre.so"
+BENCH="$PWD/target/release/gyre-bench"
+
+# The load generator and gyre each need a descriptor per client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+if [ "$NOFILE" -lt $((CLIENTS + 200)) ]; then
+  log "ulimit -n is $NOFILE, too low for $CLIENTS clients"
+  exit 1
+fi
+
+mkdir -p "$RESULTS"
+RESULTS="$(cd "$RESULTS" && pwd)"
+TMP="$(mktemp -d -t gyre-bench-storm.XXXXXX)"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  cp "$TMP"/*.log "$RESULTS"/ 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nothing listens on, starting at $1.
+free_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+wait_port() { # port what
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "$2 did not start on port $1"
+  return 1
+}
+stop() { # pid...: stops processes started here
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+REDIS_PORT="$(free_port 16490)"
+GYRE_PORT="$(free_port 18100)"
+
+# gyre: anonymous clients may subscribe in `bench`; history of 20 publications for 300 s and
+# force_recovery, so a resubscribe with recover/offset/epoch gets the missed publications.
+write_config() { # limit burst
+  cat >"$TMP/gyre.toml" <<EOF
+[http_server]
+address = "127.0.0.1"
+port = $GYRE_PORT
+
+[log]
+level = "warn"
+
+[shutdown]
+timeout = "2s"
+
+[client]
+allow_anonymous_connect_without_token = true
+handshake_rate_limit = $1
+handshake_burst = $2
+
+[engine]
+type = "redis"
+
+[engine.redis]
+address = ["redis://127.0.0.1:$REDIS_PORT"]
+
+[[channel.namespaces]]
+name = "bench"
+history_size = 20
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+EOF
+}
+
+run_storm() { # limit[:burst] round
+  local limit=${1%%:*} burst=$BURST round=$2 tag name
+  [[ $1 == *:* ]] && burst=${1#*:}
+  if [ "$limit" = 0 ]; then
+    tag="no limit"
+  elif [ "$burst" = 0 ]; then
+    tag="limit $limit/s"
+  else
+    tag="limit $limit/s burst $burst"
+  fi
+  name="storm-$(printf %06d-%06d "$limit" "$burst")"
+  if [ "$RECONNECT_CONCURRENCY" != 0 ]; then
+    tag="$tag, tool ≤$RECONNECT_CONCURRENCY in flight"
+    name="$name-c$RECONNECT_CONCURRENCY"
+  fi
+  if [ "$ROUNDS" -gt 1 ]; then tag="$tag #$round"; fi
+  write_config "$limit" "$burst"
+  mkdir -p "$TMP/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/redis" \
+    --maxclients 10000 --loadmodule "$MODULE" >>"$TMP/redis.log" 2>&1 &
+  local redis_pid=$!
+  PIDS+=("$redis_pid")
+  wait_port "$REDIS_PORT" redis
+  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
+  local gyre_pid=$!
+  PIDS+=("$gyre_pid")
+  wait_port "$GYRE_PORT" gyre
+  "$BENCH" storm --url "http://127.0.0.1:$GYRE_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+    --clients "$CLIENTS" --channels "$CHANNELS" --publications "$PUBLICATIONS" \
+    --probe-interval-ms "$PROBE_INTERVAL" --backoff-min-ms "$BACKOFF_MIN" \
+    --backoff-max-ms "$BACKOFF_MAX" --reconnect-concurrency "$RECONNECT_CONCURRENCY" \
+    --threads "$THREADS" --server-pid "$gyre_pid" --redis-pid "$redis_pid" --tag "$tag" \
+    --out "$RESULTS/$name-$round.json" \
+    || log "storm run failed ($tag)"
+  stop "$gyre_pid" # the server first, so it does not log a lost Redis
+  stop "$redis_pid"
+}
+
+# --- 2. the runs ----------------------------------------------------------------------------
+IFS=, read -r -a limits <<<"$LIMITS"
+for limit in "${limits[@]}"; do
+  for r in $(seq "$ROUNDS"); do
+    log "handshake_rate_limit $limit, round $r/$ROUNDS: $CLIENTS clients"
+    run_storm "$limit" "$r"
+  done
+done
+if [ -n "$PACED" ]; then
+  for r in $(seq "$ROUNDS"); do
+    log "no limit, at most $PACED reconnects in flight, round $r/$ROUNDS: $CLIENTS clients"
+    RECONNECT_CONCURRENCY=$PACED run_storm 0 "$r"
+  done
+fi
+
+# --- 3. report ------------------------------------------------------------------------------
+{
+  echo "Command: \`CLIENTS=$CLIENTS CHANNELS=$CHANNELS PUBLICATIONS=$PUBLICATIONS LIMITS=$LIMITS BURST=$BURST ROUNDS=$ROUNDS BACKOFF_MIN=$BACKOFF_MIN BACKOFF_MAX=$BACKOFF_MAX PROBE_INTERVAL=$PROBE_INTERVAL RECONNECT_CONCURRENCY=$RECONNECT_CONCURRENCY PACED=$PACED THREADS=$THREADS scripts/bench-storm.sh\`"
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r); Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
+  echo
+  "$BENCH" storm-report "$RESULTS"
+} | tee "$RESULTS/report.md"
+log "results in $RESULTS"
