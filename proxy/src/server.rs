@@ -27,6 +27,32 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
+/// Pending connections the kernel may queue before `accept`; it caps this at
+/// `net.core.somaxconn`. tokio's default (1024) overflows when thousands of clients reconnect at
+/// once (a deploy, a network blip): dropped SYNs are retried only after the kernel's 1 s SYN
+/// timeout, which was the whole tail of a measured 10,000-client reconnect storm.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// Binds the client listener on `address` (`host:port`) with a deep accept queue.
+pub async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
 pub async fn run(

@@ -154,7 +154,7 @@ async fn run(config: Config) -> Result<(), String> {
         host => host,
     };
     let address = format!("{host}:{}", config.http_server.port);
-    let listener = tokio::net::TcpListener::bind(&address)
+    let listener = gyre_proxy::server::listen(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
     tracing::info!(
