@@ -80,48 +80,30 @@ impl Framing {
                 }
             }
             Self::Events { uni, cursor } => {
-                for message in messages {
+                let last = messages.len().saturating_sub(1);
+                for (i, message) in messages.iter().enumerate() {
                     let message = unwrap(*uni, message);
-                    if let Some(cursor) = cursor.as_mut() {
-                        cursor.observe(&message);
-                    }
                     chunk.put_slice(b"data: ");
                     chunk.put_slice(&message);
                     chunk.put_u8(b'\n');
-                }
-                // The id goes on the chunk's last event (an EventSource keeps only the last).
-                if let Some(id) = cursor.as_mut().and_then(Cursor::take_id) {
-                    chunk.put_slice(b"id: ");
-                    chunk.put_slice(id.as_bytes());
+                    if let Some(cursor) = cursor.as_mut() {
+                        cursor.observe(&message);
+                        // The id goes on the chunk's last event: an EventSource keeps only the
+                        // last id it saw, and by then the cursor has seen every message.
+                        if i == last
+                            && let Some(id) = cursor.take_id()
+                        {
+                            chunk.put_slice(b"id: ");
+                            chunk.put_slice(id.as_bytes());
+                            chunk.put_u8(b'\n');
+                        }
+                    }
                     chunk.put_u8(b'\n');
                 }
-                chunk.put_u8(b'\n');
-                // Every message but the last ends its event with its own blank line.
-                return events_split(chunk, messages.len());
             }
         }
         chunk.freeze()
     }
-}
-
-/// Turns `data: a\ndata: b\n[id: …\n]\n` into separate events `data: a\n\ndata: b\n[id…]\n`:
-/// built in one pass above, then the blank lines are put between the `data:` lines here.
-fn events_split(chunk: BytesMut, events: usize) -> Bytes {
-    if events <= 1 {
-        return chunk.freeze();
-    }
-    let mut out = BytesMut::with_capacity(chunk.len() + events);
-    let mut data_lines_left = events;
-    for line in chunk.split_inclusive(|b| *b == b'\n') {
-        out.put_slice(line);
-        if line.starts_with(b"data: ") {
-            data_lines_left -= 1;
-            if data_lines_left > 0 {
-                out.put_u8(b'\n');
-            }
-        }
-    }
-    out.freeze()
 }
 
 fn unwrap(uni: bool, message: &Bytes) -> Bytes {
