@@ -33,6 +33,20 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 // ------------------------------------------------------------------------------------------------
 // The binary.
 
+/// Debian's Chromium, driven through npm `playwright-core` by the browser scenarios.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Whether the browser tests can run: Chromium and the Node packages are installed. Without
+/// them a test is skipped with a message, except under CI where that is a failure.
+pub fn chromium_ready() -> bool {
+    let status = if Path::new(CHROMIUM).exists() {
+        node_sdk_status()
+    } else {
+        Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
+    };
+    sdk_available("Chromium", status)
+}
+
 /// Absolute path of the `gyre` binary, built once per process if it is missing or stale. A failed
 /// build is remembered, so every test of the process reports it without rebuilding.
 pub fn gyre_binary() -> &'static Path {

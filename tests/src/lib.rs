@@ -29,9 +29,10 @@ pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
 pub use gyre_process::{
-    GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS, ScriptOutput, SdkEnv,
-    SdkScript, gyre_binary, http_request, json_array, json_data, json_offsets, json_str,
-    node_sdk_status, python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
+    CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
+    ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request, json_array,
+    json_data, json_offsets, json_str, node_sdk_status, python_sdk_status, python_venv,
+    sdk_available, sdk_dir, sdk_expect,
 };
 pub use module_build::{module_path, workspace_root};
 pub use pubsub::{Subscriber, decode_payload};

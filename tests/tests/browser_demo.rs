@@ -5,17 +5,6 @@
 use gyre_tests::*;
 use serde_json::Value;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn chromium_ready() -> bool {
-    let status = if std::path::Path::new(CHROMIUM).exists() {
-        node_sdk_status()
-    } else {
-        Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
-    };
-    sdk_available("Chromium", status)
-}
-
 /// The demo's namespace as `config/demo.toml` has it: anonymous clients may do everything.
 const DEMO_NAMESPACE: &str = r#"
 [[channel.namespaces]]

@@ -18,23 +18,12 @@ use std::sync::Mutex;
 use gyre_tests::*;
 use serde_json::Value;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
 /// The HTTP transports of the tests (off by default).
 const TRANSPORTS: &str =
     "[http_stream]\nenabled = true\n[sse]\nenabled = true\n[uni_sse]\nenabled = true\n";
 
 /// One Chromium at a time.
 static BROWSER: Mutex<()> = Mutex::new(());
-
-fn chromium_ready() -> bool {
-    let status = if std::path::Path::new(CHROMIUM).exists() {
-        node_sdk_status()
-    } else {
-        Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
-    };
-    sdk_available("Chromium", status)
-}
 
 /// Memory engine, namespace `chat` with history (recovery) and every client permission. The test
 /// clients connect with tokens; anonymous connects are only for the demo page's own WebSocket

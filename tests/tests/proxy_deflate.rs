@@ -234,20 +234,14 @@ fn offers_that_cannot_be_honoured_go_uncompressed() {
 /// negotiate permessage-deflate with gyre and decode a compressed publication.
 #[test]
 fn ws_and_chromium_negotiate_and_decode() {
-    const CHROMIUM: &str = "/usr/bin/chromium";
-    let status = if std::path::Path::new(CHROMIUM).exists() {
-        gyre_tests::node_sdk_status()
-    } else {
-        Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
-    };
-    if !gyre_tests::sdk_available("Chromium", status) {
+    if !gyre_tests::chromium_ready() {
         return;
     }
     let env = env(EngineKind::Memory);
     let output = gyre_tests::SdkScript::node("deflate.mjs")
         .gyre(&env.gyre)
         .arg("channel", "news:clients")
-        .arg("chromium", CHROMIUM)
+        .arg("chromium", gyre_tests::CHROMIUM)
         .run();
     let result: Value = serde_json::from_str(output.expect_success()).unwrap();
     for client in ["ws", "chromium"] {

@@ -17,8 +17,7 @@
 // client received], requests: ["METHOD path" of every request of the page to gyre],
 // websockets: [paths of the WebSockets the page opened], apiPublished: {offset, epoch}}
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import { main, need, log, Recorder, newClient, newSub, connToken, apiPublish, sleep } from './lib.mjs';
+import { main, need, log, Recorder, newClient, newSub, connToken, apiPublish, sleep, launchChromium } from './lib.mjs';
 
 // The UMD build (global `Centrifuge`); not among the package's exports, so by its path.
 const bundle = fileURLToPath(new URL('./node_modules/centrifuge/dist/centrifuge.js', import.meta.url));
@@ -49,12 +48,7 @@ main('browser_fallback', async ({ args, result, sdk }) => {
   nodeSub.subscribe();
   await rec.subscribed('node', channel);
 
-  const browser = await chromium.launch({
-    executablePath: args.chromium || process.env.CHROMIUM || '/usr/bin/chromium',
-    // Root in CI: no sandbox. The rest keeps Chromium off the (closed) network.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchChromium(args);
   try {
     const page = await browser.newPage();
     result.page = [];

@@ -11,8 +11,7 @@
 // Result: {events: [{t, data?, lastEventId?, open?, error?, readyState?} in the order the page saw
 // them], published: {channel: [{n, offset, epoch, phase}]}, requests: [{url, lastEventId}] (the
 // page's requests to /connection/uni_sse), disconnected: reply of the API disconnect}
-import { chromium } from 'playwright-core';
-import { main, need, log, Recorder, connToken, apiPublish, apiCall, sleep } from './lib.mjs';
+import { main, need, log, Recorder, connToken, apiPublish, apiCall, sleep, launchChromium } from './lib.mjs';
 
 main('browser_uni_sse', async ({ args, result }) => {
   const url = need(args, 'url');
@@ -45,12 +44,7 @@ main('browser_uni_sse', async ({ args, result }) => {
     for (const channel of channels) await publish(channel);
   };
 
-  const browser = await chromium.launch({
-    executablePath: args.chromium || process.env.CHROMIUM || '/usr/bin/chromium',
-    // Root in CI: no sandbox. The rest keeps Chromium off the (closed) network.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchChromium(args);
   try {
     const page = await browser.newPage();
     page.on('console', msg => log(`page console ${msg.type()}: ${msg.text()}`));

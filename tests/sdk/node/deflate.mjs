@@ -5,8 +5,7 @@
 // Arguments: --url (gyre's ws URL) --api --api-key --secret --channel [--chromium PATH]
 // Result: {ws: {extensions, text}, chromium: {extensions, text}}
 import WebSocket from 'ws';
-import { chromium } from 'playwright-core';
-import { main, need, connToken, apiPublish } from './lib.mjs';
+import { main, need, connToken, apiPublish, launchChromium } from './lib.mjs';
 
 /** Connect, subscribe, then wait for one publication on `channel`: its text and the extensions. */
 async function wsClient(url, token, channel, publish) {
@@ -42,11 +41,7 @@ main('deflate', async ({ args, result }) => {
   const text = 'compressed once, delivered to all. '.repeat(40);
   result.ws = await wsClient(url, connToken(secret, 'ws-user'), channel, () => apiPublish(args, channel, { text }));
 
-  const browser = await chromium.launch({
-    executablePath: args.chromium || process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchChromium(args);
   try {
     const page = await browser.newPage();
     await page.goto(url.replace(/^ws/, 'http').replace(/\/connection\/websocket$/, '/health'));

@@ -4,17 +4,11 @@
 //
 // Arguments: --url (ws URL of gyre; the page URL is derived) --api --api-key [--chromium PATH]
 // Result: {a: [lines of tab A's log], b: [...]}
-import { chromium } from 'playwright-core';
-import { main, need, apiPublish } from './lib.mjs';
+import { main, need, apiPublish, launchChromium } from './lib.mjs';
 
 main('demo_page', async ({ args, result }) => {
   const page = need(args, 'url').replace(/^ws/, 'http').replace(/\/connection\/websocket$/, '/');
-  const browser = await chromium.launch({
-    executablePath: args.chromium || process.env.CHROMIUM || '/usr/bin/chromium',
-    // Root in CI: no sandbox. The rest keeps Chromium off the (closed) network.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  const browser = await launchChromium(args);
   try {
     const a = await browser.newPage();
     const b = await browser.newPage();

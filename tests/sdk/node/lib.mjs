@@ -487,3 +487,19 @@ export function main(name, scenario) {
     },
   );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The browser.
+
+/**
+ * Debian's Chromium, headless, through playwright-core (`--chromium PATH` or $CHROMIUM overrides
+ * /usr/bin/chromium). Root in CI: no sandbox. The other flags keep it off the (closed) network.
+ */
+export async function launchChromium(args) {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: args.chromium || process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}
