@@ -43,7 +43,10 @@ pub async fn listen(address: &str) -> std::io::Result<TcpListener> {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
-        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
             Ok(listener) => return Ok(listener),
             Err(error) => last_error = Some(error),
         }
