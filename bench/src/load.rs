@@ -38,6 +38,7 @@ use gyre_proto::protocol::{Command, ConnectRequest, Reply, SubscribeRequest};
 
 use crate::floor::round3;
 use crate::payload;
+use crate::rawws::{self, RawWs, WireCounters};
 use crate::stats::{self, Latency};
 
 /// What the subscribers connect to.
@@ -46,6 +47,8 @@ use crate::stats::{self, Latency};
 pub enum Target {
     /// gyre /connection/websocket, JSON: connect + subscribe commands.
     GyreWs,
+    /// gyre /connection/websocket, JSON like gyre-ws, offering permessage-deflate (own client).
+    GyreWsDeflate,
     /// gyre /connection/websocket, subprotocol centrifuge-protobuf.
     GyreWsProtobuf,
     /// gyre /connection/uni_websocket: a ConnectRequest with subs.
@@ -158,6 +161,12 @@ struct Connections {
     connect_s: f64,
     connects_per_s: f64,
     server_cpu_us_per_connect: Option<f64>,
+    /// gyre-ws-deflate: connections whose 101 answered with permessage-deflate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deflate_negotiated: Option<usize>,
+    /// gyre-ws-deflate: the server's Sec-WebSocket-Extensions answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deflate_extensions: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -196,6 +205,14 @@ struct Phase {
     redis_cpu_us_per_publication: Option<f64>,
     client_cpu_s: f64,
     client_cpu_us_per_delivery: Option<f64>,
+    /// WebSocket targets: data messages received, of which compressed (RSV1).
+    ws_messages: u64,
+    ws_compressed_messages: u64,
+    /// Bytes of server frames (header + payload as sent) for data messages.
+    wire_bytes: u64,
+    wire_bytes_per_delivery: Option<f64>,
+    /// The same messages after inflating (= wire payload when uncompressed).
+    inflated_bytes_per_delivery: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -229,6 +246,9 @@ struct Shared {
     hist: Vec<Mutex<Histogram<u64>>>,
     errors: Mutex<BTreeMap<String, u64>>,
     phase: Mutex<String>,
+    wire: WireCounters,
+    deflate_negotiated: AtomicUsize,
+    deflate_extensions: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -244,6 +264,15 @@ impl Shared {
         drop(h);
         self.delivered.fetch_add(n as u64, Relaxed);
         self.last_delivery_ns.fetch_max(now, Relaxed);
+    }
+
+    /// A data message read by tungstenite (uncompressed, one unfragmented frame).
+    fn count_plain(&self, len: usize) {
+        self.wire
+            .bytes
+            .fetch_add((len + rawws::server_header_len(len)) as u64, Relaxed);
+        self.wire.messages.fetch_add(1, Relaxed);
+        self.wire.inflated_bytes.fetch_add(len as u64, Relaxed);
     }
 
     fn error(&self, what: impl Into<String>) {
@@ -326,6 +355,8 @@ enum Conn {
         body: Incoming,
         pending: Vec<u8>,
     },
+    /// gyre-ws-deflate: the hand-written client with permessage-deflate.
+    Raw(Box<RawWs>),
 }
 
 /// Whether a JSON frame holds an empty message (server ping `{}`) as one of its lines.
@@ -400,22 +431,64 @@ async fn open_ws(
     Ok(ws)
 }
 
+/// The JSON connect + subscribe frame of gyre-ws.
+fn json_connect_subscribe(token: &str, channel: &str) -> String {
+    let mut connect = json!({});
+    if !token.is_empty() {
+        connect["token"] = json!(token);
+    }
+    format!(
+        "{}\n{}",
+        json!({"id": 1, "connect": connect}),
+        json!({"id": 2, "subscribe": {"channel": channel}})
+    )
+}
+
 /// Connects and subscribes connection `i`; returns once the subscription is live.
-async fn open(i: usize, cfg: &Cfg) -> Result<Conn, String> {
+async fn open(i: usize, cfg: &Cfg, shared: &Shared) -> Result<Conn, String> {
     let channel = cfg.channel(i);
     let token = cfg.token(i)?;
     match cfg.target {
+        Target::GyreWsDeflate => {
+            let mut ws =
+                RawWs::connect(cfg.addr, &cfg.authority, "/connection/websocket", 1 << 20).await?;
+            if !ws.deflate {
+                return Err(format!(
+                    "permessage-deflate not negotiated (Sec-WebSocket-Extensions: {:?})",
+                    ws.extensions
+                ));
+            }
+            shared.deflate_negotiated.fetch_add(1, Relaxed);
+            shared
+                .deflate_extensions
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| ws.extensions.clone());
+            ws.send_text(&json_connect_subscribe(&token, &channel))
+                .await?;
+            // The replies are not data for the phase counters: count them aside.
+            let setup = WireCounters::default();
+            loop {
+                let msg = ws.next_message(&setup).await?;
+                for line in msg.split(|&b| b == b'\n') {
+                    if line == b"{}" {
+                        ws.send_text("{}").await?;
+                        continue;
+                    }
+                    let v: serde_json::Value =
+                        serde_json::from_slice(line).map_err(|e| format!("bad reply: {e}"))?;
+                    if let Some(err) = v.get("error") {
+                        return Err(format!("reply {}: error {err}", v["id"]));
+                    }
+                    if v["id"] == 2 {
+                        return Ok(Conn::Raw(Box::new(ws)));
+                    }
+                }
+            }
+        }
         Target::GyreWs => {
             let mut ws = open_ws(cfg, "/connection/websocket", false).await?;
-            let mut connect = json!({});
-            if !token.is_empty() {
-                connect["token"] = json!(token);
-            }
-            let frame = format!(
-                "{}\n{}",
-                json!({"id": 1, "connect": connect}),
-                json!({"id": 2, "subscribe": {"channel": channel}})
-            );
+            let frame = json_connect_subscribe(&token, &channel);
             ws.send(Message::text(frame))
                 .await
                 .map_err(|e| format!("send: {e}"))?;
@@ -618,6 +691,7 @@ async fn receive(conn: Conn, shard: usize, shared: &Shared) -> String {
                 None => return "eof".into(),
                 Some(Err(e)) => return format!("read: {e}"),
                 Some(Ok(Message::Text(t))) => {
+                    shared.count_plain(t.len());
                     shared.deliver(shard, t.as_bytes());
                     if kind == WsKind::GyreJson
                         && json_has_ping(t.as_bytes())
@@ -627,6 +701,7 @@ async fn receive(conn: Conn, shard: usize, shared: &Shared) -> String {
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
+                    shared.count_plain(b.len());
                     shared.deliver(shard, &b);
                     if kind == WsKind::GyreProtobuf
                         && protobuf_has_ping(&b)
@@ -637,6 +712,19 @@ async fn receive(conn: Conn, shard: usize, shared: &Shared) -> String {
                 }
                 Some(Ok(Message::Close(f))) => return close_reason(f),
                 Some(Ok(_)) => {}
+            }
+        },
+        Conn::Raw(mut ws) => loop {
+            match ws.next_message(&shared.wire).await {
+                Err(why) => return why,
+                Ok(msg) => {
+                    shared.deliver(shard, &msg);
+                    if json_has_ping(&msg)
+                        && let Err(e) = ws.send_text("{}").await
+                    {
+                        return format!("pong: {e}");
+                    }
+                }
             }
         },
         Conn::Http {
@@ -665,7 +753,7 @@ async fn receive(conn: Conn, shard: usize, shared: &Shared) -> String {
 async fn connection(i: usize, cfg: Arc<Cfg>, shared: Arc<Shared>, sem: Arc<Semaphore>) {
     let ch = i % cfg.channels;
     let permit = sem.acquire_owned().await;
-    let opened = tokio::time::timeout(cfg.connect_timeout, open(i, &cfg)).await;
+    let opened = tokio::time::timeout(cfg.connect_timeout, open(i, &cfg, &shared)).await;
     drop(permit);
     let conn = match opened {
         Ok(Ok(c)) => c,
@@ -893,6 +981,16 @@ pub(crate) fn resolve(url: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, authority))
 }
 
+/// Bytes, messages, compressed messages, inflated bytes received so far.
+fn wire_sample(w: &WireCounters) -> (u64, u64, u64, u64) {
+    (
+        w.bytes.load(Relaxed),
+        w.messages.load(Relaxed),
+        w.compressed.load(Relaxed),
+        w.inflated_bytes.load(Relaxed),
+    )
+}
+
 fn per(value: f64, count: u64) -> Option<f64> {
     (count > 0).then(|| round3(value * 1e6 / count as f64))
 }
@@ -976,6 +1074,9 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             .collect(),
         errors: Mutex::new(BTreeMap::new()),
         phase: Mutex::new("connect".into()),
+        wire: WireCounters::default(),
+        deflate_negotiated: AtomicUsize::new(0),
+        deflate_extensions: Mutex::new(None),
     });
     progress(shared.clone());
 
@@ -998,6 +1099,16 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         args.connections,
         shared.failed.load(Relaxed)
     );
+    let deflate = args.target == Target::GyreWsDeflate;
+    let negotiated = shared.deflate_negotiated.load(Relaxed);
+    if deflate && (negotiated == 0 || negotiated < ready) {
+        let errors = shared.errors.lock().unwrap().clone();
+        return Err(format!(
+            "permessage-deflate negotiated by {negotiated} of {} connections ({ready} ready); errors: {errors:?}",
+            args.connections
+        )
+        .into());
+    }
     *shared.phase.lock().unwrap() = "idle".into();
     tokio::time::sleep(Duration::from_secs_f64(args.idle_settle)).await;
     let server_idle = stats::sample(&args.server_pid);
@@ -1013,6 +1124,8 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         server_cpu_us_per_connect: (!args.server_pid.is_empty())
             .then(|| per(server_connected.cpu_s - server_before.cpu_s, ready as u64))
             .flatten(),
+        deflate_negotiated: deflate.then_some(negotiated),
+        deflate_extensions: shared.deflate_extensions.lock().unwrap().clone(),
     };
     let memory = Memory {
         server_rss_before_kib: server_before.rss_kib,
@@ -1044,6 +1157,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         let s0 = stats::sample(&args.server_pid);
         let r0 = stats::sample(&args.redis_pid);
         let c0 = stats::self_cpu();
+        let (wb0, wm0, wc0, wi0) = wire_sample(&shared.wire);
         let start = tokio::time::Instant::now();
         let start_ns = payload::now_ns();
         let mut handles = Vec::new();
@@ -1077,7 +1191,13 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         let s1 = stats::sample(&args.server_pid);
         let r1 = stats::sample(&args.redis_pid);
         let c1 = stats::self_cpu();
+        let (wb1, wm1, wc1, wi1) = wire_sample(&shared.wire);
         let delivered = shared.delivered.load(Relaxed) - d0;
+        let ws_compressed_messages = wc1 - wc0;
+        if deflate && delivered > 0 && ws_compressed_messages == 0 {
+            eprintln!("WARNING: permessage-deflate negotiated but no compressed frame received");
+            shared.error("deflate: negotiated but no compressed frame received");
+        }
         let last = shared.last_delivery_ns.load(Relaxed);
         let span_s = (last.saturating_sub(start_ns)) as f64 / 1e9;
         let latency = Latency::of(&shared.take_latency());
@@ -1118,6 +1238,13 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
                 .flatten(),
             client_cpu_s: round3(c1 - c0),
             client_cpu_us_per_delivery: per(c1 - c0, delivered),
+            ws_messages: wm1 - wm0,
+            ws_compressed_messages,
+            wire_bytes: wb1 - wb0,
+            wire_bytes_per_delivery: (wb1 > wb0 && delivered > 0)
+                .then(|| round3((wb1 - wb0) as f64 / delivered as f64)),
+            inflated_bytes_per_delivery: (wi1 > wi0 && delivered > 0)
+                .then(|| round3((wi1 - wi0) as f64 / delivered as f64)),
         };
         eprintln!(
             "phase {}: rate {rate}/s, delivered {}/{} (lost {}), p50 {} µs, p99 {} µs, max {} µs, server {:?} µs/delivery",

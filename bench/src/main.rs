@@ -14,6 +14,7 @@
 mod floor;
 mod load;
 mod payload;
+mod rawws;
 mod report;
 mod stats;
 mod storm;

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# permessage-deflate on vs off on loopback: gyre (Redis engine, libgyre.so), the reference load
+# with plain WebSocket subscribers (`--target gyre-ws`) and with subscribers that negotiate
+# permessage-deflate (`--target gyre-ws-deflate`, gyre-bench's own client, which inflates every
+# RSV1 frame). Goal of issue 5: server CPU per delivery with deflate ≤ 1.3× the plain figure.
+#
+#   scripts/bench-deflate.sh
+#
+# What it does:
+#   1. builds gyre, libgyre.so and gyre-bench (release) unless SKIP_BUILD=1;
+#   2. ROUNDS rounds, each one run per target, alternating: CONNECTIONS WebSocket subscribers
+#      over CHANNELS channels, MESSAGES publications of PAYLOAD bytes at RATE/s with GYRE.PUBLISH.
+#      Every run gets a fresh gyre and a fresh Redis; both runs use the same config with
+#      `[websocket] compression = true` (COMPRESSION_LEVEL, COMPRESSION_MIN_SIZE): plain clients
+#      simply do not offer the extension;
+#   3. prints a Markdown table of medians (server CPU µs per delivery and the deflate/plain
+#      ratio, bytes on the wire per delivery as counted from the frames received, latency, lost)
+#      and writes every JSON result, the table (report.md) and the server logs to RESULTS.
+#
+# Options (environment variables, defaults in brackets):
+#   ROUNDS [3]  CONNECTIONS [5000]  CHANNELS [10]  MESSAGES [1000]  RATE [200]  PAYLOAD [128]
+#   COMPRESSION_LEVEL [1]  COMPRESSION_MIN_SIZE [0]  DRAIN_TIMEOUT [10]
+#   THREADS [1]            worker threads of the load generator (leave the CPU to the server)
+#   RESULTS [target/bench-results/deflate-<date>]  output directory
+#   SKIP_BUILD=1           use what is built already
+#
+# Needs redis-server on PATH. Everything listens on 127.0.0.1 on free ports; every process
+# started here is stopped on exit. ~20 s per run after the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-3}"
+CONNECTIONS="${CONNECTIONS:-5000}"
+CHANNELS="${CHANNELS:-10}"
+MESSAGES="${MESSAGES:-1000}"
+RATE="${RATE:-200}"
+PAYLOAD="${PAYLOAD:-128}"
+COMPRESSION_LEVEL="${COMPRESSION_LEVEL:-1}"
+COMPRESSION_MIN_SIZE="${COMPRESSION_MIN_SIZE:-0}"
+DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-10}"
+THREADS="${THREADS:-1}"
+RESULTS="${RESULTS:-target/bench-results/deflate-$(date +%Y%m%d-%H%M%S)}"
+
+log() { echo "bench-deflate: $*" >&2; }
+
+command -v redis-server >/dev/null 2>&1 || { log "redis-server not found"; exit 1; }
+command -v jq >/dev/null 2>&1 || { log "jq not found"; exit 1; }
+if [ -z "${SKIP_BUILD:-}" ]; then
+  log "building gyre, libgyre.so and gyre-bench (release)"
+  cargo build --release -p gyre-proxy -p gyre-module -p gyre-bench
+fi
+GYRE="$PWD/target/release/gyre"
+MODULE="$PWD/target/release/libgyre.so"
+BENCH="$PWD/target/release/gyre-bench"
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE="$(ulimit -n)"
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+if [ "$NOFILE" -lt $((CONNECTIONS + 200)) ]; then
+  log "ulimit -n is $NOFILE, too low for $CONNECTIONS connections"
+  exit 1
+fi
+
+mkdir -p "$RESULTS"
+RESULTS="$(cd "$RESULTS" && pwd)"
+TMP="$(mktemp -d -t gyre-bench-deflate.XXXXXX)"
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  cp "$TMP"/*.log "$RESULTS"/ 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+wait_port() { # port what
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  log "$2 did not start on port $1"
+  return 1
+}
+stop() { # pid...: stops processes started here
+  local pid
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
+}
+
+REDIS_PORT="$(free_port 16490)"
+GYRE_PORT="$(free_port 18100)"
+
+# Same as scripts/bench-nchan.sh's gyre config, plus compression for connections that offer it.
+cat >"$TMP/gyre.toml" <<EOF
+[http_server]
+address = "127.0.0.1"
+port = $GYRE_PORT
+
+[log]
+level = "warn"
+
+[shutdown]
+timeout = "2s"
+
+[client]
+allow_anonymous_connect_without_token = true
+
+[websocket]
+compression = true
+compression_level = $COMPRESSION_LEVEL
+compression_min_size = $COMPRESSION_MIN_SIZE
+
+[engine]
+type = "redis"
+
+[engine.redis]
+address = ["redis://127.0.0.1:$REDIS_PORT"]
+
+[[channel.namespaces]]
+name = "bench"
+history_size = 10
+history_ttl = "60s"
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+EOF
+
+run() { # target out
+  local target=$1 out=$2 redis_pid gyre_pid
+  mkdir -p "$TMP/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$TMP/redis" --maxclients 10000 --loadmodule "$MODULE" >>"$TMP/redis.log" 2>&1 &
+  redis_pid=$!
+  PIDS+=("$redis_pid")
+  wait_port "$REDIS_PORT" redis
+  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
+  gyre_pid=$!
+  PIDS+=("$gyre_pid")
+  wait_port "$GYRE_PORT" gyre
+  "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$gyre_pid" \
+    --redis-pid "$redis_pid" --label "$target" --tag deflate --out "$out" \
+    --connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size "$PAYLOAD" \
+    --threads "$THREADS" --drain-timeout "$DRAIN_TIMEOUT" --messages "$MESSAGES" --rate "$RATE" \
+    || log "FAILED: $target run ($out)"
+  stop "$gyre_pid" # the server first, so it does not log a lost Redis
+  stop "$redis_pid"
+}
+
+for r in $(seq "$ROUNDS"); do
+  for target in gyre-ws gyre-ws-deflate; do
+    log "round $r/$ROUNDS: $target"
+    run "$target" "$RESULTS/ref-$r-$target.json"
+  done
+done
+
+# --- report -----------------------------------------------------------------------------------
+# Medians over the runs of each target (first phase of each result).
+median() { # target jq-path -> median or "–"
+  jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2 | select(. != null)] | sort |
+    if length == 0 then \"–\" elif length % 2 == 1 then .[length / 2 | floor]
+    else (.[length / 2 - 1] + .[length / 2]) / 2 end" "$RESULTS"/ref-*.json
+}
+ratio() { # a b
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || b == "–" || b == 0) print "–"; else printf "%.2f×", a / b }'
+}
+fmt() { # value digits
+  awk -v v="$1" -v d="$2" 'BEGIN { if (v == "–") print v; else printf "%.*f", d, v }'
+}
+runs() { jq -rs --arg t "$1" '[.[] | select(.target == $t)] | length' "$RESULTS"/ref-*.json; }
+sum() { jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2] | add // 0" "$RESULTS"/ref-*.json; }
+
+declare -A CPU BYTES INFL P50 P99 LOST DELIV CCPU RSS NEG N
+for t in gyre-ws gyre-ws-deflate; do
+  N[$t]="$(runs "$t")"
+  CPU[$t]="$(median "$t" '.phases[0].server_cpu_us_per_delivery')"
+  BYTES[$t]="$(median "$t" '.phases[0].wire_bytes_per_delivery')"
+  INFL[$t]="$(median "$t" '.phases[0].inflated_bytes_per_delivery')"
+  P50[$t]="$(median "$t" '.phases[0].latency.p50_us')"
+  P99[$t]="$(median "$t" '.phases[0].latency.p99_us')"
+  CCPU[$t]="$(median "$t" '.phases[0].client_cpu_us_per_delivery')"
+  RSS[$t]="$(median "$t" '.memory.server_rss_per_connection_kib')"
+  LOST[$t]="$(sum "$t" '.phases[0].lost')"
+  DELIV[$t]="$(sum "$t" '.phases[0].delivered')"
+  NEG[$t]="$(jq -rs --arg t "$t" '[.[] | select(.target == $t) |
+    "\(.connections.deflate_negotiated // "–")/\(.connections.ready) (\(.phases[0].ws_compressed_messages)/\(.phases[0].ws_messages) RSV1)"] | join(", ")' "$RESULTS"/ref-*.json)"
+done
+P=gyre-ws D=gyre-ws-deflate
+{
+  echo "Command: \`ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS CHANNELS=$CHANNELS MESSAGES=$MESSAGES RATE=$RATE PAYLOAD=$PAYLOAD COMPRESSION_LEVEL=$COMPRESSION_LEVEL COMPRESSION_MIN_SIZE=$COMPRESSION_MIN_SIZE scripts/bench-deflate.sh\`"
+  echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), kernel $(uname -r), Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
+  echo
+  echo "| target | runs | server CPU µs/delivery | vs plain | wire B/delivery | vs plain | inflated B/delivery | p50 ms | p99 ms | lost / delivered | client CPU µs/delivery | server RSS KiB/conn |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for t in $P $D; do
+    echo "| $t | ${N[$t]} | **$(fmt "${CPU[$t]}" 2)** | $(ratio "${CPU[$t]}" "${CPU[$P]}") | $(fmt "${BYTES[$t]}" 1) | $(ratio "${BYTES[$t]}" "${BYTES[$P]}") | $(fmt "${INFL[$t]}" 1) | $(fmt "$(awk -v v="${P50[$t]}" 'BEGIN{print (v=="–")?v:v/1000}')" 2) | $(fmt "$(awk -v v="${P99[$t]}" 'BEGIN{print (v=="–")?v:v/1000}')" 2) | ${LOST[$t]} / ${DELIV[$t]} | $(fmt "${CCPU[$t]}" 2) | $(fmt "${RSS[$t]}" 2) |"
+  done
+  echo
+  echo "Deflate negotiated per run (connections, RSV1 messages / data messages): ${NEG[$D]}"
+  echo
+  echo "Per run, server CPU µs/delivery: plain $(jq -rs '[.[] | select(.target == "gyre-ws") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json); deflate $(jq -rs '[.[] | select(.target == "gyre-ws-deflate") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json)"
+  errors="$(jq -rs '[.[] | .errors | to_entries[] | "\(.key): \(.value)"] | unique | join("; ")' "$RESULTS"/ref-*.json)"
+  [ -n "$errors" ] && echo && echo "Errors reported by the tool: $errors"
+} | tee "$RESULTS/report.md"
+log "results in $RESULTS"
