@@ -138,7 +138,9 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
                     first = false;
                     std::future::ready(connect)
                 });
-            connection.run(inbound).await
+            // Boxed: the bidirectional path's inline future is what every idle connection
+            // carries; this rarer one should not make it larger.
+            Box::pin(connection.run(inbound)).await
         }
     };
     // The writer sends the close frame after what is still queued, and stops.
