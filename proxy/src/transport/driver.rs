@@ -17,7 +17,23 @@ pub struct Connection {
     session: Session,
     outbox: Arc<Outbox>,
     control: ControlReceiver,
-    transport: &'static str,
+    /// `MESSAGES_RECEIVED` for this transport, looked up once.
+    received: metrics::Counter,
+}
+
+/// Most queued messages a duplex transport writes at once.
+const MAX_BATCH: usize = 64;
+
+/// A transport that reads the client's frames and writes its messages in one task
+/// ([`Connection::run_duplex`]).
+pub trait Duplex {
+    /// The client's next frame; `None` when the client is gone, an error to end the connection
+    /// with that code.
+    fn next_frame(&mut self) -> impl Future<Output = Option<Result<Bytes, Disconnect>>>;
+    /// Writes queued messages, in order, as few writes as the transport allows.
+    fn write(&mut self, batch: &[Bytes]) -> impl Future<Output = Result<(), Disconnect>>;
+    /// Tells the client why the connection ends, and closes it.
+    fn close(&mut self, disconnect: &Disconnect) -> impl Future<Output = ()>;
 }
 
 /// Why [`Connection::run`] returned.
@@ -41,7 +57,9 @@ impl Connection {
             session,
             outbox,
             control,
-            transport: transport.name,
+            received: metrics::counter!(
+                crate::metrics::MESSAGES_RECEIVED, "transport" => transport.name
+            ),
         }
     }
 
@@ -63,10 +81,7 @@ impl Connection {
                 frame = inbound.next() => match frame {
                     Some(Err(disconnect)) => return End::Disconnect(disconnect),
                     Some(Ok(frame)) => {
-                        metrics::counter!(
-                            crate::metrics::MESSAGES_RECEIVED, "transport" => self.transport
-                        )
-                        .increment(1);
+                        self.received.increment(1);
                         // Boxed, like the other handlers: their futures (engine calls included)
                         // are large, and inline they would make every idle connection's task
                         // that large too.
@@ -91,9 +106,75 @@ impl Connection {
         }
     }
 
+    /// [`Self::run`] for a transport that reads and writes in this one task: the loop also
+    /// drains the outbox into `socket`, so a connection needs no writer task (and its memory)
+    /// and no lock between a reading and a writing half. A write in progress holds the loop up
+    /// for at most the transport's write timeout, after which it fails as slow.
+    pub async fn run_duplex(&mut self, socket: &mut impl Duplex, batch: &mut Vec<Bytes>) -> End {
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.session.deadline());
+            let step = tokio::select! {
+                frame = socket.next_frame() => match frame {
+                    Some(Err(disconnect)) => return End::Disconnect(disconnect),
+                    Some(Ok(frame)) => {
+                        self.received.increment(1);
+                        Box::pin(self.session.handle_frame(frame)).await
+                    }
+                    None => return End::ClientGone,
+                },
+                closing = self.outbox.next_batch_into(MAX_BATCH, batch) => match closing {
+                    None => socket.write(batch).await,
+                    Some(disconnect) => return End::Disconnect(disconnect),
+                },
+                control = self.control.recv() => {
+                    Box::pin(self.session.handle_control(control)).await
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
+                }
+            };
+            if let Err(disconnect) = step {
+                return End::Disconnect(disconnect);
+            }
+            if let Some(disconnect) = self.outbox.closing_reason() {
+                return End::Disconnect(disconnect);
+            }
+        }
+    }
+
+    /// After [`Self::run_duplex`]: leaves every channel and the hub, writes what is still
+    /// queued, then closes `socket` with the disconnect.
+    pub async fn close_duplex(
+        mut self,
+        end: End,
+        socket: &mut impl Duplex,
+        batch: &mut Vec<Bytes>,
+    ) {
+        let disconnect = self.leave(end).await;
+        self.outbox.close(disconnect.clone());
+        let disconnect = loop {
+            match self.outbox.next_batch_into(MAX_BATCH, batch).await {
+                None => {
+                    if socket.write(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Some(disconnect) => break disconnect,
+            }
+        };
+        socket.close(&disconnect).await;
+    }
+
     /// Leaves every channel and the hub, and tells the writer to finish with the disconnect
     /// (after what is still queued). Returns the disconnect.
     pub async fn close(mut self, end: End) -> Disconnect {
+        let disconnect = self.leave(end).await;
+        self.outbox.close(disconnect.clone());
+        disconnect
+    }
+
+    /// Ends the session and counts the disconnect.
+    async fn leave(&mut self, end: End) -> Disconnect {
         // Boxed: leaving channels awaits engine calls, whose futures are large (see run).
         Box::pin(self.session.close()).await;
         let disconnect = match end {
@@ -102,7 +183,6 @@ impl Connection {
         };
         metrics::counter!(crate::metrics::DISCONNECTS, "code" => disconnect.code.to_string())
             .increment(1);
-        self.outbox.close(disconnect.clone());
         disconnect
     }
 }

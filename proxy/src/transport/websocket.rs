@@ -1,9 +1,11 @@
 //! Bidirectional WebSocket (`/connection/websocket`): the session's frames in text (JSON) or
 //! binary (Protobuf, subprotocol `centrifuge-protobuf`) WebSocket messages.
 //!
-//! Two tasks per connection: this one reads frames and drives the session; the writer drains
-//! the outbox, writing everything queued as one WebSocket message (messages joined per the
-//! encoding's framing), so a burst of publications costs one write, not one per publication.
+//! One task per connection (the driver's duplex loop): it reads frames into the session and
+//! drains the outbox, writing everything queued as one WebSocket message (messages joined per
+//! the encoding's framing), so a burst of publications costs one write, not one per
+//! publication. No second task and no lock between a reading and a writing half: an idle
+//! connection costs less memory, a delivery less work.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,21 +21,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use super::driver::Connection;
+use super::driver::{Connection, Duplex};
 use super::permessage_deflate::InflatingIo;
 use super::uni;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
-use crate::queue::Outbox;
 use gyre_proto::codec::deflate::{self, Deflate};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-/// Most messages written as one WebSocket message.
-const MAX_MESSAGES_PER_FRAME: usize = 64;
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer per connection: small, because idle connections are the common case and the
@@ -71,7 +68,7 @@ pub enum Flavor {
     },
 }
 
-/// Runs one WebSocket connection to its end.
+/// Runs one WebSocket connection to its end, in one task: the session, reading and writing.
 pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
     let (encoding, deflate, mode, name) = match &flavor {
         Flavor::Bidirectional { encoding, deflate } => {
@@ -90,73 +87,30 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
             deflate,
         },
     );
-    let outbox = Arc::clone(connection.outbox());
-    let (sink, stream) = socket.split();
-    let write_timeout = node.config.websocket.write_timeout;
-    let shape = match &flavor {
-        Flavor::Bidirectional { .. } => Shape::Batched {
-            encoding,
-            compressed: deflate.is_some(),
-        },
-        Flavor::Unidirectional { join, .. } => Shape::Pushes { join: *join },
+    let (shape, cf_connect) = match flavor {
+        Flavor::Bidirectional { .. } => (
+            Shape::Batched {
+                encoding,
+                compressed: deflate.is_some(),
+            },
+            None,
+        ),
+        Flavor::Unidirectional { cf_connect, join } => (Shape::Pushes { join }, cf_connect),
     };
-    let writer = tokio::spawn(write_loop(sink, Arc::clone(&outbox), shape, write_timeout));
-    // Set when the client's close frame (or the end of its stream) was read.
-    let client_gone = Arc::new(AtomicBool::new(false));
-    let mut frames = {
-        let client_gone = Arc::clone(&client_gone);
-        Box::pin(
-            stream
-                .take_while(move |message| {
-                    let open = matches!(message, Ok(m) if !m.is_close());
-                    if let Err(error) = message {
-                        tracing::debug!(%error, "websocket read failed");
-                    }
-                    client_gone.store(!open, Ordering::Relaxed);
-                    std::future::ready(open)
-                })
-                .filter_map(|message| {
-                    std::future::ready(match message {
-                        Ok(Message::Text(text)) => Some(Bytes::from(text)),
-                        Ok(Message::Binary(data)) => Some(data),
-                        // Pings are answered by tungstenite itself.
-                        _ => None,
-                    })
-                }),
-        )
+    let mut socket = WsDuplex {
+        socket,
+        shape,
+        write_timeout: node.config.websocket.write_timeout,
+        frame: FrameBuilder::new(encoding),
+        sent: metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket"),
+        client_gone: false,
+        connect_pending: matches!(shape, Shape::Pushes { .. }),
+        cf_connect,
     };
-    let end = match flavor {
-        Flavor::Bidirectional { .. } => connection.run(frames.by_ref().map(Ok)).await,
-        Flavor::Unidirectional { cf_connect, .. } => {
-            // The connect request comes from `cf_connect` or else is the first message; what
-            // the client sends after it is read (to notice its close) and ignored.
-            let mut first = true;
-            let inbound = futures_util::stream::iter(cf_connect)
-                .chain(frames.by_ref())
-                .filter_map(move |frame| {
-                    let connect = first.then(|| uni::connect_frame(&frame));
-                    first = false;
-                    std::future::ready(connect)
-                });
-            // Boxed: the bidirectional path's inline future is what every idle connection
-            // carries; this rarer one should not make it larger.
-            Box::pin(connection.run(inbound)).await
-        }
-    };
-    // The writer sends the close frame after what is still queued, and stops.
-    connection.close(end).await;
-    if tokio::time::timeout(write_timeout * 5, writer)
-        .await
-        .is_err()
-    {
-        tracing::debug!("websocket writer did not finish in time");
-    }
-    if !client_gone.load(Ordering::Relaxed) {
-        // Close handshake: read until the client's close frame, so the TCP connection is not
-        // dropped under data still in flight (which would reset it and lose our close frame).
-        let _ = tokio::time::timeout(CLOSE_WAIT, async { while frames.next().await.is_some() {} })
-            .await;
-    }
+    // Grows to the largest batch seen (usually a few messages) and is reused for every batch.
+    let mut batch = Vec::new();
+    let end = connection.run_duplex(&mut socket, &mut batch).await;
+    connection.close_duplex(end, &mut socket, &mut batch).await;
 }
 
 /// How queued messages become WebSocket messages.
@@ -172,96 +126,133 @@ enum Shape {
     Pushes { join: bool },
 }
 
-/// Drains the outbox into the socket. A write that takes longer than `write_timeout` means the
-/// client is not reading: the connection is closed as slow.
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<Socket, Message>,
-    outbox: Arc<Outbox>,
+/// One WebSocket connection as the driver reads and writes it.
+struct WsDuplex {
+    socket: Socket,
     shape: Shape,
+    /// A write that takes longer means the client is not reading: closed as slow.
     write_timeout: Duration,
-) {
-    let encoding = match shape {
-        Shape::Batched { encoding, .. } => encoding,
-        Shape::Pushes { .. } => Encoding::Json,
-    };
-    let mut frame = FrameBuilder::new(encoding);
-    // Looked up once: the macro's registry lookup would otherwise run on every write.
-    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket");
-    // Grows to the largest batch seen (usually a few messages) and is reused for every batch.
-    let mut messages = Vec::new();
-    loop {
-        match outbox
-            .next_batch_into(MAX_MESSAGES_PER_FRAME, &mut messages)
-            .await
-        {
-            None => {}
-            Some(disconnect) => {
-                if let Shape::Pushes { .. } = shape {
-                    // A unidirectional client reads the reason from a push as well.
-                    let push = uni::disconnect_push(&disconnect);
-                    let _ = send(&mut sink, text(push), write_timeout).await;
+    frame: FrameBuilder,
+    sent: metrics::Counter,
+    /// The client's close frame (or the end of its stream) was read.
+    client_gone: bool,
+    /// Unidirectional: the connect request has not been read yet.
+    connect_pending: bool,
+    /// Unidirectional: the connect request from the URL, used instead of a first message.
+    cf_connect: Option<Bytes>,
+}
+
+impl WsDuplex {
+    /// The next data message from the client; `None` once it closed or failed.
+    async fn next_message(&mut self) -> Option<Bytes> {
+        loop {
+            match self.socket.next().await {
+                Some(Ok(Message::Text(text))) => return Some(Bytes::from(text)),
+                Some(Ok(Message::Binary(data))) => return Some(data),
+                // Pings are answered by tungstenite itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "websocket read failed");
+                    break;
                 }
-                let close = CloseFrame {
-                    code: CloseCode::from(disconnect.code),
-                    reason: disconnect.reason.as_ref().into(),
-                };
-                let _ = send(&mut sink, Message::Close(Some(close)), write_timeout).await;
-                return;
             }
+        }
+        self.client_gone = true;
+        None
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), Disconnect> {
+        write_outcome(tokio::time::timeout(self.write_timeout, self.socket.send(message)).await)
+    }
+}
+
+impl Duplex for WsDuplex {
+    async fn next_frame(&mut self) -> Option<Result<Bytes, Disconnect>> {
+        if !self.connect_pending {
+            return self.next_message().await.map(Ok);
+        }
+        // Unidirectional: the connect request comes from `cf_connect` or else is the first
+        // message; what the client sends after it is read (to notice its close) and ignored.
+        let request = match self.cf_connect.take() {
+            Some(request) => request,
+            None => self.next_message().await?,
         };
-        sent.increment(messages.len() as u64);
-        let written = match shape {
+        self.connect_pending = false;
+        Some(uni::connect_frame(&request))
+    }
+
+    async fn write(&mut self, messages: &[Bytes]) -> Result<(), Disconnect> {
+        self.sent.increment(messages.len() as u64);
+        match self.shape {
             Shape::Batched {
-                compressed: true, ..
+                encoding,
+                compressed: true,
             } => {
-                let payload = deflate::message_payload(encoding, &messages);
+                let payload = deflate::message_payload(encoding, messages);
                 let opcode = match encoding {
                     Encoding::Protobuf => OpCode::Data(Data::Binary),
                     Encoding::Json => OpCode::Data(Data::Text),
                 };
                 let mut frame = Frame::message(payload, opcode, true);
                 frame.header_mut().rsv1 = true;
-                send(&mut sink, Message::Frame(frame), write_timeout).await
+                self.send(Message::Frame(frame)).await
             }
-            Shape::Batched { .. } => {
-                let payload = if let [single] = messages.as_slice() {
+            Shape::Batched { encoding, .. } => {
+                let payload = if let [single] = messages {
                     single.clone()
                 } else {
-                    for message in &messages {
-                        frame.push(message);
+                    for message in messages {
+                        self.frame.push(message);
                     }
-                    frame.take()
+                    self.frame.take()
                 };
                 let message = match encoding {
                     Encoding::Protobuf => Message::Binary(payload),
                     Encoding::Json => text(payload),
                 };
-                send(&mut sink, message, write_timeout).await
+                self.send(message).await
             }
             Shape::Pushes { join: true } => {
-                for message in &messages {
-                    frame.push(&uni::push_of(message));
+                for message in messages {
+                    self.frame.push(&uni::push_of(message));
                 }
-                send(&mut sink, text(frame.take()), write_timeout).await
+                let payload = self.frame.take();
+                self.send(text(payload)).await
             }
             Shape::Pushes { join: false } => {
-                let mut fed = Ok(());
-                for message in &messages {
-                    fed = feed(&mut sink, text(uni::push_of(message)), write_timeout).await;
-                    if fed.is_err() {
-                        break;
+                let timeout = self.write_timeout;
+                let socket = &mut self.socket;
+                let all = async {
+                    for message in messages {
+                        socket.feed(text(uni::push_of(message))).await?;
                     }
-                }
-                match fed {
-                    Ok(()) => flush(&mut sink, write_timeout).await,
-                    failed => failed,
-                }
+                    socket.flush().await
+                };
+                write_outcome(tokio::time::timeout(timeout, all).await)
             }
+        }
+    }
+
+    async fn close(&mut self, disconnect: &Disconnect) {
+        if let Shape::Pushes { .. } = self.shape {
+            // A unidirectional client reads the reason from a push as well.
+            let push = uni::disconnect_push(disconnect);
+            let _ = self.send(text(push)).await;
+        }
+        let close = CloseFrame {
+            code: CloseCode::from(disconnect.code),
+            reason: disconnect.reason.as_ref().into(),
         };
-        if let Err(disconnect) = written {
-            outbox.close(disconnect);
+        if self.send(Message::Close(Some(close))).await.is_err() || self.client_gone {
             return;
         }
+        // Close handshake: read until the client's close frame, so the TCP connection is not
+        // dropped under data still in flight (which would reset it and lose our close frame).
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while self.next_message().await.is_some() {}
+        })
+        .await;
     }
 }
 
@@ -275,20 +266,6 @@ fn text(payload: Bytes) -> Message {
             Message::Binary(payload)
         }
     }
-}
-
-type Sink = futures_util::stream::SplitSink<Socket, Message>;
-
-async fn send(sink: &mut Sink, message: Message, timeout: Duration) -> Result<(), Disconnect> {
-    write_outcome(tokio::time::timeout(timeout, sink.send(message)).await)
-}
-
-async fn feed(sink: &mut Sink, message: Message, timeout: Duration) -> Result<(), Disconnect> {
-    write_outcome(tokio::time::timeout(timeout, sink.feed(message)).await)
-}
-
-async fn flush(sink: &mut Sink, timeout: Duration) -> Result<(), Disconnect> {
-    write_outcome(tokio::time::timeout(timeout, sink.flush()).await)
 }
 
 fn write_outcome<E: std::fmt::Display>(
