@@ -1,17 +1,20 @@
-//! The life of one client connection, whatever carries it. A transport opens a [`Connection`],
-//! feeds it the client's frames as a stream ([`Connection::run`]), and runs a writer that drains
-//! [`Connection::outbox`]; the driver brings in the node's signals and the session's timers, and
-//! [`Connection::close`] ends it the same way for every transport.
+//! The life of one client connection, whatever carries it. A transport opens a [`Connection`]
+//! and either feeds it the client's frames as a stream ([`Connection::run`]) while its own
+//! writer drains [`Connection::outbox`] (the HTTP streams), or hands it a [`Duplex`] that
+//! reads and writes in the same task ([`Connection::run_duplex`], WebSocket). The driver brings
+//! in the node's signals and the session's timers, and ends every connection the same way
+//! ([`Connection::close`], [`Connection::close_duplex`]).
 
 use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 
 use crate::hub::{ControlReceiver, control_channel};
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
 use crate::queue::Outbox;
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 
 pub struct Connection {
     session: Session,
@@ -36,7 +39,7 @@ pub trait Duplex {
     fn close(&mut self, disconnect: &Disconnect) -> impl Future<Output = ()>;
 }
 
-/// Why [`Connection::run`] returned.
+/// Why [`Connection::run`] (or [`Connection::run_duplex`]) returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
     /// The client's side ended: closed, stream finished, read failed, or the writer found the
