@@ -117,6 +117,9 @@ impl Connection {
         loop {
             let deadline = tokio::time::Instant::from_std(self.session.deadline());
             let step = tokio::select! {
+                // The client first: a close it already sent must end the connection before
+                // anything more is written to it (a task that runs late finds both ready).
+                biased;
                 frame = socket.next_frame() => match frame {
                     Some(Err(disconnect)) => return End::Disconnect(disconnect),
                     Some(Ok(frame)) => {
@@ -146,15 +149,21 @@ impl Connection {
     }
 
     /// After [`Self::run_duplex`]: leaves every channel and the hub, writes what is still
-    /// queued, then closes `socket` with the disconnect.
+    /// queued (unless the client is gone), then closes `socket` with the disconnect.
     pub async fn close_duplex(
         mut self,
         end: End,
         socket: &mut impl Duplex,
         batch: &mut Vec<Bytes>,
     ) {
+        let client_gone = end == End::ClientGone;
         let disconnect = self.leave(end).await;
         self.outbox.close(disconnect.clone());
+        if client_gone {
+            // The client closed: what is still queued has no one to read it.
+            socket.close(&disconnect).await;
+            return;
+        }
         let disconnect = loop {
             match self.outbox.next_batch_into(MAX_BATCH, batch).await {
                 None => {
