@@ -16,7 +16,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::task::TaskTracker;
 
 use crate::protocol::codes;
@@ -185,16 +184,10 @@ fn websocket_upgrade(
     kind: Kind,
 ) -> Response<Body> {
     let headers = request.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let key = websocket::upgrade_key(headers).filter(|_| request.method() == Method::GET);
+    let Some(key) = key else {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     };
-    if !is_upgrade || request.method() != Method::GET {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
-    }
     if let Err(refused) = transport::http::admit(&node, headers) {
         return refused;
     }
@@ -264,14 +257,7 @@ fn websocket_upgrade(
         }
     });
 
-    let mut response = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        );
+    let mut response = websocket::switching_protocols(&key);
     if let Some(protocol) = echo {
         response = response.header(
             header::SEC_WEBSOCKET_PROTOCOL,

@@ -27,6 +27,12 @@ impl Cors {
             response.headers_mut().insert(name.clone(), value.clone());
         }
     }
+
+    /// `response` with the headers added.
+    pub fn applied(&self, mut response: Response<Body>) -> Response<Body> {
+        self.apply(&mut response);
+        response
+    }
 }
 
 /// The checks every connection endpoint makes before anything else: the origin

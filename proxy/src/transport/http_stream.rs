@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cursor::{self, Cursor};
 use super::driver::Connection;
-use super::http::{self as shared, Cors};
+use super::http as shared;
 use super::uni;
 use crate::protocol::codes;
 use crate::protocol::node::Node;
@@ -246,7 +246,7 @@ pub async fn http_stream(
     let limit = node.config.http_stream.max_request_body_size;
     let connect = match shared::read_body(request, limit).await {
         Ok(body) => body,
-        Err(refused) => return with_cors(refused, &cors),
+        Err(refused) => return cors.applied(refused),
     };
     let (encoding, framing, content_type) = if protobuf {
         (
@@ -284,7 +284,7 @@ pub async fn sse(
     let limit = node.config.sse.max_request_body_size;
     let connect = match connect_payload(request, limit).await {
         Ok(connect) => connect,
-        Err(refused) => return with_cors(refused, &cors),
+        Err(refused) => return cors.applied(refused),
     };
     let transport = TransportInfo {
         name: "sse",
@@ -316,11 +316,11 @@ pub async fn uni_http_stream(
     let limit = node.config.uni_http_stream.max_request_body_size;
     let connect = match shared::read_body(request, limit).await {
         Ok(body) => body,
-        Err(refused) => return with_cors(refused, &cors),
+        Err(refused) => return cors.applied(refused),
     };
     let connect = match uni::connect_frame(&connect) {
         Ok(frame) => frame,
-        Err(_) => return with_cors(bad_connect_request(), &cors),
+        Err(_) => return cors.applied(bad_connect_request()),
     };
     let body = start(
         &node,
@@ -351,10 +351,10 @@ pub async fn uni_sse(
     let limit = node.config.uni_sse.max_request_body_size;
     let payload = match connect_payload(request, limit).await {
         Ok(payload) => payload,
-        Err(refused) => return with_cors(refused, &cors),
+        Err(refused) => return cors.applied(refused),
     };
     let Ok(mut connect) = uni::parse_connect_request(&payload) else {
-        return with_cors(bad_connect_request(), &cors);
+        return cors.applied(bad_connect_request());
     };
     if let Some(id) = last_event_id {
         for (channel, position) in cursor::parse(&id) {
@@ -365,7 +365,7 @@ pub async fn uni_sse(
         }
     }
     let Ok(connect) = uni::connect_command(connect) else {
-        return with_cors(bad_connect_request(), &cors);
+        return cors.applied(bad_connect_request());
     };
     let framing = Framing::Events {
         uni: true,
@@ -408,11 +408,6 @@ fn bad_connect_request() -> Response<Body> {
         StatusCode::BAD_REQUEST,
         "the connect request is not a JSON ConnectRequest object",
     )
-}
-
-fn with_cors(mut response: Response<Body>, cors: &Cors) -> Response<Body> {
-    cors.apply(&mut response);
-    response
 }
 
 #[cfg(test)]

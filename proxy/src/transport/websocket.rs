@@ -14,9 +14,12 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -49,6 +52,30 @@ pub async fn accept(upgraded: Upgraded, max_message_size: usize, compressed: boo
         .max_frame_size(Some(max_message_size));
     let io = InflatingIo::new(TokioIo::new(upgraded), compressed, max_message_size);
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket upgrade request; `None` when the request is not one.
+pub fn upgrade_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    is_upgrade
+        .then(|| headers.get(header::SEC_WEBSOCKET_KEY).cloned())
+        .flatten()
+}
+
+/// The `101 Switching Protocols` answer to an upgrade request with `key`; the caller adds the
+/// negotiated subprotocol and extensions.
+pub fn switching_protocols(key: &HeaderValue) -> http::response::Builder {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(
+            header::SEC_WEBSOCKET_ACCEPT,
+            derive_accept_key(key.as_bytes()),
+        )
 }
 
 /// What a WebSocket connection carries.

@@ -59,9 +59,7 @@ impl Session {
             client: self.client.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             expires: credentials.expires_at.is_some(),
-            ttl: credentials
-                .expires_at
-                .map_or(0, |at| (at - now_unix).clamp(0, i64::from(u32::MAX)) as u32),
+            ttl: seconds_left(credentials.expires_at, now_unix),
             ping: ping.as_secs() as u32,
             // `client.pong_timeout = 0` turns pongs off: the client is told not to send them.
             // A unidirectional client cannot send them.
@@ -270,13 +268,17 @@ impl Session {
                 client: self.client.clone(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 expires: credentials.expires_at.is_some(),
-                ttl: credentials
-                    .expires_at
-                    .map_or(0, |at| (at - now_unix).clamp(0, i64::from(u32::MAX)) as u32),
+                ttl: seconds_left(credentials.expires_at, now_unix),
             }),
             ..Default::default()
         })
     }
+}
+
+/// Seconds until `expires_at` (unix seconds) for the `ttl` of connect and refresh results; 0
+/// when the connection does not expire.
+fn seconds_left(expires_at: Option<i64>, now_unix: i64) -> u32 {
+    expires_at.map_or(0, |at| (at - now_unix).clamp(0, i64::from(u32::MAX)) as u32)
 }
 
 /// The connect result as the push that carries it to a unidirectional client.

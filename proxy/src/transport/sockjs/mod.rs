@@ -38,12 +38,11 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::task::TaskTracker;
 
 use self::session::Receiver;
 pub use self::session::Sessions;
-use super::http::{self as shared, Cors};
+use super::http as shared;
 use crate::protocol::node::Node;
 use crate::server::{Body, empty, full, text};
 
@@ -159,7 +158,7 @@ async fn xhr_send(node: &Node, request: Request<Incoming>, session_id: &str) -> 
         }
         Err(refused) => refused,
     };
-    with_cors(response, &cors)
+    cors.applied(response)
 }
 
 async fn deliver(
@@ -235,12 +234,7 @@ fn upgrade(
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
     let headers = request.headers();
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (is_upgrade, key) else {
+    let Some(key) = super::websocket::upgrade_key(headers) else {
         // The spec's wording.
         return text(
             StatusCode::BAD_REQUEST,
@@ -271,23 +265,11 @@ fn upgrade(
             Err(error) => tracing::debug!(%error, "sockjs websocket upgrade failed"),
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(
-            header::SEC_WEBSOCKET_ACCEPT,
-            derive_accept_key(key.as_bytes()),
-        )
+    super::websocket::switching_protocols(&key)
         .body(empty())
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
 }
 
 fn not_found() -> Response<Body> {
     text(StatusCode::NOT_FOUND, "Not found")
-}
-
-fn with_cors(mut response: Response<Body>, cors: &Cors) -> Response<Body> {
-    cors.apply(&mut response);
-    response
 }
