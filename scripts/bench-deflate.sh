@@ -45,54 +45,11 @@ log() { echo "bench-deflate: $*" >&2; }
 
 command -v redis-server >/dev/null 2>&1 || { log "redis-server not found"; exit 1; }
 command -v jq >/dev/null 2>&1 || { log "jq not found"; exit 1; }
-if [ -z "${SKIP_BUILD:-}" ]; then
-  log "building gyre, libgyre.so and gyre-bench (release)"
-  cargo build --release -p gyre-proxy -p gyre-module -p gyre-bench
-fi
-GYRE="$PWD/target/release/gyre"
-MODULE="$PWD/target/release/libgyre.so"
-BENCH="$PWD/target/release/gyre-bench"
-
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE="$(ulimit -n)"
-[ "$NOFILE" = unlimited ] && NOFILE=1048576
-if [ "$NOFILE" -lt $((CONNECTIONS + 200)) ]; then
-  log "ulimit -n is $NOFILE, too low for $CONNECTIONS connections"
-  exit 1
-fi
-
-mkdir -p "$RESULTS"
-RESULTS="$(cd "$RESULTS" && pwd)"
-TMP="$(mktemp -d -t gyre-bench-deflate.XXXXXX)"
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  cp "$TMP"/*.log "$RESULTS"/ 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-  local p=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-  echo "$p"
-}
-wait_port() { # port what
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  log "$2 did not start on port $1"
-  return 1
-}
-stop() { # pid...: stops processes started here
-  local pid
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
+build_release
+raise_nofile "$CONNECTIONS" connections
+workdir deflate
 
 REDIS_PORT="$(free_port 16490)"
 GYRE_PORT="$(free_port 18100)"
@@ -206,6 +163,6 @@ P=gyre-ws D=gyre-ws-deflate
   echo
   echo "Per run, server CPU µs/delivery: plain $(jq -rs '[.[] | select(.target == "gyre-ws") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json); deflate $(jq -rs '[.[] | select(.target == "gyre-ws-deflate") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json)"
   errors="$(jq -rs '[.[] | .errors | to_entries[] | "\(.key): \(.value)"] | unique | join("; ")' "$RESULTS"/ref-*.json)"
-  [ -n "$errors" ] && echo && echo "Errors reported by the tool: $errors"
+  if [ -n "$errors" ]; then echo && echo "Errors reported by the tool: $errors"; fi
 } | tee "$RESULTS/report.md"
 log "results in $RESULTS"

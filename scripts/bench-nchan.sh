@@ -57,7 +57,8 @@ RESULTS="${RESULTS:-target/bench-results/nchan-$(date +%Y%m%d-%H%M%S)}"
 log() { echo "bench-nchan: $*" >&2; }
 
 # --- 1. dependencies and build ------------------------------------------------------------
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# shellcheck source=scripts/bench-common.sh
+. scripts/bench-common.sh
 if [ -z "${SKIP_INSTALL:-}" ]; then
   missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -71,57 +72,11 @@ if [ -z "${SKIP_INSTALL:-}" ]; then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 NCHAN_MODULE=/usr/lib/nginx/modules/ngx_nchan_module.so
-if [ -z "${SKIP_BUILD:-}" ]; then
-  log "building gyre, libgyre.so and gyre-bench (release)"
-  cargo build --release -p gyre-proxy -p gyre-module -p gyre-bench
-fi
-GYRE="$PWD/target/release/gyre"
-MODULE="$PWD/target/release/libgyre.so"
-BENCH="$PWD/target/release/gyre-bench"
-
+build_release
 # The load generator needs a descriptor per subscriber; nginx gets its own limit below.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-NOFILE="$(ulimit -n)"
-[ "$NOFILE" = unlimited ] && NOFILE=1048576
-if [ "$NOFILE" -lt $((CONNECTIONS + 200)) ]; then
-  log "ulimit -n is $NOFILE, too low for $CONNECTIONS connections"
-  exit 1
-fi
-
-mkdir -p "$RESULTS"
-RESULTS="$(cd "$RESULTS" && pwd)"
-TMP="$(mktemp -d -t gyre-bench-nchan.XXXXXX)"
+raise_nofile "$CONNECTIONS" connections
+workdir nchan
 chmod 755 "$TMP" # nginx workers run as nobody when started by root
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  cp "$TMP"/*.log "$RESULTS"/ 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A port nothing listens on, starting at $1.
-free_port() {
-  local p=$1
-  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-  echo "$p"
-}
-wait_port() { # port what
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  log "$2 did not start on port $1"
-  return 1
-}
-stop() { # pid...: stops processes started here
-  local pid
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
-}
 
 GYRE_REDIS_PORT="$(free_port 16390)"
 GYRE_PORT="$(free_port 18000)"
