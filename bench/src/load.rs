@@ -1021,15 +1021,7 @@ pub fn run(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error>> {
     args.threads = args.threads.max(1);
     args.channels = args.channels.max(1);
     args.publishers = args.publishers.max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(run_async(args.clone()))?;
-    let out = crate::write_json(&result, args.out.as_deref());
-    // Dropping thousands of connections is not worth waiting for.
-    rt.shutdown_background();
-    out
+    crate::run_measurement(args.threads, run_async(args.clone()), args.out.as_deref())
 }
 
 async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Error>> {

@@ -54,6 +54,23 @@ enum Cmd {
 }
 
 /// Writes `value` as pretty JSON to `out`, or to stdout.
+/// Runs a measurement on a runtime of `threads` workers and writes its JSON result. The
+/// runtime is dropped without waiting: closing thousands of connections is not worth it.
+pub fn run_measurement<T: serde::Serialize>(
+    threads: usize,
+    measurement: impl std::future::Future<Output = Result<T, Box<dyn std::error::Error>>>,
+    out: Option<&Path>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(measurement)?;
+    let written = write_json(&result, out);
+    rt.shutdown_background();
+    written
+}
+
 pub fn write_json<T: serde::Serialize>(
     value: &T,
     out: Option<&Path>,

@@ -824,14 +824,7 @@ pub fn run(mut args: StormArgs) -> Result<(), Box<dyn std::error::Error>> {
     args.threads = args.threads.max(1);
     args.channels = args.channels.max(1);
     args.step_ms = args.step_ms.max(10);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads)
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(run_async(args.clone()))?;
-    let out = crate::write_json(&result, args.out.as_deref());
-    rt.shutdown_background();
-    out
+    crate::run_measurement(args.threads, run_async(args.clone()), args.out.as_deref())
 }
 
 async fn publish_missed(
