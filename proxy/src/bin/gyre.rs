@@ -13,8 +13,8 @@ use gyre_proxy::engine::{Engine, EventSender, memory::MemoryEngine};
 use gyre_proxy::protocol::node::Node;
 use gyre_proxy::protocol::session::history_options;
 
-/// Real-time messaging edge: WebSocket clients speaking Centrifugo's protocol, publications
-/// from Redis (libgyre.so), the HTTP API or other clients.
+/// Real-time messaging edge: clients speaking Centrifugo's protocol over WebSocket, HTTP
+/// streaming, SSE or SockJS, publications from Redis (libgyre.so), the HTTP API or other clients.
 #[derive(Parser)]
 #[command(name = "gyre", version)]
 struct Cli {
