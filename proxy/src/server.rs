@@ -250,8 +250,7 @@ fn websocket_upgrade(
     sessions.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
-                let socket = websocket::accept(upgraded, max_message_size, compressed).await;
-                websocket::serve(node, socket, flavor).await;
+                websocket::serve(node, upgraded, flavor, max_message_size).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }

@@ -6,6 +6,12 @@
 //! bytes (`client.queue_max_size`): a client that does not keep up is disconnected with 3008
 //! "slow" instead of delaying anyone else or growing without limit. Pushing never blocks or
 //! awaits, so the broadcast path stays synchronous.
+//!
+//! A transport that can write without waiting (WebSocket) installs a [`DirectWrite`]: while
+//! nothing is queued or being written, a pushed message goes straight into the socket from
+//! whichever thread pushes it (the hub's broadcast, the session's reply), so a delivery costs one
+//! non-blocking write and no task wake-up. Only what the socket does not take at once is queued,
+//! and from then on everything queues behind it until the writer has caught up, so order holds.
 
 use std::collections::VecDeque;
 
@@ -14,6 +20,22 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::protocol::codes::{self, Disconnect};
+
+/// Writes into a connection's socket without waiting (see the module docs).
+pub trait DirectWrite: Send + Sync {
+    /// Writes `message` as the transport frames it, or as it is when `framed`, without waiting.
+    fn try_write(&self, message: &Bytes, framed: bool) -> Direct;
+}
+
+/// How far a [`DirectWrite`] got.
+pub enum Direct {
+    /// All of it went out.
+    Written,
+    /// Nothing went out (the socket is full, or failed: the writer finds out): queue it.
+    Blocked,
+    /// Part of the frame went out; these framed bytes must follow before anything else.
+    Partial(Bytes),
+}
 
 pub struct Outbox {
     state: Mutex<State>,
@@ -27,11 +49,39 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct State {
+    /// Framed bytes that go out before `messages`: the rest of a frame a direct write left half
+    /// written, and the transport's own control frames.
+    framed: Vec<Bytes>,
     messages: VecDeque<Bytes>,
     bytes: usize,
     /// Set once: the writer sends what is queued (unless the client is too slow to be worth
     /// it), then closes with this code.
     closing: Option<Disconnect>,
+    /// The writer took a batch and has not come back for more: nothing may overtake it.
+    writing: bool,
+    direct: Option<Box<dyn DirectWrite>>,
+}
+
+impl State {
+    /// The writer that may write `message` now, if nothing is queued ahead of it.
+    fn idle_direct(&self) -> Option<&dyn DirectWrite> {
+        let idle = self.framed.is_empty() && self.messages.is_empty() && !self.writing;
+        self.direct.as_deref().filter(|_| idle)
+    }
+
+    /// Drops the backlog of a client that does not keep up and closes with 3008.
+    fn overflow(&mut self) {
+        self.messages.clear();
+        self.bytes = self.framed.iter().map(Bytes::len).sum();
+        self.closing = Some(codes::SLOW);
+    }
+}
+
+/// What a duplex writer takes from [`Outbox::next_writes`]: framed bytes first, then messages.
+#[derive(Default)]
+pub struct Writes {
+    pub framed: Vec<Bytes>,
+    pub messages: Vec<Bytes>,
 }
 
 /// What the writer gets from [`Outbox::next_batch`].
@@ -60,11 +110,22 @@ impl Outbox {
         if state.closing.is_some() {
             return false;
         }
+        if let Some(direct) = state.idle_direct() {
+            match direct.try_write(&message, false) {
+                Direct::Written => return true,
+                Direct::Blocked => {}
+                Direct::Partial(rest) => {
+                    state.bytes += rest.len();
+                    state.framed.push(rest);
+                    drop(state);
+                    self.wake.notify_one();
+                    return true;
+                }
+            }
+        }
         if state.bytes + message.len() > self.max_bytes {
             // A slow client's backlog is dropped: it reconnects and recovers from history.
-            state.messages.clear();
-            state.bytes = 0;
-            state.closing = Some(codes::SLOW);
+            state.overflow();
             drop(state);
             self.wake.notify_one();
             self.closing_signal.notify_waiters();
@@ -75,6 +136,52 @@ impl Outbox {
         drop(state);
         self.wake.notify_one();
         true
+    }
+
+    /// Queues bytes the transport already framed (its control frames), written before the
+    /// queued messages; accepted while closing too, since a close frame is the last thing a
+    /// closing connection writes.
+    pub fn push_framed(&self, mut frame: Bytes) {
+        let mut state = self.state.lock();
+        if let Some(direct) = state.idle_direct() {
+            match direct.try_write(&frame, true) {
+                Direct::Written => return,
+                Direct::Blocked => {}
+                Direct::Partial(rest) => frame = rest,
+            }
+        }
+        if state.bytes + frame.len() > self.max_bytes {
+            // Control frames for a client that reads nothing (pongs to a ping flood, say).
+            state.overflow();
+            drop(state);
+            self.wake.notify_one();
+            self.closing_signal.notify_waiters();
+            return;
+        }
+        state.bytes += frame.len();
+        state.framed.push(frame);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Lets `direct` write pushed messages straight into the socket from now on.
+    pub fn set_direct(&self, direct: Box<dyn DirectWrite>) {
+        self.state.lock().direct = Some(direct);
+    }
+
+    /// Stops direct writes (the client closed, or the connection ends) and drops the writer,
+    /// so the socket it holds closes with the connection.
+    pub fn detach_direct(&self) {
+        self.state.lock().direct = None;
+    }
+
+    /// Takes the framed bytes still queued, without the messages: what a connection whose
+    /// client is gone still owes it (the answer to its close frame).
+    pub fn take_framed(&self) -> Vec<Bytes> {
+        let mut state = self.state.lock();
+        let framed = std::mem::take(&mut state.framed);
+        state.bytes -= framed.iter().map(Bytes::len).sum::<usize>();
+        framed
     }
 
     /// Asks the writer to close the connection once the queued messages are written.
@@ -146,6 +253,38 @@ impl Outbox {
             self.wake.notified().await;
         }
     }
+
+    /// [`Self::next_batch_into`] for a writer that also writes framed bytes (the duplex
+    /// transports): waits for something to write (or a close) and takes the framed bytes and up
+    /// to `max_messages` messages. Until the writer comes back for more, pushes queue behind
+    /// what it took instead of being written directly.
+    pub async fn next_writes(
+        &self,
+        max_messages: usize,
+        writes: &mut Writes,
+    ) -> Option<Disconnect> {
+        writes.framed.clear();
+        writes.messages.clear();
+        loop {
+            {
+                let mut state = self.state.lock();
+                if !state.framed.is_empty() || !state.messages.is_empty() {
+                    writes.framed.extend(std::mem::take(&mut state.framed));
+                    let n = state.messages.len().min(max_messages);
+                    writes.messages.extend(state.messages.drain(..n));
+                    state.bytes -= writes.framed.iter().map(Bytes::len).sum::<usize>()
+                        + writes.messages.iter().map(Bytes::len).sum::<usize>();
+                    state.writing = true;
+                    return None;
+                }
+                state.writing = false;
+                if let Some(disconnect) = &state.closing {
+                    return Some(disconnect.clone());
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -191,6 +330,92 @@ mod tests {
             Batch::Messages(vec![Bytes::from_static(b"last words")])
         );
         assert_eq!(outbox.next_batch(16).await, Batch::Close(codes::SHUTDOWN));
+    }
+
+    /// A socket that takes `room` bytes and then blocks, recording what it took.
+    #[derive(Default)]
+    struct FakeSocket {
+        room: Mutex<usize>,
+        taken: Mutex<Vec<u8>>,
+    }
+
+    impl DirectWrite for std::sync::Arc<FakeSocket> {
+        fn try_write(&self, message: &Bytes, framed: bool) -> Direct {
+            let mut room = self.room.lock();
+            // Unframed messages get a one-byte "header", to tell the two apart.
+            let frame = if framed {
+                message.clone()
+            } else {
+                [&b"|"[..], message].concat().into()
+            };
+            let n = frame.len().min(*room);
+            *room -= n;
+            self.taken.lock().extend_from_slice(&frame[..n]);
+            match n {
+                0 => Direct::Blocked,
+                n if n == frame.len() => Direct::Written,
+                n => Direct::Partial(frame.slice(n..)),
+            }
+        }
+    }
+
+    fn direct_outbox(room: usize) -> (Outbox, std::sync::Arc<FakeSocket>) {
+        let socket = std::sync::Arc::new(FakeSocket {
+            room: Mutex::new(room),
+            ..Default::default()
+        });
+        let outbox = Outbox::new(1024);
+        outbox.set_direct(Box::new(socket.clone()));
+        (outbox, socket)
+    }
+
+    #[tokio::test]
+    async fn an_idle_outbox_writes_directly_and_queues_only_what_the_socket_refused() {
+        let (outbox, socket) = direct_outbox(6);
+        assert!(outbox.push(Bytes::from_static(b"ab")));
+        assert!(outbox.push(Bytes::from_static(b"cdef")), "written in part");
+        assert!(
+            outbox.push(Bytes::from_static(b"gh")),
+            "queued behind the rest"
+        );
+        assert_eq!(&socket.taken.lock()[..], b"|ab|cd");
+        let mut writes = Writes::default();
+        assert_eq!(outbox.next_writes(16, &mut writes).await, None);
+        assert_eq!(writes.framed, [Bytes::from_static(b"ef")]);
+        assert_eq!(writes.messages, [Bytes::from_static(b"gh")]);
+
+        // While the writer holds a batch nothing overtakes it, even with room in the socket.
+        *socket.room.lock() = 100;
+        assert!(outbox.push(Bytes::from_static(b"ij")));
+        outbox.push_framed(Bytes::from_static(b"PONG"));
+        assert_eq!(&socket.taken.lock()[..], b"|ab|cd");
+        assert_eq!(outbox.next_writes(16, &mut writes).await, None);
+        assert_eq!(writes.framed, [Bytes::from_static(b"PONG")]);
+        assert_eq!(writes.messages, [Bytes::from_static(b"ij")]);
+
+        // Once the writer comes back with nothing left, pushes go straight out again.
+        outbox.close(codes::SHUTDOWN);
+        assert_eq!(
+            outbox.next_writes(16, &mut writes).await,
+            Some(codes::SHUTDOWN)
+        );
+        outbox.push_framed(Bytes::from_static(b"CLOSE"));
+        assert!(!outbox.push(Bytes::from_static(b"late")), "closing");
+        assert_eq!(&socket.taken.lock()[..], b"|ab|cdCLOSE");
+    }
+
+    #[tokio::test]
+    async fn a_detached_outbox_only_queues() {
+        let (outbox, socket) = direct_outbox(100);
+        outbox.detach_direct();
+        assert!(outbox.push(Bytes::from_static(b"ab")));
+        outbox.push_framed(Bytes::from_static(b"PONG"));
+        assert!(socket.taken.lock().is_empty());
+        assert_eq!(outbox.take_framed(), [Bytes::from_static(b"PONG")]);
+        assert_eq!(
+            outbox.next_batch(16).await,
+            Batch::Messages(vec![Bytes::from_static(b"ab")])
+        );
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use crate::hub::{ControlReceiver, control_channel};
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
-use crate::queue::Outbox;
+use crate::queue::{Outbox, Writes};
 
 pub struct Connection {
     session: Session,
@@ -33,8 +33,9 @@ pub trait Duplex {
     /// The client's next frame; `None` when the client is gone, an error to end the connection
     /// with that code.
     fn next_frame(&mut self) -> impl Future<Output = Option<Result<Bytes, Disconnect>>>;
-    /// Writes queued messages, in order, as few writes as the transport allows.
-    fn write(&mut self, batch: &[Bytes]) -> impl Future<Output = Result<(), Disconnect>>;
+    /// Writes what was queued (framed bytes, then messages), in order, in as few writes as the
+    /// transport allows.
+    fn write(&mut self, writes: &Writes) -> impl Future<Output = Result<(), Disconnect>>;
     /// Tells the client why the connection ends, and closes it.
     fn close(&mut self, disconnect: &Disconnect) -> impl Future<Output = ()>;
 }
@@ -113,12 +114,13 @@ impl Connection {
     /// drains the outbox into `socket`, so a connection needs no writer task (and its memory)
     /// and no lock between a reading and a writing half. A write in progress holds the loop up
     /// for at most the transport's write timeout, after which it fails as slow.
-    pub async fn run_duplex(&mut self, socket: &mut impl Duplex, batch: &mut Vec<Bytes>) -> End {
+    pub async fn run_duplex(&mut self, socket: &mut impl Duplex, writes: &mut Writes) -> End {
         loop {
             let deadline = tokio::time::Instant::from_std(self.session.deadline());
             let step = tokio::select! {
                 // The client first: a close it already sent must end the connection before
-                // anything more is written to it (a task that runs late finds both ready).
+                // this task writes anything more to it (a task that runs late finds both
+                // ready); the transport stops direct writes when it reads the close.
                 biased;
                 frame = socket.next_frame() => match frame {
                     Some(Err(disconnect)) => return End::Disconnect(disconnect),
@@ -128,8 +130,8 @@ impl Connection {
                     }
                     None => return End::ClientGone,
                 },
-                closing = self.outbox.next_batch_into(MAX_BATCH, batch) => match closing {
-                    None => socket.write(batch).await,
+                closing = self.outbox.next_writes(MAX_BATCH, writes) => match closing {
+                    None => socket.write(writes).await,
                     Some(disconnect) => return End::Disconnect(disconnect),
                 },
                 control = self.control.recv() => {
@@ -150,12 +152,7 @@ impl Connection {
 
     /// After [`Self::run_duplex`]: leaves every channel and the hub, writes what is still
     /// queued (unless the client is gone), then closes `socket` with the disconnect.
-    pub async fn close_duplex(
-        mut self,
-        end: End,
-        socket: &mut impl Duplex,
-        batch: &mut Vec<Bytes>,
-    ) {
+    pub async fn close_duplex(mut self, end: End, socket: &mut impl Duplex, writes: &mut Writes) {
         let client_gone = end == End::ClientGone;
         let disconnect = self.leave(end).await;
         self.outbox.close(disconnect.clone());
@@ -165,9 +162,9 @@ impl Connection {
             return;
         }
         let disconnect = loop {
-            match self.outbox.next_batch_into(MAX_BATCH, batch).await {
+            match self.outbox.next_writes(MAX_BATCH, writes).await {
                 None => {
-                    if socket.write(batch).await.is_err() {
+                    if socket.write(writes).await.is_err() {
                         return;
                     }
                 }

@@ -1,28 +1,37 @@
 //! Bidirectional WebSocket (`/connection/websocket`): the session's frames in text (JSON) or
 //! binary (Protobuf, subprotocol `centrifuge-protobuf`) WebSocket messages.
 //!
-//! One task per connection (the driver's duplex loop): it reads frames into the session and
-//! drains the outbox, writing everything queued as one WebSocket message (messages joined per
-//! the encoding's framing), so a burst of publications costs one write, not one per
-//! publication. No second task and no lock between a reading and a writing half: an idle
-//! connection costs less memory, a delivery less work.
+//! Reading goes through tungstenite, in the connection's one task (the driver's duplex loop).
+//! Writing does not: a message pushed while nothing is queued is framed and written into the TCP
+//! socket right where it is pushed ([`DirectSocket`]: the hub's broadcast writes every
+//! subscriber's frame itself, one `writev` each, with no task to wake). What the socket does not
+//! take at once queues in the outbox, and the task writes everything queued as one WebSocket
+//! message (messages joined per the encoding's framing) once the socket is writable, so a
+//! client that falls behind catches up in few writes. tungstenite's own frames (pongs, close)
+//! join the same order through the outbox ([`SocketIo`]).
 
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
 use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto::upgrade::{self, Parts};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::driver::{Connection, Duplex};
 use super::permessage_deflate::InflatingIo;
@@ -30,9 +39,8 @@ use super::uni;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
+use crate::queue::{Direct, DirectWrite, Outbox, Writes};
 use gyre_proto::codec::deflate::{self, Deflate};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -42,7 +50,8 @@ const READ_BUFFER: usize = 512;
 
 pub type Socket = WebSocketStream<InflatingIo<TokioIo<Upgraded>>>;
 
-/// Wraps an upgraded connection with our WebSocket limits; `compressed` when the handshake
+/// Wraps an upgraded connection with our WebSocket limits, for a transport that reads and
+/// writes through tungstenite (SockJS's `websocket`); `compressed` when the handshake
 /// negotiated permessage-deflate.
 pub async fn accept(upgraded: Upgraded, max_message_size: usize, compressed: bool) -> Socket {
     let config = WebSocketConfig::default()
@@ -95,8 +104,24 @@ pub enum Flavor {
     },
 }
 
-/// Runs one WebSocket connection to its end, in one task: the session, reading and writing.
-pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
+/// Runs one upgraded WebSocket connection to its end, in one task: the session and reading;
+/// writing happens in this task or, for a message pushed while nothing is queued, right where it
+/// is pushed (see [`DirectSocket`]).
+pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_message_size: usize) {
+    // The TCP socket itself, so that any thread can write to it without waiting (the
+    // connection is HTTP/1.1 over TCP: the server never serves anything else).
+    let Parts {
+        io,
+        read_buf: unread,
+        ..
+    } = match upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::warn!("websocket upgrade is not over a TCP socket; closing it");
+            return;
+        }
+    };
+    let stream = Arc::new(io.into_inner());
     let (encoding, deflate, mode, name) = match &flavor {
         Flavor::Bidirectional { encoding, deflate } => {
             (*encoding, *deflate, Mode::Bidirectional, "websocket")
@@ -124,20 +149,43 @@ pub async fn serve(node: Arc<Node>, socket: Socket, flavor: Flavor) {
         ),
         Flavor::Unidirectional { cf_connect, join } => (Shape::Pushes { join }, cf_connect),
     };
+    let outbox = Arc::clone(connection.outbox());
+    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket");
+    outbox.set_direct(Box::new(DirectSocket {
+        stream: Arc::clone(&stream),
+        shape,
+        sent: sent.clone(),
+    }));
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    let reader = SocketIo {
+        stream: Arc::clone(&stream),
+        unread,
+        outbox: Arc::clone(&outbox),
+    };
+    let io = InflatingIo::new(reader, deflate.is_some(), max_message_size);
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let mut socket = WsDuplex {
         socket,
+        stream,
+        outbox: Arc::clone(&outbox),
         shape,
         write_timeout: node.config.websocket.write_timeout,
         frame: FrameBuilder::new(encoding),
-        sent: metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket"),
+        sent,
         client_gone: false,
         connect_pending: matches!(shape, Shape::Pushes { .. }),
         cf_connect,
     };
     // Grows to the largest batch seen (usually a few messages) and is reused for every batch.
-    let mut batch = Vec::new();
-    let end = connection.run_duplex(&mut socket, &mut batch).await;
-    connection.close_duplex(end, &mut socket, &mut batch).await;
+    let mut writes = Writes::default();
+    let end = connection.run_duplex(&mut socket, &mut writes).await;
+    connection.close_duplex(end, &mut socket, &mut writes).await;
+    // The direct writer holds the socket too: without it, the socket closes with this task.
+    outbox.detach_direct();
 }
 
 /// How queued messages become WebSocket messages.
@@ -153,9 +201,179 @@ enum Shape {
     Pushes { join: bool },
 }
 
+impl Shape {
+    /// The frame header and payload that carry one queued message on its own.
+    fn frame(self, message: &Bytes) -> (FrameHead, Bytes) {
+        match self {
+            Shape::Batched {
+                encoding,
+                compressed,
+            } => {
+                let payload = if compressed {
+                    deflate::message_payload(encoding, std::slice::from_ref(message))
+                } else {
+                    message.clone()
+                };
+                (
+                    FrameHead::data(encoding, compressed, payload.len()),
+                    payload,
+                )
+            }
+            Shape::Pushes { .. } => {
+                let push = uni::push_of(message);
+                (FrameHead::data(Encoding::Json, false, push.len()), push)
+            }
+        }
+    }
+}
+
+/// A server frame's header (RFC 6455 §5.2): FIN set, never masked. Written by hand rather than
+/// through tungstenite because the direct write path frames every delivery and must not fail.
+#[derive(Clone, Copy)]
+struct FrameHead {
+    bytes: [u8; 10],
+    len: u8,
+}
+
+impl FrameHead {
+    fn data(encoding: Encoding, compressed: bool, payload: usize) -> Self {
+        let opcode = match encoding {
+            Encoding::Json => 0x1,
+            Encoding::Protobuf => 0x2,
+        };
+        let rsv1 = if compressed { 0x40 } else { 0 };
+        let mut bytes = [0; 10];
+        bytes[0] = 0x80 | rsv1 | opcode;
+        let len = match payload {
+            0..=125 => {
+                bytes[1] = payload as u8;
+                2
+            }
+            126..=0xffff => {
+                bytes[1] = 126;
+                bytes[2..4].copy_from_slice(&(payload as u16).to_be_bytes());
+                4
+            }
+            _ => {
+                bytes[1] = 127;
+                bytes[2..10].copy_from_slice(&(payload as u64).to_be_bytes());
+                10
+            }
+        };
+        Self { bytes, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Writes a connection's messages into its socket from whichever thread delivers them, without
+/// waiting: one `writev` of header and shared payload per delivery, no task to wake. The outbox
+/// calls it only while nothing is queued or being written (see [`crate::queue`]).
+struct DirectSocket {
+    stream: Arc<TcpStream>,
+    shape: Shape,
+    sent: metrics::Counter,
+}
+
+impl DirectWrite for DirectSocket {
+    fn try_write(&self, message: &Bytes, framed: bool) -> Direct {
+        let (head, payload) = if framed {
+            (None, message.clone())
+        } else {
+            let (head, payload) = self.shape.frame(message);
+            (Some(head), payload)
+        };
+        let head = head.as_ref().map_or(&[][..], FrameHead::as_slice);
+        let written = match self
+            .stream
+            .try_write_vectored(&[IoSlice::new(head), IoSlice::new(&payload)])
+        {
+            // Errors other than a full socket show again when the connection's task writes.
+            Ok(0) | Err(_) => return Direct::Blocked,
+            Ok(written) => written,
+        };
+        if !framed {
+            self.sent.increment(1);
+        }
+        if written == head.len() + payload.len() {
+            Direct::Written
+        } else if written >= head.len() {
+            Direct::Partial(payload.slice(written - head.len()..))
+        } else {
+            let mut rest = BytesMut::with_capacity(head.len() - written + payload.len());
+            rest.extend_from_slice(&head[written..]);
+            rest.extend_from_slice(&payload);
+            Direct::Partial(rest.freeze())
+        }
+    }
+}
+
+/// The socket as tungstenite sees it: reads come from the shared TCP socket (after what hyper
+/// read past the upgrade request), and what tungstenite writes itself (pongs, close frames)
+/// joins the connection's write order through the outbox instead of racing direct writes.
+struct SocketIo {
+    stream: Arc<TcpStream>,
+    unread: Bytes,
+    outbox: Arc<Outbox>,
+}
+
+impl AsyncRead for SocketIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            buf.put_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            if self.unread.is_empty() {
+                // An emptied slice still holds hyper's whole read buffer.
+                self.unread = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            match self.stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.outbox.push_framed(Bytes::copy_from_slice(buf));
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The socket closes when the connection's last handle on it drops.
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// One WebSocket connection as the driver reads and writes it.
 struct WsDuplex {
-    socket: Socket,
+    socket: WebSocketStream<InflatingIo<SocketIo>>,
+    stream: Arc<TcpStream>,
+    outbox: Arc<Outbox>,
     shape: Shape,
     /// A write that takes longer means the client is not reading: closed as slow.
     write_timeout: Duration,
@@ -185,13 +403,50 @@ impl WsDuplex {
                 }
             }
         }
-        self.client_gone = true;
+        if !self.client_gone {
+            self.client_gone = true;
+            // Nothing more goes to a client that closed, not even from a broadcast in flight.
+            self.outbox.detach_direct();
+        }
         None
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), Disconnect> {
-        write_outcome(tokio::time::timeout(self.write_timeout, self.socket.send(message)).await)
+    /// Writes frames (header and payload pairs, or framed bytes with an empty header) in one
+    /// `writev` where the socket takes them, within the write timeout.
+    async fn write_frames(&self, frames: &[(FrameHead, Bytes)]) -> Result<(), Disconnect> {
+        let mut slices = Vec::with_capacity(frames.len() * 2);
+        for (head, payload) in frames {
+            slices.push(IoSlice::new(head.as_slice()));
+            slices.push(IoSlice::new(payload));
+        }
+        let all = write_all(&self.stream, &mut slices);
+        write_outcome(tokio::time::timeout(self.write_timeout, all).await)
     }
+}
+
+/// Writes every slice, waiting for the socket to take them.
+async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        stream.writable().await?;
+        match stream.try_write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Framed bytes as a frame list entry: no header of their own.
+fn as_is(framed: &Bytes) -> (FrameHead, Bytes) {
+    (
+        FrameHead {
+            bytes: [0; 10],
+            len: 0,
+        },
+        framed.clone(),
+    )
 }
 
 impl Duplex for WsDuplex {
@@ -209,69 +464,65 @@ impl Duplex for WsDuplex {
         Some(uni::connect_frame(&request))
     }
 
-    async fn write(&mut self, messages: &[Bytes]) -> Result<(), Disconnect> {
+    async fn write(&mut self, writes: &Writes) -> Result<(), Disconnect> {
+        let messages = &writes.messages;
         self.sent.increment(messages.len() as u64);
-        match self.shape {
-            Shape::Batched {
-                encoding,
-                compressed: true,
-            } => {
+        let mut frames: Vec<(FrameHead, Bytes)> = writes.framed.iter().map(as_is).collect();
+        match (self.shape, messages.as_slice()) {
+            (_, []) => {}
+            (shape, [single]) => frames.push(shape.frame(single)),
+            (
+                Shape::Batched {
+                    encoding,
+                    compressed: true,
+                },
+                _,
+            ) => {
                 let payload = deflate::message_payload(encoding, messages);
-                let opcode = match encoding {
-                    Encoding::Protobuf => OpCode::Data(Data::Binary),
-                    Encoding::Json => OpCode::Data(Data::Text),
-                };
-                let mut frame = Frame::message(payload, opcode, true);
-                frame.header_mut().rsv1 = true;
-                self.send(Message::Frame(frame)).await
+                frames.push((FrameHead::data(encoding, true, payload.len()), payload));
             }
-            Shape::Batched { encoding, .. } => {
-                let payload = if let [single] = messages {
-                    single.clone()
-                } else {
-                    for message in messages {
-                        self.frame.push(message);
-                    }
-                    self.frame.take()
-                };
-                let message = match encoding {
-                    Encoding::Protobuf => Message::Binary(payload),
-                    Encoding::Json => text(payload),
-                };
-                self.send(message).await
+            (Shape::Batched { encoding, .. }, _) => {
+                for message in messages {
+                    self.frame.push(message);
+                }
+                let payload = self.frame.take();
+                frames.push((FrameHead::data(encoding, false, payload.len()), payload));
             }
-            Shape::Pushes { join: true } => {
+            (Shape::Pushes { join: true }, _) => {
                 for message in messages {
                     self.frame.push(&uni::push_of(message));
                 }
                 let payload = self.frame.take();
-                self.send(text(payload)).await
+                frames.push((
+                    FrameHead::data(Encoding::Json, false, payload.len()),
+                    payload,
+                ));
             }
-            Shape::Pushes { join: false } => {
-                let timeout = self.write_timeout;
-                let socket = &mut self.socket;
-                let all = async {
-                    for message in messages {
-                        socket.feed(text(uni::push_of(message))).await?;
-                    }
-                    socket.flush().await
-                };
-                write_outcome(tokio::time::timeout(timeout, all).await)
+            (Shape::Pushes { join: false }, _) => {
+                frames.extend(messages.iter().map(|message| self.shape.frame(message)));
             }
         }
+        self.write_frames(&frames).await
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
-        if let Shape::Pushes { .. } = self.shape {
+        if let (Shape::Pushes { .. }, false) = (self.shape, self.client_gone) {
             // A unidirectional client reads the reason from a push as well.
             let push = uni::disconnect_push(disconnect);
-            let _ = self.send(text(push)).await;
+            let head = FrameHead::data(Encoding::Json, false, push.len());
+            if self.write_frames(&[(head, push)]).await.is_err() {
+                return;
+            }
         }
         let close = CloseFrame {
             code: CloseCode::from(disconnect.code),
             reason: disconnect.reason.as_ref().into(),
         };
-        if self.send(Message::Close(Some(close))).await.is_err() || self.client_gone {
+        // tungstenite frames our close (or, when the client closed first, its answer to the
+        // client's) into the outbox; what the socket did not take at once is written here.
+        let _ = self.socket.close(Some(close)).await;
+        let framed: Vec<_> = self.outbox.take_framed().iter().map(as_is).collect();
+        if self.write_frames(&framed).await.is_err() || self.client_gone {
             return;
         }
         // Close handshake: read until the client's close frame, so the TCP connection is not
@@ -280,18 +531,6 @@ impl Duplex for WsDuplex {
             while self.next_message().await.is_some() {}
         })
         .await;
-    }
-}
-
-/// A JSON message as a text message. Every JSON message the codec writes is UTF-8, so the check
-/// is a formality; an invalid one is sent as binary rather than dropped.
-fn text(payload: Bytes) -> Message {
-    match Utf8Bytes::try_from(payload.clone()) {
-        Ok(text) => Message::Text(text),
-        Err(error) => {
-            tracing::warn!(%error, "JSON message is not UTF-8");
-            Message::Binary(payload)
-        }
     }
 }
 
@@ -305,5 +544,36 @@ fn write_outcome<E: std::fmt::Display>(
             Err(codes::WRITE_ERROR)
         }
         Err(_) => Err(codes::SLOW),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    #[test]
+    fn frame_heads_match_tungstenite_at_every_length_boundary() {
+        for (encoding, compressed) in [
+            (Encoding::Json, false),
+            (Encoding::Protobuf, false),
+            (Encoding::Json, true),
+        ] {
+            for len in [0, 1, 125, 126, 127, 0xffff, 0x1_0000, 1 << 20] {
+                let ours = FrameHead::data(encoding, compressed, len);
+                let theirs = FrameHeader {
+                    rsv1: compressed,
+                    opcode: OpCode::Data(match encoding {
+                        Encoding::Json => Data::Text,
+                        Encoding::Protobuf => Data::Binary,
+                    }),
+                    ..FrameHeader::default()
+                };
+                let mut expected = Vec::new();
+                theirs.format(len as u64, &mut expected).unwrap();
+                assert_eq!(ours.as_slice(), expected, "{encoding:?} {compressed} {len}");
+            }
+        }
     }
 }

@@ -249,19 +249,19 @@ fn upgrade(
     let upgrade = hyper::upgrade::on(&mut request);
     tracker.spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => {
-                let socket = super::websocket::accept(upgraded, max_message_size, false).await;
-                match kind {
-                    Upgrade::SockJs => websocket::serve(node, socket).await,
-                    Upgrade::Raw => {
-                        let flavor = super::websocket::Flavor::Bidirectional {
-                            encoding: gyre_proto::Encoding::Json,
-                            deflate: None,
-                        };
-                        super::websocket::serve(node, socket, flavor).await;
-                    }
+            Ok(upgraded) => match kind {
+                Upgrade::SockJs => {
+                    let socket = super::websocket::accept(upgraded, max_message_size, false).await;
+                    websocket::serve(node, socket).await;
                 }
-            }
+                Upgrade::Raw => {
+                    let flavor = super::websocket::Flavor::Bidirectional {
+                        encoding: gyre_proto::Encoding::Json,
+                        deflate: None,
+                    };
+                    super::websocket::serve(node, upgraded, flavor, max_message_size).await;
+                }
+            },
             Err(error) => tracing::debug!(%error, "sockjs websocket upgrade failed"),
         }
     });
