@@ -188,8 +188,16 @@ impl Subscription {
     }
 
     /// Queues a publication (already encoded for this subscription's encoding), after the
-    /// position checks of a positioned subscription.
-    pub fn deliver_publication(&self, offset: u64, epoch: &str, message: &Bytes, now: Instant) {
+    /// position checks of a positioned subscription; `direct`: it may be written straight into
+    /// the socket (see [`Outbox::push`]) rather than left to the connection's task.
+    pub fn deliver_publication(
+        &self,
+        offset: u64,
+        epoch: &str,
+        message: &Bytes,
+        now: Instant,
+        direct: bool,
+    ) {
         let mut state = self.state.lock();
         if state.broken {
             return;
@@ -202,7 +210,7 @@ impl Subscription {
             });
             return;
         }
-        self.deliver_live(&mut state, offset, epoch, message, now);
+        self.deliver_live(&mut state, offset, epoch, message, now, direct);
     }
 
     /// Closes this subscriber's connection (e.g. a publication that cannot be encoded for it).
@@ -210,15 +218,15 @@ impl Subscription {
         self.outbox.close(disconnect);
     }
 
-    /// Queues a join or leave push.
-    pub fn deliver_presence(&self, message: &Bytes) {
+    /// Queues a join or leave push (`direct`: as in [`Self::deliver_publication`]).
+    pub fn deliver_presence(&self, message: &Bytes, direct: bool) {
         let state = self.state.lock();
         if state.broken || state.buffer.is_some() {
             // Join/leave are not replayed: a client that is still subscribing misses them, as
             // with Centrifugo.
             return;
         }
-        self.outbox.push(message.clone());
+        self.outbox.push_or_queue(message.clone(), direct);
     }
 
     /// Ends buffering: `reply` (the encoded subscribe reply, if the session did not queue the
@@ -242,7 +250,14 @@ impl Subscription {
                 // Already part of the reply (recovered) or before the position the client has.
                 continue;
             }
-            self.deliver_live(&mut state, item.offset, &item.epoch, &item.message, now);
+            self.deliver_live(
+                &mut state,
+                item.offset,
+                &item.epoch,
+                &item.message,
+                now,
+                true,
+            );
         }
         !state.broken
     }
@@ -287,6 +302,7 @@ impl Subscription {
         epoch: &str,
         message: &Bytes,
         now: Instant,
+        direct: bool,
     ) {
         if state.positioned && offset > 0 {
             if !state.epoch.is_empty() && state.epoch != epoch {
@@ -306,7 +322,7 @@ impl Subscription {
                 state.epoch = epoch.to_owned();
             }
         }
-        self.outbox.push(message.clone());
+        self.outbox.push_or_queue(message.clone(), direct);
     }
 
     fn break_locked(&self, state: &mut State) {
@@ -362,10 +378,11 @@ mod tests {
                 "e",
                 &Bytes::from(format!("p{offset}")),
                 Instant::now(),
+                true,
             );
         }
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4)));
-        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"), Instant::now());
+        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"), Instant::now(), true);
         assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
     }
 
@@ -373,8 +390,8 @@ mod tests {
     async fn a_gap_breaks_the_subscription_once() {
         let (sub, outbox, mut rx) = subscription();
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
-        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"), Instant::now());
-        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"), Instant::now());
+        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"), Instant::now(), true);
+        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"), Instant::now(), true);
         assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
         assert_eq!(
             rx.try_recv(),
@@ -390,7 +407,7 @@ mod tests {
     async fn an_epoch_change_breaks_the_subscription() {
         let (sub, _outbox, mut rx) = subscription();
         sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
-        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"), Instant::now());
+        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"), Instant::now(), true);
         assert!(rx.try_recv().is_some());
     }
 
@@ -409,7 +426,7 @@ mod tests {
             sub.idle_position(Duration::from_secs(40), later),
             Some(live(1))
         );
-        sub.deliver_publication(2, "e", &Bytes::from_static(b"p2"), later);
+        sub.deliver_publication(2, "e", &Bytes::from_static(b"p2"), later, true);
         assert_eq!(
             sub.idle_position(Duration::from_secs(40), later),
             None,
@@ -427,9 +444,9 @@ mod tests {
     #[tokio::test]
     async fn unpositioned_subscriptions_get_everything() {
         let (sub, outbox, _rx) = subscription();
-        sub.deliver_publication(0, "", &Bytes::from_static(b"a"), Instant::now());
+        sub.deliver_publication(0, "", &Bytes::from_static(b"a"), Instant::now(), true);
         sub.go_live(Some(Bytes::from_static(b"reply")), LivePosition::default());
-        sub.deliver_publication(0, "", &Bytes::from_static(b"b"), Instant::now());
+        sub.deliver_publication(0, "", &Bytes::from_static(b"b"), Instant::now(), true);
         assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
     }
 }

@@ -77,7 +77,9 @@ impl Node {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                node.hub.dispatch(event);
+                // Direct writes while nothing else waits; queued once events pile up.
+                let direct = events.is_empty();
+                node.hub.dispatch(event, direct);
             }
         })
     }

@@ -106,11 +106,18 @@ impl Outbox {
     /// Queues one encoded message. Returns false when the connection is closing or this message
     /// overflowed the queue (the connection is then closed with 3008).
     pub fn push(&self, message: Bytes) -> bool {
+        self.push_or_queue(message, true)
+    }
+
+    /// [`Self::push`]; with `direct` false the message is queued for the writer even when it
+    /// could be written at once (a dispatcher that is behind hands the writes to the
+    /// connections' tasks, which spread over all threads and coalesce).
+    pub fn push_or_queue(&self, message: Bytes, direct: bool) -> bool {
         let mut state = self.state.lock();
         if state.closing.is_some() {
             return false;
         }
-        if let Some(direct) = state.idle_direct() {
+        if let Some(direct) = state.idle_direct().filter(|_| direct) {
             match direct.try_write(&message, false) {
                 Direct::Written => return true,
                 Direct::Blocked => {}

@@ -163,7 +163,8 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_mess
         .max_frame_size(Some(max_message_size));
     let reader = SocketIo {
         stream: Arc::clone(&stream),
-        unread,
+        // Even empty, hyper's slice keeps its whole read buffer alive: copy what is there.
+        unread: Bytes::copy_from_slice(&unread),
         outbox: Arc::clone(&outbox),
     };
     let io = InflatingIo::new(reader, deflate.is_some(), max_message_size);
