@@ -27,6 +27,21 @@ pub const EMULATION_REQUESTS: &str = "gyre_emulation_requests_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// `counter!(name, "transport" => transport)`, registered once per name and transport: the
+/// recorder allocates for every handle it hands out (32 bytes), which a connection keeping its
+/// handles would hold for its whole life; a clone of a cached handle allocates nothing.
+pub fn transport_counter(name: &'static str, transport: &'static str) -> metrics::Counter {
+    type Cache = parking_lot::Mutex<Vec<(&'static str, &'static str, metrics::Counter)>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock();
+    if let Some((_, _, counter)) = cache.iter().find(|(n, t, _)| *n == name && *t == transport) {
+        return counter.clone();
+    }
+    let counter = metrics::counter!(name, "transport" => transport);
+    cache.push((name, transport, counter.clone()));
+    counter
+}
+
 /// Installs the process-wide recorder (once; later calls are no-ops, e.g. in tests).
 pub fn install() {
     // Command latencies as histograms (the default would be summaries, which cannot be

@@ -248,12 +248,16 @@ fn websocket_upgrade(
     );
     let upgrade = hyper::upgrade::on(&mut request);
     sessions.spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                websocket::serve(node, upgraded, flavor, max_message_size).await;
+        // Scoped so that nothing of the upgrade stays in the task (and in every idle
+        // connection's memory) while the connection is served.
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
             }
-            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
-        }
+        };
+        websocket::serve(node, upgraded, flavor, max_message_size).await;
     });
 
     let mut response = websocket::switching_protocols(&key);

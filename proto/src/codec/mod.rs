@@ -319,12 +319,14 @@ impl FrameBuilder {
         self.buf.is_empty()
     }
 
-    /// Returns the frame built so far and starts a new, empty one. The spare capacity stays with
-    /// the builder, so a steady stream of frames stops allocating once the returned frames are
-    /// dropped.
+    /// Returns the frame built so far and starts a new, empty one.
+    ///
+    /// The builder keeps no memory: the frame takes the whole buffer. (`split` would leave the
+    /// rest of it here, shared with the frame: a builder kept per connection would hold its
+    /// largest frame's buffer for as long as the connection lives.)
     pub fn take(&mut self) -> Bytes {
         self.messages = 0;
-        self.buf.split().freeze()
+        std::mem::take(&mut self.buf).freeze()
     }
 }
 

@@ -46,12 +46,29 @@ struct Connections {
     by_session: HashMap<String, ConnectionId>,
 }
 
+/// One entry per connection of the node: kept small (56 bytes, 64 with its key), since the map
+/// keeps ~1.1–2.3 buckets per connection.
 struct Connection {
     control: ControlSender,
     /// Set when the client has connected: who it is.
-    identity: Option<(String, String)>,
+    identity: Option<Identity>,
     /// The emulation session id, for connections of emulated transports.
-    session: Option<String>,
+    session: Option<Box<str>>,
+}
+
+struct Identity {
+    user: Box<str>,
+    /// The client id, kept as the 16 bytes it is rather than as its 36-character string.
+    client: uuid::Uuid,
+}
+
+impl Identity {
+    /// Whether the client id reads `client` (the hyphenated lower-case form the client was
+    /// given).
+    fn client_is(&self, client: &str) -> bool {
+        let mut buffer = uuid::Uuid::encode_buffer();
+        self.client.hyphenated().encode_lower(&mut buffer) == client
+    }
 }
 
 #[derive(Default)]
@@ -165,7 +182,7 @@ impl Hub {
     pub fn register_session(&self, connection: ConnectionId, session: &str) {
         let mut connections = self.connections.lock();
         if let Some(entry) = connections.by_id.get_mut(&connection) {
-            entry.session = Some(session.to_owned());
+            entry.session = Some(session.into());
             connections
                 .by_session
                 .insert(session.to_owned(), connection);
@@ -184,10 +201,13 @@ impl Hub {
     }
 
     /// Records who a connection is once it connected, so server API commands can find it.
-    pub fn identify(&self, connection: ConnectionId, user: &str, client: &str) {
+    pub fn identify(&self, connection: ConnectionId, user: &str, client: uuid::Uuid) {
         let mut connections = self.connections.lock();
         if let Some(entry) = connections.by_id.get_mut(&connection) {
-            entry.identity = Some((user.to_owned(), client.to_owned()));
+            entry.identity = Some(Identity {
+                user: user.into(),
+                client,
+            });
             connections
                 .by_user
                 .entry(user.to_owned())
@@ -202,14 +222,14 @@ impl Hub {
             return;
         };
         if let Some(session) = &entry.session {
-            connections.by_session.remove(session);
+            connections.by_session.remove(&**session);
         }
-        if let Some((user, _)) = entry.identity
-            && let Some(ids) = connections.by_user.get_mut(&user)
+        if let Some(Identity { user, .. }) = entry.identity
+            && let Some(ids) = connections.by_user.get_mut(&*user)
         {
             ids.remove(&connection);
             if ids.is_empty() {
-                connections.by_user.remove(&user);
+                connections.by_user.remove(&*user);
             }
         }
     }
@@ -286,10 +306,12 @@ impl Hub {
             return;
         };
         for entry in ids.iter().filter_map(|id| connections.by_id.get(id)) {
-            let Some((_, this_client)) = &entry.identity else {
+            let Some(identity) = &entry.identity else {
                 continue;
             };
-            if (!client.is_empty() && client != this_client) || spare.contains(this_client) {
+            if (!client.is_empty() && !identity.client_is(client))
+                || spare.iter().any(|c| identity.client_is(c))
+            {
                 continue;
             }
             let _ = entry.control.send(control.clone());

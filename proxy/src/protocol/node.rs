@@ -26,6 +26,10 @@ pub struct Node {
     next_connection: AtomicU64,
 }
 
+/// Engine events waiting for the dispatcher beyond which it stops writing into sockets itself
+/// and queues for the connections' tasks instead (see [`crate::hub::Hub::dispatch`]).
+const DIRECT_DISPATCH_BACKLOG: usize = 16;
+
 impl Node {
     pub fn new(config: Arc<Config>, engine: Engine, verifier: Verifier) -> Self {
         let handshakes = crate::transport::admission::HandshakeLimiter::new(
@@ -77,8 +81,9 @@ impl Node {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                // Direct writes while nothing else waits; queued once events pile up.
-                let direct = events.is_empty();
+                // Direct writes while the dispatcher keeps up; queued once events pile up. A
+                // few waiting events are normal (one read from Redis can bring several).
+                let direct = events.len() < DIRECT_DISPATCH_BACKLOG;
                 node.hub.dispatch(event, direct);
             }
         })

@@ -69,6 +69,14 @@ impl State {
         self.direct.as_deref().filter(|_| idle)
     }
 
+    /// Gives the queue's memory back once it is empty: most connections are idle, and a few
+    /// slots kept from a past burst would cost every one of them.
+    fn release_idle_queue(&mut self) {
+        if self.messages.is_empty() && self.messages.capacity() > 0 {
+            self.messages = VecDeque::new();
+        }
+    }
+
     /// Drops the backlog of a client that does not keep up and closes with 3008.
     fn overflow(&mut self) {
         self.messages.clear();
@@ -78,7 +86,8 @@ impl State {
 }
 
 /// What a duplex writer takes from [`Outbox::next_writes`]: framed bytes first, then messages.
-#[derive(Default)]
+/// Owned by the write in progress, so an idle connection keeps none of it.
+#[derive(Debug, Default, PartialEq)]
 pub struct Writes {
     pub framed: Vec<Bytes>,
     pub messages: Vec<Bytes>,
@@ -251,6 +260,7 @@ impl Outbox {
                     let n = state.messages.len().min(max_messages);
                     batch.extend(state.messages.drain(..n));
                     state.bytes -= batch.iter().map(Bytes::len).sum::<usize>();
+                    state.release_idle_queue();
                     return None;
                 }
                 if let Some(disconnect) = &state.closing {
@@ -265,28 +275,25 @@ impl Outbox {
     /// transports): waits for something to write (or a close) and takes the framed bytes and up
     /// to `max_messages` messages. Until the writer comes back for more, pushes queue behind
     /// what it took instead of being written directly.
-    pub async fn next_writes(
-        &self,
-        max_messages: usize,
-        writes: &mut Writes,
-    ) -> Option<Disconnect> {
-        writes.framed.clear();
-        writes.messages.clear();
+    pub async fn next_writes(&self, max_messages: usize) -> Result<Writes, Disconnect> {
         loop {
             {
                 let mut state = self.state.lock();
                 if !state.framed.is_empty() || !state.messages.is_empty() {
-                    writes.framed.extend(std::mem::take(&mut state.framed));
                     let n = state.messages.len().min(max_messages);
-                    writes.messages.extend(state.messages.drain(..n));
+                    let writes = Writes {
+                        framed: std::mem::take(&mut state.framed),
+                        messages: state.messages.drain(..n).collect(),
+                    };
                     state.bytes -= writes.framed.iter().map(Bytes::len).sum::<usize>()
                         + writes.messages.iter().map(Bytes::len).sum::<usize>();
+                    state.release_idle_queue();
                     state.writing = true;
-                    return None;
+                    return Ok(writes);
                 }
                 state.writing = false;
                 if let Some(disconnect) = &state.closing {
-                    return Some(disconnect.clone());
+                    return Err(disconnect.clone());
                 }
             }
             self.wake.notified().await;
@@ -386,8 +393,7 @@ mod tests {
             "queued behind the rest"
         );
         assert_eq!(&socket.taken.lock()[..], b"|ab|cd");
-        let mut writes = Writes::default();
-        assert_eq!(outbox.next_writes(16, &mut writes).await, None);
+        let writes = outbox.next_writes(16).await.unwrap();
         assert_eq!(writes.framed, [Bytes::from_static(b"ef")]);
         assert_eq!(writes.messages, [Bytes::from_static(b"gh")]);
 
@@ -396,16 +402,13 @@ mod tests {
         assert!(outbox.push(Bytes::from_static(b"ij")));
         outbox.push_framed(Bytes::from_static(b"PONG"));
         assert_eq!(&socket.taken.lock()[..], b"|ab|cd");
-        assert_eq!(outbox.next_writes(16, &mut writes).await, None);
+        let writes = outbox.next_writes(16).await.unwrap();
         assert_eq!(writes.framed, [Bytes::from_static(b"PONG")]);
         assert_eq!(writes.messages, [Bytes::from_static(b"ij")]);
 
         // Once the writer comes back with nothing left, pushes go straight out again.
         outbox.close(codes::SHUTDOWN);
-        assert_eq!(
-            outbox.next_writes(16, &mut writes).await,
-            Some(codes::SHUTDOWN)
-        );
+        assert_eq!(outbox.next_writes(16).await, Err(codes::SHUTDOWN));
         outbox.push_framed(Bytes::from_static(b"CLOSE"));
         assert!(!outbox.push(Bytes::from_static(b"late")), "closing");
         assert_eq!(&socket.taken.lock()[..], b"|ab|cdCLOSE");

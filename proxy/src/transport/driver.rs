@@ -61,8 +61,9 @@ impl Connection {
             session,
             outbox,
             control,
-            received: metrics::counter!(
-                crate::metrics::MESSAGES_RECEIVED, "transport" => transport.name
+            received: crate::metrics::transport_counter(
+                crate::metrics::MESSAGES_RECEIVED,
+                transport.name,
             ),
         }
     }
@@ -114,7 +115,7 @@ impl Connection {
     /// drains the outbox into `socket`, so a connection needs no writer task (and its memory)
     /// and no lock between a reading and a writing half. A write in progress holds the loop up
     /// for at most the transport's write timeout, after which it fails as slow.
-    pub async fn run_duplex(&mut self, socket: &mut impl Duplex, writes: &mut Writes) -> End {
+    pub async fn run_duplex(&mut self, socket: &mut impl Duplex) -> End {
         loop {
             let deadline = tokio::time::Instant::from_std(self.session.deadline());
             let step = tokio::select! {
@@ -130,9 +131,12 @@ impl Connection {
                     }
                     None => return End::ClientGone,
                 },
-                closing = self.outbox.next_writes(MAX_BATCH, writes) => match closing {
-                    None => socket.write(writes).await,
-                    Some(disconnect) => return End::Disconnect(disconnect),
+                writes = self.outbox.next_writes(MAX_BATCH) => match writes {
+                    // Boxed: a write in progress is rare (most deliveries are written where
+                    // they are pushed), and inline its future would be the largest state of
+                    // every idle connection's task.
+                    Ok(writes) => Box::pin(socket.write(&writes)).await,
+                    Err(disconnect) => return End::Disconnect(disconnect),
                 },
                 control = self.control.recv() => {
                     Box::pin(self.session.handle_control(control)).await
@@ -152,7 +156,7 @@ impl Connection {
 
     /// After [`Self::run_duplex`]: leaves every channel and the hub, writes what is still
     /// queued (unless the client is gone), then closes `socket` with the disconnect.
-    pub async fn close_duplex(mut self, end: End, socket: &mut impl Duplex, writes: &mut Writes) {
+    pub async fn close_duplex(mut self, end: End, socket: &mut impl Duplex) {
         let client_gone = end == End::ClientGone;
         let disconnect = self.leave(end).await;
         self.outbox.close(disconnect.clone());
@@ -162,13 +166,13 @@ impl Connection {
             return;
         }
         let disconnect = loop {
-            match self.outbox.next_writes(MAX_BATCH, writes).await {
-                None => {
-                    if socket.write(writes).await.is_err() {
+            match self.outbox.next_writes(MAX_BATCH).await {
+                Ok(writes) => {
+                    if socket.write(&writes).await.is_err() {
                         return;
                     }
                 }
-                Some(disconnect) => break disconnect,
+                Err(disconnect) => break disconnect,
             }
         };
         socket.close(&disconnect).await;

@@ -17,7 +17,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::future::Either;
+use futures_util::{FutureExt, StreamExt};
 use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -107,7 +108,37 @@ pub enum Flavor {
 /// Runs one upgraded WebSocket connection to its end, in one task: the session and reading;
 /// writing happens in this task or, for a message pushed while nothing is queued, right where it
 /// is pushed (see [`DirectSocket`]).
-pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_message_size: usize) {
+///
+/// Not an `async fn`: its arguments and what is built from them would all stay in the future,
+/// which every idle connection's task carries. The state is built here and the future holds
+/// only that.
+pub fn serve(
+    node: Arc<Node>,
+    upgraded: Upgraded,
+    flavor: Flavor,
+    max_message_size: usize,
+) -> impl Future<Output = ()> + Send {
+    let Some((mut connection, mut socket)) = open(node, upgraded, flavor, max_message_size) else {
+        return Either::Left(std::future::ready(()));
+    };
+    Either::Right(async move {
+        let end = connection.run_duplex(&mut socket).await;
+        // Boxed: the closing future (which owns the connection) is larger than the run loop's,
+        // and inline it would set the size of every idle connection's task.
+        Box::pin(connection.close_duplex(end, &mut socket)).await;
+        // The direct writer holds the socket too: without it, the socket closes with this task.
+        socket.outbox.detach_direct();
+    })
+}
+
+/// The connection and its socket, for [`serve`]; `None` when the upgraded connection is not a
+/// TCP socket.
+fn open(
+    node: Arc<Node>,
+    upgraded: Upgraded,
+    flavor: Flavor,
+    max_message_size: usize,
+) -> Option<(Connection, WsDuplex)> {
     // The TCP socket itself, so that any thread can write to it without waiting (the
     // connection is HTTP/1.1 over TCP: the server never serves anything else).
     let Parts {
@@ -118,7 +149,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_mess
         Ok(parts) => parts,
         Err(_) => {
             tracing::warn!("websocket upgrade is not over a TCP socket; closing it");
-            return;
+            return None;
         }
     };
     let stream = Arc::new(io.into_inner());
@@ -130,7 +161,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_mess
             (Encoding::Json, None, Mode::Unidirectional, "uni_websocket")
         }
     };
-    let mut connection = Connection::open(
+    let connection = Connection::open(
         &node,
         TransportInfo {
             name,
@@ -150,7 +181,7 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_mess
         Flavor::Unidirectional { cf_connect, join } => (Shape::Pushes { join }, cf_connect),
     };
     let outbox = Arc::clone(connection.outbox());
-    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "websocket");
+    let sent = crate::metrics::transport_counter(crate::metrics::MESSAGES_SENT, "websocket");
     outbox.set_direct(Box::new(DirectSocket {
         stream: Arc::clone(&stream),
         shape,
@@ -168,25 +199,20 @@ pub async fn serve(node: Arc<Node>, upgraded: Upgraded, flavor: Flavor, max_mess
         outbox: Arc::clone(&outbox),
     };
     let io = InflatingIo::new(reader, deflate.is_some(), max_message_size);
-    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-    let mut socket = WsDuplex {
+    // Completes at once (it only builds the stream): no need to carry a future for it.
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()?;
+    let socket = WsDuplex {
         socket,
         stream,
-        outbox: Arc::clone(&outbox),
+        outbox,
         shape,
         write_timeout: node.config.websocket.write_timeout,
-        frame: FrameBuilder::new(encoding),
         sent,
         client_gone: false,
         connect_pending: matches!(shape, Shape::Pushes { .. }),
         cf_connect,
     };
-    // Grows to the largest batch seen (usually a few messages) and is reused for every batch.
-    let mut writes = Writes::default();
-    let end = connection.run_duplex(&mut socket, &mut writes).await;
-    connection.close_duplex(end, &mut socket, &mut writes).await;
-    // The direct writer holds the socket too: without it, the socket closes with this task.
-    outbox.detach_direct();
+    Some((connection, socket))
 }
 
 /// How queued messages become WebSocket messages.
@@ -378,7 +404,6 @@ struct WsDuplex {
     shape: Shape,
     /// A write that takes longer means the client is not reading: closed as slow.
     write_timeout: Duration,
-    frame: FrameBuilder,
     sent: metrics::Counter,
     /// The client's close frame (or the end of its stream) was read.
     client_gone: bool,
@@ -439,6 +464,11 @@ async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
+/// Room for `messages` joined into one payload (and their separators).
+fn payload_size(messages: &[Bytes]) -> usize {
+    messages.iter().map(|message| message.len() + 1).sum()
+}
+
 /// Framed bytes as a frame list entry: no header of their own.
 fn as_is(framed: &Bytes) -> (FrameHead, Bytes) {
     (
@@ -483,17 +513,19 @@ impl Duplex for WsDuplex {
                 frames.push((FrameHead::data(encoding, true, payload.len()), payload));
             }
             (Shape::Batched { encoding, .. }, _) => {
+                let mut frame = FrameBuilder::with_capacity(encoding, payload_size(messages));
                 for message in messages {
-                    self.frame.push(message);
+                    frame.push(message);
                 }
-                let payload = self.frame.take();
+                let payload = frame.take();
                 frames.push((FrameHead::data(encoding, false, payload.len()), payload));
             }
             (Shape::Pushes { join: true }, _) => {
+                let mut frame = FrameBuilder::with_capacity(Encoding::Json, payload_size(messages));
                 for message in messages {
-                    self.frame.push(&uni::push_of(message));
+                    frame.push(&uni::push_of(message));
                 }
-                let payload = self.frame.take();
+                let payload = frame.take();
                 frames.push((
                     FrameHead::data(Encoding::Json, false, payload.len()),
                     payload,

@@ -1,6 +1,5 @@
 //! `connect` and `refresh`: who the client is and how long it may stay.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -56,7 +55,7 @@ impl Session {
         // clients connected together do not ping together.
         let first_ping = rand::rng().random_range(ping / 2..=ping);
         let mut result = ConnectResult {
-            client: self.client.clone(),
+            client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             expires: credentials.expires_at.is_some(),
             ttl: seconds_left(credentials.expires_at, now_unix),
@@ -78,7 +77,7 @@ impl Session {
             user: credentials.user,
             conn_info: credentials.conn_info,
             expires_at: credentials.expires_at,
-            subscriptions: HashMap::new(),
+            subscriptions: super::ChannelMap::default(),
             next_ping: now + first_ping,
             pong_deadline: None,
             next_presence_update: now + config.presence_update_interval,
@@ -88,7 +87,7 @@ impl Session {
         if let State::Connected(connected) = &self.state {
             self.node
                 .hub
-                .identify(self.id, &connected.user, &self.client);
+                .identify(self.id, &connected.user, self.client);
         }
 
         let mut joined = Vec::with_capacity(server_subscriptions.len());
@@ -265,7 +264,7 @@ impl Session {
         }
         Ok(Reply {
             refresh: Some(RefreshResult {
-                client: self.client.clone(),
+                client: self.client.to_string(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 expires: credentials.expires_at.is_some(),
                 ttl: seconds_left(credentials.expires_at, now_unix),

@@ -14,7 +14,6 @@ pub use channel::history_options;
 mod connect;
 mod subscribe;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,8 +95,9 @@ pub enum Mode {
 pub struct Session {
     node: Arc<Node>,
     id: ConnectionId,
-    /// The client id announced in the connect reply.
-    client: String,
+    /// The client id announced in the connect reply (as its hyphenated lower-case string): kept
+    /// as 16 bytes, formatted when needed, instead of a 36-byte string here and in the hub.
+    client: uuid::Uuid,
     transport: TransportInfo,
     outbox: Arc<Outbox>,
     control: ControlSender,
@@ -120,13 +120,74 @@ struct Connected {
     conn_info: Bytes,
     /// Unix seconds after which the connection must be refreshed; `None` = never expires.
     expires_at: Option<i64>,
-    subscriptions: HashMap<String, ChannelState>,
+    subscriptions: ChannelMap,
     next_ping: Instant,
     /// Set while a ping waits for its pong: the deadline for it.
     pong_deadline: Option<Instant>,
     next_presence_update: Instant,
     /// When positioned subscriptions that went quiet are next compared with their streams.
     next_position_check: Instant,
+}
+
+/// The client's subscriptions by channel: a vector searched linearly, grown one slot at a time
+/// and keyed by the subscription's own channel name. Clients hold a few channels (at most
+/// `client.channel_limit`), and a `HashMap<String, ChannelState>` costs 4 buckets (~370 bytes)
+/// plus a copy of the name for the first one: the largest part of an idle session after its
+/// task.
+#[derive(Default)]
+struct ChannelMap(Vec<ChannelState>);
+
+impl ChannelMap {
+    fn position(&self, channel: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|s| s.subscription.channel == channel)
+    }
+
+    fn get(&self, channel: &str) -> Option<&ChannelState> {
+        self.position(channel).map(|i| &self.0[i])
+    }
+
+    fn get_mut(&mut self, channel: &str) -> Option<&mut ChannelState> {
+        self.position(channel).map(|i| &mut self.0[i])
+    }
+
+    fn contains_key(&self, channel: &str) -> bool {
+        self.position(channel).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds (or replaces) the subscription to its channel.
+    fn insert(&mut self, state: ChannelState) {
+        if let Some(i) = self.position(&state.subscription.channel) {
+            self.0[i] = state;
+            return;
+        }
+        if self.0.len() == self.0.capacity() {
+            // 1, 2, 4, ... slots instead of Vec's first 4.
+            self.0.reserve_exact(self.0.len().max(1));
+        }
+        self.0.push(state);
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<ChannelState> {
+        let state = self.0.swap_remove(self.position(channel)?);
+        if self.0.len() <= self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        Some(state)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|s| &s.subscription.channel)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &ChannelState)> {
+        self.0.iter().map(|s| (&s.subscription.channel, s))
+    }
 }
 
 /// One live subscription of this client.
@@ -157,7 +218,7 @@ impl Session {
         Self {
             node,
             id,
-            client: uuid::Uuid::new_v4().to_string(),
+            client: uuid::Uuid::new_v4(),
             transport,
             outbox,
             control,
@@ -436,7 +497,7 @@ impl Session {
     fn client_info(&self, connected: &Connected, chan_info: Bytes) -> ClientInfo {
         ClientInfo {
             user: connected.user.clone(),
-            client: self.client.clone(),
+            client: self.client.to_string(),
             conn_info: connected.conn_info.clone(),
             chan_info,
         }

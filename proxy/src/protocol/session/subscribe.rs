@@ -228,9 +228,7 @@ impl Session {
             expires_at: grant.expires_at,
             server_side,
         };
-        self.connected_mut()?
-            .subscriptions
-            .insert(channel.to_owned(), state);
+        self.connected_mut()?.subscriptions.insert(state);
         match self.position_channel(channel, grant, recover).await {
             Ok((result, live)) => Ok(Joined {
                 subscription,
@@ -326,7 +324,10 @@ impl Session {
                 .map_err(|error| token_rejected(&error, TokenUse::Subscribe))?;
             if claims.channel != channel
                 || claims.user != connected.user
-                || claims.client.as_ref().is_some_and(|c| *c != self.client)
+                || claims
+                    .client
+                    .as_ref()
+                    .is_some_and(|c| *c != self.client.to_string())
             {
                 return Err(codes::INVALID_TOKEN.into());
             }
@@ -482,7 +483,7 @@ impl Session {
             }
             Err(error) => return Err(token_rejected(&error, TokenUse::SubRefresh)),
         };
-        let client = self.client.clone();
+        let client = self.client.to_string();
         let connected = self.connected_mut()?;
         if claims.channel != request.channel
             || claims.user != connected.user
