@@ -200,6 +200,42 @@ fn a_slow_client_leaves_its_channels_at_once() {
     drop(slow);
 }
 
+/// A client that stops reading for a while, but not long enough to overflow its queue, gets
+/// every publication in order once it reads again, and the ones after: the writes that its full
+/// socket refused queue behind each other, and direct writes resume only after the queue is
+/// written.
+#[test]
+fn a_client_that_pauses_reading_gets_everything_in_order() {
+    const BURST: u64 = 256; // publications of ~1 KiB: more than the socket buffers take
+    let env = memory(builder());
+    let mut paused = slow_subscriber(&env, "chat:pause");
+    let payload = "x".repeat(1000);
+    let publish = |n: u64| {
+        for _ in 0..n / 16 {
+            let commands: Vec<_> = (0..16)
+                .map(|_| json!({"publish": {"channel": "chat:pause", "data": {"p": payload}}}))
+                .collect();
+            let reply = env.api("batch", json!({"commands": commands}));
+            assert!(reply.get("error").is_none(), "{reply}");
+        }
+    };
+    publish(BURST);
+    let offsets: Vec<u64> = paused
+        .publications("chat:pause", BURST as usize, WAIT)
+        .iter()
+        .map(|p| p.publication().offset)
+        .collect();
+    assert_eq!(offsets, (1..=BURST).collect::<Vec<_>>());
+    publish(16);
+    let offsets: Vec<u64> = paused
+        .publications("chat:pause", 16, WAIT)
+        .iter()
+        .map(|p| p.publication().offset)
+        .collect();
+    assert_eq!(offsets, (BURST + 1..=BURST + 16).collect::<Vec<_>>());
+    assert!(paused.closed().is_none(), "closed: {:?}", paused.closed());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Origin.
 
