@@ -26,6 +26,7 @@ use http::{Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::{self, Parts};
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -313,9 +314,11 @@ impl DirectWrite for DirectSocket {
             (Some(head), payload)
         };
         let head = head.as_ref().map_or(&[][..], FrameHead::as_slice);
-        let written = match self
-            .stream
-            .try_write_vectored(&[IoSlice::new(head), IoSlice::new(&payload)])
+        // Straight to the socket, not through tokio's readiness bookkeeping (one cache miss
+        // less per delivery). A full socket is then seen by the connection's task, whose
+        // `writable()` finds out with one extra try.
+        let written = match SockRef::from(&*self.stream)
+            .send_vectored(&[IoSlice::new(head), IoSlice::new(&payload)])
         {
             // Errors other than a full socket show again when the connection's task writes.
             Ok(0) | Err(_) => return Direct::Blocked,
