@@ -4,10 +4,10 @@
 //! Reading goes through tungstenite, in the connection's one task (the driver's duplex loop).
 //! Writing does not: a message pushed while nothing is queued is framed and written into the TCP
 //! socket right where it is pushed ([`DirectSocket`]: the hub's broadcast writes every
-//! subscriber's frame itself, one `writev` each, with no task to wake). What the socket does not
-//! take at once queues in the outbox, and the task writes everything queued as one WebSocket
-//! message (messages joined per the encoding's framing) once the socket is writable, so a
-//! client that falls behind catches up in few writes. tungstenite's own frames (pongs, close)
+//! subscriber's frame itself, one vectored send each, with no task to wake). What the socket
+//! does not take at once queues in the outbox, and the task writes everything queued as one
+//! WebSocket message (messages joined per the encoding's framing) once the socket is writable,
+//! so a client that falls behind catches up in few writes. tungstenite's own frames (pongs, close)
 //! join the same order through the outbox ([`SocketIo`]).
 
 use std::io::{self, IoSlice};
@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
-use super::driver::{Connection, Duplex};
+use super::driver::{Connection, Duplex, End};
 use super::permessage_deflate::InflatingIo;
 use super::uni;
 use crate::protocol::codes::{self, Disconnect};
@@ -201,7 +201,14 @@ fn open(
     };
     let io = InflatingIo::new(reader, deflate.is_some(), max_message_size);
     // Completes at once (it only builds the stream): no need to carry a future for it.
-    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()?;
+    let Some(socket) =
+        WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
+    else {
+        // Not expected; if it happens, the session still leaves the hub properly.
+        tracing::error!("websocket stream not ready at once; closing the connection");
+        tokio::spawn(connection.close(End::ClientGone));
+        return None;
+    };
     let socket = WsDuplex {
         socket,
         stream,
@@ -297,8 +304,8 @@ impl FrameHead {
 }
 
 /// Writes a connection's messages into its socket from whichever thread delivers them, without
-/// waiting: one `writev` of header and shared payload per delivery, no task to wake. The outbox
-/// calls it only while nothing is queued or being written (see [`crate::queue`]).
+/// waiting: one vectored send of header and shared payload per delivery, no task to wake. The
+/// outbox calls it only while nothing is queued or being written (see [`crate::queue`]).
 struct DirectSocket {
     stream: Arc<TcpStream>,
     shape: Shape,
