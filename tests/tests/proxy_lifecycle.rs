@@ -121,6 +121,21 @@ fn slow_subscriber(env: &ProxyEnv, channel: &str) -> WsClient {
     slow
 }
 
+/// Publishes `n` publications of ~1 KiB to `channel` through the API, 16 per batch request.
+fn publish_kib(env: &ProxyEnv, channel: &str, n: u64) {
+    let payload = "x".repeat(1000);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(16);
+        let commands: Vec<_> = (0..batch)
+            .map(|_| json!({"publish": {"channel": channel, "data": {"p": payload}}}))
+            .collect();
+        let reply = env.api("batch", json!({"commands": commands}));
+        assert!(reply.get("error").is_none(), "{reply}");
+        left -= batch;
+    }
+}
+
 /// A subscriber that stops reading is closed with 3008 "slow" once its queue
 /// (`queue_max_size`) overflows; when it reads again it gets a contiguous prefix of the
 /// publications, then the close frame. Another subscriber of the same channel, reading
@@ -135,7 +150,6 @@ fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
     fast.send(&[cmd::subscribe(1, "chat:flood")]);
     fast.reply(1);
 
-    let payload = "x".repeat(1000);
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let pubs = fast.publications("chat:flood", FLOOD as usize, Duration::from_secs(20));
@@ -144,13 +158,7 @@ fn a_slow_client_is_closed_with_3008_and_others_get_everything() {
             assert!(fast.closed().is_none(), "the fast client was closed");
             offsets
         });
-        for _ in 0..FLOOD / 16 {
-            let commands: Vec<_> = (0..16)
-                .map(|_| json!({"publish": {"channel": "chat:flood", "data": {"p": payload}}}))
-                .collect();
-            let reply = env.api("batch", json!({"commands": commands}));
-            assert!(reply.get("error").is_none(), "{reply}");
-        }
+        publish_kib(&env, "chat:flood", FLOOD);
         // The slow client reads again: what was in flight, then the close frame.
         let close = slow.expect_close(WAIT);
         assert_eq!((close.code, close.reason.as_str()), (3008, "slow"));
@@ -185,13 +193,7 @@ fn a_slow_client_leaves_its_channels_at_once() {
     let slow = slow_subscriber(&env, "chat:gone");
     let stats = || env.api("presence_stats", json!({"channel": "chat:gone"}))["result"].clone();
     assert_eq!(stats(), json!({"num_clients": 1, "num_users": 1}));
-    let payload = "x".repeat(1000);
-    for _ in 0..64 {
-        let commands: Vec<_> = (0..16)
-            .map(|_| json!({"publish": {"channel": "chat:gone", "data": {"p": payload}}}))
-            .collect();
-        env.api("batch", json!({"commands": commands}));
-    }
+    publish_kib(&env, "chat:gone", 1024);
     gyre_tests::wait_until(
         Duration::from_secs(3),
         "the slow client left chat:gone",
@@ -209,24 +211,14 @@ fn a_client_that_pauses_reading_gets_everything_in_order() {
     const BURST: u64 = 256; // publications of ~1 KiB: more than the socket buffers take
     let env = memory(builder());
     let mut paused = slow_subscriber(&env, "chat:pause");
-    let payload = "x".repeat(1000);
-    let publish = |n: u64| {
-        for _ in 0..n / 16 {
-            let commands: Vec<_> = (0..16)
-                .map(|_| json!({"publish": {"channel": "chat:pause", "data": {"p": payload}}}))
-                .collect();
-            let reply = env.api("batch", json!({"commands": commands}));
-            assert!(reply.get("error").is_none(), "{reply}");
-        }
-    };
-    publish(BURST);
+    publish_kib(&env, "chat:pause", BURST);
     let offsets: Vec<u64> = paused
         .publications("chat:pause", BURST as usize, WAIT)
         .iter()
         .map(|p| p.publication().offset)
         .collect();
     assert_eq!(offsets, (1..=BURST).collect::<Vec<_>>());
-    publish(16);
+    publish_kib(&env, "chat:pause", 16);
     let offsets: Vec<u64> = paused
         .publications("chat:pause", 16, WAIT)
         .iter()
