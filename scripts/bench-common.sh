@@ -64,3 +64,71 @@ stop() { # pid...: stops processes started here
   for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
   for pid in "$@"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# Starts a throwaway redis-server on port $1 (data in $TMP/$2, log $TMP/$2.log; more arguments
+# go to redis-server, e.g. --loadmodule) and waits for it; sets REDIS_PID.
+start_redis() { # port name [args...]
+  local port=$1 name=$2
+  shift 2
+  mkdir -p "$TMP/$name"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/$name" \
+    --maxclients 10000 "$@" >>"$TMP/$name.log" 2>&1 &
+  REDIS_PID=$!
+  PIDS+=("$REDIS_PID")
+  wait_port "$port" "$name"
+}
+
+# Writes $TMP/gyre.toml for a benchmark gyre listening on port $1 with the Redis engine on port
+# $2: anonymous clients, API key `bench-api-key`, and a namespace `bench` anyone may subscribe
+# in. $3: more lines for [client]; $4: more lines for the `bench` namespace (its history);
+# $5: more sections.
+write_gyre_config() { # port redis_port client_lines namespace_lines sections
+  cat >"$TMP/gyre.toml" <<EOF
+[http_server]
+address = "127.0.0.1"
+port = $1
+
+[log]
+level = "warn"
+
+[shutdown]
+timeout = "2s"
+
+[client]
+allow_anonymous_connect_without_token = true
+${3:-}
+
+[http_api]
+key = "bench-api-key"
+
+[engine]
+type = "redis"
+
+[engine.redis]
+address = ["redis://127.0.0.1:$2"]
+
+${5:-}
+
+[[channel.namespaces]]
+name = "bench"
+allow_subscribe_for_client = true
+allow_subscribe_for_anonymous = true
+${4:-}
+EOF
+}
+
+# Starts a Redis with libgyre.so on port $1, then gyre with $TMP/gyre.toml listening on port $2,
+# and waits for both; sets GYRE_PID and GYRE_REDIS_PID. Stop gyre first (stop_gyre), so it does
+# not log a lost Redis.
+start_gyre() { # redis_port gyre_port
+  start_redis "$1" gyre-redis --loadmodule "$MODULE"
+  GYRE_REDIS_PID=$REDIS_PID
+  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
+  GYRE_PID=$!
+  PIDS+=("$GYRE_PID")
+  wait_port "$2" gyre
+}
+stop_gyre() {
+  stop "$GYRE_PID"
+  stop "$GYRE_REDIS_PID"
+}

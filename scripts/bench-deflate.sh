@@ -54,60 +54,23 @@ workdir deflate
 REDIS_PORT="$(free_port 16490)"
 GYRE_PORT="$(free_port 18100)"
 
-# Same as scripts/bench-nchan.sh's gyre config, plus compression for connections that offer it.
-cat >"$TMP/gyre.toml" <<EOF
-[http_server]
-address = "127.0.0.1"
-port = $GYRE_PORT
-
-[log]
-level = "warn"
-
-[shutdown]
-timeout = "2s"
-
-[client]
-allow_anonymous_connect_without_token = true
-
-[websocket]
+# The benchmark config of bench-common.sh, plus compression for connections that offer it.
+write_gyre_config "$GYRE_PORT" "$REDIS_PORT" "" 'history_size = 10
+history_ttl = "60s"' "[websocket]
 compression = true
 compression_level = $COMPRESSION_LEVEL
-compression_min_size = $COMPRESSION_MIN_SIZE
-
-[engine]
-type = "redis"
-
-[engine.redis]
-address = ["redis://127.0.0.1:$REDIS_PORT"]
-
-[[channel.namespaces]]
-name = "bench"
-history_size = 10
-history_ttl = "60s"
-allow_subscribe_for_client = true
-allow_subscribe_for_anonymous = true
-EOF
+compression_min_size = $COMPRESSION_MIN_SIZE"
 
 run() { # target out
-  local target=$1 out=$2 redis_pid gyre_pid
-  mkdir -p "$TMP/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$TMP/redis" --maxclients 10000 --loadmodule "$MODULE" >>"$TMP/redis.log" 2>&1 &
-  redis_pid=$!
-  PIDS+=("$redis_pid")
-  wait_port "$REDIS_PORT" redis
-  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
-  gyre_pid=$!
-  PIDS+=("$gyre_pid")
-  wait_port "$GYRE_PORT" gyre
+  local target=$1 out=$2
+  start_gyre "$REDIS_PORT" "$GYRE_PORT"
   "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
-    --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$gyre_pid" \
-    --redis-pid "$redis_pid" --label "$target" --tag deflate --out "$out" \
+    --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$GYRE_PID" \
+    --redis-pid "$GYRE_REDIS_PID" --label "$target" --tag deflate --out "$out" \
     --connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size "$PAYLOAD" \
     --threads "$THREADS" --drain-timeout "$DRAIN_TIMEOUT" --messages "$MESSAGES" --rate "$RATE" \
     || log "FAILED: $target run ($out)"
-  stop "$gyre_pid" # the server first, so it does not log a lost Redis
-  stop "$redis_pid"
+  stop_gyre
 }
 
 for r in $(seq "$ROUNDS"); do

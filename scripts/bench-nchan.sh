@@ -83,60 +83,12 @@ GYRE_PORT="$(free_port 18000)"
 NCHAN_REDIS_PORT="$(free_port $((GYRE_REDIS_PORT + 1)))"
 NCHAN_PORT="$(free_port $((GYRE_PORT + 1)))"
 
-start_redis() { # port name [args...] -> sets REDIS_PID
-  local port=$1 name=$2
-  shift 2
-  mkdir -p "$TMP/$name"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/$name" \
-    --maxclients 10000 "$@" >>"$TMP/$name.log" 2>&1 &
-  REDIS_PID=$!
-  PIDS+=("$REDIS_PID")
-  wait_port "$port" "$name"
-}
-
 # gyre: anonymous clients may subscribe in the `bench` namespace. Its history (10 publications,
 # 60 s) matches Nchan's message buffer below, so both stores every publication in Redis.
 # client.queue_max_size stays at its default (1 MiB per connection): 128 B publications never
 # come near it at the reference rate; a sweep step that does shows up as closed connections.
-cat >"$TMP/gyre.toml" <<EOF
-[http_server]
-address = "127.0.0.1"
-port = $GYRE_PORT
-
-[log]
-level = "warn"
-
-[shutdown]
-timeout = "2s"
-
-[client]
-allow_anonymous_connect_without_token = true
-
-[http_api]
-key = "bench-api-key"
-
-[engine]
-type = "redis"
-
-[engine.redis]
-address = ["redis://127.0.0.1:$GYRE_REDIS_PORT"]
-
-[[channel.namespaces]]
-name = "bench"
-history_size = 10
-history_ttl = "60s"
-allow_subscribe_for_client = true
-allow_subscribe_for_anonymous = true
-EOF
-
-start_gyre() { # -> GYRE_PID, GYRE_REDIS_PID
-  start_redis "$GYRE_REDIS_PORT" gyre-redis --loadmodule "$MODULE"
-  GYRE_REDIS_PID=$REDIS_PID
-  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
-  GYRE_PID=$!
-  PIDS+=("$GYRE_PID")
-  wait_port "$GYRE_PORT" gyre
-}
+write_gyre_config "$GYRE_PORT" "$GYRE_REDIS_PORT" "" 'history_size = 10
+history_ttl = "60s"'
 
 # nginx + Nchan: one worker, Redis storage (distributed), WebSocket subscribers on /sub/<ch>,
 # HTTP publisher on /pub/<ch>, buffer of 10 messages for 60 s.
@@ -210,13 +162,12 @@ load_common=(--connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size 
 run_gyre() { # tag out [args...]
   local tag=$1 out=$2
   shift 2
-  start_gyre
+  start_gyre "$GYRE_REDIS_PORT" "$GYRE_PORT"
   "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
     --redis-url "redis://127.0.0.1:$GYRE_REDIS_PORT" --server-pid "$GYRE_PID" \
     --redis-pid "$GYRE_REDIS_PID" --label gyre --tag "$tag" --out "$out" "${load_common[@]}" "$@" \
     || log "gyre run failed ($out)"
-  stop "$GYRE_PID" # the server first, so it does not log a lost Redis
-  stop "$GYRE_REDIS_PID"
+  stop_gyre
 }
 
 run_nchan() { # tag out [args...]

@@ -78,36 +78,10 @@ GYRE_PORT="$(free_port 18100)"
 # gyre: anonymous clients may subscribe in `bench`; history of 20 publications for 300 s and
 # force_recovery, so a resubscribe with recover/offset/epoch gets the missed publications.
 write_config() { # limit burst
-  cat >"$TMP/gyre.toml" <<EOF
-[http_server]
-address = "127.0.0.1"
-port = $GYRE_PORT
-
-[log]
-level = "warn"
-
-[shutdown]
-timeout = "2s"
-
-[client]
-allow_anonymous_connect_without_token = true
-handshake_rate_limit = $1
-handshake_burst = $2
-
-[engine]
-type = "redis"
-
-[engine.redis]
-address = ["redis://127.0.0.1:$REDIS_PORT"]
-
-[[channel.namespaces]]
-name = "bench"
-history_size = 20
+  write_gyre_config "$GYRE_PORT" "$REDIS_PORT" "handshake_rate_limit = $1
+handshake_burst = $2" 'history_size = 20
 history_ttl = "300s"
-force_recovery = true
-allow_subscribe_for_client = true
-allow_subscribe_for_anonymous = true
-EOF
+force_recovery = true'
 }
 
 run_storm() { # limit[:burst] round
@@ -127,25 +101,15 @@ run_storm() { # limit[:burst] round
   fi
   if [ "$ROUNDS" -gt 1 ]; then tag="$tag #$round"; fi
   write_config "$limit" "$burst"
-  mkdir -p "$TMP/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/redis" \
-    --maxclients 10000 --loadmodule "$MODULE" >>"$TMP/redis.log" 2>&1 &
-  local redis_pid=$!
-  PIDS+=("$redis_pid")
-  wait_port "$REDIS_PORT" redis
-  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
-  local gyre_pid=$!
-  PIDS+=("$gyre_pid")
-  wait_port "$GYRE_PORT" gyre
+  start_gyre "$REDIS_PORT" "$GYRE_PORT"
   "$BENCH" storm --url "http://127.0.0.1:$GYRE_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --clients "$CLIENTS" --channels "$CHANNELS" --publications "$PUBLICATIONS" \
     --probe-interval-ms "$PROBE_INTERVAL" --backoff-min-ms "$BACKOFF_MIN" \
     --backoff-max-ms "$BACKOFF_MAX" --reconnect-concurrency "$RECONNECT_CONCURRENCY" \
-    --threads "$THREADS" --server-pid "$gyre_pid" --redis-pid "$redis_pid" --tag "$tag" \
+    --threads "$THREADS" --server-pid "$GYRE_PID" --redis-pid "$GYRE_REDIS_PID" --tag "$tag" \
     --out "$RESULTS/$name-$round.json" \
     || log "storm run failed ($tag)"
-  stop "$gyre_pid" # the server first, so it does not log a lost Redis
-  stop "$redis_pid"
+  stop_gyre
 }
 
 # --- 2. the runs ----------------------------------------------------------------------------
