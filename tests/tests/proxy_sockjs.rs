@@ -128,6 +128,17 @@ impl Exchange {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts a 200 answer whose Content-Type starts with `content_type`.
+    fn assert_ok_with_type(&self, content_type: &str) {
+        assert_eq!(self.status, 200);
+        assert!(
+            self.header("content-type")
+                .is_some_and(|v| v.starts_with(content_type)),
+            "{:?}",
+            self.headers
+        );
+    }
+
     /// Reads what is there (waiting up to 50 ms); false once the connection is closed.
     fn read_some(&mut self) -> bool {
         let mut buf = [0; 16 * 1024];
@@ -301,14 +312,7 @@ fn info_has_the_sockjs_fields_and_no_cache() {
         &[("Origin", "http://example.test")],
         b"",
     );
-    assert_eq!(exchange.status, 200);
-    assert!(
-        exchange
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("application/json")),
-        "{:?}",
-        exchange.headers
-    );
+    exchange.assert_ok_with_type("application/json");
     assert!(
         exchange
             .header("cache-control")
@@ -398,14 +402,7 @@ fn xhr_streaming_starts_with_the_prelude_and_streams_frames() {
         &[],
         b"",
     );
-    assert_eq!(stream.status, 200);
-    assert!(
-        stream
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("application/javascript")),
-        "{:?}",
-        stream.headers
-    );
+    stream.assert_ok_with_type("application/javascript");
     let prelude = format!("{}\n", "h".repeat(2048));
     let start = stream.read_until("prelude and open frame", |t| t.len() >= 2051);
     assert_eq!(start, format!("{prelude}o\n"));
@@ -498,14 +495,7 @@ fn eventsource_frames_are_events() {
         &[],
         b"",
     );
-    assert_eq!(events.status, 200);
-    assert!(
-        events
-            .header("content-type")
-            .is_some_and(|v| v.starts_with("text/event-stream")),
-        "{:?}",
-        events.headers
-    );
+    events.assert_ok_with_type("text/event-stream");
     let start = events.read_until("open event", |t| t.len() >= 13);
     assert_eq!(start, "\r\ndata: o\r\n\r\n");
     events.take();
