@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::stats::median;
 
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
+/// The number at `path` in a JSON result.
+pub(crate) fn num(v: &Value, path: &[&str]) -> Option<f64> {
     let mut v = v;
     for p in path {
         v = v.get(p)?;
@@ -16,7 +17,8 @@ fn num(v: &Value, path: &[&str]) -> Option<f64> {
     v.as_f64()
 }
 
-fn fmt(v: Option<f64>, digits: usize) -> String {
+/// `v` with `digits` decimals, or "–" when missing.
+pub(crate) fn fmt(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(v) => format!("{v:.digits$}"),
         None => "–".into(),

@@ -40,6 +40,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::floor::round3;
 use crate::load::{close_reason, json_has_ping, resolve, ws_config};
 use crate::payload;
+use crate::report::{fmt, num};
 use crate::stats::{self, Latency};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -1204,18 +1205,6 @@ fn curve(samples: &[Sample], received: &[(u64, u64)], storm_from_ns: u64) -> Vec
 }
 
 // --- storm-report --------------------------------------------------------------------------
-
-fn num(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut v = v;
-    for p in path {
-        v = v.get(p)?;
-    }
-    v.as_f64()
-}
-
-fn fmt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
-}
 
 fn ms(v: Option<f64>) -> String {
     fmt(v.map(|us| us / 1e3), 1)
