@@ -102,11 +102,8 @@ impl Connection {
                     Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
                 }
             };
-            if let Err(disconnect) = step {
-                return End::Disconnect(disconnect);
-            }
-            if let Some(disconnect) = self.outbox.closing_reason() {
-                return End::Disconnect(disconnect);
+            if let Some(end) = self.ended(step) {
+                return end;
             }
         }
     }
@@ -145,13 +142,16 @@ impl Connection {
                     Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
                 }
             };
-            if let Err(disconnect) = step {
-                return End::Disconnect(disconnect);
-            }
-            if let Some(disconnect) = self.outbox.closing_reason() {
-                return End::Disconnect(disconnect);
+            if let Some(end) = self.ended(step) {
+                return end;
             }
         }
+    }
+
+    /// Whether the loop ends after a step: the step failed, or the connection is closing.
+    fn ended(&self, step: Result<(), Disconnect>) -> Option<End> {
+        let disconnect = step.err().or_else(|| self.outbox.closing_reason())?;
+        Some(End::Disconnect(disconnect))
     }
 
     /// After [`Self::run_duplex`]: leaves every channel and the hub, writes what is still
