@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 engine="${GYRE_ENGINE:-redis}"
 redis_port="${GYRE_REDIS_PORT:-6390}"
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+source scripts/setup-common.sh
 if [ "$engine" = redis ]; then
   need_apt=()
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
-  ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+  have_libclang || need_apt+=(libclang-dev)
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "==> installing ${need_apt[*]} (for the Redis engine)"
-    if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null; }; then
+    if ! apt_install "${need_apt[@]}"; then
       echo "    could not install them: running with the in-memory engine instead"
       engine=memory
     fi
@@ -50,4 +50,5 @@ Clients connect to ws://127.0.0.1:8000/connection/websocket (Centrifugo SDKs wor
 Ctrl-C stops it.
 
 MSG
-./target/release/gyre "${args[@]}"
+# This script's own settings are not gyre options (gyre warns about unknown GYRE_* variables).
+env -u GYRE_ENGINE -u GYRE_REDIS_PORT ./target/release/gyre "${args[@]}"

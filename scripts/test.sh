@@ -4,21 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/setup-common.sh
+
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The streaming transports' tests read responses with `curl -N`, as a user would.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The demo page's browser test drives Debian's Chromium (through npm playwright-core).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
-# redis-module's build script runs bindgen, which loads libclang.
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
-  || need_apt+=(libclang-dev)
+have_libclang || need_apt+=(libclang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
-  sudo_cmd=""
-  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  apt_install "${need_apt[@]}"
 fi
 # Debian starts a redis-server service on install; the tests start their own servers on free ports.
 
@@ -36,10 +33,7 @@ if [ ! -x "$sdk_venv/bin/python" ] || ! cmp -s tests/sdk/python/requirements.txt
   echo "==> python venv $sdk_venv"
   if ! python3 -m venv --clear "$sdk_venv" >/dev/null 2>&1; then
     # Debian's python3 needs python3-venv (ensurepip) for this.
-    sdk_sudo=""
-    [ "$(id -u)" -eq 0 ] || sdk_sudo="sudo"
-    $sdk_sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sdk_sudo apt-get install -y -qq python3-venv >/dev/null
+    apt_install python3-venv
     python3 -m venv --clear "$sdk_venv"
   fi
   "$sdk_venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/python/requirements.txt
