@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::hub::Hub;
+use crate::protocol::node::Node;
 
 pub const CONNECTIONS_ACCEPTED: &str = "gyre_client_connections_accepted_total";
 pub const COMMANDS: &str = "gyre_client_commands_total";
@@ -22,6 +22,11 @@ pub const MESSAGES_SENT: &str = "gyre_transport_messages_sent_total";
 pub const MESSAGES_RECEIVED: &str = "gyre_transport_messages_received_total";
 /// Handshakes answered 503 by `client.handshake_rate_limit`.
 pub const HANDSHAKES_REFUSED: &str = "gyre_handshakes_refused_total";
+/// HTTP connections closed because a request head or the next request did not arrive in time
+/// (`phase`: `header`, `idle`), and request bodies that did not (`phase`: `body`).
+pub const HTTP_TIMEOUTS: &str = "gyre_http_timeouts_total";
+/// TCP connections refused at accept: `http_server.max_unauthenticated_connections` reached.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "gyre_http_connections_refused_total";
 /// `/emulation` requests accepted (handled here or forwarded to the node holding the session).
 pub const EMULATION_REQUESTS: &str = "gyre_emulation_requests_total";
 
@@ -61,8 +66,11 @@ pub fn install() {
     });
 }
 
-/// The text exposition, with the node gauges taken from `hub` now.
-pub fn render(hub: &Hub) -> String {
+/// The text exposition, with the node gauges taken from `node` now.
+pub fn render(node: &Node) -> String {
+    let hub = &node.hub;
+    metrics::gauge!("gyre_http_unauthenticated_connections")
+        .set(node.unauthenticated.held() as f64);
     metrics::gauge!("gyre_node_num_clients").set(hub.num_connections() as f64);
     metrics::gauge!("gyre_node_num_users").set(hub.num_users() as f64);
     metrics::gauge!("gyre_node_num_channels").set(hub.num_channels() as f64);

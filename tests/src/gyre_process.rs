@@ -222,7 +222,9 @@ pub struct GyreBuilder {
     api_key: String,
     namespaces: Vec<Namespace>,
     client_extra: Vec<String>,
+    http_server_extra: Vec<String>,
     extra_toml: String,
+    open_files: Option<u64>,
 }
 
 impl Default for GyreBuilder {
@@ -233,7 +235,9 @@ impl Default for GyreBuilder {
             api_key: "gyre-test-api-key".to_owned(),
             namespaces: Vec::new(),
             client_extra: Vec::new(),
+            http_server_extra: Vec::new(),
             extra_toml: String::new(),
+            open_files: None,
         }
     }
 }
@@ -278,6 +282,18 @@ impl GyreBuilder {
         self
     }
 
+    /// An extra `key = value` line in the `[http_server]` table, e.g. `idle_timeout = "2s"`.
+    pub fn http_server_option(mut self, line: &str) -> Self {
+        self.http_server_extra.push(line.to_owned());
+        self
+    }
+
+    /// Starts gyre with this open-file limit, soft and hard (so it cannot raise it).
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
     /// Raw TOML appended at the end of the file (new tables only).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -292,6 +308,9 @@ impl GyreBuilder {
         let _ = writeln!(out, "[http_server]");
         let _ = writeln!(out, "address = \"127.0.0.1\"");
         let _ = writeln!(out, "port = {port}");
+        for line in &self.http_server_extra {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\n[client]");
         if !self
             .client_extra
@@ -429,7 +448,18 @@ impl GyreProcess {
             .open(self.log_path())
             .map_err(|e| format!("open gyre.log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("dup gyre.log: {e}"))?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.config.open_files {
+            None => Command::new(&self.binary),
+            Some(limit) => {
+                // dash's `ulimit -n` sets the soft and the hard limit.
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&self.binary);
+                shell
+            }
+        };
         command
             .arg("--config")
             .arg(self.config_path())
@@ -477,6 +507,11 @@ impl GyreProcess {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Is the process running and answering `GET /health` with 200?

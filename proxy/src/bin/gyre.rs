@@ -134,6 +134,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 async fn run(config: Config) -> Result<(), String> {
     init_logging(&config);
     gyre_proxy::metrics::install();
+    // Before the node: its cap on unauthenticated connections is a share of this limit.
+    let open_files = gyre_proxy::server::raise_open_files_limit();
     let config = Arc::new(config);
     let verifier = Verifier::with_subscription(
         &config.client.token,
@@ -147,6 +149,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier));
     node.spawn_dispatcher(events_rx);
+    node.spawn_announcer();
 
     // An empty address means every interface, as in Centrifugo.
     let host = match config.http_server.address.as_str() {
@@ -157,6 +160,13 @@ async fn run(config: Config) -> Result<(), String> {
     let listener = gyre_proxy::server::listen(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    tracing::info!(
+        open_files = open_files.now,
+        raised_from = open_files.before,
+        max_unauthenticated_connections = node.unauthenticated.max(),
+        "open-file limit {} (each connection is one)",
+        open_files.now,
+    );
     tracing::info!(
         %address,
         engine = ?config.engine.kind,

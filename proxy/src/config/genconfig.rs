@@ -20,6 +20,22 @@ const DOCS: &[(&str, &str)] = &[
         "Interface to listen on; empty means every interface.",
     ),
     ("http_server.port", "TCP port."),
+    (
+        "http_server.read_header_timeout",
+        "Time a client has to send a request's line and headers (from the connection's\nopening, or from the first byte of a later request); then the connection is\nclosed. 0 = no limit.",
+    ),
+    (
+        "http_server.idle_timeout",
+        "Time a kept-alive connection may wait for its next request. 0 = no limit.",
+    ),
+    (
+        "http_server.read_body_timeout",
+        "Time a client has to send a whole request body; 408 beyond it. 0 = no limit.",
+    ),
+    (
+        "http_server.max_unauthenticated_connections",
+        "TCP connections that have not authenticated yet (no successful connect, no API\nkey); beyond it new connections get 503 and are closed at once. 0 = half of\nthe open-file limit (gyre raises its soft limit to the hard one at start).",
+    ),
     ("log", "Logging."),
     ("log.level", "One of none, trace, debug, info, warn, error."),
     ("node", "This node."),
@@ -353,13 +369,17 @@ const DOCS: &[(&str, &str)] = &[
         "Largest request body, in bytes.",
     ),
     (
+        "emulation.max_concurrent_forwards",
+        "Requests for sessions on other nodes forwarded at once; 503 beyond it.",
+    ),
+    (
         "uni_websocket",
         "Unidirectional WebSocket (/connection/uni_websocket): a connect request in,\nJSON pushes out; no SDK needed.",
     ),
     ("uni_websocket.enabled", "Serve the endpoint."),
     (
         "uni_websocket.message_size_limit",
-        "Largest message (the connect request) a client may send, in bytes.",
+        "Largest message (the connect request) a client may send, in bytes; 0 = no limit.",
     ),
     (
         "uni_websocket.join_push_messages",

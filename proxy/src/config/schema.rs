@@ -23,6 +23,24 @@ pub struct HttpServer {
     pub address: String,
     /// TCP port; 0 lets the OS choose (useful in tests).
     pub port: u16,
+    /// How long a client may take to send a request's line and headers, counted from the
+    /// connection's opening (first request) or from the request's first byte (later requests);
+    /// then the connection is closed. 0 = no limit.
+    #[serde(with = "duration")]
+    pub read_header_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request before it is closed.
+    /// 0 = no limit.
+    #[serde(with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a whole request body (API calls, `/emulation`,
+    /// connect requests); 408 beyond it. 0 = no limit.
+    #[serde(with = "duration")]
+    pub read_body_timeout: Duration,
+    /// TCP connections that have not authenticated yet (no successful connect, no API key):
+    /// beyond it new connections are answered 503 and closed at once, so that idle or
+    /// half-sent connections cannot take every file descriptor. 0 = half of the open-file
+    /// limit gyre runs with.
+    pub max_unauthenticated_connections: u32,
 }
 
 impl Default for HttpServer {
@@ -30,6 +48,10 @@ impl Default for HttpServer {
         Self {
             address: String::new(),
             port: 8000,
+            read_header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            read_body_timeout: Duration::from_secs(10),
+            max_unauthenticated_connections: 0,
         }
     }
 }
@@ -386,6 +408,11 @@ impl Default for WebSocket {
 }
 
 impl WebSocket {
+    /// `message_size_limit` in bytes, with 0 (no limit) as `usize::MAX`.
+    pub fn max_message_size(&self) -> usize {
+        size_limit(self.message_size_limit)
+    }
+
     /// How a connection that negotiated permessage-deflate is compressed.
     pub fn deflate(&self) -> gyre_proto::codec::deflate::Deflate {
         gyre_proto::codec::deflate::Deflate {
@@ -420,12 +447,16 @@ impl Default for HttpTransport {
 pub struct Emulation {
     /// Largest request body, in bytes.
     pub max_request_body_size: u32,
+    /// Requests for sessions on other nodes being forwarded (through the engine) at once;
+    /// beyond it they are answered 503 and the client retries.
+    pub max_concurrent_forwards: u32,
 }
 
 impl Default for Emulation {
     fn default() -> Self {
         Self {
             max_request_body_size: 65_536,
+            max_concurrent_forwards: 1024,
         }
     }
 }
@@ -435,10 +466,25 @@ impl Default for Emulation {
 #[serde(default, deny_unknown_fields)]
 pub struct UniWebSocket {
     pub enabled: bool,
-    /// Largest message (the connect request) a client may send, in bytes.
+    /// Largest message (the connect request) a client may send, in bytes; 0 = no limit.
     pub message_size_limit: u32,
     /// Send the pushes queued together as one message, separated by `\n`.
     pub join_push_messages: bool,
+}
+
+impl UniWebSocket {
+    /// `message_size_limit` in bytes, with 0 (no limit) as `usize::MAX`.
+    pub fn max_message_size(&self) -> usize {
+        size_limit(self.message_size_limit)
+    }
+}
+
+/// A size limit from the config, where 0 means no limit.
+fn size_limit(limit: u32) -> usize {
+    match limit {
+        0 => usize::MAX,
+        n => n as usize,
+    }
 }
 
 impl Default for UniWebSocket {

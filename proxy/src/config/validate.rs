@@ -163,6 +163,11 @@ impl Config {
             out,
         );
         positive("websocket.write_timeout", self.websocket.write_timeout, out);
+        if self.emulation.max_concurrent_forwards == 0 {
+            out.push(Invalid::Zero {
+                path: "emulation.max_concurrent_forwards".into(),
+            });
+        }
         if !(1..=9).contains(&self.websocket.compression_level) {
             out.push(Invalid::OutOfRange {
                 path: "websocket.compression_level".into(),

@@ -159,6 +159,28 @@ pub enum ControlCommand {
         #[serde(with = "base64_bytes")]
         frame: Bytes,
     },
+    /// A node saying it is alive, and how busy it is: every node publishes one every
+    /// [`NODE_INFO_INTERVAL`], so each knows the others (server API `info`, `/emulation`
+    /// forwarding only to nodes that exist).
+    Node(NodeInfo),
+}
+
+/// How often a node announces itself on the control channel.
+pub const NODE_INFO_INTERVAL: Duration = Duration::from_secs(3);
+
+/// What a node announces about itself (the server API `info` lists these).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// The node's id (unique per process start).
+    pub uid: String,
+    pub name: String,
+    pub version: String,
+    /// Seconds since the node started.
+    pub uptime: u64,
+    pub num_clients: u64,
+    pub num_users: u64,
+    pub num_channels: u64,
+    pub num_subs: u64,
 }
 
 /// Frames may be Protobuf: carried as base64 in the JSON control message.

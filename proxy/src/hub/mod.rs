@@ -274,7 +274,7 @@ impl Hub {
             ControlCommand::Unsubscribe { user, client, .. }
             | ControlCommand::Subscribe { user, client, .. }
             | ControlCommand::Refresh { user, client, .. } => (user, client, &[][..]),
-            ControlCommand::Emulation { .. } => return,
+            ControlCommand::Emulation { .. } | ControlCommand::Node(_) => return,
         };
         let control = match &command {
             ControlCommand::Disconnect { code, reason, .. } => {
@@ -299,7 +299,7 @@ impl Hub {
                 expired: *expired,
                 expires_at: (*expire_at > 0).then_some(*expire_at),
             },
-            ControlCommand::Emulation { .. } => return,
+            ControlCommand::Emulation { .. } | ControlCommand::Node(_) => return,
         };
         let connections = self.connections.lock();
         let Some(ids) = connections.by_user.get(user) else {

@@ -8,5 +8,6 @@
 
 pub mod codes;
 pub mod node;
+pub mod nodes;
 pub mod recovery;
 pub mod session;

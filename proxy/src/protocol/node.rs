@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{ControlCommand, Engine, EngineEvent, NODE_INFO_INTERVAL, NodeInfo};
 use crate::hub::{ConnectionId, Hub};
+use crate::protocol::nodes::Nodes;
 
 pub struct Node {
     /// Unique per process start (returned to emulation clients, used for cross-node routing).
@@ -23,6 +24,13 @@ pub struct Node {
     pub sockjs: crate::transport::sockjs::Sessions,
     /// `client.handshake_rate_limit`.
     pub handshakes: crate::transport::admission::HandshakeLimiter,
+    /// `http_server.max_unauthenticated_connections`.
+    pub unauthenticated: Arc<crate::transport::admission::UnauthenticatedLimit>,
+    /// The nodes that announced themselves on the control channel (this one included).
+    pub nodes: Nodes,
+    /// `/emulation` requests being forwarded to other nodes now
+    /// (`emulation.max_concurrent_forwards`).
+    pub emulation_forwards: tokio::sync::Semaphore,
     next_connection: AtomicU64,
 }
 
@@ -36,6 +44,12 @@ impl Node {
             config.client.handshake_rate_limit,
             config.client.handshake_burst,
         );
+        let unauthenticated = crate::transport::admission::UnauthenticatedLimit::new(
+            config.http_server.max_unauthenticated_connections,
+            crate::server::current_open_files_limit(),
+        );
+        let emulation_forwards =
+            tokio::sync::Semaphore::new(config.emulation.max_concurrent_forwards as usize);
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             name: if config.node.name.is_empty() {
@@ -50,6 +64,9 @@ impl Node {
             started: std::time::Instant::now(),
             sockjs: crate::transport::sockjs::Sessions::default(),
             handshakes,
+            unauthenticated,
+            nodes: Nodes::default(),
+            emulation_forwards,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -72,15 +89,60 @@ impl Node {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// What this node announces about itself.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            uid: self.id.clone(),
+            name: self.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime: self.started.elapsed().as_secs(),
+            num_clients: self.hub.num_connections() as u64,
+            num_users: self.hub.num_users() as u64,
+            num_channels: self.hub.num_channels() as u64,
+            num_subs: self.hub.num_subscriptions() as u64,
+        }
+    }
+
+    /// Announces this node on the control channel every [`NODE_INFO_INTERVAL`], for as long as
+    /// the node runs; it also always knows itself, whether or not the engine is reachable.
+    pub fn spawn_announcer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let node = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(NODE_INFO_INTERVAL);
+            loop {
+                ticks.tick().await;
+                let Some(node) = node.upgrade() else {
+                    return;
+                };
+                let info = node.info();
+                node.nodes.heard(info.clone());
+                if matches!(node.engine, Engine::Memory(_)) {
+                    continue;
+                }
+                if let Err(error) = node
+                    .engine
+                    .publish_control(&ControlCommand::Node(info))
+                    .await
+                {
+                    tracing::debug!(%error, "node announcement not published");
+                }
+            }
+        })
+    }
+
     /// Runs the hub's delivery loop: engine events in, subscriber queues out. One task, so that
     /// each channel's publications keep their order.
     pub fn spawn_dispatcher(
         self: &Arc<Self>,
-        mut events: tokio::sync::mpsc::UnboundedReceiver<crate::engine::EngineEvent>,
+        mut events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
     ) -> tokio::task::JoinHandle<()> {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                if let EngineEvent::Control(ControlCommand::Node(info)) = event {
+                    node.nodes.heard(info);
+                    continue;
+                }
                 // Direct writes while the dispatcher keeps up; queued once events pile up. A
                 // few waiting events are normal (one read from Redis can bring several).
                 let direct = events.len() < DIRECT_DISPATCH_BACKLOG;

@@ -1,5 +1,12 @@
 //! The HTTP server: one port for client connections, the server API, health and the demo page;
-//! graceful shutdown.
+//! what every connection must do in time (`deadline`), how many may wait unauthenticated
+//! (`transport::admission`), accepting (`listener`), and graceful shutdown.
+
+mod deadline;
+mod listener;
+
+pub use deadline::{Activity, Deadlines, TimedIo};
+pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,40 +27,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::protocol::codes;
 use crate::protocol::node::Node;
+use crate::transport::admission::ConnectionSlot;
 use crate::transport::{self, http_stream, websocket};
+use deadline::TrackedBody;
 
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
-const DEMO_PAGE: &str = include_str!("demo.html");
-
-/// Pending connections the kernel may queue before `accept`; it caps this at
-/// `net.core.somaxconn`. tokio's default (1024) overflows when thousands of clients reconnect at
-/// once (a deploy, a network blip): dropped SYNs are retried only after the kernel's 1 s SYN
-/// timeout, which was the whole tail of a measured 10,000-client reconnect storm.
-const LISTEN_BACKLOG: u32 = 65_535;
-
-/// Binds the client listener on `address` (`host:port`) with a deep accept queue.
-pub async fn listen(address: &str) -> std::io::Result<TcpListener> {
-    let mut last_error = None;
-    for addr in tokio::net::lookup_host(address).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        match socket
-            .bind(addr)
-            .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        {
-            Ok(listener) => return Ok(listener),
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
-    }))
-}
+const DEMO_PAGE: &str = include_str!("../demo.html");
 
 /// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
@@ -68,27 +48,37 @@ pub async fn run(
     // drain waits until each has written its close frame.
     let sessions = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
+    let deadlines = Deadlines::from_config(&node.config.http_server);
+    let mut acceptor = listener::Acceptor::new(listener);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Running out of file descriptors must not end the server.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = acceptor.accept() => accepted,
             () = &mut shutdown => break,
         };
+        let Some(unauthenticated) = node.unauthenticated.try_acquire() else {
+            listener::refuse(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let slot = ConnectionSlot::new(unauthenticated);
+        let activity = Arc::new(Activity::default());
+        let io = TimedIo::new(stream, Arc::clone(&activity), deadlines);
         let node = Arc::clone(&node);
         let sessions = sessions.clone();
-        let service =
-            service_fn(move |request| route(Arc::clone(&node), sessions.clone(), request));
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            // From here until its response body is dropped, the connection owes nothing.
+            let in_progress = activity.request();
+            request.extensions_mut().insert(slot.clone());
+            request.extensions_mut().insert(Arc::clone(&activity));
+            let routed = route(Arc::clone(&node), sessions.clone(), request);
+            async move {
+                let response = routed.await;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
+            }
+        });
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -113,11 +103,11 @@ async fn route(
     node: Arc<Node>,
     sessions: TaskTracker,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let config = &node.config;
-    let response = match (request.method(), path.as_str()) {
-        (&Method::GET, "/connection/websocket") => {
+    match (request.method(), path.as_str()) {
+        (_, "/connection/websocket") => {
             websocket_upgrade(node, &sessions, request, Kind::Bidirectional)
         }
         (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
@@ -150,25 +140,45 @@ async fn route(
         (&Method::GET, "/metrics") => with_type(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            full(crate::metrics::render(&node.hub)),
+            full(crate::metrics::render(&node)),
         ),
-        (&Method::GET, "/") => html(DEMO_PAGE),
+        (&Method::GET, "/") => html(demo_page(&node.config)),
         (_, p) if p == "/api" || p.starts_with("/api/") => crate::api::handle(node, request).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
-    };
-    Ok(response)
+    }
 }
 
-/// A transport endpoint that is off (or does not exist): say which setting turns it on.
+/// A transport endpoint that is off: say which setting turns it on. Paths that are no endpoint
+/// at all are only not found.
 fn disabled(path: &str) -> Response<Body> {
     let section = match path {
         "/emulation" => "http_stream or sse",
         p => p.trim_start_matches("/connection/"),
     };
+    const SWITCHABLE: &[&str] = &[
+        "http_stream or sse",
+        "http_stream",
+        "sse",
+        "uni_websocket",
+        "uni_http_stream",
+        "uni_sse",
+        "sockjs",
+    ];
+    if !SWITCHABLE.contains(&section) {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
     text(
         StatusCode::NOT_FOUND,
         &format!("{path} is not enabled (set {section}.enabled = true)"),
     )
+}
+
+/// `request`'s connection is being upgraded: from now on the WebSocket's own pings watch it,
+/// not the HTTP deadlines.
+pub fn upgrading<B>(request: &Request<B>) {
+    if let Some(activity) = request.extensions().get::<Arc<Activity>>() {
+        activity.upgraded();
+    }
 }
 
 /// Which WebSocket endpoint an upgrade is for.
@@ -184,9 +194,9 @@ fn websocket_upgrade(
     kind: Kind,
 ) -> Response<Body> {
     let headers = request.headers();
-    let key = websocket::upgrade_key(headers).filter(|_| request.method() == Method::GET);
-    let Some(key) = key else {
-        return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    let key = match websocket::handshake_key(request.method(), headers) {
+        Ok(key) => key,
+        Err(bad) => return bad.response(),
     };
     if let Err(refused) = transport::http::admit(&node, headers) {
         return refused;
@@ -215,7 +225,7 @@ fn websocket_upgrade(
             } else {
                 (Encoding::Json, None)
             };
-            let limit = node.config.websocket.message_size_limit as usize;
+            let limit = node.config.websocket.max_message_size();
             let offers = headers
                 .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
                 .iter()
@@ -234,7 +244,7 @@ fn websocket_upgrade(
                 cf_connect: transport::http::query_param(&request, "cf_connect").map(Bytes::from),
                 join: node.config.uni_websocket.join_push_messages,
             };
-            let limit = node.config.uni_websocket.message_size_limit as usize;
+            let limit = node.config.uni_websocket.max_message_size();
             (flavor, None, limit)
         }
     };
@@ -247,6 +257,9 @@ fn websocket_upgrade(
         }
     );
     let upgrade = hyper::upgrade::on(&mut request);
+    // The session authenticates the connection (or it closes): its slot goes along.
+    let unauthenticated = ConnectionSlot::take(&request);
+    upgrading(&request);
     sessions.spawn(async move {
         // Scoped so that nothing of the upgrade stays in the task (and in every idle
         // connection's memory) while the connection is served.
@@ -257,7 +270,7 @@ fn websocket_upgrade(
                 return;
             }
         };
-        websocket::serve(node, upgraded, flavor, max_message_size).await;
+        websocket::serve(node, upgraded, flavor, max_message_size, unauthenticated).await;
     });
 
     let mut response = websocket::switching_protocols(&key);
@@ -335,7 +348,51 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     with_type(status, "application/json", full(body))
 }
 
-fn html(page: &'static str) -> Response<Body> {
+/// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there
+/// is exactly one), so its publish hint works as shown.
+fn demo_page(config: &crate::config::Config) -> String {
+    let redis_cli = match (config.engine.kind, config.engine.redis.address.as_slice()) {
+        (crate::config::EngineType::Redis, [address]) => redis_cli_command(address),
+        _ => None,
+    };
+    let value = redis_cli.map_or_else(
+        || "null".to_owned(),
+        |cli| serde_json::json!(cli).to_string(),
+    );
+    DEMO_PAGE.replacen("/*REDIS_CLI*/null", &value, 1)
+}
+
+/// `redis-cli` with the options that reach `address` (no password: the page is public).
+fn redis_cli_command(address: &str) -> Option<String> {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    let info = address.into_connection_info().ok()?;
+    let mut command = String::from("redis-cli");
+    let (host, port) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) => (host, *port),
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            command.push_str(" --tls");
+            (host, *port)
+        }
+        ConnectionAddr::Unix(path) => {
+            command.push_str(&format!(" -s {}", path.display()));
+            return Some(command);
+        }
+        _ => return None,
+    };
+    if host != "127.0.0.1" && host != "localhost" {
+        command.push_str(&format!(" -h {host}"));
+    }
+    if port != 6379 {
+        command.push_str(&format!(" -p {port}"));
+    }
+    let db = info.redis_settings().db();
+    if db != 0 {
+        command.push_str(&format!(" -n {db}"));
+    }
+    Some(command)
+}
+
+fn html(page: impl Into<Bytes>) -> Response<Body> {
     with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
 }
 
@@ -363,5 +420,22 @@ mod tests {
         assert!(!origin_allowed(&patterns, "https://example.org"));
         assert!(origin_allowed(&["*".to_owned()], "https://any.where"));
         assert!(!origin_allowed(&[], "https://any.where"));
+    }
+
+    #[test]
+    fn the_demo_page_names_the_redis_it_publishes_to() {
+        assert_eq!(
+            redis_cli_command("redis://127.0.0.1:6390").as_deref(),
+            Some("redis-cli -p 6390")
+        );
+        assert_eq!(
+            redis_cli_command("redis://:secret@cache.internal:6379/2").as_deref(),
+            Some("redis-cli -h cache.internal -n 2")
+        );
+        let mut config = crate::config::Config::default();
+        assert!(demo_page(&config).contains("const redisCli = null;"));
+        config.engine.kind = crate::config::EngineType::Redis;
+        config.engine.redis.address = vec!["redis://127.0.0.1:6390".into()];
+        assert!(demo_page(&config).contains(r#"const redisCli = "redis-cli -p 6390";"#));
     }
 }

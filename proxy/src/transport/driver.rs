@@ -15,6 +15,7 @@ use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
 use crate::queue::{Outbox, Writes};
+use crate::transport::admission::Unauthenticated;
 
 pub struct Connection {
     session: Session,
@@ -22,6 +23,8 @@ pub struct Connection {
     control: ControlReceiver,
     /// `MESSAGES_RECEIVED` for this transport, looked up once.
     received: metrics::Counter,
+    /// The connection's place among those not authenticated yet, until the session connects.
+    unauthenticated: Option<Unauthenticated>,
 }
 
 /// Most queued messages a duplex transport writes at once.
@@ -65,6 +68,19 @@ impl Connection {
                 crate::metrics::MESSAGES_RECEIVED,
                 transport.name,
             ),
+            unauthenticated: None,
+        }
+    }
+
+    /// Holds `slot` (see [`crate::transport::admission`]) until the client connects.
+    pub fn until_connected(&mut self, slot: Option<Unauthenticated>) {
+        self.unauthenticated = slot;
+        self.release_if_connected();
+    }
+
+    fn release_if_connected(&mut self) {
+        if self.unauthenticated.is_some() && self.session.is_connected() {
+            self.unauthenticated = None;
         }
     }
 
@@ -149,7 +165,8 @@ impl Connection {
     }
 
     /// Whether the loop ends after a step: the step failed, or the connection is closing.
-    fn ended(&self, step: Result<(), Disconnect>) -> Option<End> {
+    fn ended(&mut self, step: Result<(), Disconnect>) -> Option<End> {
+        self.release_if_connected();
         let disconnect = step.err().or_else(|| self.outbox.closing_reason())?;
         Some(End::Disconnect(disconnect))
     }

@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use gyre_proto::Encoding;
 use gyre_proto::codec;
+use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::admission::ConnectionSlot;
 use super::http as shared;
 use crate::engine::{ControlCommand, Engine};
 use crate::protocol::node::Node;
@@ -42,7 +44,9 @@ async fn route(node: &Node, request: Request<Incoming>) -> Response<Body> {
         Encoding::Json
     };
     let limit = node.config.emulation.max_request_body_size;
-    let body = match shared::read_body(request, limit).await {
+    // Reading the body consumes the request; the connection's slot is needed after it.
+    let connection = ConnectionSlot::of(&request);
+    let body = match shared::read_body(node, request, limit).await {
         Ok(body) => body,
         Err(refused) => return refused,
     };
@@ -61,12 +65,29 @@ async fn route(node: &Node, request: Request<Incoming>) -> Response<Body> {
     metrics::counter!(crate::metrics::EMULATION_REQUESTS).increment(1);
     if request.node == node.id {
         // A session that is gone is not an error: its client is reconnecting anyway.
-        node.hub.emulate(&request.session, request.data);
+        if node.hub.emulate(&request.session, request.data)
+            && let Some(connection) = connection
+        {
+            // It carries a live session's commands: not a connection waiting to authenticate.
+            connection.release();
+        }
         return no_content();
     }
-    if matches!(node.engine, Engine::Memory(_)) {
+    // Only to a node that announced itself: a made-up node id would otherwise have every node
+    // receive (and drop) whatever anyone posts.
+    if matches!(node.engine, Engine::Memory(_)) || !node.nodes.is_alive(&request.node) {
         return text(StatusCode::NOT_FOUND, "unknown node");
     }
+    let Ok(_forwarding) = node.emulation_forwards.try_acquire() else {
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests being forwarded to other nodes (emulation.max_concurrent_forwards)",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let command = ControlCommand::Emulation {
         session: request.session,
         frame: request.data,

@@ -5,6 +5,8 @@
 // The error of the request checks is the response that refuses the request, built only then.
 #![allow(clippy::result_large_err)]
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -118,9 +120,27 @@ pub fn preflight(
     }
 }
 
-/// Reads a request body of at most `limit` bytes: 413 beyond it, 400 if it cannot be read.
-pub async fn read_body(request: Request<Incoming>, limit: u32) -> Result<Bytes, Response<Body>> {
-    let limit = limit as usize;
+/// Reads a request body of at most `limit` bytes within `http_server.read_body_timeout`: 413
+/// beyond the size, 408 beyond the time, 400 if it cannot be read.
+pub async fn read_body(
+    node: &Node,
+    request: Request<Incoming>,
+    limit: u32,
+) -> Result<Bytes, Response<Body>> {
+    read_body_within(
+        request,
+        limit as usize,
+        node.config.http_server.read_body_timeout,
+    )
+    .await
+}
+
+/// [`read_body`] with its limits given; `timeout` zero = no time limit.
+pub async fn read_body_within(
+    request: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response<Body>> {
     if let Some(length) = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -130,7 +150,29 @@ pub async fn read_body(request: Request<Incoming>, limit: u32) -> Result<Bytes, 
     {
         return Err(too_large(limit));
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let collect = Limited::new(request.into_body(), limit).collect();
+    let collected = if timeout.is_zero() {
+        collect.await
+    } else {
+        match tokio::time::timeout(timeout, collect).await {
+            Ok(collected) => collected,
+            Err(_) => {
+                metrics::counter!(crate::metrics::HTTP_TIMEOUTS, "phase" => "body").increment(1);
+                let mut response = text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "request body not received within {} (http_server.read_body_timeout)",
+                        crate::config::format_duration(timeout)
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return Err(response);
+            }
+        }
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
         Err(error) => Err(text(

@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{ConnectionSlot, Unauthenticated};
 use super::cursor::{self, Cursor};
 use super::driver::Connection;
 use super::http as shared;
@@ -149,8 +150,10 @@ fn start(
     transport: TransportInfo,
     mut framing: Framing,
     connect: Bytes,
+    unauthenticated: Option<Unauthenticated>,
 ) -> Body {
     let mut connection = Connection::open(node, transport);
+    connection.until_connected(unauthenticated);
     let outbox = Arc::clone(connection.outbox());
     let (chunks, rx) = mpsc::channel(1);
     let write_timeout = node.config.websocket.write_timeout;
@@ -242,9 +245,10 @@ pub async fn http_stream(
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
+    let unauthenticated = ConnectionSlot::take(&request);
     let protobuf = shared::is_protobuf(request.headers());
     let limit = node.config.http_stream.max_request_body_size;
-    let connect = match shared::read_body(request, limit).await {
+    let connect = match shared::read_body(&node, request, limit).await {
         Ok(body) => body,
         Err(refused) => return cors.applied(refused),
     };
@@ -267,7 +271,14 @@ pub async fn http_stream(
         mode: Mode::Emulated,
         deflate: None,
     };
-    let body = start(&node, &sessions, transport, framing, connect);
+    let body = start(
+        &node,
+        &sessions,
+        transport,
+        framing,
+        connect,
+        unauthenticated,
+    );
     shared::stream_response(content_type, &cors, body)
 }
 
@@ -281,8 +292,9 @@ pub async fn sse(
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
+    let unauthenticated = ConnectionSlot::take(&request);
     let limit = node.config.sse.max_request_body_size;
-    let connect = match connect_payload(request, limit).await {
+    let connect = match connect_payload(&node, request, limit).await {
         Ok(connect) => connect,
         Err(refused) => return cors.applied(refused),
     };
@@ -296,7 +308,14 @@ pub async fn sse(
         uni: false,
         cursor: None,
     };
-    let body = start(&node, &sessions, transport, framing, connect);
+    let body = start(
+        &node,
+        &sessions,
+        transport,
+        framing,
+        connect,
+        unauthenticated,
+    );
     shared::stream_response(SSE_TYPE, &cors, body)
 }
 
@@ -313,8 +332,9 @@ pub async fn uni_http_stream(
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
+    let unauthenticated = ConnectionSlot::take(&request);
     let limit = node.config.uni_http_stream.max_request_body_size;
-    let connect = match shared::read_body(request, limit).await {
+    let connect = match shared::read_body(&node, request, limit).await {
         Ok(body) => body,
         Err(refused) => return cors.applied(refused),
     };
@@ -328,6 +348,7 @@ pub async fn uni_http_stream(
         uni_transport("uni_http_stream"),
         Framing::Lines { uni: true },
         connect,
+        unauthenticated,
     );
     shared::stream_response("application/json", &cors, body)
 }
@@ -343,13 +364,14 @@ pub async fn uni_sse(
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
+    let unauthenticated = ConnectionSlot::take(&request);
     let last_event_id = request
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let limit = node.config.uni_sse.max_request_body_size;
-    let payload = match connect_payload(request, limit).await {
+    let payload = match connect_payload(&node, request, limit).await {
         Ok(payload) => payload,
         Err(refused) => return cors.applied(refused),
     };
@@ -371,7 +393,14 @@ pub async fn uni_sse(
         uni: true,
         cursor: Some(Cursor::default()),
     };
-    let body = start(&node, &sessions, uni_transport("uni_sse"), framing, connect);
+    let body = start(
+        &node,
+        &sessions,
+        uni_transport("uni_sse"),
+        framing,
+        connect,
+        unauthenticated,
+    );
     shared::stream_response(SSE_TYPE, &cors, body)
 }
 
@@ -388,7 +417,11 @@ fn uni_transport(name: &'static str) -> TransportInfo {
 
 /// The connect payload of an SSE endpoint: `cf_connect` of a GET (an EventSource cannot POST),
 /// or the body of a POST.
-async fn connect_payload(request: Request<Incoming>, limit: u32) -> Result<Bytes, Response<Body>> {
+async fn connect_payload(
+    node: &Node,
+    request: Request<Incoming>,
+    limit: u32,
+) -> Result<Bytes, Response<Body>> {
     match *request.method() {
         Method::GET => shared::query_param(&request, "cf_connect")
             .map(Bytes::from)
@@ -398,7 +431,7 @@ async fn connect_payload(request: Request<Incoming>, limit: u32) -> Result<Bytes
                     "cf_connect query parameter missing",
                 )
             }),
-        Method::POST => shared::read_body(request, limit).await,
+        Method::POST => shared::read_body(node, request, limit).await,
         _ => Err(text(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST")),
     }
 }

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::Either;
 use futures_util::{FutureExt, StreamExt};
 use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::{self, Parts};
@@ -42,6 +43,8 @@ use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Direct, DirectWrite, Outbox, Writes};
+use crate::server::{Body, TimedIo, text};
+use crate::transport::admission::Unauthenticated;
 use gyre_proto::codec::deflate::{self, Deflate};
 
 /// How long to wait for the client's close frame after sending ours.
@@ -65,15 +68,86 @@ pub async fn accept(upgraded: Upgraded, max_message_size: usize, compressed: boo
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
 }
 
-/// The `Sec-WebSocket-Key` of a WebSocket upgrade request; `None` when the request is not one.
-pub fn upgrade_key(headers: &HeaderMap) -> Option<HeaderValue> {
-    let is_upgrade = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    is_upgrade
-        .then(|| headers.get(header::SEC_WEBSOCKET_KEY).cloned())
-        .flatten()
+/// Why a request is not a WebSocket handshake this server completes (RFC 6455 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHandshake {
+    /// The opening handshake is a GET.
+    NotGet,
+    /// No `Upgrade: websocket` (and `Connection: upgrade`), or no key at all.
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` is not 13, the only version there is.
+    Version,
+    /// `Sec-WebSocket-Key` is not 16 bytes in base64.
+    Key,
+}
+
+impl BadHandshake {
+    /// The answer: 405, 400, or 426 naming the version we speak (§4.4).
+    pub fn response(self) -> Response<Body> {
+        match self {
+            BadHandshake::NotGet => {
+                let mut response = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "a WebSocket connection starts with GET and Upgrade: websocket",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                response
+            }
+            BadHandshake::NotUpgrade => text(
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade, \
+                 Sec-WebSocket-Key)",
+            ),
+            BadHandshake::Version => {
+                let mut response = text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "unsupported Sec-WebSocket-Version: this server speaks version 13",
+                );
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                response
+            }
+            BadHandshake::Key => text(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+            ),
+        }
+    }
+}
+
+/// The `Sec-WebSocket-Key` of a valid WebSocket opening handshake.
+pub fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, BadHandshake> {
+    if method != Method::GET {
+        return Err(BadHandshake::NotGet);
+    }
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(BadHandshake::NotUpgrade);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(BadHandshake::NotUpgrade)?;
+    let version = headers.get(header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(BadHandshake::Version);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
+    if decoded.is_ok_and(|nonce| nonce.len() == 16) {
+        Ok(key.clone())
+    } else {
+        Err(BadHandshake::Key)
+    }
 }
 
 /// The `101 Switching Protocols` answer to an upgrade request with `key`; the caller adds the
@@ -118,10 +192,12 @@ pub fn serve(
     upgraded: Upgraded,
     flavor: Flavor,
     max_message_size: usize,
+    unauthenticated: Option<Unauthenticated>,
 ) -> impl Future<Output = ()> + Send {
     let Some((mut connection, mut socket)) = open(node, upgraded, flavor, max_message_size) else {
         return Either::Left(std::future::ready(()));
     };
+    connection.until_connected(unauthenticated);
     Either::Right(async move {
         let end = connection.run_duplex(&mut socket).await;
         // Boxed: the closing future (which owns the connection) is larger than the run loop's,
@@ -146,14 +222,14 @@ fn open(
         io,
         read_buf: unread,
         ..
-    } = match upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+    } = match upgrade::downcast::<TokioIo<TimedIo>>(upgraded) {
         Ok(parts) => parts,
         Err(_) => {
             tracing::warn!("websocket upgrade is not over a TCP socket; closing it");
             return None;
         }
     };
-    let stream = Arc::new(io.into_inner());
+    let stream = Arc::new(io.into_inner().into_inner());
     let (encoding, deflate, mode, name) = match &flavor {
         Flavor::Bidirectional { encoding, deflate } => {
             (*encoding, *deflate, Mode::Bidirectional, "websocket")

@@ -239,12 +239,17 @@ impl Session {
         }
     }
 
+    /// Whether the client has connected (authenticated) successfully.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, State::Connected(_))
+    }
+
     /// Handles one frame from the client: every command in it, in order.
     pub async fn handle_frame(&mut self, frame: Bytes) -> Result<(), Disconnect> {
         if self.halted {
             return Ok(());
         }
-        let limit = self.node.config.websocket.message_size_limit as usize;
+        let limit = self.node.config.websocket.max_message_size();
         let mut any = false;
         for command in FrameDecoder::<Command>::new(self.encoding(), frame, limit) {
             any = true;

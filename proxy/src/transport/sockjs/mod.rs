@@ -43,8 +43,10 @@ use tokio_util::task::TaskTracker;
 use self::session::Receiver;
 pub use self::session::Sessions;
 use super::http as shared;
+use super::websocket::BadHandshake;
 use crate::protocol::node::Node;
 use crate::server::{Body, empty, full, text};
+use crate::transport::admission::ConnectionSlot;
 
 const PREFIX: &str = "/connection/sockjs";
 
@@ -107,15 +109,22 @@ async fn session_request(
     };
     // A new session is a new connection: the node's connection limit applies.
     let mut refused = None;
-    let lookup = node.sockjs.get_or_create(&node, &tracker, session_id, || {
-        match shared::admit(&node, request.headers()) {
-            Ok(_) => true,
-            Err(response) => {
-                refused = Some(response);
-                false
-            }
-        }
-    });
+    let unauthenticated = ConnectionSlot::take(&request);
+    let lookup = node
+        .sockjs
+        .get_or_create(
+            &node,
+            &tracker,
+            session_id,
+            unauthenticated,
+            || match shared::admit(&node, request.headers()) {
+                Ok(_) => true,
+                Err(response) => {
+                    refused = Some(response);
+                    false
+                }
+            },
+        );
     let Some(lookup) = lookup else {
         return refused.unwrap_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "refused"));
     };
@@ -167,8 +176,10 @@ async fn deliver(
     session_id: &str,
 ) -> Result<(), Response<Body>> {
     let session = node.sockjs.get(session_id).ok_or_else(not_found)?;
+    // This connection carries a live session's messages: it is not waiting to authenticate.
+    ConnectionSlot::authenticated(&request);
     let limit = node.config.emulation.max_request_body_size;
-    let payload = shared::read_body(request, limit).await?;
+    let payload = shared::read_body(node, request, limit).await?;
     // The spec's answer to a payload it cannot use is a 500 with its message.
     let messages = frames::client_messages(&payload)
         .map_err(|error| text(StatusCode::INTERNAL_SERVER_ERROR, error.message()))?;
@@ -230,36 +241,46 @@ fn upgrade(
     mut request: Request<Incoming>,
     kind: Upgrade,
 ) -> Response<Body> {
-    if request.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
-    }
     let headers = request.headers();
-    let Some(key) = super::websocket::upgrade_key(headers) else {
+    let key = match super::websocket::handshake_key(request.method(), headers) {
+        Ok(key) => key,
         // The spec's wording.
-        return text(
-            StatusCode::BAD_REQUEST,
-            "Can \"Upgrade\" only to \"WebSocket\".",
-        );
+        Err(BadHandshake::NotUpgrade) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Can \"Upgrade\" only to \"WebSocket\".",
+            );
+        }
+        Err(bad) => return bad.response(),
     };
     if let Err(refused) = shared::admit(&node, headers) {
         return refused;
     }
+    let unauthenticated = ConnectionSlot::take(&request);
+    crate::server::upgrading(&request);
     // A message is the client's frame inside a JSON string: escaping can double its size.
-    let max_message_size = node.config.websocket.message_size_limit as usize * 2;
+    let max_message_size = node.config.websocket.max_message_size().saturating_mul(2);
     let upgrade = hyper::upgrade::on(&mut request);
     tracker.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => match kind {
                 Upgrade::SockJs => {
                     let socket = super::websocket::accept(upgraded, max_message_size, false).await;
-                    websocket::serve(node, socket).await;
+                    websocket::serve(node, socket, unauthenticated).await;
                 }
                 Upgrade::Raw => {
                     let flavor = super::websocket::Flavor::Bidirectional {
                         encoding: gyre_proto::Encoding::Json,
                         deflate: None,
                     };
-                    super::websocket::serve(node, upgraded, flavor, max_message_size).await;
+                    super::websocket::serve(
+                        node,
+                        upgraded,
+                        flavor,
+                        max_message_size,
+                        unauthenticated,
+                    )
+                    .await;
                 }
             },
             Err(error) => tracing::debug!(%error, "sockjs websocket upgrade failed"),

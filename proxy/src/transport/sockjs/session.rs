@@ -24,6 +24,7 @@ use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
+use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
 
 /// Most queued replies carried by one `a[...]` frame.
@@ -70,12 +71,15 @@ impl Sessions {
     }
 
     /// The session `id`, created (and its Centrifuge connection started) if it does not exist
-    /// and `may_create` allows it (the node's connection limit).
+    /// and `may_create` allows it (the node's connection limit). A new session holds
+    /// `unauthenticated` (the slot of the request's connection) until its client connects; a
+    /// request for a session that exists carries that session, so its slot is let go.
     pub fn get_or_create(
         &self,
         node: &Arc<Node>,
         tracker: &TaskTracker,
         id: &str,
+        unauthenticated: Option<Unauthenticated>,
         may_create: impl FnOnce() -> bool,
     ) -> Option<Lookup> {
         let mut by_id = self.by_id.lock();
@@ -85,7 +89,7 @@ impl Sessions {
         if !may_create() {
             return None;
         }
-        let session = start(node, tracker, id.to_owned());
+        let session = start(node, tracker, id.to_owned(), unauthenticated);
         by_id.insert(id.to_owned(), Arc::clone(&session));
         Some(Lookup::Created(session))
     }
@@ -101,8 +105,14 @@ impl Sessions {
 /// Opens the Centrifuge connection of a new session and spawns its task: it runs the connection
 /// on the client's messages until the session ends, then waits for a receiver to collect the
 /// close frame (or for none to come) and forgets the session.
-fn start(node: &Arc<Node>, tracker: &TaskTracker, id: String) -> Arc<PollSession> {
+fn start(
+    node: &Arc<Node>,
+    tracker: &TaskTracker,
+    id: String,
+    unauthenticated: Option<Unauthenticated>,
+) -> Arc<PollSession> {
     let mut connection = Connection::open(node, transport_info());
+    connection.until_connected(unauthenticated);
     let (inbound, mut messages) = mpsc::channel(INBOUND_CAPACITY);
     let session = Arc::new(PollSession {
         outbox: Arc::clone(connection.outbox()),

@@ -15,14 +15,16 @@ use super::frames;
 use super::session::{self, Frame};
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
+use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
 use crate::transport::websocket::Socket;
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn serve(node: Arc<Node>, socket: Socket) {
+pub async fn serve(node: Arc<Node>, socket: Socket, unauthenticated: Option<Unauthenticated>) {
     let mut connection = Connection::open(&node, session::transport_info());
+    connection.until_connected(unauthenticated);
     let outbox = Arc::clone(connection.outbox());
     let (mut sink, stream) = socket.split();
     let config = &node.config;
