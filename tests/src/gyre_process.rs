@@ -116,6 +116,20 @@ impl Namespace {
             .allow_presence()
     }
 
+    /// History (`size`, `ttl_secs`), presence and join/leave that only subscribers may read
+    /// (`allow_*_for_subscriber`, no `*_for_client`), clients allowed to subscribe, nothing
+    /// forced: a subscription is recoverable, positioned or gets join/leave pushes only when the
+    /// client asks for it and counts as a subscriber while it subscribes.
+    pub fn subscribers_only(name: &str, size: u64, ttl_secs: u64) -> Self {
+        Self::new(name)
+            .history(size, ttl_secs)
+            .presence()
+            .join_leave()
+            .allow_subscribe()
+            .allow_history()
+            .allow_presence()
+    }
+
     pub fn history(mut self, size: u64, ttl_secs: u64) -> Self {
         self.history_size = size;
         self.history_ttl_secs = ttl_secs;
@@ -1013,7 +1027,11 @@ impl ScriptOutput {
 pub const SDK_NS: &str = "chat";
 /// Namespace with history and presence but no client permission at all (→ 103).
 pub const SDK_LOCKED_NS: &str = "locked";
-/// `history_size` / `history_ttl` (seconds) of [`SDK_NS`].
+/// Namespace with history, presence and join/leave that only subscribers may read, nothing
+/// forced ([`Namespace::subscribers_only`]): the SDK's `recoverable` and `joinLeave` options must
+/// get recovery and join/leave pushes there.
+pub const SDK_SUBSCRIBER_NS: &str = "members";
+/// `history_size` / `history_ttl` (seconds) of [`SDK_NS`] and [`SDK_SUBSCRIBER_NS`].
 pub const SDK_HISTORY: (u64, u64) = (100, 300);
 
 /// Redis (with the module, on TCP) and `gyre` configured for the SDK scenarios; or `gyre` alone
@@ -1025,14 +1043,15 @@ pub struct SdkEnv {
 }
 
 impl SdkEnv {
-    /// The builder every SDK environment uses: [`SDK_NS`], [`SDK_LOCKED_NS`], and
-    /// `client.expired_close_delay = "2s"` so a connection whose token is not refreshed is closed
-    /// within the scenario (Centrifugo's default is 25 s).
+    /// The builder every SDK environment uses: [`SDK_NS`], [`SDK_LOCKED_NS`],
+    /// [`SDK_SUBSCRIBER_NS`], and `client.expired_close_delay = "2s"` so a connection whose token
+    /// is not refreshed is closed within the scenario (Centrifugo's default is 25 s).
     pub fn gyre_builder() -> GyreBuilder {
         let (size, ttl) = SDK_HISTORY;
         GyreProcess::builder()
             .namespace(Namespace::full(SDK_NS, size, ttl))
             .namespace(Namespace::new(SDK_LOCKED_NS).history(10, 300).presence())
+            .namespace(Namespace::subscribers_only(SDK_SUBSCRIBER_NS, size, ttl))
             .client_option("expired_close_delay = \"2s\"")
     }
 
@@ -1279,15 +1298,17 @@ pub mod sdk_expect {
     }
 
     /// `recovery`: 2 live + `missed` recovered + 1 live publication, offsets 1.. exactly once and
-    /// in order; the second subscribe was a successful recovery.
+    /// in order; both subscriptions recoverable and positioned, the second a successful recovery.
     pub fn recovery(r: &Json, missed: u64) {
         let total = 3 + missed;
         let first = &r["subscribedFirst"];
         assert_eq!(first["recoverable"], true, "{first}");
+        assert_eq!(first["positioned"], true, "{first}");
         assert_eq!(first["wasRecovering"], false, "{first}");
         assert_eq!(first["recovered"], false, "{first}");
         let again = &r["subscribedAgain"];
         assert_eq!(again["recoverable"], true, "{again}");
+        assert_eq!(again["positioned"], true, "{again}");
         assert_eq!(again["wasRecovering"], true, "{again}");
         assert_eq!(again["recovered"], true, "{again}");
         assert_eq!(r["receivedWhileOffline"], 0, "{r}");

@@ -12,7 +12,8 @@ use gyre_tests::{GyreBuilder, GyreProcess, Namespace};
 use serde_json::{Value, json};
 
 /// Namespaces: `chat` (history 100, recovery, presence, everything allowed), `small` (the same
-/// with history 3), `plain` (allowed, but no history and no presence), `locked` (history and
+/// with history 3), `plain` (allowed, but no history and no presence), `members` (history,
+/// presence and join/leave for subscribers only, nothing forced), `locked` (history and
 /// presence, no permission at all). At most 4 subscriptions per connection.
 fn builder() -> GyreBuilder {
     GyreProcess::builder()
@@ -25,6 +26,7 @@ fn builder() -> GyreBuilder {
                 .allow_history()
                 .allow_presence(),
         )
+        .namespace(Namespace::subscribers_only("members", 100, 300))
         .namespace(Namespace::new("locked").history(10, 300).presence())
         .client_option("channel_limit = 4")
 }
@@ -523,6 +525,71 @@ fn error_replies(engine: EngineKind) {
     assert!(c.closed().is_none());
 }
 
+/// `allow_history_for_subscriber` and `allow_presence_for_subscriber` (reference §4.2, §5.3): the
+/// subscribe command counts the client as a subscriber of that channel, so `positioned`,
+/// `recoverable` and `join_leave` are granted when asked for; the history and presence commands
+/// still need a subscription to the channel they name.
+fn subscriber_permissions_count_while_subscribing(engine: EngineKind) {
+    let env = env(engine);
+    let mut alice = env.client("alice");
+    let denied = json!({"code": 103, "message": "permission denied"});
+    for (id, method) in [(1, "history"), (2, "presence"), (3, "presence_stats")] {
+        alice.send_text(&json!({"id": id, method: {"channel": "members:a"}}).to_string());
+        assert_eq!(
+            error_of(&mut alice, id),
+            denied,
+            "{method} before subscribing"
+        );
+    }
+
+    alice.send_text(r#"{"id":4,"subscribe":{"channel":"members:a","positioned":true}}"#);
+    let result = alice.reply(4).json()["subscribe"].clone();
+    assert_eq!(result["positioned"], true, "{result}");
+    assert!(
+        result.get("recoverable").is_none(),
+        "not asked for: {result}"
+    );
+    assert!(is_epoch(result["epoch"].as_str().unwrap_or("")), "{result}");
+
+    alice.send_text(
+        r#"{"id":5,"subscribe":{"channel":"members:b","recoverable":true,"join_leave":true}}"#,
+    );
+    let result = alice.reply(5).json()["subscribe"].clone();
+    assert_eq!(result["recoverable"], true, "{result}");
+    assert_eq!(result["positioned"], true, "{result}");
+
+    // Subscribed now: members:a's history and presence are readable, members:c's are not.
+    alice.send_text(r#"{"id":6,"history":{"channel":"members:a","limit":-1}}"#);
+    assert!(alice.reply(6).json().get("history").is_some());
+    alice.send_text(r#"{"id":7,"presence":{"channel":"members:a"}}"#);
+    assert!(alice.reply(7).json()["presence"]["presence"].is_object());
+    alice.send_text(r#"{"id":8,"history":{"channel":"members:c","limit":-1}}"#);
+    assert_eq!(
+        error_of(&mut alice, 8),
+        denied,
+        "history of another channel"
+    );
+
+    // bob joins both channels: alice asked for join/leave on members:b only.
+    let mut bob = env.client("bob");
+    bob.send(&[
+        cmd::subscribe(1, "members:a"),
+        cmd::subscribe(2, "members:b"),
+    ]);
+    bob.reply(1);
+    bob.reply(2);
+    let joins: Vec<Value> = std::iter::from_fn(|| alice.next_push(Duration::from_millis(500)))
+        .map(|m| m.json()["push"].clone())
+        .filter(|push| push.get("join").is_some())
+        .collect();
+    let of_bob: Vec<&Value> = joins
+        .iter()
+        .filter(|push| push["join"]["info"]["user"] == "bob")
+        .collect();
+    assert_eq!(of_bob.len(), 1, "bob's joins seen by alice: {joins:?}");
+    assert_eq!(of_bob[0]["channel"], "members:b", "{joins:?}");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Recovery.
 
@@ -711,6 +778,7 @@ gyre_tests::on_both_engines! {
     coalesced_commands,
     protobuf_subprotocol,
     error_replies,
+    subscriber_permissions_count_while_subscribing,
     recovery_returns_exactly_the_missed_publications,
     recovery_fails_when_history_is_gone,
     recovered_reply_carries_the_request_offset,

@@ -66,6 +66,14 @@ impl Carrier {
         format!("{SDK_NS}:{name}-{}-{}", self.transport, self.protocol)
     }
 
+    /// The same in [`SDK_SUBSCRIBER_NS`] (history and presence for subscribers only).
+    fn subscriber_channel(self, name: &str) -> String {
+        format!(
+            "{SDK_SUBSCRIBER_NS}:{name}-{}-{}",
+            self.transport, self.protocol
+        )
+    }
+
     fn script(self, name: &str, gyre: &GyreProcess) -> SdkScript {
         SdkScript::node(name)
             .gyre(gyre)
@@ -107,7 +115,9 @@ every_carrier!(
     receive_with_memory_engine,
     presence_stats_and_history,
     join_and_leave,
+    join_and_leave_for_subscribers,
     recovery_after_offline_publications,
+    recovery_for_subscribers,
     token_expiry_and_refresh,
     token_errors,
     channel_errors,
@@ -172,11 +182,37 @@ fn join_and_leave(carrier: Carrier) {
     sdk_expect::join_leave(&r);
 }
 
+/// `joinLeave: true` where only `allow_presence_for_subscriber` grants join/leave pushes.
+fn join_and_leave_for_subscribers(carrier: Carrier) {
+    let env = redis_env();
+    let r = carrier
+        .script("join_leave.mjs", &env.gyre)
+        .arg("channel", carrier.subscriber_channel("joinleave"))
+        .run()
+        .json();
+    assert_transport(&r, carrier);
+    sdk_expect::join_leave(&r);
+}
+
 fn recovery_after_offline_publications(carrier: Carrier) {
     let env = redis_env();
     let r = carrier
         .script("recovery.mjs", &env.gyre)
         .arg("channel", carrier.channel("recovery"))
+        .arg("count", 5)
+        .run()
+        .json();
+    assert_transport(&r, carrier);
+    sdk_expect::recovery(&r, 5);
+}
+
+/// `recoverable: true` where only `allow_history_for_subscriber` grants recovery.
+fn recovery_for_subscribers(carrier: Carrier) {
+    let env = redis_env();
+    let r = carrier
+        .script("recovery.mjs", &env.gyre)
+        .arg("channel", carrier.subscriber_channel("recovery"))
+        .arg("recoverable", true)
         .arg("count", 5)
         .run()
         .json();

@@ -18,6 +18,11 @@ fn channel(name: &str, protocol: &str) -> String {
     format!("{SDK_NS}:{name}-{protocol}")
 }
 
+/// A channel of [`SDK_SUBSCRIBER_NS`] (history and presence for subscribers only).
+fn subscriber_channel(name: &str, protocol: &str) -> String {
+    format!("{SDK_SUBSCRIBER_NS}:{name}-{protocol}")
+}
+
 fn script(name: &str, env: &SdkEnv, protocol: &str) -> SdkScript {
     SdkScript::node(name)
         .gyre(&env.gyre)
@@ -51,7 +56,9 @@ both_protocols!(
     receive_with_memory_engine,
     presence_stats_and_history,
     join_and_leave,
+    join_and_leave_for_subscribers,
     recovery_after_offline_publications,
+    recovery_for_subscribers,
     recovery_with_memory_engine,
     token_expiry_and_refresh,
     token_errors,
@@ -96,10 +103,34 @@ fn join_and_leave(protocol: &str) {
     sdk_expect::join_leave(&r);
 }
 
+/// `joinLeave: true` on a namespace that pushes join/leave to nobody by force: the subscriber
+/// permission (`allow_presence_for_subscriber`) must count for the client while it subscribes.
+fn join_and_leave_for_subscribers(protocol: &str) {
+    let env = SdkEnv::redis();
+    let r = script("join_leave.mjs", &env, protocol)
+        .arg("channel", subscriber_channel("joinleave", protocol))
+        .run()
+        .json();
+    sdk_expect::join_leave(&r);
+}
+
 fn recovery_after_offline_publications(protocol: &str) {
     let env = SdkEnv::redis();
     let r = script("recovery.mjs", &env, protocol)
         .arg("channel", channel("recovery", protocol))
+        .arg("count", 5)
+        .run()
+        .json();
+    sdk_expect::recovery(&r, 5);
+}
+
+/// `recoverable: true` on a namespace without `force_recovery`: `allow_history_for_subscriber`
+/// must count for the client while it subscribes.
+fn recovery_for_subscribers(protocol: &str) {
+    let env = SdkEnv::redis();
+    let r = script("recovery.mjs", &env, protocol)
+        .arg("channel", subscriber_channel("recovery", protocol))
+        .arg("recoverable", true)
         .arg("count", 5)
         .run()
         .json();

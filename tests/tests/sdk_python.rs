@@ -19,6 +19,11 @@ fn channel(name: &str, protocol: &str) -> String {
     format!("{SDK_NS}:py-{name}-{protocol}")
 }
 
+/// A channel of [`SDK_SUBSCRIBER_NS`] (history and presence for subscribers only).
+fn subscriber_channel(name: &str, protocol: &str) -> String {
+    format!("{SDK_SUBSCRIBER_NS}:py-{name}-{protocol}")
+}
+
 fn script(name: &str, env: &SdkEnv, protocol: &str) -> SdkScript {
     SdkScript::python(name)
         .gyre(&env.gyre)
@@ -44,7 +49,9 @@ macro_rules! protocols {
 protocols!(receive_from_cent_redis_cli_and_client: json, protobuf);
 protocols!(presence_stats_and_history: json, protobuf);
 protocols!(join_and_leave: json, protobuf);
+protocols!(join_and_leave_for_subscribers: json, protobuf);
 protocols!(recovery_after_offline_publications: json, protobuf);
+protocols!(recovery_for_subscribers: json, protobuf);
 protocols!(token_expiry_and_refresh: json);
 protocols!(token_errors: json, protobuf);
 protocols!(channel_errors: json, protobuf);
@@ -78,10 +85,34 @@ fn join_and_leave(protocol: &str) {
     sdk_expect::join_leave(&r);
 }
 
+/// `join_leave=True` on a namespace that pushes join/leave to nobody by force: the subscriber
+/// permission (`allow_presence_for_subscriber`) must count for the client while it subscribes.
+fn join_and_leave_for_subscribers(protocol: &str) {
+    let env = SdkEnv::redis();
+    let r = script("join_leave.py", &env, protocol)
+        .arg("channel", subscriber_channel("joinleave", protocol))
+        .run()
+        .json();
+    sdk_expect::join_leave(&r);
+}
+
 fn recovery_after_offline_publications(protocol: &str) {
     let env = SdkEnv::redis();
     let r = script("recovery.py", &env, protocol)
         .arg("channel", channel("recovery", protocol))
+        .arg("count", 5)
+        .run()
+        .json();
+    sdk_expect::recovery(&r, 5);
+}
+
+/// `recoverable=True` on a namespace without `force_recovery`: `allow_history_for_subscriber`
+/// must count for the client while it subscribes.
+fn recovery_for_subscribers(protocol: &str) {
+    let env = SdkEnv::redis();
+    let r = script("recovery.py", &env, protocol)
+        .arg("channel", subscriber_channel("recovery", protocol))
+        .arg("recoverable", true)
         .arg("count", 5)
         .run()
         .json();

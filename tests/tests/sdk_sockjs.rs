@@ -31,6 +31,11 @@ fn channel(name: &str, sub_transport: &str) -> String {
     format!("{SDK_NS}:{name}-sockjs-{sub_transport}")
 }
 
+/// A channel of [`SDK_SUBSCRIBER_NS`] (history and presence for subscribers only).
+fn subscriber_channel(name: &str, sub_transport: &str) -> String {
+    format!("{SDK_SUBSCRIBER_NS}:{name}-sockjs-{sub_transport}")
+}
+
 /// Every `connected` event names the SockJS sub-transport (centrifuge-js reports
 /// `sockjs-<sub-transport>`), so a silent fallback to another one fails the test.
 fn assert_transport(r: &serde_json::Value, sub_transport: &str) {
@@ -69,6 +74,18 @@ macro_rules! per_sub_transport {
                 fn recovery() {
                     if super::node_ready() {
                         super::recovery($sub_transport);
+                    }
+                }
+                #[test]
+                fn join_and_leave_for_subscribers() {
+                    if super::node_ready() {
+                        super::join_and_leave_for_subscribers($sub_transport);
+                    }
+                }
+                #[test]
+                fn recovery_for_subscribers() {
+                    if super::node_ready() {
+                        super::recovery_for_subscribers($sub_transport);
                     }
                 }
                 #[test]
@@ -114,6 +131,30 @@ fn recovery(sub_transport: &str) {
     let env = env();
     let r = script("recovery.mjs", &env, sub_transport)
         .arg("channel", channel("recovery", sub_transport))
+        .arg("count", 5)
+        .run()
+        .json();
+    assert_transport(&r, sub_transport);
+    sdk_expect::recovery(&r, 5);
+}
+
+/// `joinLeave: true` where only `allow_presence_for_subscriber` grants join/leave pushes.
+fn join_and_leave_for_subscribers(sub_transport: &str) {
+    let env = env();
+    let r = script("join_leave.mjs", &env, sub_transport)
+        .arg("channel", subscriber_channel("joinleave", sub_transport))
+        .run()
+        .json();
+    assert_transport(&r, sub_transport);
+    sdk_expect::join_leave(&r);
+}
+
+/// `recoverable: true` where only `allow_history_for_subscriber` grants recovery.
+fn recovery_for_subscribers(sub_transport: &str) {
+    let env = env();
+    let r = script("recovery.mjs", &env, sub_transport)
+        .arg("channel", subscriber_channel("recovery", sub_transport))
+        .arg("recoverable", true)
         .arg("count", 5)
         .run()
         .json();

@@ -1,9 +1,11 @@
-// Recovery: alice subscribes to --channel (a namespace with history and force_recovery), receives
-// 2 live publications, disconnects; --count (default 5) publications go through the HTTP API
-// while she is offline; she reconnects and must be `recovered` with every missed publication
-// exactly once, in order; then one more live publication.
+// Recovery: alice subscribes to --channel (a namespace with history and force_recovery, or with
+// `--recoverable true` one where she asks for recovery herself), receives 2 live publications,
+// disconnects; --count (default 5) publications go through the HTTP API while she is offline; she
+// reconnects and must be `recovered` with every missed publication exactly once, in order; then
+// one more live publication.
 //
-// Arguments: --url --protocol --secret --api --api-key --channel [--count] [--timeout]
+// Arguments: --url --protocol --secret --api --api-key --channel [--count] [--recoverable true]
+//   [--timeout]
 // Result: {published: [{offset, epoch}], subscribedFirst, subscribedAgain, received, events}
 import { main, need, Recorder, newClient, newSub, connToken, apiPublish, sleep } from './lib.mjs';
 
@@ -16,7 +18,7 @@ main('recovery', async ({ args, result, sdk }) => {
   result.events = rec.events;
 
   const alice = newClient(sdk, url, rec, 'alice', { token: connToken(secret, 'alice') });
-  const sub = newSub(alice, rec, 'alice', channel);
+  const sub = newSub(alice, rec, 'alice', channel, { recoverable: args.recoverable === 'true' });
   result.received = rec.pubsOf('alice', channel);
   alice.connect();
   sub.subscribe();

@@ -1,9 +1,10 @@
-"""Recovery: alice subscribes to --channel (history + force_recovery), receives 2 live
-publications, disconnects; --count (default 5) publications go through the HTTP API while she is
-offline; she reconnects and must be `recovered` with every missed publication exactly once, in
-order; then one more live publication.
+"""Recovery: alice subscribes to --channel (history + force_recovery, or with `--recoverable true`
+history she asks to recover from herself), receives 2 live publications, disconnects; --count
+(default 5) publications go through the HTTP API while she is offline; she reconnects and must be
+`recovered` with every missed publication exactly once, in order; then one more live publication.
 
-Arguments: --url --protocol --secret --api --api-key --channel [--count] [--timeout]
+Arguments: --url --protocol --secret --api --api-key --channel [--count] [--recoverable true]
+  [--timeout]
 Result: {published, subscribedFirst, subscribedAgain, received, receivedWhileOffline, events}
 """
 
@@ -19,7 +20,7 @@ async def scenario(args, result, protocol):
     result["events"] = rec.events
 
     alice = new_client(url, protocol, rec, "alice", token=conn_token(secret, "alice"))
-    sub = new_sub(alice, rec, "alice", channel)
+    sub = new_sub(alice, rec, "alice", channel, recoverable=args.get("recoverable") == "true")
     received = rec.pubs_of("alice", channel)
     result["received"] = received
     await alice.connect()

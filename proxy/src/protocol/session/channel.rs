@@ -1,6 +1,7 @@
 //! `publish`, `history`, `presence` and `presence_stats`, with their permission rules (§5.3):
-//! the namespace's `allow_*_for_client`, or `allow_*_for_subscriber` when subscribed; anonymous
-//! users also need `allow_*_for_anonymous`; `client.insecure` allows everything.
+//! the namespace's `allow_*_for_client`, or `allow_*_for_subscriber` when subscribed (or while
+//! subscribing, for what the subscribe command grants); anonymous users also need
+//! `allow_*_for_anonymous`; `client.insecure` allows everything.
 
 use gyre_proto::protocol::{
     HistoryRequest, HistoryResult as HistoryReply, PresenceRequest, PresenceResult,
@@ -20,31 +21,38 @@ struct Permission {
     for_anonymous: bool,
 }
 
+impl Connected {
+    /// Whether the client has a live subscription to `channel` (a broken one, waiting to be
+    /// replaced, does not count).
+    pub(super) fn is_subscribed(&self, channel: &str) -> bool {
+        self.subscriptions
+            .get(channel)
+            .is_some_and(|s| !s.subscription.is_broken())
+    }
+}
+
 impl Session {
-    fn allowed(&self, connected: &Connected, channel: &str, permission: Permission) -> bool {
+    /// `subscribed`: whether `allow_*_for_subscriber` applies, i.e. the client is subscribed to
+    /// the channel, or is subscribing to it (see [`Session::authorize_subscribe`]).
+    fn allowed(&self, connected: &Connected, subscribed: bool, permission: Permission) -> bool {
         if self.node.config.client.insecure {
             return true;
         }
         if connected.user.is_empty() && !permission.for_anonymous {
             return false;
         }
-        permission.for_client
-            || (permission.for_subscriber
-                && connected
-                    .subscriptions
-                    .get(channel)
-                    .is_some_and(|s| !s.subscription.is_broken()))
+        permission.for_client || (permission.for_subscriber && subscribed)
     }
 
     pub(super) fn may_read_history(
         &self,
         connected: &Connected,
         options: &ChannelOptions,
-        channel: &str,
+        subscribed: bool,
     ) -> bool {
         self.allowed(
             connected,
-            channel,
+            subscribed,
             Permission {
                 for_client: options.allow_history_for_client,
                 for_subscriber: options.allow_history_for_subscriber,
@@ -57,11 +65,11 @@ impl Session {
         &self,
         connected: &Connected,
         options: &ChannelOptions,
-        channel: &str,
+        subscribed: bool,
     ) -> bool {
         self.allowed(
             connected,
-            channel,
+            subscribed,
             Permission {
                 for_client: options.allow_presence_for_client,
                 for_subscriber: options.allow_presence_for_subscriber,
@@ -86,7 +94,7 @@ impl Session {
         let connected = self.connected()?;
         let permitted = self.allowed(
             connected,
-            &request.channel,
+            connected.is_subscribed(&request.channel),
             Permission {
                 for_client: options.allow_publish_for_client,
                 for_subscriber: options.allow_publish_for_subscriber,
@@ -117,7 +125,12 @@ impl Session {
 
     pub(super) async fn history(&mut self, request: &HistoryRequest) -> CommandResult<Reply> {
         let options = self.options(&request.channel)?;
-        if !self.may_read_history(self.connected()?, options, &request.channel) {
+        let connected = self.connected()?;
+        if !self.may_read_history(
+            connected,
+            options,
+            connected.is_subscribed(&request.channel),
+        ) {
             return Err(codes::PERMISSION_DENIED.into());
         }
         if history_options(options).is_none() {
@@ -184,7 +197,8 @@ impl Session {
 
     fn check_presence_access(&self, channel: &str) -> CommandResult<()> {
         let options = self.options(channel)?;
-        if !self.may_read_presence(self.connected()?, options, channel) {
+        let connected = self.connected()?;
+        if !self.may_read_presence(connected, options, connected.is_subscribed(channel)) {
             return Err(codes::PERMISSION_DENIED.into());
         }
         if !options.presence {

@@ -95,11 +95,7 @@ impl Session {
             codes::UNKNOWN_CHANNEL
         })?;
         let connected = self.connected()?;
-        if connected
-            .subscriptions
-            .get(&channel)
-            .is_some_and(|s| !s.subscription.is_broken())
-        {
+        if connected.is_subscribed(&channel) {
             return Err(codes::ALREADY_SUBSCRIBED.into());
         }
         if connected.subscriptions.len() >= node.config.client.channel_limit as usize {
@@ -348,7 +344,11 @@ impl Session {
             return Err(codes::PERMISSION_DENIED.into());
         }
         let options = &effective;
-        let history_access = self.may_read_history(connected, options, channel);
+        // The client is not subscribed yet, but it counts as a subscriber of this channel (as in
+        // Centrifugo): `allow_*_for_subscriber` is enough to ask for recovery, positioning and
+        // join/leave pushes.
+        let subscribed = true;
+        let history_access = self.may_read_history(connected, options, subscribed);
         if options.has_history() {
             grant.recoverable = options.force_recovery
                 || (request.recoverable && (options.allow_recovery || history_access));
@@ -359,7 +359,7 @@ impl Session {
         grant.presence = options.presence;
         grant.join_leave = options.join_leave;
         grant.join_leave_pushes = options.force_push_join_leave
-            || (request.join_leave && self.may_read_presence(connected, options, channel));
+            || (request.join_leave && self.may_read_presence(connected, options, subscribed));
         Ok(grant)
     }
 
