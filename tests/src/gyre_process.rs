@@ -222,6 +222,7 @@ pub struct GyreBuilder {
     api_key: String,
     namespaces: Vec<Namespace>,
     client_extra: Vec<String>,
+    http_api_extra: Vec<String>,
     extra_toml: String,
 }
 
@@ -233,6 +234,7 @@ impl Default for GyreBuilder {
             api_key: "gyre-test-api-key".to_owned(),
             namespaces: Vec::new(),
             client_extra: Vec::new(),
+            http_api_extra: Vec::new(),
             extra_toml: String::new(),
         }
     }
@@ -278,6 +280,12 @@ impl GyreBuilder {
         self
     }
 
+    /// An extra `key = value` line in the `[http_api]` table, e.g. `batch_max_commands = 10`.
+    pub fn http_api_option(mut self, line: &str) -> Self {
+        self.http_api_extra.push(line.to_owned());
+        self
+    }
+
     /// Raw TOML appended at the end of the file (new tables only).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -307,6 +315,9 @@ impl GyreBuilder {
         let _ = writeln!(out, "hmac_secret_key = {}", toml_str(&self.hmac_secret));
         let _ = writeln!(out, "\n[http_api]");
         let _ = writeln!(out, "key = {}", toml_str(&self.api_key));
+        for line in &self.http_api_extra {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\n[engine]");
         match &self.engine {
             EngineChoice::Memory => {
@@ -402,6 +413,11 @@ impl GyreProcess {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The process id while it runs, e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `ws://127.0.0.1:<port>/connection/websocket`.
@@ -579,6 +595,7 @@ impl Drop for GyreProcess {
 
 /// One HTTP/1.1 request to `127.0.0.1:<port>` over a fresh connection (`Connection: close`);
 /// returns `(status, body)`. Understands `Content-Length`, chunked and read-to-EOF bodies.
+/// Connecting, and each read and write, may take up to 5 s.
 pub fn http_request(
     port: u16,
     method: &str,
@@ -586,7 +603,19 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(5);
+    http_request_with_timeout(port, method, path, headers, body, Duration::from_secs(5))
+}
+
+/// [`http_request`] with another `timeout` for connecting and for each read and write, for
+/// requests the server takes longer to answer.
+pub fn http_request_with_timeout(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
