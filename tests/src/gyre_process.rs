@@ -237,6 +237,7 @@ pub struct GyreBuilder {
     namespaces: Vec<Namespace>,
     client_extra: Vec<String>,
     http_server_extra: Vec<String>,
+    http_api_extra: Vec<String>,
     extra_toml: String,
     open_files: Option<u64>,
 }
@@ -250,6 +251,7 @@ impl Default for GyreBuilder {
             namespaces: Vec::new(),
             client_extra: Vec::new(),
             http_server_extra: Vec::new(),
+            http_api_extra: Vec::new(),
             extra_toml: String::new(),
             open_files: None,
         }
@@ -308,6 +310,12 @@ impl GyreBuilder {
         self
     }
 
+    /// An extra `key = value` line in the `[http_api]` table, e.g. `batch_max_commands = 10`.
+    pub fn http_api_option(mut self, line: &str) -> Self {
+        self.http_api_extra.push(line.to_owned());
+        self
+    }
+
     /// Raw TOML appended at the end of the file (new tables only).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -340,6 +348,9 @@ impl GyreBuilder {
         let _ = writeln!(out, "hmac_secret_key = {}", toml_str(&self.hmac_secret));
         let _ = writeln!(out, "\n[http_api]");
         let _ = writeln!(out, "key = {}", toml_str(&self.api_key));
+        for line in &self.http_api_extra {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(out, "\n[engine]");
         match &self.engine {
             EngineChoice::Memory => {
@@ -437,6 +448,11 @@ impl GyreProcess {
         self.port
     }
 
+    /// The process id while it runs, e.g. to read `/proc/<pid>/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `ws://127.0.0.1:<port>/connection/websocket`.
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/connection/websocket", self.port)
@@ -521,11 +537,6 @@ impl GyreProcess {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-    }
-
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// Is the process running and answering `GET /health` with 200?
@@ -628,6 +639,7 @@ impl Drop for GyreProcess {
 
 /// One HTTP/1.1 request to `127.0.0.1:<port>` over a fresh connection (`Connection: close`);
 /// returns `(status, body)`. Understands `Content-Length`, chunked and read-to-EOF bodies.
+/// Connecting, and each read and write, may take up to 5 s.
 pub fn http_request(
     port: u16,
     method: &str,
@@ -635,7 +647,19 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(5);
+    http_request_with_timeout(port, method, path, headers, body, Duration::from_secs(5))
+}
+
+/// [`http_request`] with another `timeout` for connecting and for each read and write, for
+/// requests the server takes longer to answer.
+pub fn http_request_with_timeout(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;

@@ -31,8 +31,8 @@ pub use redis::{Connection, RedisError, RedisResult, Value};
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
-    json_array, json_data, json_offsets, json_str, node_sdk_status, python_sdk_status, python_venv,
-    sdk_available, sdk_dir, sdk_expect,
+    http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
+    python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
 };
 pub use module_build::{module_path, workspace_root};
 pub use pubsub::{Subscriber, decode_payload};

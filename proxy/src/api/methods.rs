@@ -7,16 +7,19 @@ use gyre_proto::Publication;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::reply::ReplyList;
 use super::{
-    ApiError, BAD_REQUEST, METHOD_NOT_FOUND, MethodResult, NOT_AVAILABLE, UNKNOWN_CHANNEL,
-    UNRECOVERABLE_POSITION,
+    ApiError, BAD_REQUEST, CallError, METHOD_NOT_FOUND, MethodResult, NOT_AVAILABLE,
+    UNKNOWN_CHANNEL, UNRECOVERABLE_POSITION,
 };
 use crate::engine::{ControlCommand, HistoryQuery, PublishOptions, StreamPosition};
 use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::history_options;
 
-/// Runs one method on a JSON body.
+/// Runs one method on its JSON body. `batch` is not one of them: it runs only at the top level
+/// (`super::batch`), so a `batch` command inside a batch is "method not found" and batches
+/// never nest, as in Centrifugo.
 pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
     match method {
         "publish" => to_raw(&publish(node, parse(body)?).await?),
@@ -50,6 +53,7 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
             }))
         }
         "channels" => {
+            let _: NoParams = parse(body)?;
             let channels: HashMap<String, serde_json::Value> = node
                 .hub
                 .channels()
@@ -58,27 +62,34 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
                 .collect();
             to_raw(&serde_json::json!({ "channels": channels }))
         }
-        "info" => to_raw(&serde_json::json!({
-            "nodes": [{
-                "uid": node.id,
-                "name": node.name,
-                "version": env!("CARGO_PKG_VERSION"),
-                "num_clients": node.hub.num_connections(),
-                "num_users": node.hub.num_users(),
-                "num_channels": node.hub.num_channels(),
-                "num_subs": node.hub.num_subscriptions(),
-                "uptime": node.started.elapsed().as_secs(),
-            }]
-        })),
-        "batch" => Box::pin(batch(node, parse(body)?)).await,
+        "info" => {
+            let _: NoParams = parse(body)?;
+            to_raw(&serde_json::json!({
+                "nodes": [{
+                    "uid": node.id,
+                    "name": node.name,
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "num_clients": node.hub.num_connections(),
+                    "num_users": node.hub.num_users(),
+                    "num_channels": node.hub.num_channels(),
+                    "num_subs": node.hub.num_subscriptions(),
+                    "uptime": node.started.elapsed().as_secs(),
+                }]
+            }))
+        }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
-            let command = control_command(node, method, body)?;
+            let command = control_command(node, method, parse(body)?)?;
             node.engine.publish_control(&command).await?;
             to_raw(&Empty {})
         }
-        _ => Err(METHOD_NOT_FOUND),
+        _ => Err(METHOD_NOT_FOUND.into()),
     }
 }
+
+/// The request of a method without parameters: any JSON object (fields are ignored, as
+/// Centrifugo's optional ones like `channels`' `pattern` are not implemented).
+#[derive(Deserialize)]
+struct NoParams {}
 
 #[derive(Deserialize)]
 struct ControlRequest {
@@ -111,8 +122,11 @@ struct DisconnectSpec {
 
 /// The control command a `subscribe`/`unsubscribe`/`disconnect`/`refresh` call sends to every
 /// node. These act on connections, which are found by user (and optionally client id).
-fn control_command(node: &Node, method: &str, body: &[u8]) -> Result<ControlCommand, ApiError> {
-    let request: ControlRequest = parse(body)?;
+fn control_command(
+    node: &Node,
+    method: &str,
+    request: ControlRequest,
+) -> Result<ControlCommand, ApiError> {
     if request.user.is_empty() && request.client.is_empty() {
         return Err(BAD_REQUEST);
     }
@@ -162,14 +176,16 @@ fn control_command(node: &Node, method: &str, body: &[u8]) -> Result<ControlComm
     })
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|error| {
-        tracing::debug!(%error, "api: bad request body");
-        BAD_REQUEST
-    })
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, CallError> {
+    serde_json::from_slice(body).map_err(CallError::Undecodable)
 }
 
 fn to_raw<T: Serialize>(value: &T) -> MethodResult {
+    Ok(encode(value)?)
+}
+
+/// `value`'s JSON. serde_json fails only on maps with non-string keys, which no result has.
+fn encode<T: Serialize>(value: &T) -> Result<Box<RawValue>, ApiError> {
     serde_json::value::to_raw_value(value).map_err(|_| super::INTERNAL)
 }
 
@@ -249,7 +265,8 @@ struct BroadcastRequest {
 }
 
 async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
-    let mut responses = Vec::with_capacity(request.channels.len().min(1024));
+    // Written as they come, like batch replies: a 4 MB body can name 400,000 channels.
+    let mut responses = ReplyList::new("responses", request.channels.len() * 16);
     for channel in request.channels {
         let one = PublishRequest {
             channel,
@@ -259,12 +276,15 @@ async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
             tags: request.tags.clone(),
             idempotency_key: request.idempotency_key.clone(),
         };
-        responses.push(match publish(node, one).await {
-            Ok(result) => serde_json::json!({ "result": result }),
-            Err(error) => serde_json::json!({ "error": error }),
-        });
+        match publish(node, one).await.and_then(|result| encode(&result)) {
+            Ok(result) => responses.push_result("result", &result),
+            Err(error) => responses.push_error(error),
+        }
     }
-    to_raw(&serde_json::json!({ "responses": responses }))
+    String::from_utf8(responses.finish())
+        .ok()
+        .and_then(|json| RawValue::from_string(json).ok())
+        .ok_or(super::INTERNAL.into())
 }
 
 #[derive(Deserialize)]
@@ -328,31 +348,6 @@ async fn history(node: &Node, request: HistoryRequest) -> Result<HistoryResult, 
         offset: history.position.offset,
         epoch: history.position.epoch,
     })
-}
-
-#[derive(Deserialize)]
-struct BatchRequest {
-    commands: Vec<HashMap<String, Box<RawValue>>>,
-}
-
-async fn batch(node: &Node, request: BatchRequest) -> MethodResult {
-    let mut replies = Vec::with_capacity(request.commands.len().min(1024));
-    for command in request.commands {
-        let Some((method, params)) = command.into_iter().next() else {
-            replies.push(serde_json::json!({ "error": BAD_REQUEST }));
-            continue;
-        };
-        let reply = match call(node, &method, params.get().as_bytes()).await {
-            Ok(result) => {
-                let result: serde_json::Value =
-                    serde_json::from_str(result.get()).unwrap_or_default();
-                serde_json::json!({ method: result })
-            }
-            Err(error) => serde_json::json!({ "error": error }),
-        };
-        replies.push(reply);
-    }
-    to_raw(&serde_json::json!({ "replies": replies }))
 }
 
 fn presence_enabled(node: &Node, channel: &str) -> Result<(), ApiError> {

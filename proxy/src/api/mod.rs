@@ -3,9 +3,12 @@
 //!
 //! Authentication: `X-API-Key: <key>` or `Authorization: apikey <key>` (`http_api.key`), unless
 //! `http_api.insecure`. Answers are HTTP 200 with `{"result":…}` or `{"error":{code,message}}`;
-//! requests that are not API calls at all (wrong method, bad JSON) get a 4xx with a message.
+//! requests that are not API calls at all (wrong HTTP method, a body that is not the method's
+//! request JSON) get a 4xx with a message. `batch` answers with `{"replies":[…]}` (see `batch`).
 
+mod batch;
 mod methods;
+mod reply;
 
 use std::sync::Arc;
 
@@ -52,8 +55,31 @@ impl From<crate::engine::EngineError> for ApiError {
     }
 }
 
-/// The JSON of one method's answer: a result or an error.
-pub type MethodResult = Result<Box<RawValue>, ApiError>;
+/// Why a method call has no result.
+#[derive(Debug)]
+pub enum CallError {
+    /// An answer in Centrifugo's shape: HTTP 200 with `{"error":{code,message}}`.
+    Api(ApiError),
+    /// The body is not the method's request (bad JSON syntax, wrong types, missing fields): not
+    /// an API call at all, so HTTP 400 naming the problem; inside a batch, error 107 for that
+    /// command alone.
+    Undecodable(serde_json::Error),
+}
+
+impl From<ApiError> for CallError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
+    }
+}
+
+impl From<crate::engine::EngineError> for CallError {
+    fn from(error: crate::engine::EngineError) -> Self {
+        Self::Api(error.into())
+    }
+}
+
+/// The JSON of one method's result, or why there is none.
+pub type MethodResult = Result<Box<RawValue>, CallError>;
 
 pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::POST {
@@ -87,18 +113,31 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
             "use POST /api/<method>, e.g. /api/publish",
         );
     }
-    let outcome = methods::call(&node, &method, &body).await;
-    respond(&method, outcome)
+    if method == "batch" {
+        // Centrifugo answers a batch with its replies at the top level, not inside "result".
+        return match batch::run(&node, &body).await {
+            Ok(replies) => json(StatusCode::OK, Bytes::from(replies)),
+            Err(error) => undecodable(&method, &error),
+        };
+    }
+    match methods::call(&node, &method, &body).await {
+        Ok(result) => json(
+            StatusCode::OK,
+            Bytes::from(format!("{{\"result\":{}}}", result.get())),
+        ),
+        Err(CallError::Api(error)) => json(StatusCode::OK, Bytes::from(reply::error(error))),
+        Err(CallError::Undecodable(error)) => undecodable(&method, &error),
+    }
 }
 
-fn respond(method: &str, outcome: MethodResult) -> Response<Body> {
-    let body = match outcome {
-        // Centrifugo answers a batch with its replies at the top level, not inside "result".
-        Ok(result) if method == "batch" => result.get().to_owned(),
-        Ok(result) => format!("{{\"result\":{}}}", result.get()),
-        Err(error) => serde_json::json!({ "error": error }).to_string(),
-    };
-    json(StatusCode::OK, Bytes::from(body))
+/// HTTP 400 for a body that is not `method`'s request, with serde's account of why (which
+/// field, what was expected, where).
+fn undecodable(method: &str, error: &serde_json::Error) -> Response<Body> {
+    tracing::debug!(method, %error, "api: undecodable request body");
+    text(
+        StatusCode::BAD_REQUEST,
+        &format!("the body is not a valid {method} request: {error}"),
+    )
 }
 
 fn authorized(node: &Node, request: &Request<Incoming>) -> bool {

@@ -319,6 +319,10 @@ const DOCS: &[(&str, &str)] = &[
         "No API key check. Only behind a trusted network boundary.",
     ),
     (
+        "http_api.batch_max_commands",
+        "Most commands in one batch request; a longer one gets HTTP 400. At least 1.",
+    ),
+    (
         "websocket",
         "The WebSocket transport (/connection/websocket).",
     ),

@@ -370,12 +370,29 @@ impl Default for Channel {
 }
 
 /// `http_api`: the server API under `/api`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpApi {
     /// Required in `X-API-Key` (or `Authorization: apikey …`) unless `insecure`.
     pub key: String,
     pub insecure: bool,
+    /// Most commands in one `batch` request; a longer batch is refused with HTTP 400.
+    pub batch_max_commands: u32,
+}
+
+impl Default for HttpApi {
+    fn default() -> Self {
+        Self {
+            key: String::new(),
+            insecure: false,
+            // Backends batch tens to a few thousand commands (one publication per user channel,
+            // say); past that `broadcast` is the tool. 10,000 leaves room for those and bounds
+            // one request: the commands run one after another, so 10,000 engine round trips
+            // (about a second against Redis) while the caller waits, and only 160 KB of command
+            // slices kept. Without a cap the 4 MB body limit allowed 350,000 tiny commands.
+            batch_max_commands: 10_000,
+        }
+    }
 }
 
 /// `websocket`: the bidirectional WebSocket transport.

@@ -79,6 +79,7 @@ impl Config {
         self.validate_channels(&mut out);
         self.validate_engine(&mut out);
         self.validate_client(&mut out);
+        self.validate_http_api(&mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -187,6 +188,15 @@ impl Config {
             &client.subscription_token.token,
             out,
         );
+    }
+
+    fn validate_http_api(&self, out: &mut Vec<Invalid>) {
+        // Unlike other limits, 0 does not mean "no limit": the cap keeps a batch's memory bounded.
+        if self.http_api.batch_max_commands == 0 {
+            out.push(Invalid::Zero {
+                path: "http_api.batch_max_commands".into(),
+            });
+        }
     }
 }
 

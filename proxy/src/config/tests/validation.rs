@@ -208,6 +208,17 @@ fn ping_pong_and_timers() {
 }
 
 #[test]
+fn batch_cap_is_at_least_one() {
+    assert_eq!(
+        invalid("[http_api]\nbatch_max_commands = 0"),
+        [Invalid::Zero {
+            path: "http_api.batch_max_commands".into()
+        }]
+    );
+    toml_ok("[http_api]\nbatch_max_commands = 1");
+}
+
+#[test]
 fn token_rules() {
     assert_eq!(
         invalid(
