@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WsClient, WsOptions, cmd};
-use gyre_tests::{GyreBuilder, GyreProcess, Namespace, http_request};
+use gyre_tests::{GyreBuilder, GyreProcess, Namespace, RedisServer, http_request};
 
 fn builder() -> GyreBuilder {
     GyreProcess::builder().namespace(Namespace::full("chat", 100, 300).allow_publish())
@@ -265,6 +265,24 @@ fn unauthenticated_connections_are_capped() {
     let mut connected = env.client("late");
     assert_clients_served(&env, &mut connected);
     assert!(metric(&env.gyre, "gyre_http_connections_refused_total") >= 1.0);
+
+    // A backend's kept-alive connection stops counting once it sent the API key.
+    wait_unauthenticated(&env.gyre, 11.0);
+    let mut backend = open(port);
+    let call = format!(
+        "POST /api/info HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        env.gyre.api_key()
+    );
+    backend.write_all(call.as_bytes()).expect("write");
+    let mut answer = [0u8; 64];
+    let n = backend.read(&mut answer).expect("answer");
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        &answer[..n]
+    );
+    wait_unauthenticated(&env.gyre, 11.0);
+    drop(backend);
 }
 
 /// A WebSocket that connects gives its slot back: many clients connecting one after another
@@ -455,4 +473,63 @@ fn message_size_limit_zero_means_no_limit() {
         "uni_websocket: {:?}",
         push.json()
     );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Nodes and /emulation.
+
+fn emulation(gyre: &GyreProcess, node: &str) -> (u16, String) {
+    let body = serde_json::json!({"session": "no-such-session", "node": node, "data": "{}"});
+    http_request(
+        gyre.port(),
+        "POST",
+        "/emulation",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .expect("emulation request")
+}
+
+fn node_uids(gyre: &GyreProcess) -> Vec<String> {
+    let info: serde_json::Value = serde_json::from_str(&gyre.api("info", "{}")).expect("info JSON");
+    info["result"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["uid"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Nodes learn of each other through the control channel (the `info` API lists both), and an
+/// `/emulation` request is forwarded only to a node that exists: a made-up node id is 404, not
+/// a message to every node.
+#[test]
+fn emulation_is_forwarded_only_to_nodes_that_exist() {
+    let redis = RedisServer::builder().tcp().start();
+    let with_emulation = || {
+        builder()
+            .redis(&redis)
+            .extra_toml("[http_stream]\nenabled = true\n")
+            .start()
+    };
+    let a = with_emulation();
+    let b = with_emulation();
+    let a_uid = node_uids(&a)[0].clone();
+    let b_uid = node_uids(&b)[0].clone();
+    // B learns of A at once (a new node makes the others announce themselves), and A of B.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !(node_uids(&b).contains(&a_uid) && node_uids(&a).contains(&b_uid)) {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not know each other"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, text) = emulation(&b, "made-up-node");
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("unknown node"), "{text}");
+    let (status, text) = emulation(&b, &a_uid);
+    assert_eq!(status, 204, "forwarded to A: {text}");
+    let (status, _) = emulation(&b, &b_uid);
+    assert_eq!(status, 204, "its own node: handled there");
 }

@@ -64,18 +64,11 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
         }
         "info" => {
             let _: NoParams = parse(body)?;
-            to_raw(&serde_json::json!({
-                "nodes": [{
-                    "uid": node.id,
-                    "name": node.name,
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "num_clients": node.hub.num_connections(),
-                    "num_users": node.hub.num_users(),
-                    "num_channels": node.hub.num_channels(),
-                    "num_subs": node.hub.num_subscriptions(),
-                    "uptime": node.started.elapsed().as_secs(),
-                }]
-            }))
+            // Every node that announced itself lately, this one with its figures of now.
+            let mut nodes = node.nodes.alive();
+            nodes.retain(|other| other.uid != node.id);
+            nodes.insert(0, node.info());
+            to_raw(&serde_json::json!({ "nodes": nodes }))
         }
         "subscribe" | "unsubscribe" | "disconnect" | "refresh" => {
             let command = control_command(node, method, parse(body)?)?;

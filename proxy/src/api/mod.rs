@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -22,6 +21,8 @@ use serde_json::value::RawValue;
 use crate::protocol::codes::{self, ErrorCode};
 use crate::protocol::node::Node;
 use crate::server::{Body, json, text};
+use crate::transport::admission::ConnectionSlot;
+use crate::transport::http::read_body_within;
 
 /// Largest API request body (a `batch` of publications can be large, but not unbounded).
 const MAX_BODY: usize = 4 << 20;
@@ -91,6 +92,8 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
     if !authorized(&node, &request) {
         return text(StatusCode::UNAUTHORIZED, "missing or wrong API key");
     }
+    // A backend with the key: its connection is no longer one that may be an attacker's.
+    ConnectionSlot::authenticated(&request);
     let method = request
         .uri()
         .path()
@@ -98,14 +101,10 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
         .unwrap_or("")
         .trim_start_matches('/')
         .to_owned();
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body unreadable or larger than {MAX_BODY} bytes: {error}"),
-            );
-        }
+    let timeout = node.config.http_server.read_body_timeout;
+    let body = match read_body_within(request, MAX_BODY, timeout).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
     };
     if method.is_empty() {
         return text(

@@ -28,6 +28,9 @@ pub struct Node {
     pub unauthenticated: Arc<crate::transport::admission::UnauthenticatedLimit>,
     /// The nodes that announced themselves on the control channel (this one included).
     pub nodes: Nodes,
+    /// Wakes the announcer out of turn: a new node appeared and should learn of this one now
+    /// rather than at the next tick.
+    announce_now: tokio::sync::Notify,
     /// `/emulation` requests being forwarded to other nodes now
     /// (`emulation.max_concurrent_forwards`).
     pub emulation_forwards: tokio::sync::Semaphore,
@@ -66,6 +69,7 @@ impl Node {
             handshakes,
             unauthenticated,
             nodes: Nodes::default(),
+            announce_now: tokio::sync::Notify::new(),
             emulation_forwards,
             next_connection: AtomicU64::new(1),
         }
@@ -103,17 +107,17 @@ impl Node {
         }
     }
 
-    /// Announces this node on the control channel every [`NODE_INFO_INTERVAL`], for as long as
-    /// the node runs; it also always knows itself, whether or not the engine is reachable.
+    /// Announces this node on the control channel every [`NODE_INFO_INTERVAL`] (and at once when
+    /// a new node appears); it also always knows itself, whether or not the engine is reachable.
     pub fn spawn_announcer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let node = Arc::downgrade(self);
+        let node = Arc::clone(self);
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(NODE_INFO_INTERVAL);
             loop {
-                ticks.tick().await;
-                let Some(node) = node.upgrade() else {
-                    return;
-                };
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = node.announce_now.notified() => {}
+                }
                 let info = node.info();
                 node.nodes.heard(info.clone());
                 if matches!(node.engine, Engine::Memory(_)) {
@@ -140,7 +144,10 @@ impl Node {
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 if let EngineEvent::Control(ControlCommand::Node(info)) = event {
-                    node.nodes.heard(info);
+                    let stranger = info.uid != node.id;
+                    if node.nodes.heard(info) && stranger {
+                        node.announce_now.notify_one();
+                    }
                     continue;
                 }
                 // Direct writes while the dispatcher keeps up; queued once events pile up. A

@@ -18,15 +18,15 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// Records an announcement.
-    pub fn heard(&self, info: NodeInfo) {
-        self.heard_at(info, Instant::now());
+    /// Records an announcement; true when it is from a node not known until now.
+    pub fn heard(&self, info: NodeInfo) -> bool {
+        self.heard_at(info, Instant::now())
     }
 
-    fn heard_at(&self, info: NodeInfo, at: Instant) {
+    fn heard_at(&self, info: NodeInfo, at: Instant) -> bool {
         let mut heard = self.heard.lock();
         heard.retain(|_, (_, last)| at.saturating_duration_since(*last) < NODE_EXPIRY);
-        heard.insert(info.uid.clone(), (info, at));
+        heard.insert(info.uid.clone(), (info, at)).is_none()
     }
 
     /// Whether node `uid` announced itself lately.
@@ -72,7 +72,8 @@ mod tests {
     fn a_node_is_alive_until_it_falls_silent() {
         let nodes = Nodes::default();
         let start = Instant::now();
-        nodes.heard_at(info("a"), start);
+        assert!(nodes.heard_at(info("a"), start), "new");
+        assert!(!nodes.heard_at(info("a"), start), "known");
         assert!(nodes.is_alive_at("a", start + NODE_INFO_INTERVAL * 2));
         assert!(!nodes.is_alive_at("a", start + NODE_EXPIRY));
         assert!(

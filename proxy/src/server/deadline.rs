@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -50,6 +51,10 @@ impl Deadlines {
 pub struct Activity {
     requests: AtomicU32,
     upgraded: AtomicBool,
+    /// The connection's task, as of its last read while busy: when the last request ends it is
+    /// woken so that the read arms the idle deadline (hyper does not read again on its own
+    /// until the socket has data).
+    reader: AtomicWaker,
 }
 
 impl Activity {
@@ -72,7 +77,9 @@ pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+        if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.reader.wake();
+        }
     }
 }
 
@@ -212,6 +219,7 @@ impl AsyncRead for TimedIo {
         }
         if this.activity.requests.load(Ordering::Acquire) > 0 {
             this.phase = Phase::Busy;
+            this.activity.reader.register(cx.waker());
             return poll;
         }
         match poll {
@@ -364,6 +372,21 @@ mod tests {
             Duration::from_secs(30),
             "the idle deadline"
         );
+    }
+
+    /// The last request's end wakes a read that waits since the request began, so the idle
+    /// deadline starts then (hyper does not read again by itself while the socket is quiet).
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waiting_since_the_request_arms_the_idle_deadline_when_it_ends() {
+        let (mut io, _client, activity) = pair(SHORT).await;
+        let request = activity.request();
+        let ended = Instant::now() + Duration::from_secs(1);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(ended).await;
+            drop(request);
+        });
+        assert_eq!(read_error(&mut io).await, io::ErrorKind::TimedOut);
+        assert_eq!(Instant::now() - ended, Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
