@@ -3,8 +3,10 @@
 //! - [`protocol`]: the Centrifugo client protocol messages, generated from `proto/client.proto`.
 //! - [`codec`]: the JSON and Protobuf encodings of those messages, used by every transport.
 //! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
+//! - [`keys`]: the Redis Cluster hash-tag rule both sides name a channel's slot with.
 
 pub mod codec;
+pub mod keys;
 pub mod redis_payload;
 
 /// Messages of the client protocol (prost types with serde for the JSON codec).

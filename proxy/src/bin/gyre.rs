@@ -189,6 +189,7 @@ async fn start_redis(config: &Config, events: EventSender) -> Result<RedisEngine
         presence_ttl: redis.presence_ttl,
         connect_timeout: redis.connect_timeout,
         io_timeout: redis.io_timeout,
+        clusters: Vec::new(),
     };
     let engine = RedisEngine::connect(settings, events)
         .await

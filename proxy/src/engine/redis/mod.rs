@@ -14,6 +14,7 @@
 //! one server (round-robin) and every node listens for them on every server; namespaces are
 //! stored in every server.
 
+mod cluster;
 mod commands;
 mod pubsub;
 mod shard;
@@ -32,6 +33,7 @@ use super::{
     ControlCommand, EngineError, EventSender, HistoryOptions, HistoryQuery, HistoryResult,
     PresenceStats, PublishOptions, StreamPosition,
 };
+use cluster::ClusterShard;
 use shard::Shard;
 
 /// Where the Redis engine connects and how it names things.
@@ -50,6 +52,9 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Limit of one command's round trip (named like `engine.redis.io_timeout` in the config).
     pub io_timeout: Duration,
+    /// Redis Clusters, each given by its seed addresses; when set, `addresses` is not used and
+    /// channels are sharded across the clusters like across standalone servers.
+    pub clusters: Vec<Vec<String>>,
 }
 
 impl Default for RedisSettings {
@@ -60,14 +65,73 @@ impl Default for RedisSettings {
             presence_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(4),
+            clusters: Vec::new(),
+        }
+    }
+}
+
+/// One independent part of the engine's Redis: a standalone server or a whole cluster. Each
+/// channel lives in one of them (jump hash).
+enum Backend {
+    Standalone(Shard),
+    Cluster(ClusterShard),
+}
+
+impl Backend {
+    /// Where it is, for messages.
+    fn name(&self) -> &str {
+        match self {
+            Backend::Standalone(shard) => &shard.address,
+            Backend::Cluster(cluster) => &cluster.seeds,
+        }
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value, EngineError> {
+        match self {
+            Backend::Standalone(shard) => query(&shard.commands, cmd).await,
+            Backend::Cluster(cluster) => cluster.query(cmd).await,
+        }
+    }
+
+    /// Runs `cmd` on every primary (namespaces live in each).
+    async fn query_everywhere(&self, cmd: &Cmd) -> Result<(), EngineError> {
+        match self {
+            Backend::Standalone(shard) => query(&shard.commands, cmd).await.map(drop),
+            Backend::Cluster(cluster) => cluster.query_all_primaries(cmd).await,
+        }
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
+        match self {
+            Backend::Standalone(shard) => shard.pubsub.subscribe(channel).await,
+            Backend::Cluster(cluster) => cluster.pubsub.subscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
+        match self {
+            Backend::Standalone(shard) => shard.pubsub.unsubscribe(channel).await,
+            Backend::Cluster(cluster) => cluster.pubsub.unsubscribe(channel).await,
+        }
+    }
+
+    async fn publish_control(&self, channel: &str, payload: Vec<u8>) -> Result<(), EngineError> {
+        match self {
+            Backend::Standalone(shard) => {
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(channel).arg(payload);
+                query(&shard.commands, &cmd).await.map(drop)
+            }
+            Backend::Cluster(cluster) => cluster.publish_control(channel, payload).await,
         }
     }
 }
 
 /// The Redis engine of one node.
 pub struct RedisEngine {
-    /// One per address, in the configured order (the order decides each channel's shard).
-    shards: Vec<Shard>,
+    /// One per address (or cluster), in the configured order (the order decides each channel's
+    /// shard).
+    shards: Vec<Backend>,
     /// Round-robin counter of [`RedisEngine::publish_control`].
     next_control: AtomicUsize,
     presence_ttl: Duration,
@@ -94,7 +158,7 @@ impl RedisEngine {
         settings: RedisSettings,
         events: EventSender,
     ) -> Result<RedisEngine, EngineError> {
-        if settings.addresses.is_empty() {
+        if settings.addresses.is_empty() && settings.clusters.is_empty() {
             return Err(EngineError::Unavailable(
                 "no redis address configured".into(),
             ));
@@ -108,6 +172,32 @@ impl RedisEngine {
             .set_number_of_retries(3)
             .set_max_delay(Duration::from_secs(1));
         let namespaces = Namespaces::default();
+        if !settings.clusters.is_empty() {
+            let sharded = settings.clusters.len() > 1;
+            let mut shards = Vec::with_capacity(settings.clusters.len());
+            for seeds in &settings.clusters {
+                let cluster = ClusterShard::connect(
+                    seeds,
+                    &settings.prefix,
+                    (settings.connect_timeout, settings.io_timeout),
+                    events.clone(),
+                    namespaces.clone(),
+                )
+                .await;
+                shards.push(Backend::Cluster(match cluster {
+                    Ok(cluster) => cluster,
+                    Err(e) if sharded => return Err(naming(&seeds.join(","), e)),
+                    Err(e) => return Err(e),
+                }));
+            }
+            return Ok(RedisEngine {
+                shards,
+                next_control: AtomicUsize::new(0),
+                presence_ttl: settings.presence_ttl,
+                control_channel: pubsub::control_channel(&settings.prefix),
+                namespaces,
+            });
+        }
         let sharded = settings.addresses.len() > 1;
         let mut shards = Vec::with_capacity(settings.addresses.len());
         for address in &settings.addresses {
@@ -120,7 +210,7 @@ impl RedisEngine {
             )
             .await;
             shards.push(match shard {
-                Ok(shard) => shard,
+                Ok(shard) => Backend::Standalone(shard),
                 // One address: the caller names it already; several: say which one failed.
                 Err(e) if sharded => return Err(naming(address, e)),
                 Err(e) => return Err(e),
@@ -136,13 +226,13 @@ impl RedisEngine {
     }
 
     /// The shard holding `channel`.
-    fn shard(&self, channel: &str) -> &Shard {
+    fn shard(&self, channel: &str) -> &Backend {
         &self.shards[shard::index(channel, self.shards.len())]
     }
 
     /// Runs a command of `channel` on its shard.
     async fn query(&self, channel: &str, cmd: &Cmd) -> Result<Value, EngineError> {
-        query(&self.shard(channel).commands, cmd).await
+        self.shard(channel).query(cmd).await
     }
 
     /// Stores a namespace's history options in Redis (`GYRE.NAMESPACE SET`), so that publishes
@@ -155,9 +245,9 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         let cmd = commands::register_namespace(name, history);
         for shard in &self.shards {
-            query(&shard.commands, &cmd).await.map_err(|e| {
+            shard.query_everywhere(&cmd).await.map_err(|e| {
                 if self.shards.len() > 1 {
-                    naming(&shard.address, e)
+                    naming(shard.name(), e)
                 } else {
                     e
                 }
@@ -174,14 +264,14 @@ impl RedisEngine {
     pub async fn publish_control(&self, command: &ControlCommand) -> Result<(), EngineError> {
         let payload = serde_json::to_vec(command)
             .map_err(|e| EngineError::Protocol(format!("control command: {e}")))?;
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&self.control_channel).arg(payload);
         let next = if self.shards.len() == 1 {
             0
         } else {
             self.next_control.fetch_add(1, Ordering::Relaxed) % self.shards.len()
         };
-        query(&self.shards[next].commands, &cmd).await.map(drop)
+        self.shards[next]
+            .publish_control(&self.control_channel, payload)
+            .await
     }
 
     pub async fn publish(
@@ -277,11 +367,11 @@ impl RedisEngine {
     }
 
     pub async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
-        self.shard(channel).pubsub.subscribe(channel).await
+        self.shard(channel).subscribe(channel).await
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
-        self.shard(channel).pubsub.unsubscribe(channel).await
+        self.shard(channel).unsubscribe(channel).await
     }
 }
 

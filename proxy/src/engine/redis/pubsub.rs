@@ -28,7 +28,7 @@ const RECONNECT_PROBE_MIN: Duration = Duration::from_millis(50);
 const RECONNECT_PROBE_MAX: Duration = Duration::from_secs(2);
 
 /// Aborts its task when dropped, so the engine's background tasks end with the engine.
-struct AbortOnDrop(JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -212,13 +212,27 @@ fn control_message(control: &str, data: &[Value]) -> Option<Option<EngineEvent>>
     if channel.as_slice() != control.as_bytes() {
         return None;
     }
-    Some(match serde_json::from_slice(payload) {
+    Some(control_event(payload))
+}
+
+/// The control command in a control channel message; `None` (logged) when it does not decode.
+pub(super) fn control_event(payload: &[u8]) -> Option<EngineEvent> {
+    match serde_json::from_slice(payload) {
         Ok(command) => Some(EngineEvent::Control(command)),
         Err(e) => {
             tracing::warn!("skipping malformed control command: {e}");
             None
         }
-    })
+    }
+}
+
+/// Bulk or simple string reply as text.
+pub(super) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(text) => Some(text.clone()),
+        _ => None,
+    }
 }
 
 /// The event of a `message` push `[redis channel, payload]`; `None` (logged) for a channel
@@ -236,7 +250,12 @@ fn decode_message(channel_prefix: &str, data: &[Value]) -> Option<EngineEvent> {
         tracing::warn!("message on unexpected redis channel {shown:?}");
         return None;
     };
-    let channel = channel.to_owned();
+    channel_event(channel.to_owned(), payload)
+}
+
+/// The event a message on `channel`'s PUB/SUB channel carries; `None` (logged) when the payload
+/// does not decode.
+pub(super) fn channel_event(channel: String, payload: &[u8]) -> Option<EngineEvent> {
     match redis_payload::decode(payload) {
         Ok(ChannelEvent::Publication { publication, epoch }) => Some(EngineEvent::Publication {
             channel,

@@ -1,0 +1,457 @@
+//! One Redis Cluster as a shard of the engine: commands routed to the node owning the channel's
+//! slot, and the node's subscriptions held where their slots live.
+//!
+//! Two cluster connections, like the standalone shard's two connections, so a flood of messages
+//! never delays a command reply: `commands` (no push sender) and `pubsub` (RESP3 with a push
+//! sender). Each keeps one socket per cluster node, so with sharded PUB/SUB a node's
+//! subscriptions of all channels of one primary share one socket.
+//!
+//! redis-rs follows MOVED/ASK, refreshes its slot map when a node answers with a redirect or
+//! fails, and resubscribes what it tracks after a reconnect. Two things it does not do, which
+//! this shard does (`Repair`):
+//! - when a slot moves to another primary, its old owner ends the shard channels of that slot
+//!   with a `sunsubscribe` push, and the subscription is gone: the shard subscribes again (the
+//!   request is redirected to the new owner);
+//! - publications made while a subscription was not in place (the slot was moving, a primary
+//!   died and its replica was not promoted yet) were never delivered: once everything is
+//!   subscribed again the shard sends [`EngineEvent::Resync`], and every positioned
+//!   subscription compares its position with the stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{Cmd, ProtocolVersion, PushInfo, PushKind, Value};
+use tokio::sync::{Notify, mpsc};
+
+use super::pubsub::{self, AbortOnDrop};
+use super::{Namespaces, unavailable};
+use crate::engine::{EngineError, EngineEvent, EventSender};
+
+/// How the module names and publishes a channel's PUB/SUB messages in this cluster, as the
+/// module itself reports it (`gyre.sharded-pubsub`): never configured on the proxy's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delivery {
+    /// `SPUBLISH`: a message stays inside the shard of its channel's slot.
+    Sharded,
+    /// `PUBLISH`: every cluster node forwards every message to every other node.
+    Broadcast,
+}
+
+/// Pause between rounds of resubscription while the cluster is not serving a slot.
+const REPAIR_RETRY_MIN: Duration = Duration::from_millis(50);
+const REPAIR_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Subscriptions sent at once while repairing (each one a round trip to its slot's owner).
+const REPAIR_PARALLELISM: usize = 32;
+
+pub(super) struct ClusterShard {
+    /// The seed addresses as configured, for messages.
+    pub seeds: String,
+    commands: ClusterConnection,
+    pub pubsub: ClusterPubSub,
+}
+
+impl ClusterShard {
+    /// Connects to the cluster through `seeds`, checks the module on every node and starts the
+    /// subscription side.
+    pub async fn connect(
+        seeds: &[String],
+        prefix: &str,
+        timeouts: (Duration, Duration),
+        events: EventSender,
+        namespaces: Namespaces,
+    ) -> Result<ClusterShard, EngineError> {
+        let (connect_timeout, io_timeout) = timeouts;
+        let builder = || {
+            ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                .use_protocol(ProtocolVersion::RESP3)
+                .connection_timeout(connect_timeout)
+                .response_timeout(io_timeout)
+                .retries(3)
+        };
+        let client = builder().build().map_err(unavailable)?;
+        let mut commands = client.get_async_connection().await.map_err(unavailable)?;
+        let delivery = check_module(&mut commands, prefix).await?;
+        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let pubsub_client: ClusterClient = builder()
+            .push_sender(push_tx)
+            .build()
+            .map_err(unavailable)?;
+        let connection = pubsub_client
+            .get_async_connection()
+            .await
+            .map_err(unavailable)?;
+        let pubsub = ClusterPubSub::start(
+            connection,
+            commands.clone(),
+            prefix,
+            delivery,
+            push_rx,
+            events,
+            namespaces,
+        )
+        .await?;
+        Ok(ClusterShard {
+            seeds: seeds.join(","),
+            commands,
+            pubsub,
+        })
+    }
+
+    /// Runs `cmd` on the node owning the slot of its first argument (the channel).
+    pub async fn query(&self, cmd: &Cmd) -> Result<Value, EngineError> {
+        cmd.query_async(&mut self.commands.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Runs `cmd` on every primary (namespaces live in each).
+    pub async fn query_all_primaries(&self, cmd: &Cmd) -> Result<(), EngineError> {
+        all_primaries(&mut self.commands.clone(), cmd).await
+    }
+
+    /// Publishes a control message on this cluster (the same way the module publishes).
+    pub async fn publish_control(
+        &self,
+        channel: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let verb = match self.pubsub.delivery {
+            Delivery::Sharded => "SPUBLISH",
+            Delivery::Broadcast => "PUBLISH",
+        };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(channel).arg(payload);
+        self.query(&cmd).await.map(drop)
+    }
+}
+
+async fn all_primaries(con: &mut ClusterConnection, cmd: &Cmd) -> Result<(), EngineError> {
+    let routing = RoutingInfo::MultiNode((
+        MultipleNodeRoutingInfo::AllMasters,
+        Some(ResponsePolicy::AllSucceeded),
+    ));
+    con.route_command(cmd.clone(), routing)
+        .await
+        .map(drop)
+        .map_err(unavailable)
+}
+
+/// Every node must run the module with the engine's prefix, and all with one delivery mode.
+async fn check_module(con: &mut ClusterConnection, prefix: &str) -> Result<Delivery, EngineError> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("gyre.*");
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+    let reply = con.route_command(cmd, routing).await.map_err(unavailable)?;
+    // Without a response policy redis-rs answers a map of node address → that node's reply.
+    let Value::Map(per_node) = reply else {
+        return Err(EngineError::Protocol(format!(
+            "unexpected CONFIG GET reply from the cluster: {reply:?}"
+        )));
+    };
+    let mut delivery = None;
+    for (node, reply) in per_node {
+        let node = pubsub::text(&node).unwrap_or_default();
+        let settings = config_pairs(&reply);
+        let Some(module_prefix) = settings.get("gyre.prefix") else {
+            return Err(EngineError::Unavailable(format!(
+                "the gyre module (libgyre.so) is not loaded in cluster node {node}"
+            )));
+        };
+        if module_prefix != prefix {
+            return Err(EngineError::Protocol(format!(
+                "cluster node {node}: module prefix is {module_prefix:?} but gyre is configured \
+                 with {prefix:?}"
+            )));
+        }
+        let node_delivery = match settings.get("gyre.sharded-pubsub").map(String::as_str) {
+            Some("yes") => Delivery::Sharded,
+            _ => Delivery::Broadcast,
+        };
+        match delivery {
+            None => delivery = Some(node_delivery),
+            Some(seen) if seen != node_delivery => {
+                return Err(EngineError::Protocol(format!(
+                    "cluster nodes disagree on gyre.sharded-pubsub (node {node}): set it the \
+                     same on every node"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    delivery.ok_or_else(|| EngineError::Unavailable("the cluster has no node".into()))
+}
+
+/// `CONFIG GET` pairs (RESP3 map or RESP2 flat array) as text.
+fn config_pairs(reply: &Value) -> HashMap<String, String> {
+    let pairs: Vec<(&Value, &Value)> = match reply {
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| Some((c.first()?, c.get(1)?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((pubsub::text(k)?, pubsub::text(v)?)))
+        .collect()
+}
+
+/// The subscription side of one cluster.
+pub(super) struct ClusterPubSub {
+    connection: ClusterConnection,
+    delivery: Delivery,
+    /// `<prefix>.client.`, followed by the channel (hash-tagged, see [`client_channel`]).
+    client_prefix: String,
+    /// Redis channel → engine channel, for every channel this node subscribes to: what the
+    /// repair subscribes again, and how messages find their channel.
+    wanted: Arc<parking_lot::Mutex<HashMap<Vec<u8>, String>>>,
+    _drain: AbortOnDrop,
+    _repair: AbortOnDrop,
+}
+
+impl ClusterPubSub {
+    async fn start(
+        connection: ClusterConnection,
+        commands: ClusterConnection,
+        prefix: &str,
+        delivery: Delivery,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+        events: EventSender,
+        namespaces: Namespaces,
+    ) -> Result<Self, EngineError> {
+        let wanted: Arc<parking_lot::Mutex<HashMap<Vec<u8>, String>>> = Arc::default();
+        let control = pubsub::control_channel(prefix);
+        let repair_needed = Arc::new(Notify::new());
+        let drain = tokio::spawn(drain(
+            pushes,
+            Arc::clone(&wanted),
+            control.clone(),
+            events.clone(),
+            Arc::clone(&repair_needed),
+        ));
+        let repair = tokio::spawn(
+            Repair {
+                connection: connection.clone(),
+                commands,
+                delivery,
+                wanted: Arc::clone(&wanted),
+                control: control.clone(),
+                events,
+                namespaces,
+            }
+            .run(repair_needed),
+        );
+        let pubsub = ClusterPubSub {
+            connection,
+            delivery,
+            client_prefix: format!("{prefix}.client."),
+            wanted,
+            _drain: AbortOnDrop(drain),
+            _repair: AbortOnDrop(repair),
+        };
+        subscribe_to(&mut pubsub.connection.clone(), delivery, control.as_bytes()).await?;
+        Ok(pubsub)
+    }
+
+    /// Subscribes on the node owning the channel's slot; active when this returns.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
+        let name = client_channel(&self.client_prefix, channel);
+        self.wanted.lock().insert(name.clone(), channel.to_owned());
+        subscribe_to(&mut self.connection.clone(), self.delivery, &name).await
+    }
+
+    pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
+        let name = client_channel(&self.client_prefix, channel);
+        self.wanted.lock().remove(&name);
+        let mut connection = self.connection.clone();
+        match self.delivery {
+            Delivery::Sharded => connection.sunsubscribe(&name).await,
+            Delivery::Broadcast => connection.unsubscribe(&name).await,
+        }
+        .map_err(unavailable)
+    }
+}
+
+async fn subscribe_to(
+    connection: &mut ClusterConnection,
+    delivery: Delivery,
+    name: &[u8],
+) -> Result<(), EngineError> {
+    match delivery {
+        Delivery::Sharded => connection.ssubscribe(name).await,
+        Delivery::Broadcast => connection.subscribe(name).await,
+    }
+    .map_err(unavailable)
+}
+
+/// The module's PUB/SUB channel of `channel` in a cluster: the channel wrapped in a hash tag
+/// (`P.client.{ch}`), unless it carries one of its own, so it lives in the slot of the channel's
+/// keys.
+pub(super) fn client_channel(client_prefix: &str, channel: &str) -> Vec<u8> {
+    let wrap = !gyre_proto::keys::has_hash_tag(channel.as_bytes());
+    let mut name = Vec::with_capacity(client_prefix.len() + channel.len() + 2);
+    name.extend_from_slice(client_prefix.as_bytes());
+    if wrap {
+        name.push(b'{');
+    }
+    name.extend_from_slice(channel.as_bytes());
+    if wrap {
+        name.push(b'}');
+    }
+    name
+}
+
+/// Turns pushes into engine events; a subscription the cluster ended on its own, or a lost
+/// node connection, calls for a repair.
+async fn drain(
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    wanted: Arc<parking_lot::Mutex<HashMap<Vec<u8>, String>>>,
+    control: String,
+    events: EventSender,
+    repair_needed: Arc<Notify>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let [Value::BulkString(name), Value::BulkString(payload)] = &push.data[..] else {
+                    tracing::warn!("unexpected redis message push: {:?}", push.data);
+                    continue;
+                };
+                let event = if name.as_slice() == control.as_bytes() {
+                    pubsub::control_event(payload)
+                } else {
+                    let channel = wanted.lock().get(name).cloned();
+                    match channel {
+                        Some(channel) => pubsub::channel_event(channel, payload),
+                        // Unsubscribed meanwhile: the hub would drop it anyway.
+                        None => None,
+                    }
+                };
+                if let Some(event) = event
+                    && events.send(event).is_err()
+                {
+                    return;
+                }
+            }
+            PushKind::SUnsubscribe | PushKind::Unsubscribe => {
+                // Our own unsubscribes removed the channel from `wanted` first; one still wanted
+                // was ended by the cluster (its slot moved).
+                let still_wanted = match push.data.first() {
+                    Some(Value::BulkString(name)) => {
+                        name.as_slice() == control.as_bytes() || wanted.lock().contains_key(name)
+                    }
+                    _ => false,
+                };
+                if still_wanted {
+                    tracing::info!(
+                        "redis cluster ended a subscription (slot moved); resubscribing"
+                    );
+                    repair_needed.notify_one();
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("redis cluster subscription connection lost; resubscribing");
+                repair_needed.notify_one();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Puts every wanted subscription back where its slot lives now, then has positions checked.
+struct Repair {
+    connection: ClusterConnection,
+    commands: ClusterConnection,
+    delivery: Delivery,
+    wanted: Arc<parking_lot::Mutex<HashMap<Vec<u8>, String>>>,
+    control: String,
+    events: EventSender,
+    namespaces: Namespaces,
+}
+
+impl Repair {
+    async fn run(self, needed: Arc<Notify>) {
+        loop {
+            needed.notified().await;
+            let mut pause = REPAIR_RETRY_MIN;
+            loop {
+                // Several triggers in a row (a failover ends many subscriptions) make one round.
+                tokio::time::sleep(REPAIR_RETRY_MIN).await;
+                match self.resubscribe_all().await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::debug!(%error, "redis cluster not serving every slot yet");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(REPAIR_RETRY_MAX);
+                    }
+                }
+            }
+            self.reregister_namespaces().await;
+            tracing::info!("redis cluster subscriptions in place again; resyncing positions");
+            if self.events.send(EngineEvent::Resync).is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn resubscribe_all(&self) -> Result<(), EngineError> {
+        let mut names: Vec<Vec<u8>> = self.wanted.lock().keys().cloned().collect();
+        names.push(self.control.as_bytes().to_vec());
+        let results: Vec<Result<(), EngineError>> = futures_util::stream::iter(names)
+            .map(|name| {
+                let mut connection = self.connection.clone();
+                async move { subscribe_to(&mut connection, self.delivery, &name).await }
+            })
+            .buffer_unordered(REPAIR_PARALLELISM)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// A promoted replica has the namespaces (they replicate); a node that joined has not.
+    async fn reregister_namespaces(&self) {
+        let namespaces = self.namespaces.lock().clone();
+        for (name, history) in namespaces {
+            let cmd = super::commands::register_namespace(&name, history);
+            if let Err(error) = all_primaries(&mut self.commands.clone(), &cmd).await {
+                tracing::warn!(%error, "re-registering namespace {name:?} in the cluster failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_channels_carry_the_channel_slot() {
+        assert_eq!(
+            client_channel("gyre.client.", "chat:room"),
+            b"gyre.client.{chat:room}"
+        );
+        assert_eq!(
+            client_channel("gyre.client.", "user{42}:inbox"),
+            b"gyre.client.user{42}:inbox",
+            "a channel with a hash tag of its own keeps it"
+        );
+    }
+
+    #[test]
+    fn config_replies_in_both_protocols() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let resp3 = Value::Map(vec![(bulk("gyre.prefix"), bulk("gyre"))]);
+        let resp2 = Value::Array(vec![bulk("gyre.prefix"), bulk("gyre"), bulk("dangling")]);
+        for reply in [resp3, resp2] {
+            let pairs = config_pairs(&reply);
+            assert_eq!(pairs.get("gyre.prefix").map(String::as_str), Some("gyre"));
+            assert_eq!(pairs.len(), 1);
+        }
+    }
+}
