@@ -7,11 +7,13 @@
 //! - [`core`]: pure logic (arguments, key names, retention, ranges, expiry, epochs).
 //! - [`store`]: Redis-side plumbing (low-level keys, replicated writes, publishing).
 //! - [`config`]: the `gyre.*` configuration values; [`stats`]: `INFO gyre` counters.
+//! - [`lineage`]: this node's current lineage and the server events that renew it.
 
 mod commands;
 mod config;
 mod core;
 mod edge;
+mod lineage;
 mod stats;
 mod store;
 
@@ -39,6 +41,7 @@ const MAX_TTL: i64 = MAX_TTL_SECONDS as i64;
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     edge::install_panic_hook();
+    lineage::renew(ctx, "module loaded");
     let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
     CONFIG.cluster.store(cluster, Ordering::Relaxed);
     Status::Ok
@@ -62,6 +65,10 @@ redis_module! {
         ["gyre.presence", guard(commands::presence::get), "readonly", 1, 1, 1, ""],
         ["gyre.presence.stats", guard(commands::presence::get_stats), "readonly", 1, 1, 1, ""],
         ["gyre.namespace", guard(commands::namespace::namespace), "write deny-oom", 0, 0, 0, ""],
+    ],
+    // RESTORE (slot migration) of a meta hash; lineage.rs ignores every other event.
+    event_handlers: [
+        [@GENERIC: lineage::on_generic_event],
     ],
     configurations: [
         i64: [
