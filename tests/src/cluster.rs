@@ -17,7 +17,9 @@
 //! let mut cluster = RedisCluster::shared();
 //! let mut con = cluster.connection_for("chat");
 //! publish(&mut con, "chat", "hi", &["HISTORY", "10", "60"]);
-//! let promoted = cluster.kill_primary(cluster.owner_of("chat"));
+//! let owner = cluster.owner_of("chat");
+//! let promoted = cluster.kill_primary(owner);
+//! assert_eq!(cluster.owner_of("chat"), promoted);
 //! cluster.heal(); // the killed node comes back as a replica of `promoted`
 //! ```
 
