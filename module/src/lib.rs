@@ -44,7 +44,8 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     lineage::renew(ctx, "module loaded");
     let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
     CONFIG.cluster.store(cluster, Ordering::Relaxed);
-    Status::Ok
+    // RESTORE (slot migration) of a meta hash.
+    lineage::subscribe(ctx)
 }
 
 // Legacy command table: Redis 7.0 lacks RM_SetCommandACLCategories, so the ACL category string
@@ -65,10 +66,6 @@ redis_module! {
         ["gyre.presence", guard(commands::presence::get), "readonly", 1, 1, 1, ""],
         ["gyre.presence.stats", guard(commands::presence::get_stats), "readonly", 1, 1, 1, ""],
         ["gyre.namespace", guard(commands::namespace::namespace), "write deny-oom", 0, 0, 0, ""],
-    ],
-    // RESTORE (slot migration) of a meta hash; lineage.rs ignores every other event.
-    event_handlers: [
-        [@GENERIC: lineage::on_generic_event],
     ],
     configurations: [
         i64: [

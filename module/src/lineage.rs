@@ -17,8 +17,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+
 use redis_module::server_events::{ROLE_CHANGED_SERVER_EVENTS_LIST, ServerRole};
-use redis_module::{Context, ContextFlags, NotifyEvent};
+use redis_module::{Context, ContextFlags, NotifyEvent, RedisString, Status, raw};
 
 use crate::config::Settings;
 use crate::core::keys::is_meta_key;
@@ -86,12 +89,43 @@ fn on_role_changed(ctx: &Context, role: ServerRole) {
     }));
 }
 
-/// Keyspace handler for generic events (registered in `lib.rs`); acts on `restore` only.
-pub fn on_generic_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &[u8]) {
-    if event != "restore" {
-        return;
+/// Subscribes to generic keyspace events, to see `RESTORE` (slot migration) of meta hashes.
+/// Raw, so that the callback sees the event name as bytes and nothing can panic before the guard.
+pub fn subscribe(ctx: &Context) -> Status {
+    // SAFETY: a valid context during load; the callback matches RedisModuleNotificationFunc.
+    let status = unsafe {
+        raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(
+            ctx.ctx,
+            NotifyEvent::GENERIC.bits(),
+            Some(on_generic_event),
+        )
+    };
+    if status == raw::Status::Ok as c_int {
+        Status::Ok
+    } else {
+        ctx.log_warning("could not subscribe to keyspace events");
+        Status::Err
     }
-    let _ = catch_unwind(AssertUnwindSafe(|| note_restore(ctx, key)));
+}
+
+/// Every generic event of the server (`del`, `expire`, `restore` …) passes here; only `restore`
+/// is looked at.
+extern "C" fn on_generic_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    // SAFETY: Redis passes a NUL-terminated event name.
+    if event.is_null() || unsafe { CStr::from_ptr(event) }.to_bytes() != b"restore" {
+        return 0;
+    }
+    // A panic must not unwind into Redis; the panic hook has logged it.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let ctx = Context::new(ctx);
+        note_restore(&ctx, RedisString::string_as_slice(key));
+    }));
+    0
 }
 
 fn note_restore(ctx: &Context, key: &[u8]) {
