@@ -13,12 +13,11 @@
 //! atomics and the lock only keep the statics safe to declare.
 
 use std::collections::BTreeSet;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-use std::ffi::CStr;
-use std::os::raw::{c_char, c_int};
 
 use redis_module::server_events::{ROLE_CHANGED_SERVER_EVENTS_LIST, ServerRole};
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisString, Status, raw};
