@@ -7,11 +7,13 @@
 //! - [`core`]: pure logic (arguments, key names, retention, ranges, expiry, epochs).
 //! - [`store`]: Redis-side plumbing (low-level keys, replicated writes, publishing).
 //! - [`config`]: the `gyre.*` configuration values; [`stats`]: `INFO gyre` counters.
+//! - [`lineage`]: this node's current lineage and the server events that renew it.
 
 mod commands;
 mod config;
 mod core;
 mod edge;
+mod lineage;
 mod stats;
 mod store;
 
@@ -39,9 +41,11 @@ const MAX_TTL: i64 = MAX_TTL_SECONDS as i64;
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     edge::install_panic_hook();
+    lineage::renew(ctx, "module loaded");
     let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
     CONFIG.cluster.store(cluster, Ordering::Relaxed);
-    Status::Ok
+    // RESTORE (slot migration) of a meta hash.
+    lineage::subscribe(ctx)
 }
 
 // Legacy command table: Redis 7.0 lacks RM_SetCommandACLCategories, so the ACL category string

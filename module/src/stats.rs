@@ -1,4 +1,4 @@
-//! Counters shown by `INFO gyre`.
+//! Counters shown by `INFO gyre`, and the node's current lineage.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +8,8 @@ use redis_module::{InfoContext, RedisResult};
 pub struct Counters {
     pub publications: AtomicU64,
     pub deduplicated: AtomicU64,
+    /// Channels whose epoch was replaced because their meta was written under another lineage.
+    pub epoch_rotations: AtomicU64,
     pub history_reads: AtomicU64,
     pub presence_updates: AtomicU64,
     pub joins: AtomicU64,
@@ -19,6 +21,7 @@ pub struct Counters {
 pub static COUNTERS: Counters = Counters {
     publications: AtomicU64::new(0),
     deduplicated: AtomicU64::new(0),
+    epoch_rotations: AtomicU64::new(0),
     history_reads: AtomicU64::new(0),
     presence_updates: AtomicU64::new(0),
     joins: AtomicU64::new(0),
@@ -42,12 +45,14 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .add_section("stats")
         .field("publications", v(&c.publications))?
         .field("publications_deduplicated", v(&c.deduplicated))?
+        .field("epoch_rotations", v(&c.epoch_rotations))?
         .field("history_reads", v(&c.history_reads))?
         .field("presence_updates", v(&c.presence_updates))?
         .field("joins", v(&c.joins))?
         .field("leaves", v(&c.leaves))?
         .field("errors", v(&c.errors))?
         .field("panics", v(&c.panics))?
+        .field("lineage", crate::lineage::current().to_string())?
         .build_section()?
         .build_info()?;
     Ok(())

@@ -15,12 +15,19 @@
 //!   turn replies into plain values and panic with the command that failed; [`xrange`],
 //!   [`hgetall`], [`info_section`], [`aof_commands`].
 //! - `wait` — [`wait_until`] polling and [`now_ms`].
+//! - `cluster` — [`RedisCluster`]: six nodes (three primaries, three replicas) with the module,
+//!   shared per test binary ([`RedisCluster::shared`]) or owned; routing by slot, `kill -9` of a
+//!   primary, the tail-loss failover, slot migration, [`RedisCluster::heal`].
+//! - `tail_loss` — [`crash_with_tail_loss`]: makes a primary acknowledge writes its replica never
+//!   gets, then kills it.
 
+mod cluster;
 mod gyre_process;
 mod module_build;
 mod pubsub;
 mod replies;
 mod server;
+mod tail_loss;
 mod wait;
 pub mod ws_client;
 
@@ -28,6 +35,7 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
+pub use cluster::{NODE_TIMEOUT, NodeView, RedisCluster, SETTLE_TIMEOUT, SharedCluster};
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
@@ -43,4 +51,5 @@ pub use replies::{
     xrange,
 };
 pub use server::{RedisServer, ServerBuilder, free_port};
+pub use tail_loss::crash_with_tail_loss;
 pub use wait::{now_ms, wait_until};

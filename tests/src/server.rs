@@ -25,6 +25,8 @@ pub struct ServerBuilder {
     extra_args: Vec<String>,
     tcp: bool,
     no_module: bool,
+    /// `cluster-node-timeout` in ms of a Redis Cluster node (see [`ServerBuilder::cluster_node`]).
+    cluster_node_timeout: Option<u64>,
 }
 
 impl ServerBuilder {
@@ -62,6 +64,15 @@ impl ServerBuilder {
             .port()
             .expect("the primary must listen on TCP: use .tcp()");
         self.args(&["--replicaof", "127.0.0.1", &port.to_string()])
+    }
+
+    /// A Redis Cluster node (`cluster-enabled yes`, `nodes.conf` in its directory) with this
+    /// `cluster-node-timeout`, listening on TCP, with its cluster bus on a free port of its own.
+    /// The node owns no slots: [`crate::RedisCluster`] joins nodes into a cluster.
+    pub fn cluster_node(mut self, node_timeout: Duration) -> Self {
+        self.tcp = true;
+        self.cluster_node_timeout = Some(node_timeout.as_millis() as u64);
+        self
     }
 
     /// Start without loading the module.
@@ -176,6 +187,19 @@ impl RedisServer {
             "--repl-diskless-sync-delay".into(),
             "0".into(),
         ];
+        if let Some(timeout) = b.cluster_node_timeout {
+            // A new bus port per start attempt, like the client port.
+            args.extend([
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                "nodes.conf".into(),
+                "--cluster-node-timeout".into(),
+                timeout.to_string(),
+                "--cluster-port".into(),
+                free_port().to_string(),
+            ]);
+        }
         if !b.no_module {
             args.push("--loadmodule".into());
             args.push(module_path().to_str().expect("utf-8 module path").into());
@@ -244,11 +268,7 @@ impl RedisServer {
 
     /// Is the process still running and answering PING?
     pub fn is_alive(&mut self) -> bool {
-        let running = match self.child.as_mut() {
-            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
-            None => false,
-        };
-        running
+        self.is_running()
             && self
                 .try_connection()
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
@@ -283,8 +303,37 @@ impl RedisServer {
         }
     }
 
+    /// `kill -9`: the process dies at once, without flushing anything; the directory stays, so
+    /// [`RedisServer::respawn`] can start it again on its files.
+    pub fn crash(&mut self) {
+        self.kill();
+    }
+
+    /// Starts the process again with the same directory and arguments after [`RedisServer::crash`]
+    /// or [`RedisServer::stop`], and waits until it answers PING.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "respawn: the server is still running");
+        if let Err(log) = self.spawn() {
+            panic!("redis-server did not start again:\n{log}");
+        }
+    }
+
+    /// Whether the process is running (it may still be loading).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // Child::kill sends SIGKILL.
             let _ = child.kill();
             let _ = child.wait();
         }

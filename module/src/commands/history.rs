@@ -1,34 +1,44 @@
 //! `GYRE.HISTORY <channel> [SINCE <offset>] [LIMIT <n>] [REVERSE] [RAW]` and
 //! `GYRE.HISTORY.REMOVE <channel>`.
 
-use redis_module::{Context, KeyType, RedisValue};
+use redis_module::{Context, ContextFlags, KeyType, RedisValue};
 
 use crate::config::Settings;
 use crate::core::epoch::new_epoch;
 use crate::core::history::{Entry, HistoryArgs};
 use crate::core::keys::ChannelKeys;
+use crate::core::lineage::EpochStep;
 use crate::core::parse::Cursor;
 use crate::core::parse::is_keyword;
-use crate::core::publish::{parse_epoch, parse_top};
 use crate::core::{GyreError, GyreResult};
+use crate::lineage;
 use crate::stats::{COUNTERS, bump};
 use crate::store::key::Key;
-use crate::store::{call_replicated, string};
+use crate::store::{call_replicated, read_meta, string};
 
-/// Read-only: never creates an epoch (unlike Centrifuge's script), so it also runs on replicas.
+/// Read-only: never creates or rotates an epoch, so it also runs on replicas. On a primary it
+/// reports the epoch the next write will store (a meta written under another lineage shows its
+/// rotated epoch already); a replica reports the stored epoch, since it cannot know the lineage
+/// of its primary.
 pub fn history(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let args = HistoryArgs::parse(args)?;
     let settings = Settings::current();
     let keys = ChannelKeys::new(settings.prefix.as_str(), args.channel, settings.cluster)?;
     bump(&COUNTERS.history_reads);
 
-    let meta = Key::read(ctx, &string(ctx, &keys.meta()));
+    let meta_key = keys.meta();
+    let meta = Key::read(ctx, &string(ctx, &meta_key));
     if !meta.check(KeyType::Hash)? {
         return Ok(reply(0, String::new(), Vec::new()));
     }
-    let (e, s) = meta.hash_get_pair(c"e", c"s");
-    let epoch = parse_epoch(e.as_ref().map(|v| v.as_slice()))?.unwrap_or_default();
-    let top = parse_top(s.as_ref().map(|v| v.as_slice()))?;
+    let stored = read_meta(&meta)?;
+    let top = stored.top;
+    let epoch = if ctx.get_flags().contains(ContextFlags::MASTER) {
+        let step = stored.next_epoch(lineage::current(), lineage::arrived(&meta_key));
+        step.reported().to_owned()
+    } else {
+        stored.epoch.unwrap_or_default()
+    };
 
     let mut entries = Vec::new();
     if let Some(range) = args.range() {
@@ -80,9 +90,10 @@ fn entry_value(e: Entry) -> RedisValue {
 }
 
 /// `GYRE.POSITION <channel> [META-TTL <seconds>]` → `[top_offset, epoch]`. Writes only when the
-/// channel has no epoch yet: like Centrifuge's history script it creates one, so that a client
-/// positioned on a channel nobody has published to yet learns the epoch the next publication
-/// will carry (and an empty epoch never stands for "any stream").
+/// channel has no epoch yet or its epoch was written under another lineage: like Centrifuge's
+/// history script it creates one (or, here, rotates it), so that a client positioned on the
+/// channel learns the epoch the next publication will carry (and an empty epoch never stands for
+/// "any stream").
 pub fn position(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let mut c = Cursor::new(args);
     let channel = c.next()?;
@@ -97,20 +108,37 @@ pub fn position(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let settings = Settings::current();
     let keys = ChannelKeys::new(settings.prefix.as_str(), channel, settings.cluster)?;
     let meta_key = keys.meta();
-    let (epoch, top) = {
+    let here = lineage::current();
+    let (step, top) = {
         let meta = Key::read(ctx, &string(ctx, &meta_key));
-        meta.check(KeyType::Hash)?;
-        let (e, s) = meta.hash_get_pair(c"e", c"s");
+        let stored = read_meta(&meta)?;
         (
-            parse_epoch(e.as_ref().map(|v| v.as_slice()))?,
-            parse_top(s.as_ref().map(|v| v.as_slice()))?,
+            stored.next_epoch(here, lineage::arrived(&meta_key)),
+            stored.top,
         )
     };
-    let epoch = match epoch {
-        Some(epoch) => epoch,
-        None => {
+    let stamp = here.text();
+    let epoch = match step {
+        EpochStep::Keep(epoch) => epoch,
+        EpochStep::Rotate(epoch) => {
+            // The offsets continue; the meta keeps its TTL.
+            call_replicated(
+                ctx,
+                "HSET",
+                &[&meta_key, b"e", epoch.as_bytes(), b"l", &stamp],
+            )?;
+            lineage::settled(&meta_key);
+            bump(&COUNTERS.epoch_rotations);
+            epoch
+        }
+        EpochStep::Create => {
             let epoch = new_epoch();
-            call_replicated(ctx, "HSET", &[&meta_key, b"e", epoch.as_bytes()])?;
+            call_replicated(
+                ctx,
+                "HSET",
+                &[&meta_key, b"e", epoch.as_bytes(), b"l", &stamp],
+            )?;
+            lineage::settled(&meta_key);
             let ttl = meta_ttl.unwrap_or(settings.defaults.meta_ttl);
             if ttl > 0 {
                 call_replicated(ctx, "EXPIRE", &[&meta_key, ttl.to_string().as_bytes()])?;

@@ -11,14 +11,13 @@ use crate::config::Settings;
 use crate::core::epoch::new_epoch;
 use crate::core::keys::{ChannelKeys, namespaces_key};
 use crate::core::namespace::namespace_of;
-use crate::core::publish::{
-    History, PublishArgs, deadline_ms, parse_epoch, parse_result, parse_top, plan_append,
-};
+use crate::core::publish::{History, PublishArgs, deadline_ms, parse_result, plan_append};
 use crate::core::{GyreError, GyreResult};
+use crate::lineage;
 use crate::stats::{COUNTERS, bump};
 use crate::store::effects::{Target, notify, publish as deliver, replicate};
 use crate::store::key::{Key, StreamAddError, stream_id};
-use crate::store::{Words, now_ms, number, read_namespace, string, words};
+use crate::store::{Words, now_ms, number, read_meta, read_namespace, string, words};
 use gyre_proto::redis_payload::{encode_plain, encode_positioned};
 use redis_module::raw::RedisModuleStreamID;
 
@@ -104,7 +103,9 @@ fn remember(ctx: &Context, result_key: &RedisString, offset: u64, epoch: &str, a
     expire_at(ctx, &key, result_key, at);
 }
 
-/// Appends to the history stream and advances the meta hash; returns the new position.
+/// Appends to the history stream and advances the meta hash; returns the new position. The epoch
+/// follows the lineage rule (`core::lineage`): a meta written under another lineage continues its
+/// offsets under a rotated epoch, stamped with the current lineage.
 fn append(
     ctx: &Context,
     keys: &ChannelKeys,
@@ -118,12 +119,13 @@ fn append(
     let meta = Key::write(ctx, &meta_name);
     let stream = Key::write(ctx, &stream_name);
     // Every check happens before the first write, so a refused publish changes nothing.
-    meta.check(KeyType::Hash)?;
+    let stored = read_meta(&meta)?;
     let stream_exists = stream.check(KeyType::Stream)?;
-    let (e, s) = meta.hash_get_pair(c"e", c"s");
+    let meta_key = meta_name.as_slice();
+    let here = lineage::current();
     let step = plan_append(
-        parse_epoch(e.as_ref().map(|v| v.as_slice()))?,
-        parse_top(s.as_ref().map(|v| v.as_slice()))?,
+        stored.next_epoch(here, lineage::arrived(meta_key)),
+        stored.top,
         new_epoch,
     )?;
 
@@ -131,7 +133,17 @@ fn append(
     let offset = number(ctx, step.offset as i64);
     if step.epoch_is_new {
         let epoch = string(ctx, step.epoch.as_bytes());
-        hash_set(ctx, &meta, &meta_name, &[(&w.e, &epoch), (&w.s, &offset)]);
+        let stamp = string(ctx, &here.text());
+        hash_set(
+            ctx,
+            &meta,
+            &meta_name,
+            &[(&w.e, &epoch), (&w.s, &offset), (&w.l, &stamp)],
+        );
+        lineage::settled(meta_key);
+        if step.rotated {
+            bump(&COUNTERS.epoch_rotations);
+        }
     } else {
         hash_set(ctx, &meta, &meta_name, &[(&w.s, &offset)]);
     }
@@ -183,12 +195,13 @@ fn append(
     Ok((step.offset, step.epoch))
 }
 
-/// `HSET key f v [f v]` through an open key.
+/// `HSET key f v [f v [f v]]` through an open key.
 fn hash_set(ctx: &Context, key: &Key, name: &RedisString, fields: &[(&RedisString, &RedisString)]) {
+    debug_assert!(fields.len() <= 3, "HSET replication holds at most 3 fields");
     key.hash_set(fields);
-    let mut argv: [&RedisString; 5] = [name; 5];
+    let mut argv: [&RedisString; 7] = [name; 7];
     let mut len = 1;
-    for (field, value) in fields.iter().take(2) {
+    for (field, value) in fields.iter().take(3) {
         argv[len] = field;
         argv[len + 1] = value;
         len += 2;

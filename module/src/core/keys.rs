@@ -123,6 +123,12 @@ impl<'a> ChannelKeys<'a> {
     }
 }
 
+/// Whether `key` is a stream meta hash of this prefix (`P.stream.meta.…`), whatever its channel.
+pub fn is_meta_key(prefix: &str, key: &[u8]) -> bool {
+    let rest = key.strip_prefix(prefix.as_bytes());
+    rest.is_some_and(|r| r.starts_with(b".stream.meta.") && r.len() > b".stream.meta.".len())
+}
+
 /// `P.namespaces`: namespace → history options. Not tied to any channel's slot.
 pub fn namespaces_key(prefix: &str) -> Vec<u8> {
     format!("{prefix}.namespaces").into_bytes()
@@ -201,6 +207,17 @@ mod tests {
         assert!(!has_hash_tag(b"a{b"));
         assert!(!has_hash_tag(b"a}b{"));
         assert!(!has_hash_tag(b"plain"));
+    }
+
+    #[test]
+    fn meta_keys_are_recognised_by_prefix_and_kind() {
+        assert!(is_meta_key("gyre", b"gyre.stream.meta.chat"));
+        assert!(is_meta_key("gyre", b"gyre.stream.meta.{chat}"));
+        assert!(!is_meta_key("gyre", b"gyre.stream.meta."));
+        assert!(!is_meta_key("gyre", b"gyre.stream.chat"));
+        assert!(!is_meta_key("gyre", b"other.stream.meta.chat"));
+        assert!(!is_meta_key("gyre", b"gyrex.stream.meta.chat"));
+        assert!(!is_meta_key("app", b"gyre.stream.meta.chat"));
     }
 
     #[test]

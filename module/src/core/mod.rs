@@ -4,13 +4,15 @@
 //! - [`keys`]: key and PUB/SUB channel names, cluster hash tags, prefix validation.
 //! - [`publish`], [`history`], [`presence`], [`namespace`]: one file per command family with its
 //!   typed arguments and the rules that do not need Redis (offsets, ranges, expiry, retention).
-//! - [`epoch`]: epoch generation.
+//! - [`epoch`]: epoch generation; [`lineage`]: which run of a primary wrote a channel's meta,
+//!   and when that keeps, rotates or creates its epoch.
 //! - [`error`]: the module's error enum.
 
 pub mod epoch;
 pub mod error;
 pub mod history;
 pub mod keys;
+pub mod lineage;
 pub mod namespace;
 pub mod parse;
 pub mod presence;

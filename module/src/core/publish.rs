@@ -8,6 +8,7 @@ use prost::Message;
 
 use super::ClientInfoArgs;
 use super::error::{GyreError, GyreResult};
+use super::lineage::{EpochStep, Lineage, next_epoch};
 use super::namespace::NamespaceOptions;
 use super::parse::{Cursor, MAX_HISTORY_SIZE, is_keyword};
 
@@ -191,15 +192,19 @@ impl PublishArgs<'_> {
 pub struct Append {
     pub offset: u64,
     pub epoch: String,
-    /// The meta hash had no epoch: it must be written.
+    /// The epoch is created or rotated: `e` and the lineage `l` must be written with `s`.
     pub epoch_is_new: bool,
+    /// The epoch replaced one written under another lineage.
+    pub rotated: bool,
     /// The sequence starts again at 1, so stream data left from an earlier life is stale.
     pub restart: bool,
 }
 
-/// Centrifuge's rule: keep the stored epoch (or create one), then increment the top offset.
+/// Centrifuge's rule, with lineages: the epoch is kept, rotated or created as `step` says (see
+/// [`super::lineage::next_epoch`]), then the top offset is incremented. A rotated epoch continues
+/// the offsets, so the surviving history stays readable under it.
 pub fn plan_append(
-    stored_epoch: Option<String>,
+    step: EpochStep,
     stored_top: u64,
     fresh_epoch: impl FnOnce() -> String,
 ) -> GyreResult<Append> {
@@ -208,16 +213,43 @@ pub fn plan_append(
         .checked_add(1)
         .filter(|&o| o <= i64::MAX as u64)
         .ok_or(GyreError::CorruptMeta)?;
-    let (epoch, epoch_is_new) = match stored_epoch {
-        Some(e) => (e, false),
-        None => (fresh_epoch(), true),
+    let (epoch, epoch_is_new, rotated) = match step {
+        EpochStep::Keep(e) => (e, false, false),
+        EpochStep::Rotate(e) => (e, true, true),
+        EpochStep::Create => (fresh_epoch(), true, false),
     };
     Ok(Append {
         offset,
         epoch,
         epoch_is_new,
+        rotated,
         restart: offset == 1,
     })
+}
+
+/// A stream meta hash as stored: `e`, `s` and `l`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMeta {
+    pub epoch: Option<String>,
+    pub top: u64,
+    /// The lineage that last wrote the epoch (see [`super::lineage`]).
+    pub lineage: Option<Vec<u8>>,
+}
+
+impl StoredMeta {
+    /// From the raw fields; a missing hash is `(None, None, None)`.
+    pub fn parse(e: Option<&[u8]>, s: Option<&[u8]>, l: Option<&[u8]>) -> GyreResult<Self> {
+        Ok(Self {
+            epoch: parse_epoch(e)?,
+            top: parse_top(s)?,
+            lineage: l.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// What the next write on a primary of lineage `here` does to the epoch.
+    pub fn next_epoch(&self, here: Lineage, arrived: bool) -> EpochStep {
+        next_epoch(self.epoch.clone(), self.lineage.as_deref(), here, arrived)
+    }
 }
 
 /// The top offset field `s` of the meta hash; missing means 0.
@@ -417,23 +449,67 @@ mod tests {
 
     #[test]
     fn append_creates_the_epoch_once_and_restarts_at_one() {
-        let first = plan_append(None, 0, || "NewEpoch".into()).unwrap();
+        let first = plan_append(EpochStep::Create, 0, || "NewEpoch".into()).unwrap();
         assert_eq!(
             first,
             Append {
                 offset: 1,
                 epoch: "NewEpoch".into(),
                 epoch_is_new: true,
+                rotated: false,
                 restart: true
             }
         );
-        let next = plan_append(Some("Old".into()), 41, || unreachable!()).unwrap();
+        let next = plan_append(EpochStep::Keep("Old".into()), 41, || unreachable!()).unwrap();
         assert_eq!(
-            (next.offset, next.epoch_is_new, next.restart),
-            (42, false, false)
+            (
+                next.offset,
+                next.epoch.as_str(),
+                next.epoch_is_new,
+                next.restart
+            ),
+            (42, "Old", false, false)
         );
         assert_eq!(
-            plan_append(None, i64::MAX as u64, || "x".into()),
+            plan_append(EpochStep::Create, i64::MAX as u64, || "x".into()),
+            Err(GyreError::CorruptMeta)
+        );
+    }
+
+    #[test]
+    fn a_rotated_epoch_continues_the_offsets() {
+        let step = plan_append(EpochStep::Rotate("Rotated".into()), 60, || unreachable!()).unwrap();
+        assert_eq!(
+            step,
+            Append {
+                offset: 61,
+                epoch: "Rotated".into(),
+                epoch_is_new: true,
+                rotated: true,
+                restart: false
+            }
+        );
+    }
+
+    #[test]
+    fn stored_meta_decides_with_its_lineage() {
+        let here = Lineage::from_raw(5);
+        let own = StoredMeta::parse(Some(b"Epoch"), Some(b"7"), Some(&here.text())).unwrap();
+        assert_eq!(own.top, 7);
+        assert_eq!(own.next_epoch(here, false), EpochStep::Keep("Epoch".into()));
+        assert!(matches!(own.next_epoch(here, true), EpochStep::Rotate(_)));
+        let legacy = StoredMeta::parse(Some(b"Epoch"), Some(b"7"), None).unwrap();
+        assert!(matches!(
+            legacy.next_epoch(here, false),
+            EpochStep::Rotate(_)
+        ));
+        let missing = StoredMeta::parse(None, None, None).unwrap();
+        assert_eq!(
+            (missing.top, missing.next_epoch(here, false)),
+            (0, EpochStep::Create)
+        );
+        assert_eq!(
+            StoredMeta::parse(Some(b"e"), Some(b"x"), None),
             Err(GyreError::CorruptMeta)
         );
     }

@@ -104,6 +104,40 @@ impl Key {
         (self.owned(va), self.owned(vb))
     }
 
+    /// Three hash fields named by C strings, in one lookup.
+    pub fn hash_get_triple(
+        &self,
+        a: &CStr,
+        b: &CStr,
+        c: &CStr,
+    ) -> (
+        Option<RedisString>,
+        Option<RedisString>,
+        Option<RedisString>,
+    ) {
+        if self.kind() != KeyType::Hash {
+            return (None, None, None);
+        }
+        let mut va: *mut raw::RedisModuleString = ptr::null_mut();
+        let mut vb: *mut raw::RedisModuleString = ptr::null_mut();
+        let mut vc: *mut raw::RedisModuleString = ptr::null_mut();
+        // SAFETY: CFIELDS takes NUL-terminated names; the list ends with a null pointer.
+        unsafe {
+            raw::RedisModule_HashGet.unwrap()(
+                self.ptr,
+                raw::REDISMODULE_HASH_CFIELDS as c_int,
+                a.as_ptr(),
+                &mut va as *mut *mut raw::RedisModuleString,
+                b.as_ptr(),
+                &mut vb as *mut *mut raw::RedisModuleString,
+                c.as_ptr(),
+                &mut vc as *mut *mut raw::RedisModuleString,
+                ptr::null::<std::os::raw::c_char>(),
+            );
+        }
+        (self.owned(va), self.owned(vb), self.owned(vc))
+    }
+
     /// Sets hash fields (key opened for writing); creates the hash if needed.
     pub fn hash_set(&self, fields: &[(&RedisString, &RedisString)]) {
         for (field, value) in fields {

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redis_module::{CallOptionsBuilder, CallResult, Context, RedisString};
 
 use crate::core::namespace::NamespaceOptions;
+use crate::core::publish::StoredMeta;
 use crate::core::{GyreError, GyreResult};
 use key::Key;
 
@@ -58,6 +59,18 @@ pub fn call_replicated(ctx: &Context, command: &str, args: &[&[u8]]) -> GyreResu
                 .unwrap_or_else(|| format!("ERR {command} failed")),
         )),
     }
+}
+
+/// A channel's stream meta hash (`e`, `s`, `l`) through an open key; a missing key reads as
+/// empty. Also the type check of the key.
+pub fn read_meta(meta: &Key) -> GyreResult<StoredMeta> {
+    meta.check(redis_module::KeyType::Hash)?;
+    let (e, s, l) = meta.hash_get_triple(c"e", c"s", c"l");
+    StoredMeta::parse(bytes(&e), bytes(&s), bytes(&l))
+}
+
+fn bytes(value: &Option<RedisString>) -> Option<&[u8]> {
+    value.as_ref().map(RedisString::as_slice)
 }
 
 /// The options registered for a namespace, if any.
@@ -109,6 +122,8 @@ pub struct Words {
     pub d: Constant,
     pub e: Constant,
     pub s: Constant,
+    /// The lineage field of the meta hash.
+    pub l: Constant,
     pub maxlen: Constant,
 }
 
@@ -125,6 +140,7 @@ pub fn words() -> &'static Words {
             d: c(b"d"),
             e: c(b"e"),
             s: c(b"s"),
+            l: c(b"l"),
             maxlen: c(b"MAXLEN"),
         }
     })
