@@ -206,6 +206,7 @@ async fn sharded_on(servers: &[RedisServer; 2]) -> Subject {
         engine: Engine::Redis(engine),
         events,
         server: None,
+        cluster: None,
     }
 }
 

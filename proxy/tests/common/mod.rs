@@ -20,11 +20,13 @@ pub use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 pub const WAIT: Duration = Duration::from_secs(5);
 pub const MARKER: &str = "marker";
 
-/// An engine under test, its event stream and, for Redis, the server it talks to.
+/// An engine under test, its event stream and, for Redis, the server (or cluster) it talks to.
 pub struct Subject {
     pub engine: Engine,
     pub events: UnboundedReceiver<EngineEvent>,
     pub server: Option<RedisServer>,
+    /// The test binary's shared cluster, held for this test alone.
+    pub cluster: Option<gyre_tests::SharedCluster>,
 }
 
 pub fn memory() -> Subject {
@@ -33,6 +35,7 @@ pub fn memory() -> Subject {
         engine: Engine::Memory(MemoryEngine::new(tx)),
         events,
         server: None,
+        cluster: None,
     }
 }
 
@@ -53,6 +56,36 @@ pub async fn redis() -> Subject {
         engine: Engine::Redis(engine),
         events,
         server: Some(server),
+        cluster: None,
+    }
+}
+
+/// Settings for the Redis engine on `cluster` (one cluster, all its running nodes as seeds).
+pub fn cluster_settings(cluster: &gyre_tests::RedisCluster) -> RedisSettings {
+    let seeds = cluster
+        .seeds()
+        .iter()
+        .map(|s| format!("redis://{s}"))
+        .collect();
+    RedisSettings {
+        addresses: Vec::new(),
+        clusters: vec![seeds],
+        ..RedisSettings::default()
+    }
+}
+
+/// The Redis engine on the test binary's shared cluster (held by the subject until it drops).
+pub async fn cluster() -> Subject {
+    let cluster = gyre_tests::RedisCluster::shared();
+    let (tx, events) = unbounded_channel();
+    let engine = RedisEngine::connect(cluster_settings(&cluster), tx)
+        .await
+        .expect("connect the redis engine to the cluster");
+    Subject {
+        engine: Engine::Redis(engine),
+        events,
+        server: None,
+        cluster: Some(cluster),
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::{Notify, mpsc};
 
@@ -130,15 +130,26 @@ impl ClusterShard {
     }
 }
 
+/// Runs `cmd` on every primary; fails if any of them answers with an error (naming it).
 async fn all_primaries(con: &mut ClusterConnection, cmd: &Cmd) -> Result<(), EngineError> {
-    let routing = RoutingInfo::MultiNode((
-        MultipleNodeRoutingInfo::AllMasters,
-        Some(ResponsePolicy::AllSucceeded),
-    ));
-    con.route_command(cmd.clone(), routing)
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+    let reply = con
+        .route_command(cmd.clone(), routing)
         .await
-        .map(drop)
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+    // Without a response policy: node address → that node's reply (errors included as values).
+    let Value::Map(per_node) = reply else {
+        return reply.extract_error().map(drop).map_err(unavailable);
+    };
+    for (node, reply) in per_node {
+        if let Err(error) = reply.extract_error() {
+            let node = pubsub::text(&node).unwrap_or_default();
+            return Err(EngineError::Unavailable(format!(
+                "cluster node {node}: {error}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every node must run the module with the engine's prefix, and all with one delivery mode.
