@@ -64,10 +64,7 @@ async fn redis_connect_checks_the_module() {
     let err = RedisEngine::connect(redis_settings(&bare), tx.clone()).await;
     assert!(matches!(err, Err(EngineError::Unavailable(_))), "no module");
 
-    let nowhere = RedisSettings {
-        addresses: vec!["redis+unix:///nonexistent/redis.sock".into()],
-        ..RedisSettings::default()
-    };
+    let nowhere = RedisSettings::standalone(vec!["redis+unix:///nonexistent/redis.sock".into()]);
     let err = RedisEngine::connect(nowhere, tx).await;
     assert!(matches!(err, Err(EngineError::Unavailable(_))), "no server");
 }
@@ -191,13 +188,7 @@ async fn sharded() -> (Subject, [RedisServer; 2]) {
 }
 
 async fn sharded_on(servers: &[RedisServer; 2]) -> Subject {
-    let settings = RedisSettings {
-        addresses: servers
-            .iter()
-            .map(|server| redis_settings(server).addresses.remove(0))
-            .collect(),
-        ..RedisSettings::default()
-    };
+    let settings = RedisSettings::standalone(servers.iter().map(redis_address).collect());
     let (tx, events) = unbounded_channel();
     let engine = RedisEngine::connect(settings, tx)
         .await
@@ -436,10 +427,7 @@ async fn redis_sharded_register_namespace_on_every_shard() {
 async fn redis_sharded_connect_names_the_failing_address() {
     let good = RedisServer::start();
     let missing = "redis+unix:///nonexistent/redis.sock";
-    let settings = RedisSettings {
-        addresses: vec![redis_settings(&good).addresses.remove(0), missing.into()],
-        ..RedisSettings::default()
-    };
+    let settings = RedisSettings::standalone(vec![redis_address(&good), missing.into()]);
     let (tx, _events) = unbounded_channel();
     match RedisEngine::connect(settings, tx).await {
         Err(EngineError::Unavailable(e)) => assert!(e.contains(missing), "{e}"),

@@ -36,11 +36,13 @@ pub fn memory() -> Subject {
     }
 }
 
+/// The unix socket URL of `server`.
+pub fn redis_address(server: &RedisServer) -> String {
+    format!("redis+unix://{}", server.socket().display())
+}
+
 pub fn redis_settings(server: &RedisServer) -> RedisSettings {
-    RedisSettings {
-        addresses: vec![format!("redis+unix://{}", server.socket().display())],
-        ..RedisSettings::default()
-    }
+    RedisSettings::standalone(vec![redis_address(server)])
 }
 
 pub async fn redis() -> Subject {
