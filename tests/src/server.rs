@@ -283,6 +283,11 @@ impl RedisServer {
         }
     }
 
+    /// SIGKILL, as a crash: nothing is flushed, clients see their connections reset.
+    pub fn crash(&mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
