@@ -460,3 +460,52 @@ async fn redis_sharded_one_shard_restart_resyncs_and_reregisters() {
     }
     assert_eq!(seen, HashSet::from(["first".into(), "second".into()]));
 }
+
+/// Sentinel: after the primary dies and the replica is promoted, the engine subscribes every
+/// channel on the new primary *before* it sends Resync, so a publication made on the new
+/// primary right after the Resync is delivered; commands go to the new primary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_failover_resubscribes_then_resyncs() {
+    let mut group = tokio::task::block_in_place(|| gyre_tests::SentinelGroup::start("engine"));
+    let settings = RedisSettings {
+        topology: RedisTopology::Sentinel(SentinelSettings {
+            addresses: group.sentinel_addresses(),
+            master_name: "engine".into(),
+            user: None,
+            password: None,
+            tls: TlsOptions::default(),
+        }),
+        ..RedisSettings::default()
+    };
+    let (tx, events) = unbounded_channel();
+    let engine = RedisEngine::connect(settings, tx)
+        .await
+        .expect("connect through the sentinels");
+    let mut s = Subject {
+        engine: Engine::Redis(engine),
+        events,
+        server: None,
+    };
+    s.engine.subscribe("fo").await.unwrap();
+    s.publish("fo", "before", &with_history()).await;
+    assert_eq!(publication(&s.next_event().await).3, "before");
+
+    let (new_primary, _) =
+        tokio::task::block_in_place(|| group.kill_primary_and_wait_for_promotion());
+    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    // Straight into the new primary, right after the Resync: the subscription is active.
+    let mut con = group.server_on(new_primary).connection();
+    let reply = gyre_tests::cmd(
+        &mut con,
+        &["GYRE.PUBLISH", "fo", "direct", "HISTORY", "10", "60"],
+    );
+    let offset = gyre_tests::as_int(&gyre_tests::as_array(&reply)[0]) as u64;
+    assert_eq!(offset, 2, "the replica had the first publication");
+    assert_eq!(publication(&next_non_resync(&mut s).await).3, "direct");
+    let pos = publish_when_back(&s, "fo", "through the engine").await;
+    assert_eq!(pos.offset, 3);
+    assert_eq!(
+        publication(&next_non_resync(&mut s).await).3,
+        "through the engine"
+    );
+}

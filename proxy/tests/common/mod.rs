@@ -7,7 +7,9 @@ pub use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 pub use gyre_proxy::engine::memory::MemoryEngine;
-pub use gyre_proxy::engine::redis::{RedisEngine, RedisSettings};
+pub use gyre_proxy::engine::redis::{
+    RedisEngine, RedisSettings, RedisTopology, SentinelSettings, TlsOptions,
+};
 pub use gyre_proxy::engine::{
     Engine, EngineError, EngineEvent, HistoryOptions, HistoryQuery, HistoryResult, PresenceStats,
     PublishOptions, StreamPosition,

@@ -35,16 +35,26 @@ pub(super) struct CommandLink {
     next_id: AtomicU64,
 }
 
+/// One connection attempt, awaited by every command that needs it.
+type Attempt = Shared<BoxFuture<'static, Result<Ready, String>>>;
+
 enum Slot {
     Empty,
     Connecting {
-        attempt: Shared<BoxFuture<'static, Result<Ready, String>>>,
+        attempt: Attempt,
+        /// The connection id the attempt will give its connection.
+        id: u64,
+        /// The endpoint generation it connects to.
+        generation: u64,
         /// How long to wait before the next attempt if this one fails.
         pause_if_failed: Duration,
     },
     Ready(Ready),
+    /// The last attempt failed; until `retry_at`, commands fail at once with its error. A new
+    /// endpoint generation (another primary) is tried at once.
     Failed {
         error: String,
+        generation: u64,
         retry_at: Instant,
         pause: Duration,
     },
@@ -95,44 +105,66 @@ impl CommandLink {
 
     /// The connection to use now, opening one if needed.
     async fn ready(&self) -> Result<Ready, EngineError> {
-        let attempt = {
+        let generation = self.endpoint.generation();
+        let (attempt, id) = {
             let mut slot = self.slot.lock();
             match &*slot {
-                Slot::Ready(ready) if ready.generation == self.endpoint.generation() => {
+                Slot::Ready(ready) if ready.generation == generation => {
                     return Ok(ready.clone());
                 }
-                Slot::Connecting { attempt, .. } => attempt.clone(),
+                Slot::Connecting {
+                    attempt,
+                    id,
+                    generation: connecting_to,
+                    ..
+                } if *connecting_to == generation => (attempt.clone(), *id),
                 Slot::Failed {
-                    error, retry_at, ..
-                } if Instant::now() < *retry_at => {
+                    error,
+                    generation: failed_at,
+                    retry_at,
+                    ..
+                } if *failed_at == generation && Instant::now() < *retry_at => {
                     return Err(EngineError::Unavailable(error.clone()));
                 }
                 other => {
+                    // No connection yet, a stale one, the last failure long enough ago, or
+                    // an endpoint that moved since.
                     let pause_if_failed = match other {
-                        Slot::Failed { pause, .. } => (*pause * 2).min(RETRY_MAX),
+                        Slot::Failed {
+                            pause,
+                            generation: failed_at,
+                            ..
+                        } if *failed_at == generation => (*pause * 2).min(RETRY_MAX),
                         _ => RETRY_MIN,
                     };
-                    let attempt = self.attempt();
+                    let (attempt, id, generation) = self.attempt();
                     *slot = Slot::Connecting {
                         attempt: attempt.clone(),
+                        id,
+                        generation,
                         pause_if_failed,
                     };
-                    attempt
+                    (attempt, id)
                 }
             }
         };
         let result = attempt.await;
         let mut slot = self.slot.lock();
-        // Only the attempt in the slot is recorded: every waiter gets the same result, the
-        // first one to come back stores it.
+        // Only the attempt still in the slot is recorded: every waiter gets the same result,
+        // the first one to come back stores it.
         if let Slot::Connecting {
-            pause_if_failed, ..
+            id: connecting,
+            generation,
+            pause_if_failed,
+            ..
         } = &*slot
+            && *connecting == id
         {
             *slot = match &result {
                 Ok(ready) => Slot::Ready(ready.clone()),
                 Err(error) => Slot::Failed {
                     error: error.clone(),
+                    generation: *generation,
                     retry_at: Instant::now() + *pause_if_failed,
                     pause: *pause_if_failed,
                 },
@@ -145,15 +177,17 @@ impl CommandLink {
         })
     }
 
-    /// One connection attempt to the endpoint's current target, shareable by every waiter.
-    fn attempt(&self) -> Shared<BoxFuture<'static, Result<Ready, String>>> {
+    /// One connection attempt to the endpoint's current target, shareable by every waiter;
+    /// with the id its connection gets and the generation it belongs to.
+    fn attempt(&self) -> (Attempt, u64, u64) {
         let current = self.endpoint.current();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let watcher = DisconnectWatcher {
             slot: Arc::downgrade(&self.slot),
             id,
         };
-        async move {
+        let generation = current.generation;
+        let attempt = async move {
             let connection = current.target.open_with_push(watcher).await?;
             Ok(Ready {
                 connection,
@@ -162,7 +196,8 @@ impl CommandLink {
             })
         }
         .boxed()
-        .shared()
+        .shared();
+        (attempt, id, generation)
     }
 
     /// Forgets connection `id` if it is still the current one.

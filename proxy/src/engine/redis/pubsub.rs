@@ -41,6 +41,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(2);
 /// closing it (power loss, partition) would otherwise look alive until TCP gives up, hours
 /// later.
 const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// The `live_id` while there is no live connection.
+const NO_CONNECTION: u64 = u64::MAX;
 /// Channels per SUBSCRIBE when a new connection subscribes everything again.
 const RESUBSCRIBE_BATCH: usize = 1000;
 
@@ -114,11 +116,11 @@ impl PubSub {
             channels: parking_lot::Mutex::new(HashSet::new()),
             control: control_channel(prefix),
             pushes,
-            live_id: AtomicU64::new(u64::MAX),
+            live_id: AtomicU64::new(NO_CONNECTION),
             next_id: AtomicU64::new(0),
             broken: Notify::new(),
         });
-        shared.replace().await.map_err(EngineError::Unavailable)?;
+        let node = shared.replace().await.map_err(EngineError::Unavailable)?;
         let drain = tokio::spawn(drain(
             push_rx,
             Channels {
@@ -128,7 +130,7 @@ impl PubSub {
             events.clone(),
             Arc::clone(&shared),
         ));
-        let supervisor = tokio::spawn(supervise(Arc::clone(&shared), events, reregister));
+        let supervisor = tokio::spawn(supervise(Arc::clone(&shared), events, reregister, node));
         Ok(Self {
             shared,
             channel_prefix,
@@ -189,8 +191,8 @@ impl Subscriptions {
     }
 
     /// Opens a connection to the endpoint's current target, subscribes every channel on it and
-    /// makes it the live one.
-    async fn replace(&self) -> Result<(), String> {
+    /// makes it the live one. Returns the target's node (`host:port`).
+    async fn replace(&self) -> Result<String, String> {
         let current = self.endpoint.current();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let pushes = TaggedPushes {
@@ -214,12 +216,15 @@ impl Subscriptions {
             id,
             generation: current.generation,
         });
-        Ok(())
+        Ok(current.target.node().to_owned())
     }
 
-    /// Drops the live connection (subscribers fail fast meanwhile).
+    /// Drops the live connection (subscribers fail fast meanwhile). Its disconnection notice,
+    /// if one comes, is not news any more.
     async fn drop_live(&self) {
-        *self.live.write().await = None;
+        let mut live = self.live.write().await;
+        self.live_id.store(NO_CONNECTION, Ordering::Release);
+        *live = None;
     }
 
     /// PINGs the live connection; false when it does not answer within the I/O timeout.
@@ -321,13 +326,18 @@ impl Reregister {
 
 /// Replaces the subscription connection whenever it broke or the endpoint moved, then
 /// resyncs; see the module docs.
-async fn supervise(shared: Arc<Subscriptions>, events: EventSender, reregister: Reregister) {
+async fn supervise(
+    shared: Arc<Subscriptions>,
+    events: EventSender,
+    reregister: Reregister,
+    mut node: String,
+) {
     let mut changes = shared.endpoint.changes();
     let mut health = tokio::time::interval(HEALTH_CHECK_INTERVAL);
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.reset();
     loop {
-        let moved = tokio::select! {
+        let switched = tokio::select! {
             () = shared.broken.notified() => false,
             changed = changes.changed() => {
                 if changed.is_err() {
@@ -350,9 +360,9 @@ async fn supervise(shared: Arc<Subscriptions>, events: EventSender, reregister: 
         shared.drop_live().await;
         let mut pause = RECONNECT_MIN;
         let mut failures = 0u32;
-        loop {
+        let new_node = loop {
             match shared.replace().await {
-                Ok(()) => break,
+                Ok(new_node) => break new_node,
                 Err(e) => {
                     // The first failure of an outage is news; the retries are not.
                     if failures == 0 {
@@ -362,11 +372,23 @@ async fn supervise(shared: Arc<Subscriptions>, events: EventSender, reregister: 
                     }
                     failures += 1;
                     shared.endpoint.unreachable();
-                    tokio::time::sleep(pause).await;
+                    // A new primary is tried at once, not after the pause.
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        changed = changes.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            pause = RECONNECT_MIN / 2;
+                        }
+                    }
                     pause = (pause * 2).min(RECONNECT_MAX);
                 }
             }
-        }
+        };
+        // Another node, or the same address leading elsewhere now (READONLY behind a proxy).
+        let moved = switched || new_node != node;
+        node = new_node;
         let channels = shared.channels.lock().len();
         tracing::info!(
             redis = %shared.endpoint.name(),

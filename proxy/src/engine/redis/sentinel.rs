@@ -199,8 +199,8 @@ async fn check_primary(target: &Target) -> Result<(), String> {
     }
 }
 
-/// `(old host:port, new host, new port)` of a `+switch-master` message for `master_name`.
-fn switch_announcement(push: &PushInfo, master_name: &str) -> Option<(String, String, u16)> {
+/// `(new host, new port)` of a `+switch-master` message for `master_name`.
+fn switch_announcement(push: &PushInfo, master_name: &str) -> Option<(String, u16)> {
     let [Value::BulkString(channel), Value::BulkString(payload)] = push.data.as_slice() else {
         return None;
     };
@@ -209,17 +209,13 @@ fn switch_announcement(push: &PushInfo, master_name: &str) -> Option<(String, St
     }
     let text = std::str::from_utf8(payload).ok()?;
     let fields: Vec<&str> = text.split_whitespace().collect();
-    let [name, old_host, old_port, new_host, new_port] = fields.as_slice() else {
+    let [name, _old_host, _old_port, new_host, new_port] = fields.as_slice() else {
         return None;
     };
     if *name != master_name {
         return None;
     }
-    Some((
-        format!("{old_host}:{old_port}"),
-        (*new_host).to_owned(),
-        new_port.parse().ok()?,
-    ))
+    Some(((*new_host).to_owned(), new_port.parse().ok()?))
 }
 
 /// Follows failovers of `discovery`'s master until the endpoint is gone; see the module docs.
@@ -273,7 +269,11 @@ async fn watch(discovery: Discovery, endpoint: Weak<Endpoint>, rediscover: Arc<N
         rediscover_now(&discovery, &live).await;
         drop(live);
         let mut last_discovery = Instant::now();
+        // A discovery was asked for and waits for its turn (at most one per REDISCOVER_EVERY),
+        // without holding up the announcements meanwhile.
+        let mut discovery_due = false;
         loop {
+            let next_discovery = tokio::time::Instant::from_std(last_discovery + REDISCOVER_EVERY);
             tokio::select! {
                 push = push_rx.recv() => {
                     let Some(push) = push else { break };
@@ -284,18 +284,16 @@ async fn watch(discovery: Discovery, endpoint: Weak<Endpoint>, rediscover: Arc<N
                         );
                         break;
                     }
-                    let Some((old, host, port)) = switch_announcement(&push, &discovery.master_name)
+                    let Some((host, port)) = switch_announcement(&push, &discovery.master_name)
                     else {
                         continue;
                     };
                     let Some(live) = endpoint.upgrade() else { return };
-                    follow(&discovery, &live, &old, &host, port).await;
+                    follow(&discovery, &live, &host, port).await;
                 }
-                () = rediscover.notified() => {
-                    let since = last_discovery.elapsed();
-                    if since < REDISCOVER_EVERY {
-                        tokio::time::sleep(REDISCOVER_EVERY - since).await;
-                    }
+                () = rediscover.notified(), if !discovery_due => discovery_due = true,
+                () = tokio::time::sleep_until(next_discovery), if discovery_due => {
+                    discovery_due = false;
                     let Some(live) = endpoint.upgrade() else { return };
                     rediscover_now(&discovery, &live).await;
                     last_discovery = Instant::now();
@@ -331,7 +329,7 @@ async fn rediscover_now(discovery: &Discovery, endpoint: &Endpoint) {
 }
 
 /// Switches to the primary a `+switch-master` announced, once it reports `ROLE master`.
-async fn follow(discovery: &Discovery, endpoint: &Endpoint, old: &str, host: &str, port: u16) {
+async fn follow(discovery: &Discovery, endpoint: &Endpoint, host: &str, port: u16) {
     let target = match discovery.primary_at(host, port) {
         Ok(target) => target,
         Err(e) => {
@@ -339,7 +337,8 @@ async fn follow(discovery: &Discovery, endpoint: &Endpoint, old: &str, host: &st
             return rediscover_now(discovery, endpoint).await;
         }
     };
-    if target.node() == endpoint.current().target.node() {
+    let current = endpoint.current().target;
+    if target.node() == current.node() {
         return;
     }
     for _ in 0..PROMOTION_CHECKS {
@@ -347,7 +346,7 @@ async fn follow(discovery: &Discovery, endpoint: &Endpoint, old: &str, host: &st
             Ok(()) => {
                 tracing::warn!(
                     master = %discovery.master_name,
-                    from = %old,
+                    from = %current.name(),
                     to = %target.name(),
                     "redis primary moved (sentinel +switch-master): moving the connections to \
                      the new primary and resyncing"
@@ -393,7 +392,7 @@ mod tests {
         };
         assert_eq!(
             switch_announcement(&push("gyre 127.0.0.1 7001 127.0.0.1 7002"), "gyre"),
-            Some(("127.0.0.1:7001".into(), "127.0.0.1".into(), 7002))
+            Some(("127.0.0.1".into(), 7002))
         );
         assert_eq!(
             switch_announcement(&push("other 127.0.0.1 7001 127.0.0.1 7002"), "gyre"),
