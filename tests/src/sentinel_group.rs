@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 
+use crate::replies::info_section;
 use crate::server::{RedisServer, free_port};
 use crate::wait::wait_until;
 
@@ -118,18 +119,27 @@ impl SentinelGroup {
             .unwrap_or_else(|| panic!("no data node on port {port}"))
     }
 
-    /// Kills the primary with SIGKILL and waits until every sentinel names the other node and
-    /// that node reports `ROLE master`. Returns the new primary's port and how long it took.
+    /// Kills the primary with SIGKILL, once the replica has everything it wrote (a write lost
+    /// in the failover is the module's concern, not these tests'), and waits until every
+    /// sentinel names the other node and that node reports `ROLE master`. Returns the new
+    /// primary's port and how long it took from the kill.
     pub fn kill_primary_and_wait_for_promotion(&mut self) -> (u16, Duration) {
         let old = self.primary_port();
-        let started = Instant::now();
-        self.server_on(old).crash();
         let new = self
             .servers
             .iter()
             .filter_map(RedisServer::port)
             .find(|&p| p != old)
             .expect("a second data node");
+        let [a, b] = &self.servers;
+        let (primary, replica) = if a.port() == Some(old) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        wait_for_replica(primary, replica);
+        let started = Instant::now();
+        self.server_on(old).crash();
         wait_until(FAILOVER_TIMEOUT, "sentinels promote the replica", || {
             self.sentinels
                 .iter()
@@ -150,6 +160,19 @@ impl SentinelGroup {
         );
         (new, started.elapsed())
     }
+}
+
+/// Waits until `replica` has applied everything `primary` wrote (equal replication offsets).
+pub fn wait_for_replica(primary: &RedisServer, replica: &RedisServer) {
+    let (mut primary, mut replica) = (primary.connection(), replica.connection());
+    let offset = |con: &mut redis::Connection| {
+        info_section(con, "replication")
+            .get("master_repl_offset")
+            .cloned()
+    };
+    wait_until(Duration::from_secs(10), "the replica caught up", || {
+        offset(&mut primary) == offset(&mut replica)
+    });
 }
 
 impl SentinelProcess {

@@ -6,6 +6,8 @@
 //!   drop, come back through the proxy to the new primary, the subscriptions are subscribed again
 //!   and resynced; the SDK subscriber holds every acknowledged publication or is told it could
 //!   not recover ([`run_failover_scenario`]);
+//! - the proxy switches to a server with none of the data: the subscriber is told it could not
+//!   recover (`recovered: false`), and publications resume;
 //! - the primary is demoted but stays up, and the proxy keeps gyre's connections to it: writes
 //!   answered `READONLY` make gyre reconnect both connections through the proxy.
 
@@ -44,6 +46,8 @@ fn proxy_switches_to_the_promoted_replica_after_a_crash() {
         .start();
     let channel = format!("{SDK_NS}:proxy-failover");
     run_failover_scenario(&gyre, &channel, || {
+        // Once the replica has everything: a write lost in the failover is the module's concern.
+        wait_for_replica(&primary, &replica);
         primary.crash();
         let mut con = replica.connection();
         cmd(&mut con, &["REPLICAOF", "NO", "ONE"]);
@@ -75,6 +79,29 @@ fn proxy_switches_to_the_promoted_replica_after_a_crash() {
         "written to the new primary"
     );
     eprintln!("proxy failover test took {:?}", started.elapsed());
+}
+
+/// The worst case: the proxy switches to a server that has none of the data (a replica that
+/// never synced, a restore from nothing). The module starts a new epoch there, and the resync
+/// after the reconnect tells the subscriber it could not recover; publications then resume.
+#[test]
+fn proxy_switches_to_an_empty_server_and_the_subscriber_is_told() {
+    if !node_ready() {
+        return;
+    }
+    let mut primary = RedisServer::builder().tcp().start();
+    let empty = RedisServer::builder().tcp().start();
+    let forwarder = TcpForwarder::start(primary.port().expect("tcp"));
+    let gyre = SdkEnv::gyre_builder()
+        .redis_urls(&[proxy_url(&forwarder)])
+        .start();
+    let channel = format!("{SDK_NS}:proxy-empty");
+    let r = run_failover_scenario(&gyre, &channel, || {
+        primary.crash();
+        forwarder.switch_to(empty.port().expect("tcp"));
+        empty.connection()
+    });
+    assert_eq!(r["lostContinuity"], true, "{r}");
 }
 
 /// Clients of `server` subscribed to at least one channel, per `CLIENT LIST`.
@@ -111,7 +138,9 @@ fn readonly_through_a_proxy_reconnects_to_the_new_primary() {
     client.publications("chat:ro", 1, WAIT);
     assert_eq!(subscribers(&old), 1, "gyre subscribes on the primary");
 
-    // Swap the roles without killing anything; the proxy keeps gyre's connections to `old`.
+    // Swap the roles without killing anything (once the replica has everything); the proxy
+    // keeps gyre's connections to `old`.
+    wait_for_replica(&old, &new);
     let new_port = new.port().expect("tcp");
     cmd(&mut new.connection(), &["REPLICAOF", "NO", "ONE"]);
     cmd(
