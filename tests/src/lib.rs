@@ -56,7 +56,7 @@ pub use replies::{
     expect_error, hgetall, history, history_raw, info_section, publish, publish_hist, try_cmd, ttl,
     xrange,
 };
-pub use sentinel_group::{SentinelGroup, wait_for_replica};
+pub use sentinel_group::{SentinelGroup, SentinelSecurity, SentinelTls, wait_for_replica};
 pub use server::{RedisServer, ServerBuilder, free_port};
 pub use tcp_forwarder::TcpForwarder;
 pub use tls_pki::{CertFiles, TLS_SERVER_NAME, TestPki};

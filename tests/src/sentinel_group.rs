@@ -29,9 +29,28 @@ pub struct SentinelGroup {
 struct SentinelProcess {
     child: Child,
     port: u16,
+    /// The TLS port, when the sentinels serve TLS too.
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     /// The sentinels' `requirepass`, if any.
     password: Option<String>,
+}
+
+/// How the sentinels of a [`SentinelGroup`] are secured.
+#[derive(Debug, Clone, Default)]
+pub struct SentinelSecurity {
+    /// `requirepass` of every sentinel (and `sentinel sentinel-pass` between them).
+    pub password: Option<String>,
+    /// A TLS port too, presenting this certificate (CA-signed) to clients; the sentinels keep
+    /// their plain port between themselves.
+    pub tls: Option<SentinelTls>,
+}
+
+/// The certificate and CA of TLS sentinels.
+#[derive(Debug, Clone)]
+pub struct SentinelTls {
+    pub cert: crate::tls_pki::CertFiles,
+    pub ca: std::path::PathBuf,
 }
 
 impl Drop for SentinelProcess {
@@ -55,22 +74,21 @@ impl SentinelGroup {
     /// and waits until every sentinel knows the replica and the two other sentinels (before
     /// that, a failover could not reach its quorum).
     pub fn start(master_name: &str) -> Self {
-        Self::start_with(master_name, None)
+        Self::start_secured(master_name, &SentinelSecurity::default())
     }
 
-    /// Like [`SentinelGroup::start`], with sentinels that require `password` (`requirepass`,
-    /// and `sentinel sentinel-pass` between themselves).
-    pub fn start_with_password(master_name: &str, password: &str) -> Self {
-        Self::start_with(master_name, Some(password))
+    /// Like [`SentinelGroup::start`], with sentinels secured by `security`.
+    pub fn start_with(master_name: &str, security: SentinelSecurity) -> Self {
+        Self::start_secured(master_name, &security)
     }
 
-    fn start_with(master_name: &str, password: Option<&str>) -> Self {
+    fn start_secured(master_name: &str, security: &SentinelSecurity) -> Self {
         let primary = RedisServer::builder().tcp().start();
         let replica = RedisServer::builder().tcp().replica_of(&primary).start();
         replica.wait_for_replication_link();
         let primary_port = primary.port().expect("tcp");
         let sentinels = (0..3)
-            .map(|_| SentinelProcess::start(master_name, primary_port, password))
+            .map(|_| SentinelProcess::start(master_name, primary_port, security))
             .collect();
         let group = Self {
             sentinels,
@@ -100,6 +118,14 @@ impl SentinelGroup {
         self.sentinels
             .iter()
             .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` of each sentinel (TLS groups only).
+    pub fn sentinel_tls_addresses(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("rediss://127.0.0.1:{}", s.tls_port.expect("a TLS group")))
             .collect()
     }
 
@@ -176,7 +202,8 @@ pub fn wait_for_replica(primary: &RedisServer, replica: &RedisServer) {
 }
 
 impl SentinelProcess {
-    fn start(master_name: &str, primary_port: u16, password: Option<&str>) -> Self {
+    fn start(master_name: &str, primary_port: u16, security: &SentinelSecurity) -> Self {
+        let password = security.password.as_deref();
         let mut dir = tempfile::Builder::new()
             .prefix("gyre-sentinel-")
             .tempdir()
@@ -185,20 +212,32 @@ impl SentinelProcess {
         for _ in 0..5 {
             let port = free_port();
             let conf = dir.path().join("sentinel.conf");
-            let auth = match password {
+            let mut secured = match password {
                 Some(p) => format!("requirepass {p}\nsentinel sentinel-pass {p}\n"),
                 None => String::new(),
             };
+            let tls_port = security.tls.as_ref().map(|tls| {
+                let tls_port = free_port();
+                secured.push_str(&format!(
+                    "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\ntls-auth-clients no\n",
+                    tls.cert.cert.display(),
+                    tls.cert.key.display(),
+                    tls.ca.display()
+                ));
+                tls_port
+            });
             std::fs::write(
                 &conf,
-                auth + &format!(
-                    "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                secured
+                    + &format!(
+                        "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel.log\n\
                      sentinel monitor {master_name} 127.0.0.1 {primary_port} 2\n\
                      sentinel down-after-milliseconds {master_name} 1000\n\
                      sentinel failover-timeout {master_name} 5000\n\
                      sentinel parallel-syncs {master_name} 1\n",
-                    dir = dir.path().display()
-                ),
+                        dir = dir.path().display()
+                    ),
             )
             .expect("write sentinel.conf");
             let child = Command::new("redis-server")
@@ -213,6 +252,7 @@ impl SentinelProcess {
             let mut sentinel = SentinelProcess {
                 child,
                 port,
+                tls_port,
                 dir,
                 password: password.map(str::to_owned),
             };

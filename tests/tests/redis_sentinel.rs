@@ -6,7 +6,10 @@
 //! promoted the replica (about 4 s), publications resume and the subscriber either has every
 //! acknowledged publication or was told it could not recover.
 //!
-//! One test runs the scenarios in turn on one group: a group takes seconds to agree.
+//! Another group's sentinels require a password and serve TLS: `sentinel_password` and
+//! `sentinel_tls` reach them, and a missing password or a wrong CA is a clear start error.
+//!
+//! One test runs the SDK scenarios in turn on one group: a group takes seconds to agree.
 
 use std::time::{Duration, Instant};
 
@@ -127,13 +130,26 @@ fn sentinel_discovery_sdk_scenarios_and_failover() {
     );
 }
 
+/// Sentinels that require a password and serve TLS (`rediss://` sentinel addresses):
+/// `sentinel_password` and `sentinel_tls` reach the sentinels; without the password, or with the
+/// wrong CA, the start fails naming the key to fix.
 #[test]
-fn sentinels_with_a_password() {
+fn sentinels_with_a_password_over_tls() {
     let password = "sentinel-secret";
-    let group = SentinelGroup::start_with_password("gyre-auth", password);
-    let builder = || {
+    let pki = TestPki::new();
+    let group = SentinelGroup::start_with(
+        "gyre-secured",
+        SentinelSecurity {
+            password: Some(password.into()),
+            tls: Some(SentinelTls {
+                cert: pki.server(),
+                ca: pki.ca_cert(),
+            }),
+        },
+    );
+    let builder = |ca: &std::path::Path| {
         let sentinels: Vec<String> = group
-            .sentinel_addresses()
+            .sentinel_tls_addresses()
             .iter()
             .map(|a| format!("{a:?}"))
             .collect();
@@ -141,24 +157,37 @@ fn sentinels_with_a_password() {
             .namespace(Namespace::full("chat", 100, 300))
             .redis_urls(&[])
             .redis_option(&format!("sentinel_address = [{}]", sentinels.join(", ")))
-            .redis_option("sentinel_master_name = \"gyre-auth\"")
+            .redis_option("sentinel_master_name = \"gyre-secured\"")
+            .extra_toml(&format!(
+                "[engine.redis.sentinel_tls]\nserver_ca_pem_file = {:?}",
+                ca.to_str().expect("utf-8 path")
+            ))
     };
-    let output = builder().start_failure(Duration::from_secs(15));
+    let output = builder(&pki.ca_cert()).start_failure(Duration::from_secs(15));
     assert!(
         output.contains("the server requires a password: set engine.redis.sentinel_password"),
         "{output}"
     );
-    let gyre = builder()
+    let output = builder(&pki.other_ca_cert())
+        .redis_option(&format!("sentinel_password = {password:?}"))
+        .start_failure(Duration::from_secs(15));
+    assert!(
+        output.contains("give its CA in engine.redis.sentinel_tls.server_ca_pem"),
+        "{output}"
+    );
+    assert!(!output.contains(password), "{output}");
+
+    let gyre = builder(&pki.ca_cert())
         .redis_option(&format!("sentinel_password = {password:?}"))
         .start();
     let reply = gyre.api(
         "publish",
-        &serde_json::json!({"channel": "chat:auth", "data": {"n": 1}}).to_string(),
+        &serde_json::json!({"channel": "chat:secured", "data": {"n": 1}}).to_string(),
     );
     assert!(reply.contains("\"offset\":1"), "{reply}");
     let history = cmd(
         &mut group.servers[0].connection(),
-        &["GYRE.HISTORY", "chat:auth"],
+        &["GYRE.HISTORY", "chat:secured"],
     );
     assert_eq!(as_int(&as_array(&history)[0]), 1, "written to the primary");
     assert!(!gyre.log().contains(password), "{}", gyre.log());
