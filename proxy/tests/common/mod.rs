@@ -7,7 +7,9 @@ pub use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 pub use gyre_proxy::engine::memory::MemoryEngine;
-pub use gyre_proxy::engine::redis::{RedisEngine, RedisSettings};
+pub use gyre_proxy::engine::redis::{
+    RedisEngine, RedisSettings, RedisTopology, SentinelSettings, TlsOptions,
+};
 pub use gyre_proxy::engine::{
     Engine, EngineError, EngineEvent, HistoryOptions, HistoryQuery, HistoryResult, PresenceStats,
     PublishOptions, StreamPosition,
@@ -36,11 +38,13 @@ pub fn memory() -> Subject {
     }
 }
 
+/// The unix socket URL of `server`.
+pub fn redis_address(server: &RedisServer) -> String {
+    format!("redis+unix://{}", server.socket().display())
+}
+
 pub fn redis_settings(server: &RedisServer) -> RedisSettings {
-    RedisSettings {
-        addresses: vec![format!("redis+unix://{}", server.socket().display())],
-        ..RedisSettings::default()
-    }
+    RedisSettings::standalone(vec![redis_address(server)])
 }
 
 pub async fn redis() -> Subject {
