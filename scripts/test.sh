@@ -10,6 +10,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The streaming transports' tests read responses with `curl -N`, as a user would.
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The Redis TLS tests make their certificates with the openssl command.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The demo page's browser test drives Debian's Chromium (through npm playwright-core).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 have_libclang || need_apt+=(libclang-dev)

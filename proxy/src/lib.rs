@@ -15,6 +15,8 @@
 //! - [`api`]: the HTTP server API.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: the HTTP listener, routing and graceful shutdown.
+//! - [`startup`]: turns the configuration into the engines' settings (reads the files it names).
+//! - [`tls`]: the process's rustls crypto provider.
 
 pub mod api;
 pub mod auth;
@@ -25,6 +27,8 @@ pub mod metrics;
 pub mod protocol;
 pub mod queue;
 pub mod server;
+pub mod startup;
+pub mod tls;
 pub mod transport;
 
 pub use gyre_proto as proto;

@@ -64,10 +64,7 @@ async fn redis_connect_checks_the_module() {
     let err = RedisEngine::connect(redis_settings(&bare), tx.clone()).await;
     assert!(matches!(err, Err(EngineError::Unavailable(_))), "no module");
 
-    let nowhere = RedisSettings {
-        addresses: vec!["redis+unix:///nonexistent/redis.sock".into()],
-        ..RedisSettings::default()
-    };
+    let nowhere = RedisSettings::standalone(vec!["redis+unix:///nonexistent/redis.sock".into()]);
     let err = RedisEngine::connect(nowhere, tx).await;
     assert!(matches!(err, Err(EngineError::Unavailable(_))), "no server");
 }
@@ -191,13 +188,7 @@ async fn sharded() -> (Subject, [RedisServer; 2]) {
 }
 
 async fn sharded_on(servers: &[RedisServer; 2]) -> Subject {
-    let settings = RedisSettings {
-        addresses: servers
-            .iter()
-            .map(|server| redis_settings(server).addresses.remove(0))
-            .collect(),
-        ..RedisSettings::default()
-    };
+    let settings = RedisSettings::standalone(servers.iter().map(redis_address).collect());
     let (tx, events) = unbounded_channel();
     let engine = RedisEngine::connect(settings, tx)
         .await
@@ -437,10 +428,7 @@ async fn redis_sharded_register_namespace_on_every_shard() {
 async fn redis_sharded_connect_names_the_failing_address() {
     let good = RedisServer::start();
     let missing = "redis+unix:///nonexistent/redis.sock";
-    let settings = RedisSettings {
-        addresses: vec![redis_settings(&good).addresses.remove(0), missing.into()],
-        ..RedisSettings::default()
-    };
+    let settings = RedisSettings::standalone(vec![redis_address(&good), missing.into()]);
     let (tx, _events) = unbounded_channel();
     match RedisEngine::connect(settings, tx).await {
         Err(EngineError::Unavailable(e)) => assert!(e.contains(missing), "{e}"),
@@ -472,4 +460,54 @@ async fn redis_sharded_one_shard_restart_resyncs_and_reregisters() {
         seen.insert(publication(&event).3);
     }
     assert_eq!(seen, HashSet::from(["first".into(), "second".into()]));
+}
+
+/// Sentinel: after the primary dies and the replica is promoted, the engine subscribes every
+/// channel on the new primary *before* it sends Resync, so a publication made on the new
+/// primary right after the Resync is delivered; commands go to the new primary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_sentinel_failover_resubscribes_then_resyncs() {
+    let mut group = tokio::task::block_in_place(|| gyre_tests::SentinelGroup::start("engine"));
+    let settings = RedisSettings {
+        topology: RedisTopology::Sentinel(SentinelSettings {
+            addresses: group.sentinel_addresses(),
+            master_name: "engine".into(),
+            user: None,
+            password: None,
+            tls: TlsOptions::default(),
+        }),
+        ..RedisSettings::default()
+    };
+    let (tx, events) = unbounded_channel();
+    let engine = RedisEngine::connect(settings, tx)
+        .await
+        .expect("connect through the sentinels");
+    let mut s = Subject {
+        engine: Engine::Redis(engine),
+        events,
+        server: None,
+        cluster: None,
+    };
+    s.engine.subscribe("fo").await.unwrap();
+    s.publish("fo", "before", &with_history()).await;
+    assert_eq!(publication(&s.next_event().await).3, "before");
+
+    let (new_primary, _) =
+        tokio::task::block_in_place(|| group.kill_primary_and_wait_for_promotion());
+    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    // Straight into the new primary, right after the Resync: the subscription is active.
+    let mut con = group.server_on(new_primary).connection();
+    let reply = gyre_tests::cmd(
+        &mut con,
+        &["GYRE.PUBLISH", "fo", "direct", "HISTORY", "10", "60"],
+    );
+    let offset = gyre_tests::as_int(&gyre_tests::as_array(&reply)[0]) as u64;
+    assert_eq!(offset, 2, "the replica had the first publication");
+    assert_eq!(publication(&next_non_resync(&mut s).await).3, "direct");
+    let pos = publish_when_back(&s, "fo", "through the engine").await;
+    assert_eq!(pos.offset, 3);
+    assert_eq!(
+        publication(&next_non_resync(&mut s).await).3,
+        "through the engine"
+    );
 }

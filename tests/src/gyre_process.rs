@@ -232,6 +232,7 @@ enum EngineChoice {
 #[derive(Debug, Clone)]
 pub struct GyreBuilder {
     engine: EngineChoice,
+    redis_extra: Vec<String>,
     hmac_secret: String,
     api_key: String,
     namespaces: Vec<Namespace>,
@@ -246,6 +247,7 @@ impl Default for GyreBuilder {
     fn default() -> Self {
         Self {
             engine: EngineChoice::Memory,
+            redis_extra: Vec::new(),
             hmac_secret: "gyre-test-hmac-secret".to_owned(),
             api_key: "gyre-test-api-key".to_owned(),
             namespaces: Vec::new(),
@@ -266,6 +268,20 @@ impl GyreBuilder {
             .port()
             .expect("gyre connects to Redis over TCP: start the RedisServer with .tcp()");
         self.engine = EngineChoice::Redis(vec![format!("redis://127.0.0.1:{port}")]);
+        self
+    }
+
+    /// `engine.type = "redis"` with these `engine.redis.address` URLs; none leaves the key out
+    /// (e.g. for `sentinel_address`, through [`GyreBuilder::redis_option`]).
+    pub fn redis_urls(mut self, urls: &[String]) -> Self {
+        self.engine = EngineChoice::Redis(urls.to_vec());
+        self
+    }
+
+    /// An extra `key = value` line in the `[engine.redis]` table (Redis engine only), e.g.
+    /// `password = "secret"`.
+    pub fn redis_option(mut self, line: &str) -> Self {
+        self.redis_extra.push(line.to_owned());
         self
     }
 
@@ -359,8 +375,13 @@ impl GyreBuilder {
             EngineChoice::Redis(addresses) => {
                 let _ = writeln!(out, "type = \"redis\"");
                 let _ = writeln!(out, "\n[engine.redis]");
-                let list: Vec<String> = addresses.iter().map(|a| toml_str(a)).collect();
-                let _ = writeln!(out, "address = [{}]", list.join(", "));
+                if !addresses.is_empty() {
+                    let list: Vec<String> = addresses.iter().map(|a| toml_str(a)).collect();
+                    let _ = writeln!(out, "address = [{}]", list.join(", "));
+                }
+                for line in &self.redis_extra {
+                    let _ = writeln!(out, "{line}");
+                }
             }
         }
         for ns in &self.namespaces {

@@ -20,14 +20,27 @@
 //!   primary, the tail-loss failover, slot migration, [`RedisCluster::heal`].
 //! - `tail_loss` — [`crash_with_tail_loss`]: makes a primary acknowledge writes its replica never
 //!   gets, then kills it.
+//! - `tls_pki` — [`TestPki`]: a CA and server/client certificates made with `openssl`, and a
+//!   TLS-only Redis presenting them.
+//! - `sentinel_group` — [`SentinelGroup`]: primary + replica + three sentinels, and a failover.
+//! - `tcp_forwarder` — [`TcpForwarder`]: a switchable TCP proxy standing in for HAProxy.
+//! - `failover` — [`run_failover_scenario`]: the SDK's view of a primary failover, and what it
+//!   must show.
+//! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
+//!   it must refuse to start.
 
 mod cluster;
+mod failover;
+mod gyre_failure;
 mod gyre_process;
 mod module_build;
 mod pubsub;
 mod replies;
+mod sentinel_group;
 mod server;
 mod tail_loss;
+mod tcp_forwarder;
+mod tls_pki;
 mod wait;
 pub mod ws_client;
 
@@ -36,6 +49,7 @@ pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
 pub use cluster::{NODE_TIMEOUT, NodeView, RedisCluster, SETTLE_TIMEOUT, SharedCluster};
+pub use failover::run_failover_scenario;
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
@@ -50,6 +64,9 @@ pub use replies::{
     expect_error, hgetall, history, history_raw, info_section, publish, publish_hist, try_cmd, ttl,
     xrange,
 };
+pub use sentinel_group::{SentinelGroup, SentinelSecurity, SentinelTls, wait_for_replica};
 pub use server::{RedisServer, ServerBuilder, free_port};
 pub use tail_loss::crash_with_tail_loss;
+pub use tcp_forwarder::TcpForwarder;
+pub use tls_pki::{CertFiles, TLS_SERVER_NAME, TestPki};
 pub use wait::{now_ms, wait_until};

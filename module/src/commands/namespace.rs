@@ -1,4 +1,5 @@
-//! `GYRE.NAMESPACE SET|GET|DEL|LIST`: history options per namespace in the `P.namespaces` hash.
+//! `GYRE.NAMESPACE SET|GET|DEL|LIST`: history options per namespace in the `P.namespaces` hash,
+//! or in a cluster in each node's memory (see `store::namespace_table`).
 
 use redis_module::{Context, KeyType, RedisValue, ScanKeyCursor};
 
@@ -7,7 +8,7 @@ use crate::core::GyreResult;
 use crate::core::keys::namespaces_key;
 use crate::core::namespace::{NamespaceCommand, NamespaceOptions};
 use crate::store::key::Key;
-use crate::store::{call_replicated, read_namespace, string};
+use crate::store::{call_replicated, namespace_table, read_namespace, string};
 
 pub fn namespace(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let command = NamespaceCommand::parse(args)?;
@@ -26,7 +27,12 @@ pub fn namespace(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
                 history_ttl,
                 meta_ttl: meta_ttl.unwrap_or(settings.defaults.meta_ttl),
             };
-            call_replicated(ctx, "HSET", &[&key, name, options.encode().as_bytes()])?;
+            if settings.cluster {
+                namespace_table::set(name, options);
+                ctx.replicate_verbatim();
+            } else {
+                call_replicated(ctx, "HSET", &[&key, name, options.encode().as_bytes()])?;
+            }
             Ok(RedisValue::SimpleStringStatic("OK"))
         }
         NamespaceCommand::Get(name) => Ok(match read_namespace(ctx, &key, name)? {
@@ -40,6 +46,19 @@ pub fn namespace(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
                 RedisValue::Integer(o.meta_ttl as i64),
             ]),
         }),
+        NamespaceCommand::Del(name) if settings.cluster => {
+            let existed = namespace_table::remove(name);
+            if existed {
+                ctx.replicate_verbatim();
+            }
+            Ok(RedisValue::Integer(i64::from(existed)))
+        }
+        NamespaceCommand::List if settings.cluster => Ok(RedisValue::Array(
+            namespace_table::names()
+                .into_iter()
+                .map(RedisValue::StringBuffer)
+                .collect(),
+        )),
         NamespaceCommand::Del(name) => {
             let exists = {
                 let hash = Key::read(ctx, &string(ctx, &key));

@@ -8,6 +8,7 @@
 
 pub mod effects;
 pub mod key;
+pub mod namespace_table;
 
 use std::mem::ManuallyDrop;
 use std::sync::OnceLock;
@@ -73,12 +74,16 @@ fn bytes(value: &Option<RedisString>) -> Option<&[u8]> {
     value.as_ref().map(RedisString::as_slice)
 }
 
-/// The options registered for a namespace, if any.
+/// The options registered for a namespace, if any: in the `P.namespaces` hash, or in a
+/// cluster in the node's memory ([`namespace_table`]).
 pub fn read_namespace(
     ctx: &Context,
     namespaces_key: &[u8],
     name: &[u8],
 ) -> GyreResult<Option<NamespaceOptions>> {
+    if crate::config::Settings::current().cluster {
+        return Ok(namespace_table::get(name));
+    }
     let key = Key::read(ctx, &string(ctx, namespaces_key));
     if !key.check(redis_module::KeyType::Hash)? {
         return Ok(None);

@@ -83,12 +83,8 @@ impl Jwks {
                 url.scheme()
             )));
         }
-        // reqwest is built without a bundled crypto provider (aws-lc is a slow C build); use
-        // ring unless the process already chose one. Losing the race to another installer is
-        // fine: some provider is then in place.
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
+        // reqwest is built without a bundled crypto provider.
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(opts.request_timeout)
             .build()

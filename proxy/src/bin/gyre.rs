@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use gyre_proxy::auth::Verifier;
 use gyre_proxy::config::{self, Config, ConfigFile, EngineType, Format};
-use gyre_proxy::engine::redis::{RedisEngine, RedisSettings};
+use gyre_proxy::engine::redis::RedisEngine;
 use gyre_proxy::engine::{Engine, EventSender, memory::MemoryEngine};
 use gyre_proxy::protocol::node::Node;
 use gyre_proxy::protocol::session::history_options;
@@ -31,7 +31,7 @@ struct Cli {
     /// engine.type: memory (one node, no Redis) or redis.
     #[arg(long, global = true)]
     engine: Option<String>,
-    /// engine.redis.address: Redis URL (redis://host:port).
+    /// engine.redis.address: Redis URL (redis://host:port, rediss://… for TLS).
     #[arg(long, global = true)]
     redis: Option<String>,
     /// log.level: error, warn, info, debug or trace.
@@ -58,8 +58,8 @@ fn main() -> ExitCode {
             print!("{}", config::genconfig());
             ExitCode::SUCCESS
         }
-        Some(Command::Checkconfig) => match load_config(&cli) {
-            Ok(_) => {
+        Some(Command::Checkconfig) => match load_config(&cli).and_then(check_engine) {
+            Ok(()) => {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
             }
@@ -131,6 +131,18 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(loaded.config)
 }
 
+/// What `checkconfig` checks beyond the config itself: the Redis engine's PEM files and
+/// certificates, read and parsed as the start would. Prints the start's warnings.
+fn check_engine(config: Config) -> Result<(), String> {
+    if config.engine.kind == EngineType::Redis {
+        gyre_proxy::startup::redis_settings(&config).map_err(|e| format!("engine.redis: {e}"))?;
+        for warning in gyre_proxy::startup::redis_warnings(&config) {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(())
+}
+
 async fn run(config: Config) -> Result<(), String> {
     init_logging(&config);
     gyre_proxy::metrics::install();
@@ -182,18 +194,16 @@ async fn run(config: Config) -> Result<(), String> {
 /// Connects to Redis and registers every namespace's history options with the module, so that
 /// publications from `redis-cli GYRE.PUBLISH` get the same history as the proxy's own.
 async fn start_redis(config: &Config, events: EventSender) -> Result<RedisEngine, String> {
-    let redis = &config.engine.redis;
-    let settings = RedisSettings {
-        addresses: redis.address.clone(),
-        prefix: redis.prefix.clone(),
-        presence_ttl: redis.presence_ttl,
-        connect_timeout: redis.connect_timeout,
-        io_timeout: redis.io_timeout,
-        clusters: Vec::new(),
-    };
+    let settings =
+        gyre_proxy::startup::redis_settings(config).map_err(|e| format!("engine.redis: {e}"))?;
+    for warning in gyre_proxy::startup::redis_warnings(config) {
+        tracing::warn!("{warning}");
+    }
+    // The error names the failing node (passwords hidden); the addresses are not repeated here
+    // since they may carry credentials.
     let engine = RedisEngine::connect(settings, events)
         .await
-        .map_err(|e| format!("redis engine ({}): {e}", redis.address.join(", ")))?;
+        .map_err(|e| format!("redis engine: {e}"))?;
     let mut without_namespace = config.channel.without_namespace.clone();
     if without_namespace.history_meta_ttl.is_zero() {
         without_namespace.history_meta_ttl = config.channel.history_meta_ttl;

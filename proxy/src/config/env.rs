@@ -17,6 +17,10 @@ use super::{Config, Namespace};
 /// config file path from `GYRE_CONFIG`.
 const RESERVED_ENV: &[&str] = &["GYRE_CONFIG"];
 
+/// Lists whose entries are comma-separated lists themselves (`"h1:7000,h2:7000"` is one
+/// cluster): plain text from the environment or a flag is one entry, not split at commas.
+const LISTS_OF_LISTS: &[&str] = &["engine.redis.cluster_address"];
+
 /// The default config as a JSON tree, with one default namespace in `channel.namespaces` so
 /// that the keys of a namespace are known too.
 pub(super) fn schema() -> Value {
@@ -35,6 +39,8 @@ pub(super) enum Kind {
     String,
     /// A list of strings: a JSON array or comma-separated text.
     Strings,
+    /// A list of strings that hold commas themselves: a JSON array, or plain text as one entry.
+    CommaStrings,
     /// A list of tables (`channel.namespaces`): a JSON array only.
     Tables,
 }
@@ -49,6 +55,11 @@ impl Keys {
     pub fn from_schema(schema: &Value) -> Self {
         let mut by_path = BTreeMap::new();
         collect_leaves(schema, "", &mut by_path);
+        for path in LISTS_OF_LISTS {
+            if let Some(kind) = by_path.get_mut(*path) {
+                *kind = Kind::CommaStrings;
+            }
+        }
         let by_env = by_path
             .keys()
             .map(|path| (env_var_name(path), path.clone()))
@@ -112,11 +123,20 @@ fn parse_value(kind: Kind, raw: &str) -> Result<Value, String> {
                 .map(|s| Value::String(s.to_owned()))
                 .collect(),
         )),
-        Kind::Strings | Kind::Tables => match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Array(_)) => Ok(value),
-            Ok(_) => Err("expected a JSON array".to_owned()),
-            Err(e) => Err(format!("expected a JSON array: {e}")),
-        },
+        Kind::CommaStrings if !text.starts_with('[') => Ok(Value::Array(
+            Some(text)
+                .filter(|t| !t.is_empty())
+                .map(|t| Value::String(t.to_owned()))
+                .into_iter()
+                .collect(),
+        )),
+        Kind::Strings | Kind::CommaStrings | Kind::Tables => {
+            match serde_json::from_str::<Value>(text) {
+                Ok(value @ Value::Array(_)) => Ok(value),
+                Ok(_) => Err("expected a JSON array".to_owned()),
+                Err(e) => Err(format!("expected a JSON array: {e}")),
+            }
+        }
     }
 }
 
@@ -278,6 +298,17 @@ mod tests {
         }
         assert_eq!(keys.by_path["channel.namespaces"], Kind::Tables);
         assert_eq!(keys.by_path["engine.redis.address"], Kind::Strings);
+        assert_eq!(keys.by_path["engine.redis.sentinel_address"], Kind::Strings);
+        assert_eq!(
+            keys.by_path["engine.redis.cluster_address"],
+            Kind::CommaStrings
+        );
+        assert_eq!(keys.by_path["engine.redis.tls.enabled"], Kind::Bool);
+        assert_eq!(
+            keys.by_env
+                .get("GYRE_ENGINE_REDIS_SENTINEL_TLS_SERVER_CA_PEM_FILE"),
+            Some(&"engine.redis.sentinel_tls.server_ca_pem_file".to_owned())
+        );
         assert_eq!(keys.by_path["client.insecure"], Kind::Bool);
         assert_eq!(keys.by_path["client.channel_limit"], Kind::Number);
         assert_eq!(keys.by_path["client.ping_interval"], Kind::String);
@@ -299,6 +330,14 @@ mod tests {
             Ok(serde_json::json!(["x,y"]))
         );
         assert_eq!(parse_value(Kind::Strings, ""), Ok(serde_json::json!([])));
+        assert_eq!(
+            parse_value(Kind::CommaStrings, "h1:7000, h2:7000"),
+            Ok(serde_json::json!(["h1:7000, h2:7000"]))
+        );
+        assert_eq!(
+            parse_value(Kind::CommaStrings, r#"["a:1,b:2", "c:3"]"#),
+            Ok(serde_json::json!(["a:1,b:2", "c:3"]))
+        );
         assert!(parse_value(Kind::Tables, "chat").is_err());
         assert!(parse_value(Kind::Tables, "{}").is_err());
     }

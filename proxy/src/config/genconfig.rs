@@ -291,10 +291,39 @@ const DOCS: &[(&str, &str)] = &[
         "engine.type",
         "memory (one process) or redis (Redis with libgyre.so; any number of nodes).",
     ),
-    ("engine.redis", "The redis engine."),
+    (
+        "engine.redis",
+        "The redis engine. One topology: address (standalone servers, or a TCP proxy in\nfront of the primary), sentinel_address + sentinel_master_name, or cluster_address.",
+    ),
     (
         "engine.redis.address",
-        "Redis URLs: redis://[user:password@]host:port[/db], rediss://… (TLS) or\nunix:///path. Several addresses shard channels across independent Redis servers.",
+        "Redis URLs: redis://[user:password@]host:port[/db], rediss://… (TLS) or\nunix:///path[?db=N]. Several addresses shard channels across independent Redis\nservers (every node must list them in the same order).",
+    ),
+    (
+        "engine.redis.user",
+        "ACL user of the data nodes. A user, password or db in an address URL wins over\nthese keys for that address.",
+    ),
+    ("engine.redis.password", "Password of the data nodes."),
+    (
+        "engine.redis.db",
+        "Database number of the data nodes (Redis Cluster: 0 only).",
+    ),
+    (
+        "engine.redis.cluster_address",
+        "Redis Cluster: each string lists seed nodes of one cluster, comma-separated\n(\"host:7000,host:7001\" or URLs); several clusters shard channels between them.\nNot supported by this version yet. In the environment, plain text is one cluster;\nseveral need a JSON array.",
+    ),
+    (
+        "engine.redis.sentinel_address",
+        "Sentinels to ask for the primary: host:port, redis://host:port or\nrediss://host:port. gyre follows +switch-master to the new primary, resubscribes\nand resyncs; all channels live on that one primary.",
+    ),
+    (
+        "engine.redis.sentinel_master_name",
+        "The master name the sentinels monitor (needed with sentinel_address).",
+    ),
+    ("engine.redis.sentinel_user", "ACL user of the sentinels."),
+    (
+        "engine.redis.sentinel_password",
+        "Password of the sentinels.",
     ),
     (
         "engine.redis.prefix",
@@ -306,9 +335,107 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "engine.redis.connect_timeout",
-        "Timeout for connecting to Redis.",
+        "Timeout of one connection attempt (TCP, TLS and handshake).",
     ),
-    ("engine.redis.io_timeout", "Timeout for one Redis command."),
+    (
+        "engine.redis.io_timeout",
+        "Timeout for one Redis command; a connection that misses it is replaced.",
+    ),
+    (
+        "engine.redis.tls",
+        "TLS to the data nodes (also used for every rediss:// address).\nEach PEM is given once: inline, as a file, or as base64 of the PEM text.",
+    ),
+    ("engine.redis.tls.enabled", "Use TLS for every address."),
+    (
+        "engine.redis.tls.server_ca_pem",
+        "PEM CA certificate(s) to trust instead of the system's roots.",
+    ),
+    (
+        "engine.redis.tls.server_ca_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "engine.redis.tls.server_ca_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.tls.cert_pem",
+        "PEM client certificate (chain), for servers with tls-auth-clients; needs the key.",
+    ),
+    ("engine.redis.tls.cert_pem_file", "The same, from a file."),
+    (
+        "engine.redis.tls.cert_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.tls.key_pem",
+        "PEM private key of the client certificate.",
+    ),
+    ("engine.redis.tls.key_pem_file", "The same, from a file."),
+    (
+        "engine.redis.tls.key_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.tls.server_name",
+        "Name the server's certificate must be valid for, when it is not the host in the\naddress (e.g. connecting by IP to a certificate issued for a name).",
+    ),
+    (
+        "engine.redis.tls.insecure_skip_verify",
+        "Accept any server certificate. Development only (logged as a warning).",
+    ),
+    (
+        "engine.redis.sentinel_tls",
+        "TLS to the sentinels (also used for rediss:// sentinel addresses).\nEach PEM is given once: inline, as a file, or as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.sentinel_tls.enabled",
+        "Use TLS for every sentinel.",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_ca_pem",
+        "PEM CA certificate(s) to trust instead of the system's roots.",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_ca_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_ca_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.sentinel_tls.cert_pem",
+        "PEM client certificate (chain), for servers with tls-auth-clients; needs the key.",
+    ),
+    (
+        "engine.redis.sentinel_tls.cert_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "engine.redis.sentinel_tls.cert_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.sentinel_tls.key_pem",
+        "PEM private key of the client certificate.",
+    ),
+    (
+        "engine.redis.sentinel_tls.key_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "engine.redis.sentinel_tls.key_pem_b64",
+        "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.sentinel_tls.server_name",
+        "Name the server's certificate must be valid for, when it is not the host in the\naddress (e.g. connecting by IP to a certificate issued for a name).",
+    ),
+    (
+        "engine.redis.sentinel_tls.insecure_skip_verify",
+        "Accept any server certificate. Development only (logged as a warning).",
+    ),
     ("http_api", "The server API (POST /api/<method>)."),
     (
         "http_api.key",

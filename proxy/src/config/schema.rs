@@ -118,14 +118,41 @@ pub enum EngineType {
     Redis,
 }
 
-/// `engine.redis`.
+/// `engine.redis`: the Redis engine's servers, with Centrifugo v6's key names.
+///
+/// One topology at a time: `address` (standalone servers, or a TCP proxy in front of the
+/// primary), `sentinel_address` + `sentinel_master_name`, or `cluster_address`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisEngine {
-    /// Redis URLs (`redis://`, `rediss://`, `unix://`); several mean client-side sharding.
-    /// A single string is accepted too, as Centrifugo does.
+    /// Redis URLs (`redis://`, `rediss://`, `unix://`), each with optional `user:password@`
+    /// and `/db`; several mean client-side sharding. A single string is accepted too, as
+    /// Centrifugo does.
     #[serde(deserialize_with = "string_or_list")]
     pub address: Vec<String>,
+    /// ACL user of the data nodes, for addresses whose URL names none.
+    pub user: String,
+    /// Password of the data nodes, for addresses whose URL has none.
+    pub password: String,
+    /// Database number, for addresses whose URL names none.
+    pub db: u32,
+    /// TLS to the data nodes (also used for every `rediss://` address).
+    pub tls: RedisTls,
+    /// Redis Cluster deployments: each string is a comma-separated list of seed nodes
+    /// (`host:port` or URLs) of one cluster; several clusters shard channels between them.
+    #[serde(deserialize_with = "string_or_list")]
+    pub cluster_address: Vec<String>,
+    /// Sentinels (`host:port`, `redis://host:port` or `rediss://host:port`) to ask for the
+    /// primary of `sentinel_master_name`.
+    #[serde(deserialize_with = "string_or_list")]
+    pub sentinel_address: Vec<String>,
+    pub sentinel_master_name: String,
+    /// ACL user of the sentinels.
+    pub sentinel_user: String,
+    /// Password of the sentinels (their `requirepass`).
+    pub sentinel_password: String,
+    /// TLS to the sentinels.
+    pub sentinel_tls: RedisTls,
     /// Key and channel prefix; must equal the module's `gyre.prefix`. Gyre's default differs
     /// from Centrifugo's `centrifugo` on purpose: the module's default is `gyre`.
     pub prefix: String,
@@ -139,15 +166,69 @@ pub struct RedisEngine {
     pub io_timeout: Duration,
 }
 
+impl RedisEngine {
+    /// The default of `address`: what counts as "address left alone" next to another topology.
+    pub fn default_address() -> Vec<String> {
+        vec!["redis://127.0.0.1:6379".to_owned()]
+    }
+}
+
 impl Default for RedisEngine {
     fn default() -> Self {
         Self {
-            address: vec!["redis://127.0.0.1:6379".to_owned()],
+            address: Self::default_address(),
+            user: String::new(),
+            password: String::new(),
+            db: 0,
+            tls: RedisTls::default(),
+            cluster_address: Vec::new(),
+            sentinel_address: Vec::new(),
+            sentinel_master_name: String::new(),
+            sentinel_user: String::new(),
+            sentinel_password: String::new(),
+            sentinel_tls: RedisTls::default(),
             prefix: "gyre".to_owned(),
             presence_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(4),
         }
+    }
+}
+
+/// `engine.redis.tls` and `engine.redis.sentinel_tls`: TLS to Redis, with Centrifugo v6's key
+/// names. Each PEM comes from at most one of its three keys: inline text, a file, or base64 of
+/// the PEM text.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisTls {
+    /// Use TLS for every address (`rediss://` addresses use it anyway).
+    pub enabled: bool,
+    /// CA certificates to trust instead of the system's.
+    pub server_ca_pem: String,
+    pub server_ca_pem_file: String,
+    pub server_ca_pem_b64: String,
+    /// Client certificate (chain), for servers that require one; needs the key.
+    pub cert_pem: String,
+    pub cert_pem_file: String,
+    pub cert_pem_b64: String,
+    /// The client certificate's private key.
+    pub key_pem: String,
+    pub key_pem_file: String,
+    pub key_pem_b64: String,
+    /// Name the server's certificate must be valid for, when it is not the host connected to.
+    pub server_name: String,
+    /// Accept any server certificate. Development only; logged as a warning at start.
+    pub insecure_skip_verify: bool,
+}
+
+impl RedisTls {
+    /// Whether any key other than `enabled` is set.
+    pub fn has_settings(&self) -> bool {
+        *self
+            != RedisTls {
+                enabled: self.enabled,
+                ..RedisTls::default()
+            }
     }
 }
 

@@ -5,9 +5,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use super::duration::format_duration;
 use super::error::{ConfigError, Problem};
-use super::{ChannelOptions, Config, EngineType, TokenSettings};
+use super::{ChannelOptions, Config, EngineType, RedisEngine, RedisTls, TokenSettings};
 
 /// One broken rule; `path` is the key to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +53,29 @@ pub enum Invalid {
         address: String,
         reason: &'static str,
     },
+    #[error("`{first}` and `{second}` cannot be used together: {reason}")]
+    Conflict {
+        first: String,
+        second: String,
+        reason: &'static str,
+    },
+    #[error("`{path}` needs `{required}`: {reason}")]
+    Requires {
+        path: String,
+        required: String,
+        reason: &'static str,
+    },
+    #[error(
+        "`{path}` is set but no connection uses TLS: set `{tls}.enabled = true`{}",
+        if *.sentinel { " or use rediss:// sentinel addresses" } else { " or use rediss:// addresses" }
+    )]
+    TlsUnused {
+        path: String,
+        tls: &'static str,
+        sentinel: bool,
+    },
+    #[error("`{path}`: {reason}")]
+    BadPem { path: String, reason: String },
     #[error("`engine.redis.prefix` = `{prefix}`: use 1 to 64 of letters, digits, _ - . :")]
     BadRedisPrefix { prefix: String },
     #[error(
@@ -118,18 +143,7 @@ impl Config {
 
     fn validate_engine(&self, out: &mut Vec<Invalid>) {
         let redis = &self.engine.redis;
-        if self.engine.kind == EngineType::Redis && redis.address.is_empty() {
-            out.push(Invalid::NoRedisAddress);
-        }
-        for (i, address) in redis.address.iter().enumerate() {
-            if let Err(reason) = check_redis_url(address) {
-                out.push(Invalid::BadRedisAddress {
-                    path: format!("engine.redis.address[{i}]"),
-                    address: address.clone(),
-                    reason,
-                });
-            }
-        }
+        validate_redis_topology(self.engine.kind, redis, out);
         // The module's rule for `gyre.prefix`: both sides must agree on it anyway.
         let prefix_ok = (1..=64).contains(&redis.prefix.len())
             && redis
@@ -198,6 +212,288 @@ impl Config {
             });
         }
     }
+}
+
+const ADDRESS: &str = "engine.redis.address";
+const CLUSTER_ADDRESS: &str = "engine.redis.cluster_address";
+const SENTINEL_ADDRESS: &str = "engine.redis.sentinel_address";
+
+/// The addresses of every topology, which one is in use, and what contradicts it.
+fn validate_redis_topology(kind: EngineType, redis: &RedisEngine, out: &mut Vec<Invalid>) {
+    let cluster = !redis.cluster_address.is_empty();
+    let sentinel = !redis.sentinel_address.is_empty();
+    let custom_address = redis.address != RedisEngine::default_address();
+    let conflict = |first: &str, second: &str, reason| Invalid::Conflict {
+        first: first.to_owned(),
+        second: second.to_owned(),
+        reason,
+    };
+    if cluster && sentinel {
+        out.push(conflict(
+            CLUSTER_ADDRESS,
+            SENTINEL_ADDRESS,
+            "a Redis Cluster fails over by itself, without sentinels; configure one of them",
+        ));
+    }
+    if custom_address && cluster {
+        out.push(conflict(
+            ADDRESS,
+            CLUSTER_ADDRESS,
+            "address lists standalone servers, cluster_address the seeds of clusters; keep one",
+        ));
+    }
+    if custom_address && sentinel {
+        out.push(conflict(
+            ADDRESS,
+            SENTINEL_ADDRESS,
+            "with sentinels the primary's address comes from them; remove address",
+        ));
+    }
+    if cluster && redis.db != 0 {
+        out.push(conflict(
+            "engine.redis.db",
+            CLUSTER_ADDRESS,
+            "Redis Cluster only has database 0",
+        ));
+    }
+    let standalone = !cluster && !sentinel;
+    if kind == EngineType::Redis && standalone && redis.address.is_empty() {
+        out.push(Invalid::NoRedisAddress);
+    }
+    for (i, address) in redis.address.iter().enumerate() {
+        if let Err(reason) = check_redis_url(address) {
+            out.push(Invalid::BadRedisAddress {
+                path: format!("{ADDRESS}[{i}]"),
+                address: address.clone(),
+                reason,
+            });
+        } else if standalone && redis.tls.enabled && is_unix_url(address) {
+            out.push(conflict(
+                "engine.redis.tls.enabled",
+                &format!("{ADDRESS}[{i}]"),
+                "TLS is not available over a unix socket",
+            ));
+        }
+    }
+    for (i, cluster) in redis.cluster_address.iter().enumerate() {
+        let path = format!("{CLUSTER_ADDRESS}[{i}]");
+        if cluster.split(',').all(|seed| seed.trim().is_empty()) {
+            out.push(Invalid::BadRedisAddress {
+                path,
+                address: cluster.clone(),
+                reason: "empty: list seed nodes of the cluster, comma-separated",
+            });
+            continue;
+        }
+        for seed in cluster.split(',').map(str::trim) {
+            let checked = check_node_address(seed).and_then(|()| {
+                if url_names_db(seed) {
+                    Err("Redis Cluster only has database 0: remove the /db")
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(reason) = checked {
+                out.push(Invalid::BadRedisAddress {
+                    path: path.clone(),
+                    address: seed.to_owned(),
+                    reason,
+                });
+            }
+        }
+    }
+    for (i, address) in redis.sentinel_address.iter().enumerate() {
+        let checked = check_node_address(address).and_then(|()| {
+            if url_names_db(address) {
+                Err("a sentinel has no database: remove the /db (db applies to the primary)")
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(reason) = checked {
+            out.push(Invalid::BadRedisAddress {
+                path: format!("{SENTINEL_ADDRESS}[{i}]"),
+                address: address.clone(),
+                reason,
+            });
+        }
+    }
+    if sentinel && redis.sentinel_master_name.is_empty() {
+        out.push(Invalid::Requires {
+            path: SENTINEL_ADDRESS.into(),
+            required: "engine.redis.sentinel_master_name".into(),
+            reason: "the name the sentinels monitor (their `sentinel monitor <name> …` line)",
+        });
+    }
+    if !sentinel {
+        let sentinel_only = [
+            (
+                "engine.redis.sentinel_master_name",
+                !redis.sentinel_master_name.is_empty(),
+            ),
+            (
+                "engine.redis.sentinel_user",
+                !redis.sentinel_user.is_empty(),
+            ),
+            (
+                "engine.redis.sentinel_password",
+                !redis.sentinel_password.is_empty(),
+            ),
+            (
+                "engine.redis.sentinel_tls",
+                redis.sentinel_tls.enabled || redis.sentinel_tls.has_settings(),
+            ),
+        ];
+        for (path, set) in sentinel_only {
+            if set {
+                out.push(Invalid::Requires {
+                    path: path.into(),
+                    required: SENTINEL_ADDRESS.into(),
+                    reason: "it only applies to sentinels",
+                });
+            }
+        }
+    }
+    tls_keys("engine.redis.tls", &redis.tls, out);
+    tls_keys("engine.redis.sentinel_tls", &redis.sentinel_tls, out);
+    // TLS material nobody uses is a forgotten `enabled` more often than not.
+    let data_addresses: &[String] = if cluster {
+        &redis.cluster_address
+    } else if sentinel {
+        &[] // The sentinels name the primaries by host and port: only `enabled` turns TLS on.
+    } else {
+        &redis.address
+    };
+    let any_rediss = |addresses: &[String]| {
+        addresses
+            .iter()
+            .flat_map(|a| a.split(','))
+            .any(|a| a.trim().starts_with("rediss://"))
+    };
+    if redis.tls.has_settings() && !redis.tls.enabled && !any_rediss(data_addresses) {
+        out.push(Invalid::TlsUnused {
+            path: first_tls_key("engine.redis.tls", &redis.tls),
+            tls: "engine.redis.tls",
+            sentinel: false,
+        });
+    }
+    if sentinel
+        && redis.sentinel_tls.has_settings()
+        && !redis.sentinel_tls.enabled
+        && !any_rediss(&redis.sentinel_address)
+    {
+        out.push(Invalid::TlsUnused {
+            path: first_tls_key("engine.redis.sentinel_tls", &redis.sentinel_tls),
+            tls: "engine.redis.sentinel_tls",
+            sentinel: true,
+        });
+    }
+}
+
+/// The PEM keys of a TLS table: `(name, [inline, file, base64])`.
+fn pem_sources(tls: &RedisTls) -> [(&'static str, [&str; 3]); 3] {
+    [
+        (
+            "server_ca_pem",
+            [
+                &tls.server_ca_pem,
+                &tls.server_ca_pem_file,
+                &tls.server_ca_pem_b64,
+            ],
+        ),
+        (
+            "cert_pem",
+            [&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64],
+        ),
+        (
+            "key_pem",
+            [&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64],
+        ),
+    ]
+}
+
+/// Each PEM from at most one source, inline PEM and base64 that decode, a certificate with
+/// its key.
+fn tls_keys(path: &str, tls: &RedisTls, out: &mut Vec<Invalid>) {
+    let mut given = [false; 3];
+    for (slot, (name, [inline, file, b64])) in pem_sources(tls).into_iter().enumerate() {
+        let keys = [
+            name.to_owned(),
+            format!("{name}_file"),
+            format!("{name}_b64"),
+        ];
+        let set: Vec<&String> = [inline, file, b64]
+            .iter()
+            .zip(&keys)
+            .filter(|(value, _)| !value.is_empty())
+            .map(|(_, key)| key)
+            .collect();
+        given[slot] = !set.is_empty();
+        if let [first, second, ..] = set.as_slice() {
+            out.push(Invalid::Conflict {
+                first: format!("{path}.{first}"),
+                second: format!("{path}.{second}"),
+                reason: "give each PEM once: inline, as a file, or as base64",
+            });
+        }
+        if !inline.is_empty() && !inline.contains("-----BEGIN ") {
+            out.push(Invalid::BadPem {
+                path: format!("{path}.{name}"),
+                reason: "not PEM text (no -----BEGIN line)".into(),
+            });
+        }
+        if !b64.is_empty() {
+            let compact: String = b64.split_whitespace().collect();
+            match base64::engine::general_purpose::STANDARD.decode(compact) {
+                Err(e) => out.push(Invalid::BadPem {
+                    path: format!("{path}.{name}_b64"),
+                    reason: format!("not valid base64 ({e})"),
+                }),
+                Ok(pem) if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") => {
+                    out.push(Invalid::BadPem {
+                        path: format!("{path}.{name}_b64"),
+                        reason: "does not decode to PEM text (no -----BEGIN line)".into(),
+                    });
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    let [_, cert, key] = given;
+    if cert != key {
+        let (path_set, missing) = if cert {
+            ("cert_pem", "key_pem")
+        } else {
+            ("key_pem", "cert_pem")
+        };
+        out.push(Invalid::Requires {
+            path: format!("{path}.{path_set}"),
+            required: format!("{path}.{missing}"),
+            reason: "a client certificate and its private key go together (inline, _file or _b64)",
+        });
+    }
+}
+
+/// The first key set in a TLS table, for a message about the table.
+fn first_tls_key(path: &str, tls: &RedisTls) -> String {
+    let named = [
+        ("server_ca_pem", !tls.server_ca_pem.is_empty()),
+        ("server_ca_pem_file", !tls.server_ca_pem_file.is_empty()),
+        ("server_ca_pem_b64", !tls.server_ca_pem_b64.is_empty()),
+        ("cert_pem", !tls.cert_pem.is_empty()),
+        ("cert_pem_file", !tls.cert_pem_file.is_empty()),
+        ("cert_pem_b64", !tls.cert_pem_b64.is_empty()),
+        ("key_pem", !tls.key_pem.is_empty()),
+        ("key_pem_file", !tls.key_pem_file.is_empty()),
+        ("key_pem_b64", !tls.key_pem_b64.is_empty()),
+        ("server_name", !tls.server_name.is_empty()),
+        ("insecure_skip_verify", tls.insecure_skip_verify),
+    ];
+    let name = named
+        .iter()
+        .find(|(_, set)| *set)
+        .map_or("enabled", |(name, _)| name);
+    format!("{path}.{name}")
 }
 
 fn channel_options(
@@ -336,6 +632,48 @@ fn check_redis_url(url: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+fn is_unix_url(url: &str) -> bool {
+    url.starts_with("unix://") || url.starts_with("redis+unix://")
+}
+
+/// Whether a `redis(s)://` URL has a `/db` path.
+fn url_names_db(address: &str) -> bool {
+    let Some((_, rest)) = address.split_once("://") else {
+        return false;
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    rest.split_once('/').is_some_and(|(_, db)| !db.is_empty())
+}
+
+/// A sentinel or cluster seed: `host:port` (`[v6]:port`), or a `redis://` / `rediss://` URL.
+fn check_node_address(address: &str) -> Result<(), &'static str> {
+    if address.contains("://") {
+        check_redis_url(address)?;
+        return if is_unix_url(address) {
+            Err("use host:port or a redis:// or rediss:// URL here, not a unix socket")
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = if let Some(v6) = address.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match address.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        }
+    };
+    if host.is_empty() || host.contains(['/', '@', ' ']) {
+        return Err("write host:port, redis://host:port or rediss://host:port");
+    }
+    match port.map(str::parse::<u16>) {
+        Some(Ok(p)) if p > 0 => Ok(()),
+        None => Err("the port is missing: write host:port"),
+        _ => Err("the port must be a number from 1 to 65535"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +705,33 @@ mod tests {
         ] {
             assert!(check_redis_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn node_addresses() {
+        for ok in [
+            "127.0.0.1:26379",
+            "sentinel.internal:26379",
+            "[::1]:7000",
+            "redis://h:7000",
+            "rediss://user:pw@h:7000",
+        ] {
+            assert_eq!(check_node_address(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "h",
+            "h:",
+            ":7000",
+            "h:0",
+            "[::1:7000",
+            "unix:///r.sock",
+            "http://h:1",
+        ] {
+            assert!(check_node_address(bad).is_err(), "{bad}");
+        }
+        assert!(url_names_db("redis://h:1/2"));
+        assert!(!url_names_db("redis://h:1/"));
+        assert!(!url_names_db("h:1"));
     }
 
     #[test]

@@ -349,10 +349,15 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there
-/// is exactly one), so its publish hint works as shown.
+/// is exactly one standalone server, not sentinels or clusters), so its publish hint works as
+/// shown.
 fn demo_page(config: &crate::config::Config) -> String {
-    let redis_cli = match (config.engine.kind, config.engine.redis.address.as_slice()) {
-        (crate::config::EngineType::Redis, [address]) => redis_cli_command(address),
+    let redis = &config.engine.redis;
+    let standalone = redis.sentinel_address.is_empty() && redis.cluster_address.is_empty();
+    let redis_cli = match (config.engine.kind, redis.address.as_slice()) {
+        (crate::config::EngineType::Redis, [address]) if standalone => {
+            redis_cli_command(address, redis.tls.enabled, redis.db)
+        }
         _ => None,
     };
     let value = redis_cli.map_or_else(
@@ -362,14 +367,15 @@ fn demo_page(config: &crate::config::Config) -> String {
     DEMO_PAGE.replacen("/*REDIS_CLI*/null", &value, 1)
 }
 
-/// `redis-cli` with the options that reach `address` (no password: the page is public).
-fn redis_cli_command(address: &str) -> Option<String> {
+/// `redis-cli` with the options that reach `address` (no password: the page is public), with
+/// TLS when `tls` (the `tls.enabled` key) and database `db` unless the URL names one.
+fn redis_cli_command(address: &str, tls: bool, db: u32) -> Option<String> {
     use redis::{ConnectionAddr, IntoConnectionInfo};
     let info = address.into_connection_info().ok()?;
     let mut command = String::from("redis-cli");
     let (host, port) = match info.addr() {
-        ConnectionAddr::Tcp(host, port) => (host, *port),
-        ConnectionAddr::TcpTls { host, port, .. } => {
+        ConnectionAddr::Tcp(host, port) if !tls => (host, *port),
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
             command.push_str(" --tls");
             (host, *port)
         }
@@ -385,7 +391,8 @@ fn redis_cli_command(address: &str) -> Option<String> {
     if port != 6379 {
         command.push_str(&format!(" -p {port}"));
     }
-    let db = info.redis_settings().db();
+    let url_db = info.redis_settings().db();
+    let db = if url_db != 0 { url_db } else { i64::from(db) };
     if db != 0 {
         command.push_str(&format!(" -n {db}"));
     }
@@ -425,17 +432,25 @@ mod tests {
     #[test]
     fn the_demo_page_names_the_redis_it_publishes_to() {
         assert_eq!(
-            redis_cli_command("redis://127.0.0.1:6390").as_deref(),
+            redis_cli_command("redis://127.0.0.1:6390", false, 0).as_deref(),
             Some("redis-cli -p 6390")
         );
         assert_eq!(
-            redis_cli_command("redis://:secret@cache.internal:6379/2").as_deref(),
+            redis_cli_command("redis://:secret@cache.internal:6379/2", false, 0).as_deref(),
             Some("redis-cli -h cache.internal -n 2")
+        );
+        assert_eq!(
+            redis_cli_command("redis://127.0.0.1:6390", true, 3).as_deref(),
+            Some("redis-cli --tls -p 6390 -n 3")
         );
         let mut config = crate::config::Config::default();
         assert!(demo_page(&config).contains("const redisCli = null;"));
         config.engine.kind = crate::config::EngineType::Redis;
         config.engine.redis.address = vec!["redis://127.0.0.1:6390".into()];
         assert!(demo_page(&config).contains(r#"const redisCli = "redis-cli -p 6390";"#));
+        // The primary behind sentinels is not known when the page is made.
+        config.engine.redis.address = crate::config::RedisEngine::default_address();
+        config.engine.redis.sentinel_address = vec!["127.0.0.1:26379".into()];
+        assert!(demo_page(&config).contains("const redisCli = null;"));
     }
 }

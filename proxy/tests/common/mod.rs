@@ -7,7 +7,9 @@ pub use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 pub use gyre_proxy::engine::memory::MemoryEngine;
-pub use gyre_proxy::engine::redis::{RedisEngine, RedisSettings};
+pub use gyre_proxy::engine::redis::{
+    RedisEngine, RedisSettings, RedisTopology, SentinelSettings, TlsOptions,
+};
 pub use gyre_proxy::engine::{
     Engine, EngineError, EngineEvent, HistoryOptions, HistoryQuery, HistoryResult, PresenceStats,
     PublishOptions, StreamPosition,
@@ -39,11 +41,13 @@ pub fn memory() -> Subject {
     }
 }
 
+/// The unix socket URL of `server`.
+pub fn redis_address(server: &RedisServer) -> String {
+    format!("redis+unix://{}", server.socket().display())
+}
+
 pub fn redis_settings(server: &RedisServer) -> RedisSettings {
-    RedisSettings {
-        addresses: vec![format!("redis+unix://{}", server.socket().display())],
-        ..RedisSettings::default()
-    }
+    RedisSettings::standalone(vec![redis_address(server)])
 }
 
 pub async fn redis() -> Subject {
@@ -62,14 +66,10 @@ pub async fn redis() -> Subject {
 
 /// Settings for the Redis engine on `cluster` (one cluster, all its running nodes as seeds).
 pub fn cluster_settings(cluster: &gyre_tests::RedisCluster) -> RedisSettings {
-    let seeds = cluster
-        .seeds()
-        .iter()
-        .map(|s| format!("redis://{s}"))
-        .collect();
     RedisSettings {
-        addresses: Vec::new(),
-        clusters: vec![seeds],
+        topology: RedisTopology::Cluster {
+            shards: vec![cluster.seeds()],
+        },
         ..RedisSettings::default()
     }
 }

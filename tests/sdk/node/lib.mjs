@@ -382,7 +382,8 @@ export async function apiPublish(args, channel, data, extra = {}) {
  * 127.0.0.1); extra arguments (e.g. HISTORY 100 300) follow. Returns `{offset, epoch}`.
  */
 export function redisPublish(args, channel, data, extra = []) {
-  const argv = ['-h', args['redis-host'] || '127.0.0.1', '-p', String(need(args, 'redis-port')),
+  // -c follows a Redis Cluster's redirects, as users do; it changes nothing for one server.
+  const argv = ['-c', '-h', args['redis-host'] || '127.0.0.1', '-p', String(need(args, 'redis-port')),
     'GYRE.PUBLISH', channel, JSON.stringify(data), ...extra];
   return new Promise((resolve, reject) => {
     execFile('redis-cli', argv, { timeout: 5000 }, (err, stdout, stderr) => {

@@ -214,3 +214,57 @@ fn known_keys_and_env_names() {
         "GYRE_ENGINE_REDIS_ADDRESS"
     );
 }
+
+#[test]
+fn redis_topology_keys_from_env() {
+    let loaded = load(
+        None,
+        env(&[
+            (
+                "GYRE_ENGINE_REDIS_SENTINEL_ADDRESS",
+                "127.0.0.1:26379, 127.0.0.1:26380",
+            ),
+            ("GYRE_ENGINE_REDIS_SENTINEL_MASTER_NAME", "gyre"),
+            ("GYRE_ENGINE_REDIS_SENTINEL_TLS_ENABLED", "true"),
+            (
+                "GYRE_ENGINE_REDIS_SENTINEL_TLS_SERVER_CA_PEM_FILE",
+                "/ca.pem",
+            ),
+            ("GYRE_ENGINE_REDIS_PASSWORD", "p"),
+            ("GYRE_ENGINE_REDIS_DB", "3"),
+        ]),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let redis = loaded.config.engine.redis;
+    assert_eq!(
+        redis.sentinel_address,
+        ["127.0.0.1:26379", "127.0.0.1:26380"]
+    );
+    assert_eq!(redis.sentinel_master_name, "gyre");
+    assert!(redis.sentinel_tls.enabled);
+    assert_eq!(redis.sentinel_tls.server_ca_pem_file, "/ca.pem");
+    assert_eq!((redis.password.as_str(), redis.db), ("p", 3));
+
+    // Plain text is one cluster (its seeds are comma-separated); a JSON array lists several.
+    let one = load(
+        None,
+        env(&[("GYRE_ENGINE_REDIS_CLUSTER_ADDRESS", "h:7000,h:7001")]),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(one.config.engine.redis.cluster_address, ["h:7000,h:7001"]);
+    let two = load(
+        None,
+        env(&[(
+            "GYRE_ENGINE_REDIS_CLUSTER_ADDRESS",
+            r#"["a:7000,a:7001", "b:7000"]"#,
+        )]),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        two.config.engine.redis.cluster_address,
+        ["a:7000,a:7001", "b:7000"]
+    );
+}

@@ -261,3 +261,180 @@ fn every_problem_is_listed_in_the_message() {
 fn default_config_is_valid() {
     Config::default().validate().unwrap();
 }
+
+/// The messages of the validation problems of `text`, one string each.
+fn messages(text: &str) -> Vec<String> {
+    invalid(text).iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn redis_topologies_load() {
+    let sentinel = toml_ok(
+        r#"
+        [engine]
+        type = "redis"
+        [engine.redis]
+        sentinel_address = ["127.0.0.1:26379", "rediss://s2:26380"]
+        sentinel_master_name = "gyre"
+        sentinel_password = "s"
+        user = "gyre"
+        password = "p"
+        db = 1
+        [engine.redis.sentinel_tls]
+        server_ca_pem_b64 = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+        "#,
+    );
+    assert_eq!(sentinel.engine.redis.sentinel_master_name, "gyre");
+    assert_eq!(sentinel.engine.redis.db, 1);
+    let cluster = toml_ok(
+        r#"
+        [engine.redis]
+        cluster_address = "127.0.0.1:7000,127.0.0.1:7001"
+        "#,
+    );
+    assert_eq!(
+        cluster.engine.redis.cluster_address,
+        ["127.0.0.1:7000,127.0.0.1:7001"]
+    );
+    let tls = toml_ok(
+        r#"
+        [engine.redis]
+        address = ["rediss://h:6380"]
+        [engine.redis.tls]
+        server_ca_pem_file = "/etc/redis/ca.pem"
+        server_name = "redis.internal"
+        "#,
+    );
+    assert!(!tls.engine.redis.tls.enabled);
+}
+
+#[test]
+fn redis_topology_contradictions_name_both_keys() {
+    let found = messages(
+        r#"
+        [engine.redis]
+        address = ["redis://h:1"]
+        db = 2
+        cluster_address = ["h:7000"]
+        sentinel_address = ["h:26379"]
+        sentinel_master_name = "m"
+        "#,
+    );
+    assert_eq!(found.len(), 4, "{found:#?}");
+    for (first, second) in [
+        (
+            "engine.redis.cluster_address",
+            "engine.redis.sentinel_address",
+        ),
+        ("engine.redis.address", "engine.redis.cluster_address"),
+        ("engine.redis.address", "engine.redis.sentinel_address"),
+        ("engine.redis.db", "engine.redis.cluster_address"),
+    ] {
+        let expected = format!("`{first}` and `{second}` cannot be used together");
+        assert!(
+            found.iter().any(|m| m.starts_with(&expected)),
+            "{expected}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn redis_sentinel_keys_need_each_other() {
+    assert_eq!(
+        messages("[engine.redis]\nsentinel_address = [\"h:26379\"]"),
+        [
+            "`engine.redis.sentinel_address` needs `engine.redis.sentinel_master_name`: the name \
+          the sentinels monitor (their `sentinel monitor <name> …` line)"
+        ]
+    );
+    let stray = messages(
+        "[engine.redis]\nsentinel_master_name = \"m\"\nsentinel_password = \"p\"\n[engine.redis.sentinel_tls]\nenabled = true",
+    );
+    assert_eq!(stray.len(), 3, "{stray:#?}");
+    assert!(
+        stray
+            .iter()
+            .all(|m| m.contains("needs `engine.redis.sentinel_address`"))
+    );
+}
+
+#[test]
+fn redis_node_addresses_are_checked() {
+    let found = messages(
+        r#"
+        [engine.redis]
+        cluster_address = ["h:7000, h", "", "redis://h:7000/3"]
+        "#,
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("`engine.redis.cluster_address[0]` = `h`"));
+    assert!(found[1].contains("empty"));
+    assert!(found[2].contains("only has database 0"));
+    let found = messages(
+        "[engine.redis]\nsentinel_address = [\"unix:///s.sock\", \"h:26379/1\"]\nsentinel_master_name = \"m\"",
+    );
+    assert_eq!(found.len(), 2, "{found:#?}");
+    let found = messages(
+        "[engine.redis]\naddress = [\"unix:///r.sock\"]\n[engine.redis.tls]\nenabled = true",
+    );
+    assert_eq!(
+        found,
+        [
+            "`engine.redis.tls.enabled` and `engine.redis.address[0]` cannot be used together: TLS \
+          is not available over a unix socket"
+        ]
+    );
+}
+
+#[test]
+fn redis_tls_pem_rules() {
+    let found = messages(
+        r#"
+        [engine.redis]
+        address = ["rediss://h:1"]
+        [engine.redis.tls]
+        server_ca_pem = "-----BEGIN CERTIFICATE-----"
+        server_ca_pem_file = "/ca.pem"
+        cert_pem_b64 = "!!not base64!!"
+        "#,
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(
+        found[0],
+        "`engine.redis.tls.server_ca_pem` and `engine.redis.tls.server_ca_pem_file` cannot be \
+         used together: give each PEM once: inline, as a file, or as base64"
+    );
+    assert!(found[1].starts_with("`engine.redis.tls.cert_pem_b64`: not valid base64"));
+    assert!(found[2].starts_with(
+        "`engine.redis.tls.cert_pem` needs `engine.redis.tls.key_pem`: a client certificate and \
+         its private key go together"
+    ));
+    let found = messages(
+        "[engine.redis.sentinel_tls]\nkey_pem = \"no pem\"\n[engine.redis]\nsentinel_address = [\"h:1\"]\nsentinel_master_name = \"m\"",
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].contains("`engine.redis.sentinel_tls.key_pem`: not PEM text"));
+    assert!(found[1].contains("needs `engine.redis.sentinel_tls.cert_pem`"));
+    assert!(
+        found[2]
+            .starts_with("`engine.redis.sentinel_tls.key_pem` is set but no connection uses TLS")
+    );
+}
+
+#[test]
+fn redis_tls_settings_without_tls_are_refused() {
+    assert_eq!(
+        messages("[engine.redis.tls]\nserver_name = \"redis.internal\""),
+        [
+            "`engine.redis.tls.server_name` is set but no connection uses TLS: set \
+          `engine.redis.tls.enabled = true` or use rediss:// addresses"
+        ]
+    );
+    // The sentinels name primaries by host and port: only `enabled` turns TLS on for them.
+    let found = messages(
+        "[engine.redis]\nsentinel_address = [\"rediss://h:1\"]\nsentinel_master_name = \"m\"\n[engine.redis.tls]\ninsecure_skip_verify = true",
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    // insecure_skip_verify with TLS on is valid (a warning at start).
+    toml_ok("[engine.redis.tls]\nenabled = true\ninsecure_skip_verify = true");
+}

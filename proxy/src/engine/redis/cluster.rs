@@ -22,14 +22,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::cluster::TlsMode;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::{Cmd, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ClientTlsConfig, Cmd, ProtocolVersion, PushInfo, PushKind, TlsCertificates, Value};
 use tokio::sync::{Notify, mpsc};
 
+use super::Namespaces;
 use super::pubsub::{self, AbortOnDrop};
-use super::{Namespaces, unavailable};
+use super::{NodeOptions, RedisSettings, connect};
 use crate::engine::{EngineError, EngineEvent, EventSender};
 
 /// How the module names and publishes a channel's PUB/SUB messages in this cluster, as the
@@ -40,6 +42,11 @@ pub(super) enum Delivery {
     Sharded,
     /// `PUBLISH`: every cluster node forwards every message to every other node.
     Broadcast,
+}
+
+/// A Redis failure as the engine's retryable error, keeping Redis's message.
+fn unavailable(e: redis::RedisError) -> EngineError {
+    EngineError::Unavailable(e.to_string())
 }
 
 /// Pause between rounds of resubscription while the cluster is not serving a slot.
@@ -60,24 +67,18 @@ impl ClusterShard {
     /// subscription side.
     pub async fn connect(
         seeds: &[String],
-        prefix: &str,
-        timeouts: (Duration, Duration),
+        settings: &RedisSettings,
         events: EventSender,
         namespaces: Namespaces,
     ) -> Result<ClusterShard, EngineError> {
-        let (connect_timeout, io_timeout) = timeouts;
-        let builder = || {
-            ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-                .use_protocol(ProtocolVersion::RESP3)
-                .connection_timeout(connect_timeout)
-                .response_timeout(io_timeout)
-                .retries(3)
-        };
-        let client = builder().build().map_err(unavailable)?;
+        crate::tls::install_crypto_provider();
+        let client = client_builder(seeds, &settings.nodes)?
+            .build()
+            .map_err(unavailable)?;
         let mut commands = client.get_async_connection().await.map_err(unavailable)?;
-        let delivery = check_module(&mut commands, prefix).await?;
+        let delivery = check_module(&mut commands, &settings.prefix).await?;
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let pubsub_client: ClusterClient = builder()
+        let pubsub_client: ClusterClient = client_builder(seeds, &settings.nodes)?
             .push_sender(push_tx)
             .build()
             .map_err(unavailable)?;
@@ -88,7 +89,7 @@ impl ClusterShard {
         let pubsub = ClusterPubSub::start(
             connection,
             commands.clone(),
-            prefix,
+            &settings.prefix,
             delivery,
             push_rx,
             events,
@@ -96,7 +97,11 @@ impl ClusterShard {
         )
         .await?;
         Ok(ClusterShard {
-            seeds: seeds.join(","),
+            seeds: seeds
+                .iter()
+                .map(|s| connect::redact(s))
+                .collect::<Vec<_>>()
+                .join(","),
             commands,
             pubsub,
         })
@@ -131,6 +136,67 @@ impl ClusterShard {
 }
 
 /// Runs `cmd` on every primary; fails if any of them answers with an error (naming it).
+/// A cluster client for `seeds` (`host:port` or URLs) with the node options: credentials of
+/// the keys unless the first seed's URL names them, TLS for `rediss://` or `tls.enabled`, the
+/// CA and client certificate, the timeouts. redis-rs connects to the nodes the cluster reports
+/// by their addresses, so `tls.server_name` cannot be honoured here and is refused.
+fn client_builder(
+    seeds: &[String],
+    options: &NodeOptions,
+) -> Result<ClusterClientBuilder, EngineError> {
+    let tls = options.tls.enabled || seeds.iter().any(|s| s.starts_with("rediss://"));
+    if tls && options.tls.server_name.is_some() {
+        return Err(EngineError::Unavailable(
+            "engine.redis.tls.server_name is not supported with cluster_address: nodes are \
+             reached at the addresses the cluster reports"
+                .into(),
+        ));
+    }
+    let scheme = if tls { "rediss" } else { "redis" };
+    let urls: Vec<String> = seeds
+        .iter()
+        .map(|seed| match seed.split_once("://") {
+            Some((_, rest)) => format!("{scheme}://{rest}"),
+            None => format!("{scheme}://{seed}"),
+        })
+        .collect();
+    let mut builder = ClusterClientBuilder::new(urls)
+        .use_protocol(ProtocolVersion::RESP3)
+        .connection_timeout(options.connect_timeout)
+        .response_timeout(options.io_timeout)
+        .retries(3);
+    let url_names_user = seeds.iter().any(|s| s.contains('@'));
+    if !url_names_user {
+        if let Some(user) = &options.user {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &options.password {
+            builder = builder.password(password.expose());
+        }
+    }
+    if tls {
+        let mode = if options.tls.insecure_skip_verify {
+            TlsMode::Insecure
+        } else {
+            TlsMode::Secure
+        };
+        builder = builder.tls(mode);
+        if options.tls.ca_pem.is_some() || options.tls.client_identity.is_some() {
+            builder =
+                builder.certs(TlsCertificates {
+                    client_tls: options.tls.client_identity.as_ref().map(|identity| {
+                        ClientTlsConfig {
+                            client_cert: identity.cert_pem.clone(),
+                            client_key: identity.key_pem.expose().as_bytes().to_vec(),
+                        }
+                    }),
+                    root_cert: options.tls.ca_pem.clone(),
+                });
+        }
+    }
+    Ok(builder)
+}
+
 async fn all_primaries(con: &mut ClusterConnection, cmd: &Cmd) -> Result<(), EngineError> {
     let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
     let reply = con

@@ -2,21 +2,39 @@
 //! commands of `docs/module.md`), delivery through Redis PUB/SUB.
 //!
 //! Every write is one module command, so publish + history append are atomic in Redis and any
-//! number of stateless `gyre` nodes share the same streams. Two RESP3 connections per Redis, each a
-//! reconnecting [`ConnectionManager`]:
-//! - commands (`commands`): shared by every caller, multiplexed;
-//! - subscriptions (`pubsub`): this node's SUBSCRIBEs, resubscribed automatically after a
-//!   reconnect and followed by [`EngineEvent::Resync`](super::EngineEvent::Resync).
+//! number of stateless `gyre` nodes share the same streams.
 //!
-//! Several addresses shard channels across independent Redis servers as Centrifugo does
-//! (`shard`): each server gets its own pair of connections; a channel's publications, history,
-//! presence and subscription all go to the server its name hashes to; control commands go to any
-//! one server (round-robin) and every node listens for them on every server; namespaces are
-//! stored in every server.
+//! Where the data lives is the [`RedisTopology`] of [`RedisSettings`]; each topology becomes a
+//! list of shards (`shard`), each shard an [`Endpoint`](endpoint) (the node to talk to now) and
+//! two RESP3 connections to it:
+//! - commands (`link`): shared by every caller, multiplexed, replaced when broken, on
+//!   `READONLY`, or when the endpoint moves;
+//! - subscriptions (`pubsub`): this node's SUBSCRIBEs, subscribed again on every new connection
+//!   and followed by [`EngineEvent::Resync`](super::EngineEvent::Resync).
+//!
+//! Topologies:
+//! - standalone addresses shard channels across independent Redis servers as Centrifugo does
+//!   (`shard`): a channel's publications, history, presence and subscription all go to the
+//!   server its name hashes to; control commands go to any one server (round-robin) and every
+//!   node listens for them on every server; namespaces are stored in every server. A TCP proxy
+//!   in front of the current primary is a standalone address too;
+//! - Sentinel (`sentinel`): one shard, the primary the sentinels name, followed across
+//!   failovers;
+//! - Redis Cluster (`cluster`): one shard per cluster; inside it redis-rs routes each command
+//!   to the primary owning the channel's slot, and the subscriptions live where their slots do
+//!   (sharded PUB/SUB when the module publishes with `SPUBLISH`).
+//!
+//! `connect` turns an address and the node options (credentials, database, TLS) into
+//! connections.
 
 mod cluster;
 mod commands;
+mod connect;
+mod endpoint;
+mod link;
 mod pubsub;
+mod sentinel;
+mod settings;
 mod shard;
 
 use std::collections::HashMap;
@@ -26,52 +44,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gyre_proto::ClientInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, IntoConnectionInfo, ProtocolVersion, RedisError, Value};
+use redis::{Cmd, Value};
 
 use super::{
     ControlCommand, EngineError, EventSender, HistoryOptions, HistoryQuery, HistoryResult,
     PresenceStats, PublishOptions, StreamPosition,
 };
 use cluster::ClusterShard;
+use connect::{Role, Target};
+use endpoint::Endpoint;
+use link::CommandLink;
+pub use settings::{
+    ClientIdentity, NodeOptions, RedisSettings, RedisTopology, Secret, SentinelSettings, TlsOptions,
+};
 use shard::Shard;
 
-/// Where the Redis engine connects and how it names things.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// `redis://host:port[/db]` or `unix:///path` URLs (`rediss://` needs a TLS feature of the
-    /// `redis` crate that is not enabled yet). Several: one shard per address, each an
-    /// independent Redis with the module (not DB numbers of one Redis: PUB/SUB ignores them).
-    /// Every node must list the same addresses in the same order.
-    pub addresses: Vec<String>,
-    /// Key and channel prefix; must equal the module's `gyre.prefix` (checked on connect).
-    pub prefix: String,
-    /// Presence TTL used when [`RedisEngine::add_presence`] is given a zero TTL.
-    pub presence_ttl: Duration,
-    /// Limit of one connection attempt.
-    pub connect_timeout: Duration,
-    /// Limit of one command's round trip (named like `engine.redis.io_timeout` in the config).
-    pub io_timeout: Duration,
-    /// Redis Clusters, each given by its seed addresses; when set, `addresses` is not used and
-    /// channels are sharded across the clusters like across standalone servers.
-    pub clusters: Vec<Vec<String>>,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            addresses: vec!["redis://127.0.0.1:6379".into()],
-            prefix: "gyre".into(),
-            presence_ttl: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(4),
-            clusters: Vec::new(),
-        }
-    }
-}
-
-/// One independent part of the engine's Redis: a standalone server or a whole cluster. Each
-/// channel lives in one of them (jump hash).
+/// One independent part of the engine's Redis: a standalone server (or the Sentinel primary),
+/// or a whole cluster. Each channel lives in one of them (jump hash).
 enum Backend {
     Standalone(Shard),
     Cluster(ClusterShard),
@@ -79,16 +68,16 @@ enum Backend {
 
 impl Backend {
     /// Where it is, for messages.
-    fn name(&self) -> &str {
+    fn name(&self) -> String {
         match self {
-            Backend::Standalone(shard) => &shard.address,
-            Backend::Cluster(cluster) => &cluster.seeds,
+            Backend::Standalone(shard) => shard.name(),
+            Backend::Cluster(cluster) => cluster.seeds.clone(),
         }
     }
 
     async fn query(&self, cmd: &Cmd) -> Result<Value, EngineError> {
         match self {
-            Backend::Standalone(shard) => query(&shard.commands, cmd).await,
+            Backend::Standalone(shard) => shard.commands.query(cmd).await,
             Backend::Cluster(cluster) => cluster.query(cmd).await,
         }
     }
@@ -96,7 +85,7 @@ impl Backend {
     /// Runs `cmd` on every primary (namespaces live in each).
     async fn query_everywhere(&self, cmd: &Cmd) -> Result<(), EngineError> {
         match self {
-            Backend::Standalone(shard) => query(&shard.commands, cmd).await.map(drop),
+            Backend::Standalone(shard) => shard.commands.query(cmd).await.map(drop),
             Backend::Cluster(cluster) => cluster.query_all_primaries(cmd).await,
         }
     }
@@ -120,7 +109,7 @@ impl Backend {
             Backend::Standalone(shard) => {
                 let mut cmd = redis::cmd("PUBLISH");
                 cmd.arg(channel).arg(payload);
-                query(&shard.commands, &cmd).await.map(drop)
+                shard.commands.query(&cmd).await.map(drop)
             }
             Backend::Cluster(cluster) => cluster.publish_control(channel, payload).await,
         }
@@ -129,8 +118,8 @@ impl Backend {
 
 /// The Redis engine of one node.
 pub struct RedisEngine {
-    /// One per address (or cluster), in the configured order (the order decides each channel's
-    /// shard).
+    /// One per address, per cluster, or the one Sentinel primary, in the configured order (the
+    /// order decides each channel's shard).
     shards: Vec<Backend>,
     /// Round-robin counter of [`RedisEngine::publish_control`].
     next_control: AtomicUsize,
@@ -145,76 +134,40 @@ pub struct RedisEngine {
 /// Namespace history options registered in Redis, by name.
 pub(super) type Namespaces = Arc<parking_lot::Mutex<Vec<(String, Option<HistoryOptions>)>>>;
 
-/// A Redis failure as the contract's retryable error, keeping Redis's message.
-pub(super) fn unavailable(e: RedisError) -> EngineError {
-    EngineError::Unavailable(e.to_string())
-}
-
 impl RedisEngine {
-    /// Connects the command and subscription connections of every address, checks that the
+    /// Connects the command and subscription connections of every shard, checks that the
     /// module is loaded with the same prefix in each, and starts delivering subscribed channels'
     /// events into `events`.
     pub async fn connect(
         settings: RedisSettings,
         events: EventSender,
     ) -> Result<RedisEngine, EngineError> {
-        if settings.addresses.is_empty() && settings.clusters.is_empty() {
-            return Err(EngineError::Unavailable(
-                "no redis address configured".into(),
-            ));
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.io_timeout))
-            // Few retries per reconnect: a command waits for them, and failing fast with
-            // Unavailable beats holding a client's request while Redis is down. The next command
-            // (or the subscription side's resync probe) starts a new reconnect anyway.
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(1));
         let namespaces = Namespaces::default();
-        if !settings.clusters.is_empty() {
-            let sharded = settings.clusters.len() > 1;
-            let mut shards = Vec::with_capacity(settings.clusters.len());
-            for seeds in &settings.clusters {
-                let cluster = ClusterShard::connect(
-                    seeds,
-                    &settings.prefix,
-                    (settings.connect_timeout, settings.io_timeout),
-                    events.clone(),
-                    namespaces.clone(),
-                )
-                .await;
+        let mut shards = Vec::new();
+        if let RedisTopology::Cluster { shards: clusters } = &settings.topology {
+            let several = clusters.len() > 1;
+            for seeds in clusters {
+                let cluster =
+                    ClusterShard::connect(seeds, &settings, events.clone(), namespaces.clone())
+                        .await;
                 shards.push(Backend::Cluster(match cluster {
                     Ok(cluster) => cluster,
-                    Err(e) if sharded => return Err(naming(&seeds.join(","), e)),
+                    Err(e) if several => return Err(naming(&seeds.join(","), e)),
                     Err(e) => return Err(e),
                 }));
             }
-            return Ok(RedisEngine {
-                shards,
-                next_control: AtomicUsize::new(0),
-                presence_ttl: settings.presence_ttl,
-                control_channel: pubsub::control_channel(&settings.prefix),
-                namespaces,
-            });
-        }
-        let sharded = settings.addresses.len() > 1;
-        let mut shards = Vec::with_capacity(settings.addresses.len());
-        for address in &settings.addresses {
-            let shard = Shard::connect(
-                address,
-                &settings,
-                &config,
-                events.clone(),
-                namespaces.clone(),
-            )
-            .await;
-            shards.push(match shard {
-                Ok(shard) => Backend::Standalone(shard),
-                // One address: the caller names it already; several: say which one failed.
-                Err(e) if sharded => return Err(naming(address, e)),
-                Err(e) => return Err(e),
-            });
+        } else {
+            for endpoint in endpoints(&settings).await? {
+                shards.push(Backend::Standalone(
+                    Shard::connect(
+                        endpoint,
+                        &settings.prefix,
+                        events.clone(),
+                        namespaces.clone(),
+                    )
+                    .await?,
+                ));
+            }
         }
         Ok(RedisEngine {
             shards,
@@ -245,13 +198,10 @@ impl RedisEngine {
     ) -> Result<(), EngineError> {
         let cmd = commands::register_namespace(name, history);
         for shard in &self.shards {
-            shard.query_everywhere(&cmd).await.map_err(|e| {
-                if self.shards.len() > 1 {
-                    naming(shard.name(), e)
-                } else {
-                    e
-                }
-            })?;
+            shard
+                .query_everywhere(&cmd)
+                .await
+                .map_err(|e| naming(&shard.name(), e))?;
         }
         let mut namespaces = self.namespaces.lock();
         namespaces.retain(|(known, _)| known != name);
@@ -375,10 +325,31 @@ impl RedisEngine {
     }
 }
 
-async fn query(commands: &ConnectionManager, cmd: &Cmd) -> Result<Value, EngineError> {
-    cmd.query_async(&mut commands.clone())
-        .await
-        .map_err(unavailable)
+/// The shards' endpoints of `settings`' topology, in shard order.
+async fn endpoints(settings: &RedisSettings) -> Result<Vec<Arc<Endpoint>>, EngineError> {
+    match &settings.topology {
+        RedisTopology::Standalone { addresses } => {
+            if addresses.is_empty() {
+                return Err(EngineError::Unavailable(
+                    "no redis address configured".into(),
+                ));
+            }
+            addresses
+                .iter()
+                .map(|address| {
+                    Target::from_address(address, &settings.nodes, Role::DataNode)
+                        .map(Endpoint::fixed)
+                })
+                .collect()
+        }
+        RedisTopology::Sentinel(sentinel) => {
+            Ok(vec![sentinel::connect(sentinel, &settings.nodes).await?])
+        }
+        // Each cluster is a shard of its own (`ClusterShard`), with no single endpoint.
+        RedisTopology::Cluster { .. } => Err(EngineError::Protocol(
+            "a Redis Cluster has no single endpoint".into(),
+        )),
+    }
 }
 
 /// `error` with the shard's address in its message, same kind.
@@ -389,30 +360,12 @@ fn naming(address: &str, error: EngineError) -> EngineError {
     }
 }
 
-/// A client for `address` that speaks RESP3 whatever the URL says: PUB/SUB messages arrive as
-/// push frames on a connection that also answers commands (PING, SUBSCRIBE confirmations).
-pub(super) fn resp3_client(address: &str) -> Result<Client, EngineError> {
-    let info = address
-        .into_connection_info()
-        .map_err(|e| EngineError::Unavailable(format!("redis address {address:?}: {e}")))?;
-    let redis = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(redis)).map_err(unavailable)
-}
-
 /// Fails when the module is not loaded or uses another prefix: the proxy would then subscribe
 /// to channels nobody publishes on. A Redis that refuses `CONFIG` (managed services rename it)
 /// is only warned about.
-pub(super) async fn check_module(
-    con: &mut ConnectionManager,
-    prefix: &str,
-) -> Result<(), EngineError> {
-    let reply = match redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("gyre.prefix")
-        .query_async::<Value>(con)
+async fn check_module(commands: &CommandLink, prefix: &str) -> Result<(), EngineError> {
+    let reply = match commands
+        .query(redis::cmd("CONFIG").arg("GET").arg("gyre.prefix"))
         .await
     {
         Ok(reply) => reply,

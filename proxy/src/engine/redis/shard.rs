@@ -3,47 +3,51 @@
 //! `jump_hash(fnv1a_64(channel), shards)`, for its history, presence and PUB/SUB alike, so every
 //! `gyre` node configured with the same address list finds a channel on the same server.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
 
+use super::endpoint::Endpoint;
+use super::link::CommandLink;
 use super::pubsub::{self, PubSub};
-use super::{Namespaces, RedisSettings, check_module, resp3_client, unavailable};
+use super::{Namespaces, check_module, naming};
 use crate::engine::{EngineError, EventSender};
 
-/// One Redis server: its command connection and its subscription connection (with their tasks).
+/// One shard: the node its [`Endpoint`] points at (a server, a TCP proxy, or the primary
+/// Sentinel names), its command connection and its subscription connection.
 pub(super) struct Shard {
-    /// The configured URL, for error messages.
-    pub address: String,
-    pub commands: ConnectionManager,
+    pub endpoint: Arc<Endpoint>,
+    pub commands: Arc<CommandLink>,
     pub pubsub: PubSub,
 }
 
 impl Shard {
-    /// Connects to `address`, checks the module's prefix and starts the subscription side.
-    /// Namespaces in `namespaces` are stored again whenever this shard's subscription connection
-    /// comes back.
+    /// Connects to the endpoint's node, checks the module's prefix and starts the subscription
+    /// side. Namespaces in `namespaces` are stored again whenever this shard's subscription
+    /// connection comes back.
     pub async fn connect(
-        address: &str,
-        settings: &RedisSettings,
-        config: &ConnectionManagerConfig,
+        endpoint: Arc<Endpoint>,
+        prefix: &str,
         events: EventSender,
         namespaces: Namespaces,
     ) -> Result<Shard, EngineError> {
-        let client = resp3_client(address)?;
-        let commands = ConnectionManager::new_with_config(client.clone(), config.clone())
+        let commands = Arc::new(CommandLink::connect(Arc::clone(&endpoint)).await?);
+        check_module(&commands, prefix)
             .await
-            .map_err(unavailable)?;
-        check_module(&mut commands.clone(), &settings.prefix).await?;
+            .map_err(|e| naming(&endpoint.name(), e))?;
         let reregister = pubsub::Reregister {
-            commands: commands.clone(),
+            commands: Arc::clone(&commands),
             namespaces,
         };
-        let pubsub =
-            PubSub::connect(client, config.clone(), &settings.prefix, events, reregister).await?;
+        let pubsub = PubSub::connect(Arc::clone(&endpoint), prefix, events, reregister).await?;
         Ok(Shard {
-            address: address.to_owned(),
+            endpoint,
             commands,
             pubsub,
         })
+    }
+
+    /// The node's address, for error messages.
+    pub fn name(&self) -> String {
+        self.endpoint.name()
     }
 }
 

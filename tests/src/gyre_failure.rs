@@ -1,0 +1,74 @@
+//! `gyre` where it must refuse to start, and `gyre checkconfig`: the tests of start errors read
+//! what it printed.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::gyre_process::{GyreBuilder, gyre_binary};
+use crate::server::free_port;
+
+impl GyreBuilder {
+    /// Runs `gyre --config <file>` with this configuration, expecting it to exit with an error
+    /// within `within`; returns everything it printed. Panics if it exits with 0 or still runs.
+    pub fn start_failure(&self, within: Duration) -> String {
+        let (status, output) = self.run_gyre(&[], within);
+        match status {
+            Some(0) => panic!("gyre exited with 0 where it should have failed:\n{output}"),
+            Some(_) => output,
+            None => {
+                panic!("gyre still runs after {within:?} where it should have failed:\n{output}")
+            }
+        }
+    }
+
+    /// `gyre checkconfig --config <file>`: whether it said the configuration is valid, and what
+    /// it printed.
+    pub fn checkconfig(&self) -> (bool, String) {
+        let (status, output) = self.run_gyre(&["checkconfig"], Duration::from_secs(20));
+        (status == Some(0), output)
+    }
+
+    /// Runs gyre with this configuration until it exits or `within` passed (then kills it);
+    /// its exit code (`None`: killed) and stdout + stderr.
+    fn run_gyre(&self, args: &[&str], within: Duration) -> (Option<i32>, String) {
+        let dir = tempfile::Builder::new()
+            .prefix("gyre-fail-it-")
+            .tempdir()
+            .expect("create temp dir");
+        let config = dir.path().join("gyre.toml");
+        std::fs::write(&config, self.config_toml(free_port())).expect("write gyre.toml");
+        let log_path = dir.path().join("gyre.log");
+        let log = std::fs::File::create(&log_path).expect("create gyre.log");
+        let mut command = Command::new(gyre_binary());
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup gyre.log"))
+            .stderr(log)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("GYRE_") || name.starts_with("CENTRIFUGO_") {
+                command.env_remove(name.as_ref());
+            }
+        }
+        let mut child = command.spawn().expect("spawn gyre");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for gyre") {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+        (status, output)
+    }
+}
