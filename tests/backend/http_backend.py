@@ -45,11 +45,11 @@ STATE = {
 
 def user_from(headers, body):
     """The session cookie, else a bearer token sent by headers emulation."""
-    for part in headers.get("Cookie", "").split(";"):
+    for part in headers.get("cookie", "").split(";"):
         name, _, value = part.strip().partition("=")
         if name == "session" and value in SESSIONS:
             return SESSIONS[value]
-    auth = headers.get("Authorization", "")
+    auth = headers.get("authorization", "")
     if auth.startswith("Bearer t-"):
         return auth[len("Bearer t-"):]
     return None
@@ -188,7 +188,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(404, {"error": "no such hook"})
             return
         body = json.loads(raw)
-        headers = {name: value for name, value in self.headers.items()}
+        # Header names are case-insensitive: keep them lowercase.
+        headers = {name.lower(): value for name, value in self.headers.items()}
         with STATE["lock"]:
             STATE["requests"].append({
                 "path": self.path,

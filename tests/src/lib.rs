@@ -15,8 +15,10 @@
 //!   turn replies into plain values and panic with the command that failed; [`xrange`],
 //!   [`hgetall`], [`info_section`], [`aof_commands`].
 //! - `wait` — [`wait_until`] polling and [`now_ms`].
+//! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests.
 
 mod gyre_process;
+mod hook_backend;
 mod module_build;
 mod pubsub;
 mod replies;
@@ -34,6 +36,7 @@ pub use gyre_process::{
     http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
     python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
 };
+pub use hook_backend::HttpBackend;
 pub use module_build::{module_path, workspace_root};
 pub use pubsub::{Subscriber, decode_payload};
 pub use replies::{
