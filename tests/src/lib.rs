@@ -15,8 +15,10 @@
 //!   turn replies into plain values and panic with the command that failed; [`xrange`],
 //!   [`hgetall`], [`info_section`], [`aof_commands`].
 //! - `wait` — [`wait_until`] polling and [`now_ms`].
-//! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests.
+//! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
+//!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
+mod grpc_backend;
 mod gyre_process;
 mod hook_backend;
 mod module_build;
@@ -30,6 +32,7 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
+pub use grpc_backend::GrpcBackend;
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
