@@ -68,6 +68,66 @@ impl HttpBackend {
             .collect()
     }
 
+    /// Gyre's config of the hooks of this backend: connect (cookies and an emulated
+    /// `Authorization` header), refresh, subscribe, publish and sub_refresh for the `hooks`
+    /// namespace (presence on), RPC for methods without a namespace (`plain:*` is not proxied).
+    /// `extra` is more TOML (new tables).
+    pub fn config(&self, extra: &str) -> String {
+        let url = |hook: &str| self.url(&format!("/centrifugo/{hook}"));
+        format!(
+            r#"
+[client.proxy.connect]
+enabled = true
+endpoint = "{connect}"
+timeout = "1s"
+http_headers = ["Cookie", "Authorization"]
+emulated_headers = ["Authorization", "X-Device"]
+[client.proxy.connect.http]
+static_headers = {{ "X-Gyre-Test" = "static", "X-Device" = "fixed" }}
+
+[client.proxy.refresh]
+enabled = true
+endpoint = "{refresh}"
+
+[channel.proxy.subscribe]
+endpoint = "{subscribe}"
+timeout = "500ms"
+include_connection_meta = true
+[channel.proxy.publish]
+endpoint = "{publish}"
+[channel.proxy.sub_refresh]
+endpoint = "{sub_refresh}"
+
+[rpc.proxy]
+endpoint = "{rpc}"
+timeout = "500ms"
+include_connection_meta = true
+[rpc.proxy.http]
+status_to_code_transforms = [{{ status_code = 500, to_error = {{ code = 1500, message = "backend broke" }} }}]
+[rpc.without_namespace]
+proxy_enabled = true
+[[rpc.namespaces]]
+name = "plain"
+
+[[channel.namespaces]]
+name = "hooks"
+presence = true
+join_leave = true
+allow_presence_for_client = true
+subscribe_proxy_enabled = true
+publish_proxy_enabled = true
+sub_refresh_proxy_enabled = true
+{extra}
+"#,
+            connect = url("connect"),
+            refresh = url("refresh"),
+            subscribe = url("subscribe"),
+            publish = url("publish"),
+            sub_refresh = url("sub_refresh"),
+            rpc = url("rpc"),
+        )
+    }
+
     /// Changes the backend's behaviour (`expire_users`, `expire_subscriptions`, `delay_ms`).
     pub fn control(&self, settings: serde_json::Value) {
         let body = settings.to_string();

@@ -9,67 +9,12 @@ use gyre_tests::ws_client::{WsClient, WsOptions, hs256_token};
 use gyre_tests::{GyreProcess, HttpBackend, http_request_with_timeout, wait_until};
 use serde_json::{Value, json};
 
-/// The hooks of every test: connect (cookies and an emulated Authorization header), refresh,
-/// subscribe, publish and sub_refresh for the `hooks` namespace, RPC for methods without a
-/// namespace (`plain:*` is not proxied). `extra` is more TOML (new tables).
+/// The hooks of every test (see [`HttpBackend::config`]); `extra` is more TOML (new tables).
 fn start(backend: &HttpBackend, extra: &str) -> GyreProcess {
-    let url = |hook: &str| backend.url(&format!("/centrifugo/{hook}"));
-    let toml = format!(
-        r#"
-[client.proxy.connect]
-enabled = true
-endpoint = "{connect}"
-timeout = "1s"
-http_headers = ["Cookie", "Authorization"]
-emulated_headers = ["Authorization", "X-Device"]
-[client.proxy.connect.http]
-static_headers = {{ "X-Gyre-Test" = "static", "X-Device" = "fixed" }}
-
-[client.proxy.refresh]
-enabled = true
-endpoint = "{refresh}"
-
-[channel.proxy.subscribe]
-endpoint = "{subscribe}"
-timeout = "500ms"
-include_connection_meta = true
-[channel.proxy.publish]
-endpoint = "{publish}"
-[channel.proxy.sub_refresh]
-endpoint = "{sub_refresh}"
-
-[rpc.proxy]
-endpoint = "{rpc}"
-timeout = "500ms"
-include_connection_meta = true
-[rpc.proxy.http]
-status_to_code_transforms = [{{ status_code = 500, to_error = {{ code = 1500, message = "backend broke" }} }}]
-[rpc.without_namespace]
-proxy_enabled = true
-[[rpc.namespaces]]
-name = "plain"
-
-[[channel.namespaces]]
-name = "hooks"
-presence = true
-join_leave = true
-allow_presence_for_client = true
-subscribe_proxy_enabled = true
-publish_proxy_enabled = true
-sub_refresh_proxy_enabled = true
-{extra}
-"#,
-        connect = url("connect"),
-        refresh = url("refresh"),
-        subscribe = url("subscribe"),
-        publish = url("publish"),
-        sub_refresh = url("sub_refresh"),
-        rpc = url("rpc"),
-    );
     GyreProcess::builder()
         .client_option("presence_update_interval = \"1s\"")
         .client_option("expired_sub_close_delay = \"1s\"")
-        .extra_toml(&toml)
+        .extra_toml(&backend.config(extra))
         .start()
 }
 

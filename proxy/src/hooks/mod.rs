@@ -539,25 +539,24 @@ impl Hooks {
             )?);
         }
         let channel = &config.channel.proxy;
-        let sections: [(
-            &Proxy,
-            &str,
-            fn(&mut Hooks) -> &mut HashMap<String, Arc<Backend>>,
-        ); 3] = [
-            (&channel.subscribe, "channel.proxy.subscribe", |h| {
-                &mut h.subscribe
-            }),
-            (&channel.publish, "channel.proxy.publish", |h| {
-                &mut h.publish
-            }),
-            (&channel.sub_refresh, "channel.proxy.sub_refresh", |h| {
-                &mut h.sub_refresh
-            }),
-        ];
-        for (proxy, path, map) in sections {
+        for (proxy, path, event) in [
+            (
+                &channel.subscribe,
+                "channel.proxy.subscribe",
+                Event::Subscribe,
+            ),
+            (&channel.publish, "channel.proxy.publish", Event::Publish),
+            (
+                &channel.sub_refresh,
+                "channel.proxy.sub_refresh",
+                Event::SubRefresh,
+            ),
+        ] {
             if proxy.is_configured() {
                 let backend = build(&mut hooks, path, DEFAULT_PROXY_NAME, proxy)?;
-                map(&mut hooks).insert(DEFAULT_PROXY_NAME.to_owned(), backend);
+                hooks
+                    .by_name(event)
+                    .insert(DEFAULT_PROXY_NAME.to_owned(), backend);
             }
         }
         if config.rpc.proxy.is_configured() {
@@ -586,6 +585,17 @@ impl Hooks {
                 .iter()
                 .any(|ns| ns.options.proxy_enabled);
         Ok(hooks)
+    }
+
+    /// The named backends of a channel or RPC event.
+    fn by_name(&mut self, event: Event) -> &mut HashMap<String, Arc<Backend>> {
+        match event {
+            Event::Subscribe => &mut self.subscribe,
+            Event::Publish => &mut self.publish,
+            Event::SubRefresh => &mut self.sub_refresh,
+            // Connect and refresh have one backend each, never a named one.
+            Event::Rpc | Event::Connect | Event::Refresh => &mut self.rpc,
+        }
     }
 
     pub fn connect(&self) -> Option<&Backend> {
