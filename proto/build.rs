@@ -1,4 +1,5 @@
-//! Compiles `proto/client.proto` with protox (no system `protoc`) and prost-build.
+//! Compiles `proto/client.proto` (the client protocol) and `proto/proxy.proto` (the backend hook
+//! messages) with protox (no system `protoc`) and prost-build.
 //!
 //! Every message also derives serde so that the JSON codec follows the Centrifugo wire rules from
 //! the schema itself: keys are the proto field names, zero values are omitted, and `bytes` fields
@@ -12,10 +13,15 @@ use protox::prost_reflect::prost_types::{
 };
 
 const SCHEMA: &str = "proto/client.proto";
+const PROXY_SCHEMA: &str = "proto/proxy.proto";
+/// The proxy schema's package: its JSON comes from application backends, so `null` payloads
+/// count as absent and 64-bit numbers may be strings (see `codec::json`).
+const PROXY_PACKAGE: &str = "centrifugal.centrifugo.proxy";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={SCHEMA}");
-    let descriptors = protox::compile([SCHEMA], ["proto"])?;
+    println!("cargo:rerun-if-changed={PROXY_SCHEMA}");
+    let descriptors = protox::compile([SCHEMA, PROXY_SCHEMA], ["proto"])?;
 
     let mut config = Config::new();
     config.bytes(["."]);
@@ -31,20 +37,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn add_json_field_attributes(config: &mut Config, descriptors: &FileDescriptorSet) {
     for file in &descriptors.file {
         let package = file.package();
+        let lenient = package == PROXY_PACKAGE;
         for message in &file.message_type {
-            add_message_attributes(config, &format!(".{package}.{}", message.name()), message);
+            let path = format!(".{package}.{}", message.name());
+            add_message_attributes(config, &path, message, lenient);
         }
     }
 }
 
-fn add_message_attributes(config: &mut Config, path: &str, message: &DescriptorProto) {
+fn add_message_attributes(
+    config: &mut Config,
+    path: &str,
+    message: &DescriptorProto,
+    lenient: bool,
+) {
     for field in &message.field {
         let field_path = format!("{path}.{}", field.name());
-        let is_bytes = field.r#type() == Type::Bytes && field.label() != Label::Repeated;
-        let attribute = if is_bytes {
-            "#[serde(with = \"crate::codec::json::raw_json_bytes\", skip_serializing_if = \"::bytes::Bytes::is_empty\")]"
-        } else {
-            "#[serde(skip_serializing_if = \"crate::codec::json::is_zero_value\")]"
+        let single = field.label() != Label::Repeated;
+        let is_bytes = field.r#type() == Type::Bytes && single;
+        let is_int64 = matches!(field.r#type(), Type::Int64 | Type::Uint64) && single;
+        let attribute = match (is_bytes, is_int64, lenient) {
+            (true, _, false) => {
+                "#[serde(with = \"crate::codec::json::raw_json_bytes\", skip_serializing_if = \"::bytes::Bytes::is_empty\")]"
+            }
+            (true, _, true) => {
+                "#[serde(serialize_with = \"crate::codec::json::raw_json_bytes::serialize\", deserialize_with = \"crate::codec::json::raw_json_or_null\", skip_serializing_if = \"::bytes::Bytes::is_empty\")]"
+            }
+            (false, true, true) => {
+                "#[serde(deserialize_with = \"crate::codec::json::number_or_string\", skip_serializing_if = \"crate::codec::json::is_zero_value\")]"
+            }
+            _ => "#[serde(skip_serializing_if = \"crate::codec::json::is_zero_value\")]",
         };
         config.field_attribute(field_path, attribute);
     }

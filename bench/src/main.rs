@@ -12,6 +12,7 @@
 //!   (scripts/bench-storm.sh).
 
 mod floor;
+mod hooks;
 mod load;
 mod payload;
 mod rawws;
@@ -46,6 +47,10 @@ enum Cmd {
     },
     /// Reconnect storm: N clients drop, miss publications and reconnect at once with recovery.
     Storm(Box<storm::StormArgs>),
+    /// An instant backend for the proxy hooks (HTTP and GRPC).
+    HookBackend(hooks::BackendArgs),
+    /// Connects per second and RPC latency through the proxy hooks of a running gyre.
+    Hooks(Box<hooks::HooksArgs>),
     /// Markdown table of the storm results in a directory.
     StormReport {
         /// Directory holding `gyre-bench storm` JSON results.
@@ -91,6 +96,8 @@ fn main() {
         Cmd::Report { dir } => report::run(&dir),
         Cmd::Storm(args) => storm::run(*args),
         Cmd::StormReport { dir } => storm::report(&dir),
+        Cmd::HookBackend(args) => hooks::backend(args),
+        Cmd::Hooks(args) => hooks::run(*args),
     };
     if let Err(e) = result {
         eprintln!("gyre-bench: {e}");

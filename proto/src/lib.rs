@@ -4,6 +4,8 @@
 //! - [`codec`]: the JSON and Protobuf encodings of those messages, used by every transport.
 //! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
 //! - [`keys`]: the Redis Cluster hash-tag rule both sides name a channel's slot with.
+//! - [`proxy`]: the backend hook messages (`proto/proxy.proto`), shared by the proxy's HTTP and
+//!   GRPC clients and the tests' backends.
 
 pub mod codec;
 pub mod keys;
@@ -13,6 +15,13 @@ pub mod redis_payload;
 pub mod protocol {
     #![allow(missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/gyre.protocol.rs"));
+}
+
+/// Messages of the backend hook protocol (Centrifugo's proxy service), for the proxy's HTTP
+/// (JSON) and GRPC clients: prost types with serde.
+pub mod proxy {
+    #![allow(missing_docs)]
+    include!(concat!(env!("OUT_DIR"), "/centrifugal.centrifugo.proxy.rs"));
 }
 
 pub use codec::{

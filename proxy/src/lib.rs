@@ -8,6 +8,7 @@
 //! - [`config`]: the configuration (Centrifugo v6 names), loading and validation.
 //! - [`auth`]: connection and subscription tokens (JWT, JWKS).
 //! - [`engine`]: memory and Redis engines behind one contract.
+//! - [`hooks`]: backend hooks (proxies): connect, refresh, subscribe, publish, sub_refresh, RPC.
 //! - [`hub`]: the node's channel registry and broadcast.
 //! - [`protocol`]: the client session state machine shared by every transport.
 //! - [`queue`]: the bounded per-connection write queue.
@@ -22,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod engine;
+pub mod hooks;
 pub mod hub;
 pub mod metrics;
 pub mod protocol;

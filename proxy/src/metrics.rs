@@ -27,6 +27,12 @@ pub const HANDSHAKES_REFUSED: &str = "gyre_handshakes_refused_total";
 pub const HTTP_TIMEOUTS: &str = "gyre_http_timeouts_total";
 /// TCP connections refused at accept: `http_server.max_unauthenticated_connections` reached.
 pub const HTTP_CONNECTIONS_REFUSED: &str = "gyre_http_connections_refused_total";
+/// Backend hook calls by `protocol` (http, grpc), `event` and proxy `name`: latency
+/// (histogram), calls in flight, and failures by `reason` (timeout, unavailable, http_status,
+/// grpc_status, bad_answer, encode).
+pub const PROXY_DURATION: &str = "gyre_proxy_call_duration_seconds";
+pub const PROXY_IN_FLIGHT: &str = "gyre_proxy_calls_in_flight";
+pub const PROXY_ERRORS: &str = "gyre_proxy_call_errors_total";
 /// `/emulation` requests accepted (handled here or forwarded to the node holding the session).
 pub const EMULATION_REQUESTS: &str = "gyre_emulation_requests_total";
 

@@ -28,11 +28,15 @@
 //!   must show.
 //! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
 //!   it must refuse to start.
+//! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
+//!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
 mod cluster;
 mod failover;
+mod grpc_backend;
 mod gyre_failure;
 mod gyre_process;
+mod hook_backend;
 mod module_build;
 mod pubsub;
 mod replies;
@@ -50,12 +54,14 @@ pub use redis::{Connection, RedisError, RedisResult, Value};
 
 pub use cluster::{NODE_TIMEOUT, NodeView, RedisCluster, SETTLE_TIMEOUT, SharedCluster};
 pub use failover::run_failover_scenario;
+pub use grpc_backend::GrpcBackend;
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
     http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
     python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
 };
+pub use hook_backend::HttpBackend;
 pub use module_build::{module_path, workspace_root};
 pub use pubsub::{Subscriber, decode_payload};
 pub use replies::{

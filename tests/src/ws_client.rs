@@ -48,6 +48,8 @@ pub struct WsOptions {
     pub subprotocol: Option<String>,
     /// `Origin` header.
     pub origin: Option<String>,
+    /// More request headers (`Cookie`…).
+    pub headers: Vec<(String, String)>,
     /// `SO_RCVBUF` set before connecting.
     pub receive_buffer: Option<usize>,
     /// `TCP_MAXSEG` set before connecting: a small MSS keeps the server's send buffer for this
@@ -159,6 +161,12 @@ impl WsClient {
             request.headers_mut().insert(
                 "Origin",
                 HeaderValue::from_str(origin).expect("header value"),
+            );
+        }
+        for (name, value) in &options.headers {
+            request.headers_mut().append(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
             );
         }
         let authority = request

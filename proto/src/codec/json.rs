@@ -119,10 +119,59 @@ pub mod raw_json_bytes {
     }
 }
 
+/// Deserializer for the `bytes` fields of the backend hook messages: raw JSON like
+/// [`raw_json_bytes`], except that `null` counts as absent (empty), as a backend writing
+/// `"info": null` means.
+pub fn raw_json_or_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Bytes, D::Error> {
+    let raw = raw_json_bytes::deserialize(deserializer)?;
+    Ok(if raw == "null" { Bytes::new() } else { raw })
+}
+
+/// Deserializer for 64-bit integers from backends: a JSON number, or a string holding one (how
+/// protobuf's canonical JSON writes them).
+pub fn number_or_string<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString<T> {
+        Number(T),
+        String(String),
+    }
+    match <NumberOrString<T> as serde::Deserialize>::deserialize(deserializer)? {
+        NumberOrString::Number(n) => Ok(n),
+        NumberOrString::String(text) => text
+            .parse::<T>()
+            .map_err(|_| serde::de::Error::custom(format!("not an integer: {text:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{Publication, Reply};
+
+    #[test]
+    fn backend_json_is_read_leniently() {
+        use crate::proxy::ConnectResponse;
+        let response: ConnectResponse = decode_message(
+            br#"{"result":{"user":"56","expire_at":"1565436268","info":null,"data":{"a":1},"x":1}}"#,
+        )
+        .unwrap();
+        let result = response.result.unwrap();
+        assert_eq!(result.user, "56");
+        assert_eq!(result.expire_at, 1_565_436_268);
+        assert!(result.info.is_empty());
+        assert_eq!(result.data, r#"{"a":1}"#);
+        let response: ConnectResponse =
+            decode_message(br#"{"result":{"expire_at":1565436268}}"#).unwrap();
+        assert_eq!(response.result.unwrap().expire_at, 1_565_436_268);
+        assert!(decode_message::<ConnectResponse>(br#"{"result":{"expire_at":"soon"}}"#).is_err());
+    }
 
     #[test]
     fn push_of_reply_is_the_push_encoded_alone() {

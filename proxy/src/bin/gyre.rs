@@ -159,7 +159,8 @@ async fn run(config: Config) -> Result<(), String> {
         EngineType::Memory => Engine::Memory(MemoryEngine::new(events)),
         EngineType::Redis => Engine::Redis(start_redis(&config, events).await?),
     };
-    let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier));
+    let hooks = gyre_proxy::hooks::Hooks::new(&config).map_err(|e| format!("proxies: {e}"))?;
+    let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier, hooks));
     node.spawn_dispatcher(events_rx);
     node.spawn_announcer();
 

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::error::{Origin, Problem};
 use super::load::Warning;
-use super::{Config, Namespace};
+use super::{Config, NamedProxy, Namespace, RpcNamespace, StatusTransform};
 
 /// Environment variables under the `GYRE_` prefix that are not config keys: the bin takes the
 /// config file path from `GYRE_CONFIG`.
@@ -21,13 +21,43 @@ const RESERVED_ENV: &[&str] = &["GYRE_CONFIG"];
 /// cluster): plain text from the environment or a flag is one entry, not split at commas.
 const LISTS_OF_LISTS: &[&str] = &["engine.redis.cluster_address"];
 
-/// The default config as a JSON tree, with one default namespace in `channel.namespaces` so
-/// that the keys of a namespace are known too.
+/// The default config as a JSON tree, with one default element in every list of tables
+/// (`channel.namespaces`, `rpc.namespaces`, `proxies`, each proxy's
+/// `http.status_to_code_transforms`) so that the keys of an element are known too.
+///
+/// An empty table in this tree is a map with free keys (`http.static_headers`…): every struct
+/// of the schema has at least one field, so only a map serializes to `{}`.
 pub(super) fn schema() -> Value {
+    let sample = |value: Value| Value::Array(vec![value]);
     let mut tree = serde_json::to_value(Config::default()).expect("the config serializes");
     let namespace = serde_json::to_value(Namespace::default()).expect("a namespace serializes");
-    tree["channel"]["namespaces"] = Value::Array(vec![namespace]);
+    tree["channel"]["namespaces"] = sample(namespace);
+    let rpc_namespace =
+        serde_json::to_value(RpcNamespace::default()).expect("an rpc namespace serializes");
+    tree["rpc"]["namespaces"] = sample(rpc_namespace);
+    let proxy = serde_json::to_value(NamedProxy::default()).expect("a proxy serializes");
+    tree["proxies"] = sample(proxy);
+    add_transform_samples(&mut tree);
     tree
+}
+
+/// Puts a sample element into every `status_to_code_transforms` list of the tree.
+fn add_transform_samples(tree: &mut Value) {
+    match tree {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if key == "status_to_code_transforms" {
+                    let transform = serde_json::to_value(StatusTransform::default())
+                        .expect("a transform serializes");
+                    *child = Value::Array(vec![transform]);
+                } else {
+                    add_transform_samples(child);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_transform_samples),
+        _ => {}
+    }
 }
 
 /// What an environment or flag value is parsed into, from the default value's JSON type.
@@ -43,6 +73,8 @@ pub(super) enum Kind {
     CommaStrings,
     /// A list of tables (`channel.namespaces`): a JSON array only.
     Tables,
+    /// A map of strings (`http.static_headers`): a JSON object only.
+    Map,
 }
 
 /// Every settable key path with its kind, and the environment name of each.
@@ -77,6 +109,7 @@ fn collect_leaves(value: &Value, prefix: &str, out: &mut BTreeMap<String, Kind>)
             format!("{prefix}.{key}")
         };
         let kind = match child {
+            Value::Object(fields) if fields.is_empty() => Kind::Map,
             Value::Object(_) => {
                 collect_leaves(child, &path, out);
                 continue;
@@ -137,6 +170,11 @@ fn parse_value(kind: Kind, raw: &str) -> Result<Value, String> {
                 Err(e) => Err(format!("expected a JSON array: {e}")),
             }
         }
+        Kind::Map => match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => Ok(value),
+            Ok(_) => Err("expected a JSON object".to_owned()),
+            Err(e) => Err(format!("expected a JSON object: {e}")),
+        },
     }
 }
 

@@ -283,6 +283,42 @@ const DOCS: &[(&str, &str)] = &[
         "Allow channels like news#42 or dialog#42,43 that only the listed users\nmay subscribe to.",
     ),
     (
+        "channel.without_namespace.subscribe_proxy_enabled",
+        "Ask the subscribe proxy whether a client may subscribe (not asked for\nsubscriptions with a token and for user-limited channels).",
+    ),
+    (
+        "channel.without_namespace.subscribe_proxy_name",
+        "Which subscribe proxy: \"default\" (or empty) = [channel.proxy.subscribe], else\nthe name of one of [[proxies]].",
+    ),
+    (
+        "channel.without_namespace.publish_proxy_enabled",
+        "Ask the publish proxy whether a client may publish; it may rewrite the data.",
+    ),
+    (
+        "channel.without_namespace.publish_proxy_name",
+        "Which publish proxy, as subscribe_proxy_name.",
+    ),
+    (
+        "channel.without_namespace.sub_refresh_proxy_enabled",
+        "Expiring subscriptions are refreshed by the server through the sub_refresh\nproxy instead of by the client with a new token.",
+    ),
+    (
+        "channel.without_namespace.sub_refresh_proxy_name",
+        "Which sub_refresh proxy, as subscribe_proxy_name.",
+    ),
+    (
+        "channel.without_namespace.subscribe_stream_proxy_enabled",
+        "Subscription streams from the backend: not supported by Gyre, must stay false.",
+    ),
+    (
+        "channel.without_namespace.subscribe_stream_proxy_name",
+        "Not supported (see subscribe_stream_proxy_enabled).",
+    ),
+    (
+        "channel.without_namespace.subscribe_stream_bidirectional",
+        "Not supported (see subscribe_stream_proxy_enabled).",
+    ),
+    (
         "channel.namespaces",
         "Namespaces: a channel named \"<name>:…\" takes the options of namespace <name>.\nEach takes the keys of [channel.without_namespace] plus its name\n(2 or more of a-z A-Z 0-9 - _ .). Example:",
     ),
@@ -564,6 +600,219 @@ const DOCS: &[(&str, &str)] = &[
     ("prometheus.enabled", "No effect."),
 ];
 
+/// Where a proxy object's keys go in the output: after the entry with this path, the proxy
+/// objects listed (path, doc, whether it has an `enabled` switch), and further entries.
+struct Insert {
+    after: &'static str,
+    proxies: &'static [(&'static str, &'static str, bool)],
+    then: &'static [(&'static str, &'static str)],
+}
+
+const INSERTS: &[Insert] = &[
+    Insert {
+        after: "client.subscription_token.user_id_claim",
+        proxies: &[
+            (
+                "client.proxy.connect",
+                "Connect proxy: the backend says who a client is that connects without a token\n(from its cookies, say). Keys of a proxy object, here and below:",
+                true,
+            ),
+            (
+                "client.proxy.refresh",
+                "Refresh proxy: when a connection reaches its expire_at, the backend says\nwhether it goes on (the server refreshes; clients send no refresh command).",
+                true,
+            ),
+        ],
+        then: &[],
+    },
+    Insert {
+        after: "channel.without_namespace.subscribe_stream_bidirectional",
+        proxies: &[
+            (
+                "channel.proxy.subscribe",
+                "The subscribe proxy of namespaces with subscribe_proxy_enabled and the\nproxy name \"default\".",
+                false,
+            ),
+            (
+                "channel.proxy.publish",
+                "The publish proxy of namespaces with publish_proxy_enabled.",
+                false,
+            ),
+            (
+                "channel.proxy.sub_refresh",
+                "The sub_refresh proxy of namespaces with sub_refresh_proxy_enabled.",
+                false,
+            ),
+            (
+                "channel.proxy.subscribe_stream",
+                "Accepted for Centrifugo configs; subscription streams are not supported.",
+                false,
+            ),
+        ],
+        then: &[],
+    },
+    Insert {
+        after: "prometheus.enabled",
+        proxies: &[],
+        then: &[
+            (
+                "rpc",
+                "Client RPC calls (rpc commands), proxied to the backend by the namespace of the\nmethod name (\"ns:method\"; no namespace: [rpc.without_namespace]).",
+            ),
+            (
+                "rpc.namespace_boundary",
+                "What separates an RPC namespace from the rest of the method name.",
+            ),
+            (
+                "rpc.namespaces",
+                "RPC namespaces: a method \"<name>:…\" takes the options of namespace <name>.\nExample:",
+            ),
+            (
+                "rpc.without_namespace",
+                "Options of methods without a namespace.",
+            ),
+            (
+                "rpc.without_namespace.proxy_enabled",
+                "Proxy these calls to the backend; otherwise they get error 108.",
+            ),
+            (
+                "rpc.without_namespace.proxy_name",
+                "\"default\" = [rpc.proxy], else the name of one of [[proxies]].",
+            ),
+            (
+                "rpc.ping",
+                "A built-in method that Gyre answers itself with an empty result.",
+            ),
+            ("rpc.ping.enabled", "Answer the ping method."),
+            ("rpc.ping.method", "Its name."),
+        ],
+    },
+    Insert {
+        after: "rpc.ping.method",
+        proxies: &[(
+            "rpc.proxy",
+            "The RPC proxy of namespaces with proxy_enabled and the proxy name \"default\".",
+            false,
+        )],
+        then: &[(
+            "proxies",
+            "Named proxies for namespaces that name them in *_proxy_name (a proxy object and\na name: 2 or more of a-z A-Z 0-9 - _ .). Example:",
+        )],
+    },
+];
+
+/// The keys of a proxy object, relative to it; `http` and `grpc` are its sub-tables.
+const PROXY_KEYS: &[(&str, &str)] = &[
+    (
+        "endpoint",
+        "http://… or https://… (JSON POST) or grpc://host:port; empty = not configured.",
+    ),
+    (
+        "timeout",
+        "Deadline of one call, waiting for a free request slot included.",
+    ),
+    (
+        "http_headers",
+        "Headers of the connection's own request (WebSocket upgrade, HTTP stream…) to\nforward, e.g. [\"Cookie\", \"Origin\"]; GRPC metadata for grpc:// endpoints.",
+    ),
+    (
+        "emulated_headers",
+        "Headers the client puts in its connect command (headers emulation) to forward.\nThe client controls them: list only what the backend validates itself. A real\nheader of the same name wins.",
+    ),
+    (
+        "grpc_metadata",
+        "Metadata of GRPC client connections; no effect (Gyre has no GRPC transport).",
+    ),
+    (
+        "binary_encoding",
+        "Payloads as base64 (b64data, encoding \"binary\") instead of raw JSON.",
+    ),
+    (
+        "include_connection_meta",
+        "Add the connection's meta (from the connect proxy or the token) to requests.",
+    ),
+    (
+        "static_http_headers",
+        "Centrifugo v5's name of http.static_headers; merged with it.",
+    ),
+    (
+        "max_concurrent_requests",
+        "Gyre: calls in flight to this backend at once; more wait (within timeout).",
+    ),
+    ("http", "Options of http(s):// endpoints."),
+    (
+        "http.static_headers",
+        "Headers added to every request; forwarded headers of the same name win.",
+    ),
+    (
+        "http.status_to_code_transforms",
+        "What a non-200 answer means for the client, e.g. [{status_code = 403, to_error =\n{code = 403, message = \"forbidden\"}}]; other statuses are error 100.",
+    ),
+    (
+        "http.h2c",
+        "Gyre: HTTP/2 without TLS (prior knowledge) to http:// instead of HTTP/1.1.",
+    ),
+    ("grpc", "Options of grpc:// endpoints."),
+    (
+        "grpc.credentials_key",
+        "Metadata key sent with credentials_value on every call.",
+    ),
+    ("grpc.credentials_value", "Its value."),
+    (
+        "grpc.compression",
+        "gzip compression of calls: not supported, must stay false.",
+    ),
+    (
+        "grpc.static_metadata",
+        "Metadata added to every call; forwarded headers of the same name win.",
+    ),
+];
+
+/// Every documented path with its comment, in output order: [`DOCS`] with the proxy objects
+/// and sections of [`INSERTS`] expanded.
+fn docs() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for &(path, doc) in DOCS {
+        out.push((path.to_owned(), doc.to_owned()));
+        let mut pending = vec![path];
+        while let Some(after) = pending.pop() {
+            for insert in INSERTS.iter().filter(|i| i.after == after) {
+                for &(base, doc, switched) in insert.proxies {
+                    out.push((base.to_owned(), doc.to_owned()));
+                    if switched {
+                        out.push((format!("{base}.enabled"), "Use this proxy.".to_owned()));
+                    }
+                    for &(key, doc) in PROXY_KEYS {
+                        out.push((format!("{base}.{key}"), doc.to_owned()));
+                    }
+                }
+                for &(path, doc) in insert.then {
+                    out.push((path.to_owned(), doc.to_owned()));
+                    pending.push(path);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The commented examples of lists of tables; their keys are checked by a test.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("channel.namespaces", NAMESPACE_EXAMPLE),
+    ("rpc.namespaces", RPC_NAMESPACE_EXAMPLE),
+    ("proxies", PROXIES_EXAMPLE),
+];
+
+const RPC_NAMESPACE_EXAMPLE: &str = r#"[[rpc.namespaces]]
+name = "orders"
+proxy_enabled = true
+proxy_name = "chat-backend""#;
+
+const PROXIES_EXAMPLE: &str = r#"[[proxies]]
+name = "chat-backend"
+endpoint = "grpc://127.0.0.1:9000"
+timeout = "500ms""#;
+
 /// The commented example of `channel.namespaces`; its keys are checked by a test.
 const NAMESPACE_EXAMPLE: &str = r#"[[channel.namespaces]]
 name = "chat"
@@ -592,14 +841,15 @@ const HEADER: &str = "\
 pub fn genconfig() -> String {
     let defaults = env::schema();
     let mut out = String::from(HEADER);
-    for &(path, doc) in DOCS {
+    for (path, doc) in docs() {
+        let (path, doc) = (path.as_str(), doc.as_str());
         let value = lookup(&defaults, path);
-        if path == "channel.namespaces" {
+        if let Some((_, example)) = EXAMPLES.iter().find(|(p, _)| *p == path) {
             // Written as a commented example: an empty `namespaces = []` line would clash with
             // `[[channel.namespaces]]` once the example is uncommented.
             out.push('\n');
             push_comment(&mut out, doc);
-            push_comment(&mut out, NAMESPACE_EXAMPLE);
+            push_comment(&mut out, example);
             push_comment(
                 &mut out,
                 &format!("[{}, as a JSON array]", env_var_name(path)),
@@ -607,12 +857,19 @@ pub fn genconfig() -> String {
             continue;
         }
         match value {
-            Some(Value::Object(_)) => {
+            Some(Value::Object(fields)) if !fields.is_empty() => {
                 out.push('\n');
                 push_comment(&mut out, doc);
                 out.push_str(&format!("[{path}]\n"));
             }
             Some(value) => {
+                // A list of tables holds a sample element in the schema: it defaults to empty.
+                // An empty table is a map with free keys (see `env::schema`).
+                let text = match value {
+                    Value::Array(items) if items.iter().any(Value::is_object) => "[]".to_owned(),
+                    Value::Object(_) => "{}".to_owned(),
+                    value => serde_json::to_string(value).expect("a JSON leaf formats"),
+                };
                 // The variable goes on the comment's last line when that stays short.
                 let var = format!("[{}]", env_var_name(path));
                 let last = doc.lines().last().unwrap_or("");
@@ -623,7 +880,6 @@ pub fn genconfig() -> String {
                     push_comment(&mut out, &var);
                 }
                 let key = path.rsplit('.').next().unwrap_or(path);
-                let text = serde_json::to_string(value).expect("a JSON leaf formats");
                 out.push_str(&format!("{key} = {text}\n"));
             }
             None => panic!("genconfig documents `{path}`, which the schema lacks"),
@@ -653,7 +909,8 @@ mod tests {
     #[test]
     fn every_key_is_documented_once() {
         let keys = Keys::from_schema(&env::schema());
-        let documented: Vec<&str> = DOCS.iter().map(|(p, _)| *p).collect();
+        let docs = docs();
+        let documented: Vec<&str> = docs.iter().map(|(p, _)| p.as_str()).collect();
         for path in keys.by_path.keys() {
             assert!(
                 documented.contains(&path.as_str()),
@@ -685,5 +942,21 @@ mod tests {
         assert_eq!(chat.name, "chat");
         assert_eq!(chat.history_size, 100);
         assert!(chat.force_recovery && chat.allow_presence_for_subscriber);
+    }
+
+    #[test]
+    fn the_rpc_and_proxies_examples_load_together() {
+        let text = format!(
+            "{}\n{RPC_NAMESPACE_EXAMPLE}\n{PROXIES_EXAMPLE}\n",
+            genconfig()
+        );
+        let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(config.rpc.namespaces[0].name, "orders");
+        assert!(config.rpc.namespaces[0].options.proxy_enabled);
+        assert_eq!(config.proxies[0].name, "chat-backend");
+        assert_eq!(
+            config.proxies[0].proxy.timeout,
+            std::time::Duration::from_millis(500)
+        );
     }
 }

@@ -155,6 +155,8 @@ fn remove_unknown_keys(
     problems: &mut Vec<Problem>,
 ) {
     match (tree, schema) {
+        // A map with free keys (see `env::schema`): its values are deserialization's to check.
+        (Value::Object(_), Value::Object(known)) if known.is_empty() => {}
         (Value::Object(map), Value::Object(known)) => {
             map.retain(|key, child| {
                 let child_path = if path.is_empty() {

@@ -11,6 +11,7 @@
 //!   namespaces, Redis URLs, ping vs pong, …).
 //! - [`channel`]: channel name → options, on every subscribe, without allocating.
 //! - [`genconfig()`]: a commented TOML file with every option at its default.
+//! - [`proxy`]: the backend hooks' sections (`client.proxy`, `channel.proxy`, `rpc`, `proxies`).
 //!
 //! Durations are written as in Centrifugo (`"25s"`, `"1m30s"`, `"500ms"`, `"720h"`); a whole
 //! number of seconds is accepted too (see [`duration`]).
@@ -21,6 +22,7 @@ mod env;
 mod error;
 mod genconfig;
 mod load;
+pub mod proxy;
 pub mod schema;
 #[cfg(test)]
 mod tests;
@@ -34,6 +36,10 @@ pub use self::env::{env_var_name, known_keys};
 pub use self::error::{ConfigError, Origin, Problem};
 pub use self::genconfig::genconfig;
 pub use self::load::{ConfigFile, Format, Loaded, Warning, load};
+pub use self::proxy::{
+    ChannelProxies, ClientProxies, DEFAULT_PROXY_NAME, NamedProxy, Proxy, Rpc, RpcNamespace,
+    RpcOptions, StatusTransform, SwitchedProxy,
+};
 pub use self::schema::*;
 pub use self::validate::Invalid;
 pub use crate::auth::settings::TokenSettings;
@@ -66,6 +72,10 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub health: Endpoint,
     pub prometheus: Endpoint,
+    /// Client RPC calls and their proxies.
+    pub rpc: Rpc,
+    /// Named proxies that namespaces refer to by `*_proxy_name` (Centrifugo's granular mode).
+    pub proxies: Vec<NamedProxy>,
     #[serde(skip)]
     index: ChannelIndex,
 }

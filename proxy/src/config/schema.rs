@@ -3,8 +3,8 @@
 //! default, a misspelt one is an error.
 //!
 //! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`admin`,
-//! `grpc_api`, proxies, …) is an unknown key and stops the start, rather than being silently
-//! ignored while the user believes it is in force.
+//! `grpc_api`, …) is an unknown key and stops the start, rather than being silently ignored while
+//! the user believes it is in force. The backend hooks' sections are in [`super::proxy`].
 
 use std::time::Duration;
 
@@ -236,6 +236,8 @@ impl RedisTls {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Client {
+    /// Backend hooks of the connection: `connect` and `refresh`.
+    pub proxy: super::proxy::ClientProxies,
     /// Keys for connection tokens, and for subscription tokens unless
     /// `subscription_token.enabled`.
     pub token: TokenSettings,
@@ -282,6 +284,7 @@ pub struct Client {
 impl Default for Client {
     fn default() -> Self {
         Self {
+            proxy: super::proxy::ClientProxies::default(),
             token: TokenSettings::default(),
             subscription_token: SubscriptionToken::default(),
             allowed_origins: Vec::new(),
@@ -416,6 +419,23 @@ channel_options! {
     allow_presence_for_anonymous: bool,
     /// Allow `name#user1,user2` channels that only the listed users may subscribe to.
     allow_user_limited_channels: bool,
+    /// Ask the subscribe proxy whether a client may subscribe (unless it brings a subscription
+    /// token or the channel is user-limited).
+    subscribe_proxy_enabled: bool,
+    /// Which subscribe proxy: `default` (or empty) = `channel.proxy.subscribe`, else a name of
+    /// `proxies`. See [`ChannelOptions::proxy_name`].
+    subscribe_proxy_name: String,
+    /// Ask the publish proxy whether a client may publish (it may also rewrite the data).
+    publish_proxy_enabled: bool,
+    publish_proxy_name: String,
+    /// Subscriptions that expire are refreshed by the server through the sub_refresh proxy
+    /// instead of by the client with a new token.
+    sub_refresh_proxy_enabled: bool,
+    sub_refresh_proxy_name: String,
+    /// Subscription streams from the backend: not supported, refused at start when on.
+    subscribe_stream_proxy_enabled: bool,
+    subscribe_stream_proxy_name: String,
+    subscribe_stream_bidirectional: bool,
 }
 
 impl ChannelOptions {
@@ -423,12 +443,24 @@ impl ChannelOptions {
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()
     }
+
+    /// A `*_proxy_name` as the proxies are registered: empty means `default`, as in Centrifugo
+    /// (whose default for these keys is `default`).
+    pub fn proxy_name(name: &str) -> &str {
+        if name.is_empty() {
+            super::proxy::DEFAULT_PROXY_NAME
+        } else {
+            name
+        }
+    }
 }
 
 /// `channel`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Channel {
+    /// The proxies namespaces use under the name `default`.
+    pub proxy: super::proxy::ChannelProxies,
     /// Options of channels without a `:`.
     pub without_namespace: ChannelOptions,
     pub namespaces: Vec<Namespace>,
@@ -442,6 +474,7 @@ pub struct Channel {
 impl Default for Channel {
     fn default() -> Self {
         Self {
+            proxy: super::proxy::ChannelProxies::default(),
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
             history_meta_ttl: Duration::from_secs(720 * 3600),

@@ -9,7 +9,10 @@ use base64::Engine as _;
 
 use super::duration::format_duration;
 use super::error::{ConfigError, Problem};
-use super::{ChannelOptions, Config, EngineType, RedisEngine, RedisTls, TokenSettings};
+use super::{
+    ChannelOptions, Config, DEFAULT_PROXY_NAME, EngineType, Proxy, RedisEngine, RedisTls,
+    TokenSettings,
+};
 
 /// One broken rule; `path` is the key to change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +98,28 @@ pub enum Invalid {
     BadUserIdClaim { path: String, claim: String },
     #[error("`{path}` = `{url}`: must be an http:// or https:// URL")]
     BadJwksEndpoint { path: String, url: String },
+    #[error("`{path}` = `{endpoint}`: {reason}")]
+    BadProxyEndpoint {
+        path: String,
+        endpoint: String,
+        reason: &'static str,
+    },
+    #[error("`{path}` is true but `{endpoint_path}` is empty")]
+    ProxyWithoutEndpoint { path: String, endpoint_path: String },
+    #[error("`{path}` = `{name}`: no such proxy ({reason})")]
+    UnknownProxy {
+        path: String,
+        name: String,
+        reason: &'static str,
+    },
+    #[error(
+        "proxy name `{name}` at `{path}` must be at least 2 of a-z A-Z 0-9 - _ . and not `default`"
+    )]
+    BadProxyName { path: String, name: String },
+    #[error("proxy `{name}` at `{path}` is defined twice")]
+    DuplicateProxy { path: String, name: String },
+    #[error("`{path}`: {what} is not supported by Gyre")]
+    Unsupported { path: String, what: &'static str },
 }
 
 impl Config {
@@ -105,6 +130,7 @@ impl Config {
         self.validate_engine(&mut out);
         self.validate_client(&mut out);
         self.validate_http_api(&mut out);
+        self.validate_proxies(&mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -496,6 +522,219 @@ fn first_tls_key(path: &str, tls: &RedisTls) -> String {
     format!("{path}.{name}")
 }
 
+impl Config {
+    fn validate_proxies(&self, out: &mut Vec<Invalid>) {
+        let client = &self.client.proxy;
+        for (name, switched) in [("connect", &client.connect), ("refresh", &client.refresh)] {
+            let path = format!("client.proxy.{name}");
+            if switched.enabled && !switched.proxy.is_configured() {
+                out.push(Invalid::ProxyWithoutEndpoint {
+                    path: format!("{path}.enabled"),
+                    endpoint_path: format!("{path}.endpoint"),
+                });
+            }
+            proxy(&path, &switched.proxy, out);
+        }
+        let channel = &self.channel.proxy;
+        for (name, p) in [
+            ("subscribe", &channel.subscribe),
+            ("publish", &channel.publish),
+            ("sub_refresh", &channel.sub_refresh),
+            ("subscribe_stream", &channel.subscribe_stream),
+        ] {
+            proxy(&format!("channel.proxy.{name}"), p, out);
+        }
+        proxy("rpc.proxy", &self.rpc.proxy, out);
+        let mut seen = HashSet::new();
+        for (i, named) in self.proxies.iter().enumerate() {
+            let path = format!("proxies[{i}]");
+            if !valid_namespace_name(&named.name) || named.name == DEFAULT_PROXY_NAME {
+                out.push(Invalid::BadProxyName {
+                    path: format!("{path}.name"),
+                    name: named.name.clone(),
+                });
+            } else if !seen.insert(named.name.as_str()) {
+                out.push(Invalid::DuplicateProxy {
+                    path: format!("{path}.name"),
+                    name: named.name.clone(),
+                });
+            }
+            if !named.proxy.is_configured() {
+                out.push(Invalid::BadProxyEndpoint {
+                    path: format!("{path}.endpoint"),
+                    endpoint: String::new(),
+                    reason: "a named proxy needs an endpoint",
+                });
+            }
+            proxy(&path, &named.proxy, out);
+        }
+        let namespaces = std::iter::once((
+            "channel.without_namespace".to_owned(),
+            self.channel.without_namespace.clone(),
+        ))
+        .chain(
+            self.channel
+                .namespaces
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| (format!("channel.namespaces[{i}]"), ns.options())),
+        );
+        for (path, options) in namespaces {
+            for (enabled, name, key, default) in [
+                (
+                    options.subscribe_proxy_enabled,
+                    &options.subscribe_proxy_name,
+                    "subscribe_proxy_name",
+                    &channel.subscribe,
+                ),
+                (
+                    options.publish_proxy_enabled,
+                    &options.publish_proxy_name,
+                    "publish_proxy_name",
+                    &channel.publish,
+                ),
+                (
+                    options.sub_refresh_proxy_enabled,
+                    &options.sub_refresh_proxy_name,
+                    "sub_refresh_proxy_name",
+                    &channel.sub_refresh,
+                ),
+            ] {
+                if enabled {
+                    self.proxy_reference(&format!("{path}.{key}"), name, default, out);
+                }
+            }
+            if options.subscribe_stream_proxy_enabled {
+                out.push(Invalid::Unsupported {
+                    path: format!("{path}.subscribe_stream_proxy_enabled"),
+                    what: "a subscription stream proxy",
+                });
+            }
+        }
+        let rpc = &self.rpc;
+        if rpc.namespace_boundary.is_empty() {
+            out.push(Invalid::Zero {
+                path: "rpc.namespace_boundary".into(),
+            });
+        }
+        if rpc.ping.enabled && rpc.ping.method.is_empty() {
+            out.push(Invalid::Zero {
+                path: "rpc.ping.method".into(),
+            });
+        }
+        if rpc.without_namespace.proxy_enabled {
+            self.proxy_reference(
+                "rpc.without_namespace.proxy_name",
+                &rpc.without_namespace.proxy_name,
+                &rpc.proxy,
+                out,
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, ns) in rpc.namespaces.iter().enumerate() {
+            let path = format!("rpc.namespaces[{i}]");
+            if !valid_namespace_name(&ns.name) {
+                out.push(Invalid::BadNamespaceName {
+                    path: format!("{path}.name"),
+                    name: ns.name.clone(),
+                });
+            } else if !seen.insert(ns.name.as_str()) {
+                out.push(Invalid::DuplicateNamespace {
+                    path: format!("{path}.name"),
+                    name: ns.name.clone(),
+                });
+            }
+            if ns.options.proxy_enabled {
+                self.proxy_reference(
+                    &format!("{path}.proxy_name"),
+                    &ns.options.proxy_name,
+                    &rpc.proxy,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// A `*_proxy_name` of an enabled proxy must name one that exists: `default` the section's
+    /// own (which then needs an endpoint), anything else an entry of `proxies`.
+    fn proxy_reference(&self, path: &str, name: &str, default: &Proxy, out: &mut Vec<Invalid>) {
+        let name = ChannelOptions::proxy_name(name);
+        if name == DEFAULT_PROXY_NAME {
+            if !default.is_configured() {
+                out.push(Invalid::UnknownProxy {
+                    path: path.to_owned(),
+                    name: name.to_owned(),
+                    reason: "the section's default proxy has no endpoint",
+                });
+            }
+        } else if !self.proxies.iter().any(|p| p.name == name) {
+            out.push(Invalid::UnknownProxy {
+                path: path.to_owned(),
+                name: name.to_owned(),
+                reason: "not in `proxies`",
+            });
+        }
+    }
+}
+
+/// One proxy object: its endpoint (when set), timeout, limits and unsupported options.
+fn proxy(path: &str, proxy: &Proxy, out: &mut Vec<Invalid>) {
+    if proxy.is_configured()
+        && let Err(reason) = check_proxy_endpoint(&proxy.endpoint)
+    {
+        out.push(Invalid::BadProxyEndpoint {
+            path: format!("{path}.endpoint"),
+            endpoint: proxy.endpoint.clone(),
+            reason,
+        });
+    }
+    positive(&format!("{path}.timeout"), proxy.timeout, out);
+    if proxy.max_concurrent_requests == 0 {
+        out.push(Invalid::Zero {
+            path: format!("{path}.max_concurrent_requests"),
+        });
+    }
+    if proxy.grpc.compression {
+        out.push(Invalid::Unsupported {
+            path: format!("{path}.grpc.compression"),
+            what: "gzip compression of GRPC proxy calls",
+        });
+    }
+    for (i, transform) in proxy.http.status_to_code_transforms.iter().enumerate() {
+        let has_error = transform.to_error.code != 0;
+        let has_disconnect = transform.to_disconnect.code != 0;
+        if has_error == has_disconnect || !(100..=599).contains(&transform.status_code) {
+            out.push(Invalid::BadProxyEndpoint {
+                path: format!("{path}.http.status_to_code_transforms[{i}]"),
+                endpoint: transform.status_code.to_string(),
+                reason: "needs an HTTP status (100-599) and exactly one of to_error.code and \
+                         to_disconnect.code",
+            });
+        }
+    }
+}
+
+/// `http://host[:port][/path]`, `https://…` or `grpc://host:port`.
+fn check_proxy_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return Err("not a URL: write http://host:port/path, https://… or grpc://host:port");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    match scheme {
+        "http" | "https" => {}
+        "grpc" => {
+            if rest.len() != authority.len() && rest != format!("{authority}/") {
+                return Err("a grpc:// endpoint is host:port only, without a path");
+            }
+        }
+        _ => return Err("unsupported scheme: use http://, https:// or grpc://"),
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err("missing host");
+    }
+    Ok(())
+}
+
 fn channel_options(
     path: &str,
     options: &ChannelOptions,
@@ -732,6 +971,27 @@ mod tests {
         assert!(url_names_db("redis://h:1/2"));
         assert!(!url_names_db("redis://h:1/"));
         assert!(!url_names_db("h:1"));
+    }
+
+    #[test]
+    fn proxy_endpoints() {
+        for ok in [
+            "http://127.0.0.1:3000/centrifugo/connect",
+            "https://backend.example.com/hooks",
+            "grpc://127.0.0.1:9000",
+            "grpc://backend:9000/",
+        ] {
+            assert_eq!(check_proxy_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:3000",
+            "ftp://host/x",
+            "grpc://host:9000/path",
+            "http://",
+            "http://:80/x",
+        ] {
+            assert!(check_proxy_endpoint(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -54,6 +54,25 @@ pub const TOO_MANY_REQUESTS: ErrorCode = ErrorCode {
 };
 pub const UNRECOVERABLE_POSITION: ErrorCode = ErrorCode::new(112, "unrecoverable position");
 
+/// An error reply whose code and message come from the application backend (a hook's `error`
+/// answer, or a `status_to_code_transforms` entry); 400–1999 by convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppError {
+    pub code: u32,
+    pub message: String,
+    pub temporary: bool,
+}
+
+impl AppError {
+    pub fn to_proto(&self) -> protocol::Error {
+        protocol::Error {
+            code: self.code,
+            message: self.message.clone(),
+            temporary: self.temporary,
+        }
+    }
+}
+
 /// The error code with this number (codes decided elsewhere, e.g. by token checks); unknown
 /// numbers become an internal error rather than an invented message.
 pub fn error_code(code: u32) -> ErrorCode {
@@ -164,8 +183,8 @@ pub const DISCONNECT_NOT_AVAILABLE: Disconnect = Disconnect::new(3508, "not avai
 
 /// The disconnect that tells a unidirectional client why its connect failed, since it cannot
 /// receive an error reply (reference §2.6).
-pub fn unidirectional_disconnect(error: ErrorCode) -> Disconnect {
-    match error.code {
+pub fn unidirectional_disconnect(code: u32) -> Disconnect {
+    match code {
         109 | 110 => CONNECTION_EXPIRED,
         111 => DISCONNECT_TOO_MANY_REQUESTS,
         103 => DISCONNECT_PERMISSION_DENIED,
@@ -179,13 +198,17 @@ mod tests {
 
     #[test]
     fn unidirectional_connect_errors_become_disconnects() {
-        assert_eq!(unidirectional_disconnect(TOKEN_EXPIRED), CONNECTION_EXPIRED);
-        assert_eq!(unidirectional_disconnect(PERMISSION_DENIED).code, 3507);
-        assert_eq!(unidirectional_disconnect(TOO_MANY_REQUESTS).code, 3013);
         assert_eq!(
-            unidirectional_disconnect(UNKNOWN_CHANNEL),
+            unidirectional_disconnect(TOKEN_EXPIRED.code),
+            CONNECTION_EXPIRED
+        );
+        assert_eq!(unidirectional_disconnect(PERMISSION_DENIED.code).code, 3507);
+        assert_eq!(unidirectional_disconnect(TOO_MANY_REQUESTS.code).code, 3013);
+        assert_eq!(
+            unidirectional_disconnect(UNKNOWN_CHANNEL.code),
             DISCONNECT_INTERNAL
         );
+        assert_eq!(unidirectional_disconnect(403), DISCONNECT_INTERNAL);
     }
 
     #[test]

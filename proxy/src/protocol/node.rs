@@ -1,4 +1,5 @@
-//! What every session of this node shares: configuration, engine, hub, token verifier.
+//! What every session of this node shares: configuration, engine, hub, token verifier, backend
+//! hooks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ pub struct Node {
     pub engine: Engine,
     pub hub: Hub,
     pub verifier: Verifier,
+    /// The backend hooks (proxies) the config sets up.
+    pub hooks: crate::hooks::Hooks,
     /// When this node started (server API `info`: uptime).
     pub started: std::time::Instant,
     /// The sessions of SockJS's HTTP sub-transports, which outlive their requests.
@@ -42,7 +45,12 @@ pub struct Node {
 const DIRECT_DISPATCH_BACKLOG: usize = 16;
 
 impl Node {
-    pub fn new(config: Arc<Config>, engine: Engine, verifier: Verifier) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        engine: Engine,
+        verifier: Verifier,
+        hooks: crate::hooks::Hooks,
+    ) -> Self {
         let handshakes = crate::transport::admission::HandshakeLimiter::new(
             config.client.handshake_rate_limit,
             config.client.handshake_burst,
@@ -64,6 +72,7 @@ impl Node {
             engine,
             hub: Hub::new(),
             verifier,
+            hooks,
             started: std::time::Instant::now(),
             sockjs: crate::transport::sockjs::Sessions::default(),
             handshakes,

@@ -256,6 +256,8 @@ fn websocket_upgrade(
             ..
         }
     );
+    // What the backend hooks forward of the upgrade request's headers.
+    let context = node.hooks.capture(request.headers());
     let upgrade = hyper::upgrade::on(&mut request);
     // The session authenticates the connection (or it closes): its slot goes along.
     let unauthenticated = ConnectionSlot::take(&request);
@@ -270,7 +272,15 @@ fn websocket_upgrade(
                 return;
             }
         };
-        websocket::serve(node, upgraded, flavor, max_message_size, unauthenticated).await;
+        websocket::serve(
+            node,
+            upgraded,
+            flavor,
+            max_message_size,
+            unauthenticated,
+            context,
+        )
+        .await;
     });
 
     let mut response = websocket::switching_protocols(&key);

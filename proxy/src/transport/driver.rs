@@ -54,12 +54,24 @@ pub enum End {
 }
 
 impl Connection {
-    pub fn open(node: &Arc<Node>, transport: TransportInfo) -> Self {
+    /// `context`: what the backend hooks keep of the connection's request (its forwarded
+    /// headers), from [`crate::hooks::Hooks::capture`].
+    pub fn open(
+        node: &Arc<Node>,
+        transport: TransportInfo,
+        context: crate::hooks::headers::ClientContext,
+    ) -> Self {
         metrics::counter!(crate::metrics::CONNECTIONS_ACCEPTED, "transport" => transport.name)
             .increment(1);
         let outbox = Arc::new(Outbox::new(node.queue_max_size()));
         let (control_tx, control) = control_channel();
-        let session = Session::new(Arc::clone(node), transport, Arc::clone(&outbox), control_tx);
+        let session = Session::new(
+            Arc::clone(node),
+            transport,
+            Arc::clone(&outbox),
+            control_tx,
+            context,
+        );
         Self {
             session,
             outbox,

@@ -38,6 +38,7 @@ use super::cursor::{self, Cursor};
 use super::driver::Connection;
 use super::http as shared;
 use super::uni;
+use crate::hooks::headers::ClientContext;
 use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
@@ -151,8 +152,9 @@ fn start(
     mut framing: Framing,
     connect: Bytes,
     unauthenticated: Option<Unauthenticated>,
+    context: ClientContext,
 ) -> Body {
-    let mut connection = Connection::open(node, transport);
+    let mut connection = Connection::open(node, transport, context);
     connection.until_connected(unauthenticated);
     let outbox = Arc::clone(connection.outbox());
     let (chunks, rx) = mpsc::channel(1);
@@ -246,6 +248,7 @@ pub async fn http_stream(
         Err(refused) => return refused,
     };
     let unauthenticated = ConnectionSlot::take(&request);
+    let context = node.hooks.capture(request.headers());
     let protobuf = shared::is_protobuf(request.headers());
     let limit = node.config.http_stream.max_request_body_size;
     let connect = match shared::read_body(&node, request, limit).await {
@@ -278,6 +281,7 @@ pub async fn http_stream(
         framing,
         connect,
         unauthenticated,
+        context,
     );
     shared::stream_response(content_type, &cors, body)
 }
@@ -293,6 +297,7 @@ pub async fn sse(
         Err(refused) => return refused,
     };
     let unauthenticated = ConnectionSlot::take(&request);
+    let context = node.hooks.capture(request.headers());
     let limit = node.config.sse.max_request_body_size;
     let connect = match connect_payload(&node, request, limit).await {
         Ok(connect) => connect,
@@ -315,6 +320,7 @@ pub async fn sse(
         framing,
         connect,
         unauthenticated,
+        context,
     );
     shared::stream_response(SSE_TYPE, &cors, body)
 }
@@ -333,6 +339,7 @@ pub async fn uni_http_stream(
         Err(refused) => return refused,
     };
     let unauthenticated = ConnectionSlot::take(&request);
+    let context = node.hooks.capture(request.headers());
     let limit = node.config.uni_http_stream.max_request_body_size;
     let connect = match shared::read_body(&node, request, limit).await {
         Ok(body) => body,
@@ -349,6 +356,7 @@ pub async fn uni_http_stream(
         Framing::Lines { uni: true },
         connect,
         unauthenticated,
+        context,
     );
     shared::stream_response("application/json", &cors, body)
 }
@@ -365,6 +373,7 @@ pub async fn uni_sse(
         Err(refused) => return refused,
     };
     let unauthenticated = ConnectionSlot::take(&request);
+    let context = node.hooks.capture(request.headers());
     let last_event_id = request
         .headers()
         .get("last-event-id")
@@ -400,6 +409,7 @@ pub async fn uni_sse(
         framing,
         connect,
         unauthenticated,
+        context,
     );
     shared::stream_response(SSE_TYPE, &cors, body)
 }

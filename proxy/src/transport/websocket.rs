@@ -39,6 +39,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use super::driver::{Connection, Duplex, End};
 use super::permessage_deflate::InflatingIo;
 use super::uni;
+use crate::hooks::headers::ClientContext;
 use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
@@ -193,8 +194,11 @@ pub fn serve(
     flavor: Flavor,
     max_message_size: usize,
     unauthenticated: Option<Unauthenticated>,
+    context: ClientContext,
 ) -> impl Future<Output = ()> + Send {
-    let Some((mut connection, mut socket)) = open(node, upgraded, flavor, max_message_size) else {
+    let Some((mut connection, mut socket)) =
+        open(node, upgraded, flavor, max_message_size, context)
+    else {
         return Either::Left(std::future::ready(()));
     };
     connection.until_connected(unauthenticated);
@@ -215,6 +219,7 @@ fn open(
     upgraded: Upgraded,
     flavor: Flavor,
     max_message_size: usize,
+    context: ClientContext,
 ) -> Option<(Connection, WsDuplex)> {
     // The TCP socket itself, so that any thread can write to it without waiting (the
     // connection is HTTP/1.1 over TCP: the server never serves anything else).
@@ -246,6 +251,7 @@ fn open(
             mode,
             deflate,
         },
+        context,
     );
     let (shape, cf_connect) = match flavor {
         Flavor::Bidirectional { .. } => (

@@ -310,6 +310,28 @@ export function transportOptions(url, args = parseArgs()) {
 }
 
 /**
+ * SDK options that make every request of a client carry `cookie`, as a browser does for the
+ * page's cookies: the WebSocket upgrade (`ws` takes headers), the HTTP-stream and `/emulation`
+ * requests (`fetch`), and the EventSource request (its `fetch`). Only the transports' own
+ * constructors are replaced; the SDK itself is untouched.
+ */
+export function withCookie(cookie) {
+  const fetchWithCookie = (url, init = {}) =>
+    globalThis.fetch(url, { ...init, headers: { ...(init.headers || {}), Cookie: cookie } });
+  class CookieWebSocket extends WebSocket {
+    constructor(address, protocols) {
+      super(address, protocols, { headers: { Cookie: cookie } });
+    }
+  }
+  class CookieEventSource extends EventSource {
+    constructor(url, init = {}) {
+      super(url, { ...init, fetch: fetchWithCookie });
+    }
+  }
+  return { websocket: CookieWebSocket, fetch: fetchWithCookie, eventsource: CookieEventSource };
+}
+
+/**
  * A `Centrifuge` client of `sdk` for `url` (over `--transport`, see `transportOptions`), recorded
  * by `rec` as `who` (not connected yet). Fast reconnects so tests stay short.
  */

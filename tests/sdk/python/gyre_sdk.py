@@ -252,7 +252,10 @@ class _ClientEvents(ClientEventHandler):
         self.rec.add({"who": self.who, "ev": "connecting", "code": ctx.code, "reason": ctx.reason})
 
     async def on_connected(self, ctx: ConnectedContext) -> None:
-        self.rec.add({"who": self.who, "ev": "connected", "client": ctx.client})
+        ev = {"who": self.who, "ev": "connected", "client": ctx.client}
+        if ctx.data:
+            ev["data"] = decode_data(ctx.data)
+        self.rec.add(ev)
 
     async def on_disconnected(self, ctx: DisconnectedContext) -> None:
         self.rec.add({"who": self.who, "ev": "disconnected", "code": ctx.code, "reason": ctx.reason})
@@ -281,6 +284,8 @@ class _SubEvents(SubscriptionEventHandler):
             "wasRecovering": bool(ctx.was_recovering),
             "recovered": bool(ctx.recovered),
         }
+        if ctx.data:
+            ev["data"] = decode_data(ctx.data)
         if ctx.stream_position is not None:
             ev["streamPosition"] = {
                 "offset": int(ctx.stream_position.offset or 0),

@@ -241,10 +241,11 @@ fn every_issue_key_reads_from_toml_and_json() {
     assert_eq!(chat.history_size, 100);
     assert_eq!(chat.history_ttl, secs(300));
     assert_eq!(chat.history_meta_ttl, secs(24 * 3600));
-    // Every boolean option of the namespace was set: compare against all-true.
+    // Every boolean option of the namespace was set: compare against all-true (the proxy
+    // switches have their own test, `centrifugo_v6_proxy_config_loads`).
     let json = serde_json::to_value(chat.options()).unwrap();
     for (key, value) in json.as_object().unwrap() {
-        if value.is_boolean() {
+        if value.is_boolean() && !key.contains("proxy") && !key.starts_with("subscribe_stream") {
             assert_eq!(value, true, "{key}");
         }
     }
@@ -520,4 +521,175 @@ fn durations_accept_whole_seconds() {
     assert_eq!(c.client.ping_interval, secs(30));
     assert_eq!(c.client.pong_timeout, Duration::from_millis(1500));
     assert_eq!(c.shutdown.timeout, Duration::from_millis(500));
+}
+
+/// A Centrifugo v6 config with every kind of proxy, as the Centrifugo docs write them (JSON).
+const CENTRIFUGO_PROXY_CONFIG: &str = r#"{
+  "client": {
+    "allowed_origins": ["https://example.com"],
+    "proxy": {
+      "connect": {
+        "enabled": true,
+        "endpoint": "https://backend.example.com/centrifugo/connect",
+        "timeout": "2s",
+        "http_headers": ["Cookie", "Origin", "User-Agent", "X-Real-Ip"],
+        "emulated_headers": ["Authorization"],
+        "include_connection_meta": true,
+        "http": {
+          "static_headers": {"X-Custom-Header": "custom value"},
+          "status_to_code_transforms": [
+            {"status_code": 404, "to_error": {"code": 404, "message": "not found", "temporary": false}},
+            {"status_code": 403, "to_disconnect": {"code": 4903, "reason": "permission denied"}}
+          ]
+        }
+      },
+      "refresh": {
+        "enabled": true,
+        "endpoint": "grpc://backend.example.com:9000",
+        "timeout": "1s",
+        "grpc": {"credentials_key": "authorization", "credentials_value": "secret", "static_metadata": {"x-app": "chat"}}
+      }
+    }
+  },
+  "channel": {
+    "proxy": {
+      "subscribe": {"endpoint": "http://localhost:3000/centrifugo/subscribe"},
+      "publish": {"endpoint": "http://localhost:3000/centrifugo/publish", "binary_encoding": true},
+      "sub_refresh": {"endpoint": "http://localhost:3000/centrifugo/sub_refresh"}
+    },
+    "without_namespace": {"subscribe_proxy_enabled": true},
+    "namespaces": [
+      {
+        "name": "ns1",
+        "subscribe_proxy_enabled": true,
+        "subscribe_proxy_name": "subscribe1",
+        "publish_proxy_enabled": true,
+        "publish_proxy_name": "publish1",
+        "sub_refresh_proxy_enabled": true
+      },
+      {"name": "sun", "publish_proxy_enabled": true}
+    ]
+  },
+  "rpc": {
+    "proxy": {"endpoint": "http://localhost:3000/centrifugo/rpc"},
+    "without_namespace": {"proxy_enabled": true},
+    "namespace_boundary": ":",
+    "namespaces": [
+      {"name": "ns1", "proxy_enabled": true, "proxy_name": "rpc1"},
+      {"name": "ns2", "proxy_enabled": true, "proxy_name": "rpc2"}
+    ]
+  },
+  "proxies": [
+    {"name": "subscribe1", "endpoint": "http://localhost:3001/centrifugo/subscribe"},
+    {"name": "publish1", "endpoint": "grpc://localhost:3002"},
+    {"name": "rpc1", "endpoint": "http://localhost:3001/centrifugo/rpc"},
+    {"name": "rpc2", "endpoint": "grpc://localhost:3002", "timeout": "3s"}
+  ]
+}"#;
+
+#[test]
+fn centrifugo_v6_proxy_config_loads() {
+    let c = Config::from_json(CENTRIFUGO_PROXY_CONFIG).unwrap_or_else(|e| panic!("{e}"));
+    let connect = &c.client.proxy.connect;
+    assert!(connect.enabled);
+    assert_eq!(connect.proxy.timeout, secs(2));
+    assert_eq!(connect.proxy.http_headers.len(), 4);
+    assert_eq!(connect.proxy.emulated_headers, ["Authorization"]);
+    assert!(connect.proxy.include_connection_meta);
+    assert_eq!(
+        connect.proxy.http.static_headers["X-Custom-Header"],
+        "custom value"
+    );
+    let transforms = &connect.proxy.http.status_to_code_transforms;
+    assert_eq!(transforms[0].to_error.code, 404);
+    assert_eq!(transforms[1].to_disconnect.code, 4903);
+    let refresh = &c.client.proxy.refresh.proxy;
+    assert_eq!(refresh.grpc.static_metadata["x-app"], "chat");
+    assert_eq!(refresh.grpc.credentials_value, "secret");
+    assert!(c.channel.proxy.publish.binary_encoding);
+    assert!(c.channel.without_namespace.subscribe_proxy_enabled);
+    let ns1 = &c.channel.namespaces[0];
+    assert_eq!(ns1.subscribe_proxy_name, "subscribe1");
+    assert!(ns1.sub_refresh_proxy_enabled);
+    assert_eq!(c.rpc.namespaces[1].options.proxy_name, "rpc2");
+    assert!(c.rpc.without_namespace.proxy_enabled);
+    assert_eq!(c.proxies[3].proxy.timeout, secs(3));
+    assert_eq!(c.proxies[1].proxy.endpoint, "grpc://localhost:3002");
+}
+
+#[test]
+fn proxy_config_mistakes_are_named() {
+    let text = r#"
+proxies = [
+  {name = "default", endpoint = "http://a/x"},
+  {name = "p1", endpoint = "ftp://a"},
+  {name = "p1", endpoint = "grpc://h:1/path", grpc = {compression = true}},
+]
+[client.proxy.connect]
+enabled = true
+timeout = "0s"
+[channel.proxy.subscribe]
+endpoint = "grpc://h:9000"
+[[channel.namespaces]]
+name = "chat"
+publish_proxy_enabled = true
+sub_refresh_proxy_enabled = true
+sub_refresh_proxy_name = "missing"
+subscribe_stream_proxy_enabled = true
+[rpc.without_namespace]
+proxy_enabled = true
+"#;
+    let text = problems(load_toml(text, &[], &[]))
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    for expected in [
+        "`client.proxy.connect.enabled` is true but `client.proxy.connect.endpoint` is empty",
+        "`client.proxy.connect.timeout` must be greater than 0",
+        "proxy name `default` at `proxies[0].name`",
+        "`proxies[1].endpoint` = `ftp://a`: unsupported scheme",
+        "proxy `p1` at `proxies[2].name` is defined twice",
+        "`proxies[2].endpoint` = `grpc://h:1/path`: a grpc:// endpoint is host:port only",
+        "`proxies[2].grpc.compression`: gzip compression",
+        "`channel.namespaces[0].publish_proxy_name` = `default`: no such proxy",
+        "`channel.namespaces[0].sub_refresh_proxy_name` = `missing`: no such proxy",
+        "`channel.namespaces[0].subscribe_stream_proxy_enabled`: a subscription stream proxy",
+        "`rpc.without_namespace.proxy_name` = `default`: no such proxy",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn proxy_maps_and_lists_come_from_the_environment() {
+    let loaded = load_toml(
+        "",
+        &[
+            (
+                "GYRE_CLIENT_PROXY_CONNECT_HTTP_STATIC_HEADERS",
+                r#"{"X-Custom-Header": "v"}"#,
+            ),
+            ("GYRE_CLIENT_PROXY_CONNECT_HTTP_HEADERS", "Cookie, Origin"),
+            (
+                "GYRE_PROXIES",
+                r#"[{"name": "p1", "endpoint": "http://127.0.0.1:1/x"}]"#,
+            ),
+        ],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let connect = &loaded.config.client.proxy.connect.proxy;
+    assert_eq!(connect.http.static_headers["X-Custom-Header"], "v");
+    assert_eq!(connect.http_headers, ["Cookie", "Origin"]);
+    assert_eq!(loaded.config.proxies[0].name, "p1");
+    let bad = problems(load_toml(
+        "",
+        &[("GYRE_CLIENT_PROXY_CONNECT_HTTP_STATIC_HEADERS", "[1]")],
+        &[],
+    ));
+    assert!(
+        bad[0].to_string().contains("expected a JSON object"),
+        "{bad:?}"
+    );
 }

@@ -91,31 +91,48 @@ impl Session {
             .config
             .channel_options(&request.channel)
             .map_err(|_| codes::UNKNOWN_CHANNEL)?;
-        let connected = self.connected()?;
-        let permitted = self.allowed(
-            connected,
-            connected.is_subscribed(&request.channel),
-            Permission {
-                for_client: options.allow_publish_for_client,
-                for_subscriber: options.allow_publish_for_subscriber,
-                for_anonymous: options.allow_publish_for_anonymous,
-            },
-        );
-        if !permitted {
-            return Err(codes::PERMISSION_DENIED.into());
+        let mut data = request.data;
+        let mut publish_options = PublishOptions {
+            history: history_options(options),
+            ..Default::default()
+        };
+        if options.publish_proxy_enabled {
+            // The backend decides instead of the namespace's permissions.
+            let change = self
+                .publish_by_proxy(options, &request.channel, &data)
+                .await?;
+            if let Some(replaced) = change.data {
+                data = replaced;
+            }
+            if change.skip_history {
+                publish_options.history = None;
+            }
+            publish_options.tags = change.tags;
+            publish_options.idempotency_key = change.idempotency_key;
+        } else {
+            let connected = self.connected()?;
+            let permitted = self.allowed(
+                connected,
+                connected.is_subscribed(&request.channel),
+                Permission {
+                    for_client: options.allow_publish_for_client,
+                    for_subscriber: options.allow_publish_for_subscriber,
+                    for_anonymous: options.allow_publish_for_anonymous,
+                },
+            );
+            if !permitted {
+                return Err(codes::PERMISSION_DENIED.into());
+            }
         }
+        let connected = self.connected()?;
         let chan_info = connected
             .subscriptions
             .get(&request.channel)
             .map(|s| s.chan_info.clone())
             .unwrap_or_default();
-        let publish_options = PublishOptions {
-            history: history_options(options),
-            info: Some(self.client_info(connected, chan_info)),
-            ..Default::default()
-        };
+        publish_options.info = Some(self.client_info(connected, chan_info));
         node.engine
-            .publish(&request.channel, request.data, &publish_options)
+            .publish(&request.channel, data, &publish_options)
             .await?;
         Ok(Reply {
             publish: Some(PublishResult {}),

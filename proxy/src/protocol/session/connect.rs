@@ -20,8 +20,14 @@ struct Credentials {
     user: String,
     conn_info: Bytes,
     expires_at: Option<i64>,
-    /// Server-side subscriptions from the token's `channels` and `subs` claims.
+    /// Server-side subscriptions from the token's `channels` and `subs` claims, or the connect
+    /// proxy's `channels` and `subs`.
     subscriptions: Vec<(String, SubOptions)>,
+    /// For the connect result (from the connect proxy).
+    data: Bytes,
+    /// Whether the channels a unidirectional client names itself are joined (with the
+    /// permission checks of a subscribe). Not after the connect proxy: it answered for them.
+    join_requested: bool,
 }
 
 impl Session {
@@ -29,7 +35,10 @@ impl Session {
     /// that no publication of those channels can precede it). A failure leaves the session
     /// unconnected.
     pub(super) async fn connect(&mut self, id: u32, request: &ConnectRequest) -> CommandResult<()> {
-        let mut credentials = self.credentials(&request.token).await?;
+        // Headers emulation: what hooks forward of them is kept for every later call.
+        self.context
+            .add_emulated(self.node.hooks.emulated_names(), &request.headers);
+        let mut credentials = self.credentials(request).await?;
         let per_user = self.node.config.client.user_connection_limit as usize;
         if per_user > 0
             && !credentials.user.is_empty()
@@ -37,7 +46,11 @@ impl Session {
         {
             return Err(codes::CONNECTION_LIMIT.into());
         }
-        let requested = self.requested_channels(request, &credentials.subscriptions);
+        let requested = if credentials.join_requested {
+            self.requested_channels(request, &credentials.subscriptions)
+        } else {
+            Vec::new()
+        };
         if credentials.subscriptions.len() + requested.len()
             > self.node.config.client.channel_limit as usize
         {
@@ -54,11 +67,19 @@ impl Session {
         // The first ping comes at a random point of the second half of the interval, so that
         // clients connected together do not ping together.
         let first_ping = rand::rng().random_range(ping / 2..=ping);
+        // With the refresh proxy the server refreshes the connection itself: the client is not
+        // told about the expiry.
+        let client_refresh = self.node.hooks.refresh().is_none();
         let mut result = ConnectResult {
             client: self.client.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            expires: credentials.expires_at.is_some(),
-            ttl: seconds_left(credentials.expires_at, now_unix),
+            expires: credentials.expires_at.is_some() && client_refresh,
+            ttl: if client_refresh {
+                seconds_left(credentials.expires_at, now_unix)
+            } else {
+                0
+            },
+            data: std::mem::take(&mut credentials.data),
             ping: ping.as_secs() as u32,
             // `client.pong_timeout = 0` turns pongs off: the client is told not to send them.
             // A unidirectional client cannot send them.
@@ -217,38 +238,61 @@ impl Session {
         self.join_channel(channel, &grant, recover, true).await
     }
 
-    async fn credentials(&self, token: &str) -> CommandResult<Credentials> {
-        let config = &self.node.config.client;
-        if token.is_empty() {
+    /// The token's claims; without a token, the connect proxy's answer; else anonymous when
+    /// allowed (§3.6).
+    async fn credentials(&mut self, request: &ConnectRequest) -> CommandResult<Credentials> {
+        let node = std::sync::Arc::clone(&self.node);
+        let config = &node.config.client;
+        if request.token.is_empty() {
+            if let Some(backend) = node.hooks.connect()
+                && let Some(proxied) = self.connect_by_proxy(backend, request).await?
+            {
+                return Ok(Credentials {
+                    user: proxied.user,
+                    conn_info: proxied.conn_info,
+                    expires_at: proxied.expires_at,
+                    subscriptions: proxied.subscriptions,
+                    data: proxied.data,
+                    join_requested: false,
+                });
+            }
             if config.allow_anonymous_connect_without_token || config.insecure {
                 return Ok(Credentials {
                     user: String::new(),
                     conn_info: Bytes::new(),
                     expires_at: None,
                     subscriptions: Vec::new(),
+                    data: Bytes::new(),
+                    join_requested: true,
                 });
             }
             return Err(codes::DISCONNECT_BAD_REQUEST.into());
         }
-        let claims = self
-            .node
+        let mut claims = node
             .verifier
-            .verify_connect(token, unix_now())
+            .verify_connect(&request.token, unix_now())
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Connect))?;
+        if node.hooks.keeps_meta() {
+            self.context.set_meta(std::mem::take(&mut claims.meta));
+        }
         Ok(credentials_from(claims))
     }
 
     pub(super) async fn refresh(&mut self, request: &RefreshRequest) -> CommandResult<Reply> {
-        if request.token.is_empty() {
+        // With the refresh proxy the server refreshes connections; a client must not.
+        if request.token.is_empty() || self.node.hooks.refresh().is_some() {
             return Err(codes::DISCONNECT_BAD_REQUEST.into());
         }
-        let claims = self
+        let mut claims = self
             .node
             .verifier
             .verify_connect(&request.token, unix_now())
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Refresh))?;
+        if self.node.hooks.keeps_meta() && !claims.meta.is_empty() {
+            self.context.set_meta(std::mem::take(&mut claims.meta));
+        }
         let credentials = credentials_from(claims);
         let now_unix = unix_now();
         let connected = self.connected_mut()?;
@@ -311,5 +355,7 @@ fn credentials_from(claims: ConnectToken) -> Credentials {
         user: claims.user,
         conn_info: claims.info,
         subscriptions,
+        data: Bytes::new(),
+        join_requested: true,
     }
 }

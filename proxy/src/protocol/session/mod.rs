@@ -7,11 +7,13 @@
 //! a socket, so every transport behaves the same.
 //!
 //! Commands: [`connect`], [`subscribe`] (subscribe, unsubscribe, recovery), [`channel`] (publish,
-//! history, presence), refresh and the rest here.
+//! history, presence), refresh and the rest here; [`hooks`]: where the backend hooks are called
+//! and their answers applied (connect, refresh, subscribe, publish, sub_refresh, RPC).
 
 mod channel;
 pub use channel::history_options;
 mod connect;
+mod hooks;
 mod subscribe;
 
 use std::sync::Arc;
@@ -28,10 +30,12 @@ use super::node::Node;
 use crate::hub::{ConnectionId, Control, ControlSender, Subscription};
 use crate::queue::Outbox;
 
-/// Why a command failed: an error reply to it, or the end of the connection.
+/// Why a command failed: an error reply to it (ours, or the backend's), or the end of the
+/// connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
     Reply(ErrorCode),
+    App(codes::AppError),
     Disconnect(Disconnect),
 }
 
@@ -102,6 +106,9 @@ pub struct Session {
     outbox: Arc<Outbox>,
     control: ControlSender,
     state: State,
+    /// Forwarded request headers, emulated headers and meta, for the backend hooks; empty (a
+    /// null pointer) unless some proxy wants them.
+    context: crate::hooks::headers::ClientContext,
     /// A connect was refused: nothing more from this connection is processed; the SDK opens a
     /// new one (after fetching a token, for 109), and this one is closed as stale.
     halted: bool,
@@ -206,11 +213,14 @@ struct ChannelState {
 }
 
 impl Session {
+    /// `context`: the connection request's headers that hooks forward (see
+    /// [`crate::hooks::Hooks::capture`]).
     pub fn new(
         node: Arc<Node>,
         transport: TransportInfo,
         outbox: Arc<Outbox>,
         control: ControlSender,
+        context: crate::hooks::headers::ClientContext,
     ) -> Self {
         let id = node.next_connection_id();
         node.hub.register_connection(id, control.clone());
@@ -223,6 +233,7 @@ impl Session {
             outbox,
             control,
             state: State::Connecting { deadline },
+            context,
             halted: false,
         }
     }
@@ -293,17 +304,22 @@ impl Session {
             }
             // The handler queued its reply itself (subscribe orders it with publications).
             Ok(None) => Ok(()),
-            Err(CommandError::Reply(code)) => {
-                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => code.code.to_string())
+            Err(error @ (CommandError::Reply(_) | CommandError::App(_))) => {
+                let error = match error {
+                    CommandError::Reply(code) => code.to_proto(),
+                    CommandError::App(app) => app.to_proto(),
+                    CommandError::Disconnect(_) => unreachable!("matched above"),
+                };
+                metrics::counter!(crate::metrics::COMMAND_ERRORS, "code" => error.code.to_string())
                     .increment(1);
                 if self.transport.mode == Mode::Unidirectional {
                     // No reply can reach a unidirectional client: it learns why from the
                     // disconnect.
-                    return Err(codes::unidirectional_disconnect(code));
+                    return Err(codes::unidirectional_disconnect(error.code));
                 }
                 self.send_reply(Reply {
                     id,
-                    error: Some(code.to_proto()),
+                    error: Some(error),
                     ..Default::default()
                 });
                 if matches!(self.state, State::Connecting { .. }) {
@@ -356,8 +372,8 @@ impl Session {
             self.refresh(&request).await?
         } else if let Some(request) = command.sub_refresh {
             self.sub_refresh(&request).await?
-        } else if command.rpc.is_some() {
-            return Err(codes::METHOD_NOT_FOUND.into());
+        } else if let Some(request) = command.rpc {
+            self.rpc(&request).await?
         } else if command.ping.is_some() {
             return Err(codes::NOT_AVAILABLE.into());
         } else {
@@ -405,11 +421,17 @@ impl Session {
     pub fn deadline(&self) -> Instant {
         match &self.state {
             State::Connecting { deadline } => *deadline,
-            State::Connected(c) => c
-                .pong_deadline
-                .unwrap_or(c.next_ping)
-                .min(c.next_presence_update)
-                .min(c.next_position_check),
+            State::Connected(c) => {
+                let next = c
+                    .pong_deadline
+                    .unwrap_or(c.next_ping)
+                    .min(c.next_presence_update)
+                    .min(c.next_position_check);
+                match self.server_refresh_at(c) {
+                    Some(at) => next.min(at),
+                    None => next,
+                }
+            }
         }
     }
 
@@ -436,13 +458,23 @@ impl Session {
             connected.next_ping = now + config.client.ping_interval;
         }
         let unix = unix_now();
-        let grace = config.client.expired_close_delay.as_secs() as i64;
-        if connected
-            .expires_at
-            .is_some_and(|at| unix >= at.saturating_add(grace))
-        {
-            return Err(codes::CONNECTION_EXPIRED);
+        if self.node.hooks.refresh().is_some() {
+            // The refresh proxy decides, at the expiry itself.
+            if connected.expires_at.is_some_and(|at| unix >= at) {
+                self.refresh_by_proxy(unix).await?;
+            }
+        } else {
+            let grace = config.client.expired_close_delay.as_secs() as i64;
+            if connected
+                .expires_at
+                .is_some_and(|at| unix >= at.saturating_add(grace))
+            {
+                return Err(codes::CONNECTION_EXPIRED);
+            }
         }
+        let State::Connected(connected) = &mut self.state else {
+            return Ok(());
+        };
         if now >= connected.next_position_check {
             connected.next_position_check = now + POSITION_CHECK_DELAY;
             self.verify_positions(Some(POSITION_CHECK_DELAY)).await?;

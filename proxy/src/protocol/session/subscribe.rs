@@ -31,6 +31,9 @@ pub(super) struct Grant {
     pub chan_info: Bytes,
     pub data: Bytes,
     pub expires_at: Option<i64>,
+    /// The client refreshes the subscription itself when it expires (it is told `expires` and
+    /// `ttl`); false when the namespace's sub_refresh proxy does it.
+    pub client_refresh: bool,
     /// How long the channel's stream position lives (for an epoch created on subscribe).
     pub meta_ttl: std::time::Duration,
 }
@@ -50,6 +53,7 @@ impl Grant {
             chan_info: sub.info.clone(),
             data: sub.data.clone(),
             expires_at: None,
+            client_refresh: !options.sub_refresh_proxy_enabled,
             meta_ttl: options.history_meta_ttl,
         }
     }
@@ -251,9 +255,10 @@ impl Session {
                 .add_presence(channel, &info, node.presence_ttl(), grant.join_leave)
                 .await?;
         }
+        let told = grant.expires_at.filter(|_| grant.client_refresh);
         let mut result = SubscribeResult {
-            expires: grant.expires_at.is_some(),
-            ttl: grant.expires_at.map_or(0, |at| {
+            expires: told.is_some(),
+            ttl: told.map_or(0, |at| {
                 (at - unix_now()).clamp(0, i64::from(u32::MAX)) as u32
             }),
             data: grant.data.clone(),
@@ -291,7 +296,8 @@ impl Session {
         Ok((result, live))
     }
 
-    /// §5.3: token, user-limited channel, namespace permissions, insecure mode — in that order.
+    /// §5.3: token, user-limited channel, subscribe proxy, namespace permissions, insecure mode —
+    /// in that order.
     pub(super) async fn authorize_subscribe(
         &self,
         request: &SubscribeRequest,
@@ -310,8 +316,10 @@ impl Session {
             chan_info: Bytes::new(),
             data: Bytes::new(),
             expires_at: None,
+            client_refresh: !options.sub_refresh_proxy_enabled,
             meta_ttl: options.history_meta_ttl,
         };
+        let user_limited = options.allow_user_limited_channels && channel.contains('#');
         if !request.token.is_empty() {
             let claims = node
                 .verifier
@@ -333,10 +341,12 @@ impl Session {
             grant.data = claims.data;
         } else if channel.starts_with('$') {
             return Err(codes::PERMISSION_DENIED.into());
-        } else if options.allow_user_limited_channels
-            && user_limited_allows(channel, &connected.user)
-        {
+        } else if user_limited && user_limited_allows(channel, &connected.user) {
             // Allowed: the channel names this user.
+        } else if options.subscribe_proxy_enabled && !user_limited {
+            return self
+                .subscribe_by_proxy(options, channel, &request.token, &request.data)
+                .await;
         } else if !(options.allow_subscribe_for_client
             && (!connected.user.is_empty() || options.allow_subscribe_for_anonymous))
             && !node.config.client.insecure
@@ -467,6 +477,31 @@ impl Session {
         &mut self,
         request: &SubRefreshRequest,
     ) -> CommandResult<Reply> {
+        let node = Arc::clone(&self.node);
+        if request.token.is_empty()
+            && let Ok(options) = node.config.channel_options(&request.channel)
+            && options.sub_refresh_proxy_enabled
+        {
+            // No token to check: the namespace's sub_refresh proxy decides.
+            if !self
+                .connected()?
+                .subscriptions
+                .contains_key(&request.channel)
+            {
+                return Err(codes::PERMISSION_DENIED.into());
+            }
+            let now = unix_now();
+            return match self
+                .sub_refresh_by_proxy(options, &request.channel, now)
+                .await
+            {
+                crate::hooks::outcome::SubRefresh::Expired => Err(codes::EXPIRED.into()),
+                crate::hooks::outcome::SubRefresh::Prolonged { .. } => Ok(Reply {
+                    sub_refresh: Some(SubRefreshResult::default()),
+                    ..Default::default()
+                }),
+            };
+        }
         let claims = match self
             .node
             .verifier
@@ -527,7 +562,9 @@ impl Session {
         }
     }
 
-    /// Unsubscribes (2501) subscriptions whose token expired and were not refreshed in time.
+    /// Subscriptions past their expiry (plus `expired_sub_close_delay`): the namespace's
+    /// sub_refresh proxy may prolong them; the others are unsubscribed (2501), their token not
+    /// refreshed in time.
     pub(super) async fn expire_subscriptions(&mut self, now_unix: i64) {
         let grace = self.node.config.client.expired_sub_close_delay.as_secs() as i64;
         let expired: Vec<String> = match &self.state {
@@ -539,7 +576,15 @@ impl Session {
                 .collect(),
             super::State::Connecting { .. } => return,
         };
+        let node = Arc::clone(&self.node);
         for channel in expired {
+            if let Ok(options) = node.config.channel_options(&channel)
+                && options.sub_refresh_proxy_enabled
+                && let crate::hooks::outcome::SubRefresh::Prolonged { .. } =
+                    self.sub_refresh_by_proxy(options, &channel, now_unix).await
+            {
+                continue;
+            }
             self.unsubscribe_client(&channel, codes::UNSUBSCRIBE_EXPIRED)
                 .await;
         }

@@ -110,21 +110,20 @@ async fn session_request(
     // A new session is a new connection: the node's connection limit applies.
     let mut refused = None;
     let unauthenticated = ConnectionSlot::take(&request);
-    let lookup = node
-        .sockjs
-        .get_or_create(
-            &node,
-            &tracker,
-            session_id,
-            unauthenticated,
-            || match shared::admit(&node, request.headers()) {
-                Ok(_) => true,
-                Err(response) => {
-                    refused = Some(response);
-                    false
-                }
-            },
-        );
+    let lookup = node.sockjs.get_or_create(
+        &node,
+        &tracker,
+        session_id,
+        unauthenticated,
+        request.headers(),
+        || match shared::admit(&node, request.headers()) {
+            Ok(_) => true,
+            Err(response) => {
+                refused = Some(response);
+                false
+            }
+        },
+    );
     let Some(lookup) = lookup else {
         return refused.unwrap_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "refused"));
     };
@@ -257,6 +256,7 @@ fn upgrade(
         return refused;
     }
     let unauthenticated = ConnectionSlot::take(&request);
+    let context = node.hooks.capture(request.headers());
     crate::server::upgrading(&request);
     // A message is the client's frame inside a JSON string: escaping can double its size.
     let max_message_size = node.config.websocket.max_message_size().saturating_mul(2);
@@ -266,7 +266,7 @@ fn upgrade(
             Ok(upgraded) => match kind {
                 Upgrade::SockJs => {
                     let socket = super::websocket::accept(upgraded, max_message_size, false).await;
-                    websocket::serve(node, socket, unauthenticated).await;
+                    websocket::serve(node, socket, unauthenticated, context).await;
                 }
                 Upgrade::Raw => {
                     let flavor = super::websocket::Flavor::Bidirectional {
@@ -279,6 +279,7 @@ fn upgrade(
                         flavor,
                         max_message_size,
                         unauthenticated,
+                        context,
                     )
                     .await;
                 }

@@ -73,13 +73,15 @@ impl Sessions {
     /// The session `id`, created (and its Centrifuge connection started) if it does not exist
     /// and `may_create` allows it (the node's connection limit). A new session holds
     /// `unauthenticated` (the slot of the request's connection) until its client connects; a
-    /// request for a session that exists carries that session, so its slot is let go.
+    /// request for a session that exists carries that session, so its slot is let go. The hooks
+    /// forward the `headers` of the request that creates the session.
     pub fn get_or_create(
         &self,
         node: &Arc<Node>,
         tracker: &TaskTracker,
         id: &str,
         unauthenticated: Option<Unauthenticated>,
+        headers: &http::HeaderMap,
         may_create: impl FnOnce() -> bool,
     ) -> Option<Lookup> {
         let mut by_id = self.by_id.lock();
@@ -89,7 +91,8 @@ impl Sessions {
         if !may_create() {
             return None;
         }
-        let session = start(node, tracker, id.to_owned(), unauthenticated);
+        let context = node.hooks.capture(headers);
+        let session = start(node, tracker, id.to_owned(), unauthenticated, context);
         by_id.insert(id.to_owned(), Arc::clone(&session));
         Some(Lookup::Created(session))
     }
@@ -110,8 +113,9 @@ fn start(
     tracker: &TaskTracker,
     id: String,
     unauthenticated: Option<Unauthenticated>,
+    context: crate::hooks::headers::ClientContext,
 ) -> Arc<PollSession> {
-    let mut connection = Connection::open(node, transport_info());
+    let mut connection = Connection::open(node, transport_info(), context);
     connection.until_connected(unauthenticated);
     let (inbound, mut messages) = mpsc::channel(INBOUND_CAPACITY);
     let session = Arc::new(PollSession {

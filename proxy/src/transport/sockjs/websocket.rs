@@ -22,8 +22,13 @@ use crate::transport::websocket::Socket;
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-pub async fn serve(node: Arc<Node>, socket: Socket, unauthenticated: Option<Unauthenticated>) {
-    let mut connection = Connection::open(&node, session::transport_info());
+pub async fn serve(
+    node: Arc<Node>,
+    socket: Socket,
+    unauthenticated: Option<Unauthenticated>,
+    context: crate::hooks::headers::ClientContext,
+) {
+    let mut connection = Connection::open(&node, session::transport_info(), context);
     connection.until_connected(unauthenticated);
     let outbox = Arc::clone(connection.outbox());
     let (mut sink, stream) = socket.split();

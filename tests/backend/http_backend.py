@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""An application backend for Gyre's proxy hooks, Python standard library only.
+
+It is the example of the README ("Backend hooks") and the backend of the hook tests
+(tests/tests/hooks_*.rs). Every handler answers the JSON body Centrifugo (and Gyre) POSTs:
+
+    POST /centrifugo/connect      who the client is: a session cookie (`session=s-<user>`) or an
+                                  emulated `Authorization: Bearer t-<user>` header; else a
+                                  disconnect 4501
+    POST /centrifugo/refresh      prolongs the connection by REFRESH_TTL seconds, unless the user is
+                                  in the `expire_users` list (then `expired`)
+    POST /centrifugo/subscribe    `hooks:denied-*` → error 403; `hooks:expiring-*` → expires in
+                                  SUB_TTL seconds; channel data in the subscribe result
+    POST /centrifugo/publish      `hooks:readonly-*` → error 403; else the data rewritten
+    POST /centrifugo/sub_refresh  prolongs by SUB_TTL, unless `expire_subscriptions` is set
+    POST /centrifugo/rpc          methods `echo`, `whoami`, `fail` (error 1001), `bye` (disconnect
+                                  4501), `slow` (answers after 3 s), `garbage` (not JSON), `boom`
+                                  (HTTP 500)
+
+For the tests it also records every request (GET /requests; body and headers) and takes
+settings (POST /control, a JSON object: `expire_users`, `expire_subscriptions`, `delay_ms`).
+
+Run: python3 http_backend.py [--port 3000]; it prints `LISTENING <port>` once it listens.
+"""
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REFRESH_TTL = 3
+SUB_TTL = 2
+
+SESSIONS = {"s-alice": "alice", "s-bob": "bob", "s-carol": "carol"}
+
+STATE = {
+    "lock": threading.Lock(),
+    "requests": [],
+    "expire_users": [],
+    "expire_subscriptions": False,
+    "delay_ms": 0,
+}
+
+
+def user_from(headers, body):
+    """The session cookie, else a bearer token sent by headers emulation."""
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "session" and value in SESSIONS:
+            return SESSIONS[value]
+    auth = headers.get("authorization", "")
+    if auth.startswith("Bearer t-"):
+        return auth[len("Bearer t-"):]
+    return None
+
+
+def check_common(body):
+    """Every request carries the client, its transport, protocol and encoding."""
+    problems = []
+    if not body.get("client"):
+        problems.append("no client")
+    if body.get("transport") not in (
+        "websocket", "http_stream", "sse", "sockjs", "uni_websocket", "uni_sse", "uni_http_stream"
+    ):
+        problems.append(f"transport {body.get('transport')!r}")
+    if body.get("protocol") not in ("json", "protobuf"):
+        problems.append(f"protocol {body.get('protocol')!r}")
+    if body.get("encoding") not in ("json", "binary"):
+        problems.append(f"encoding {body.get('encoding')!r}")
+    return problems
+
+
+def connect(body, headers):
+    user = user_from(headers, body)
+    if user is None:
+        return {"disconnect": {"code": 4501, "reason": "unauthorized"}}
+    result = {
+        "user": user,
+        "info": {"name": user.capitalize()},
+        "data": {"greeting": f"hello {user}", "client_data": body.get("data")},
+        "meta": {"plan": "gold", "user": user},
+    }
+    data = body.get("data") or {}
+    if isinstance(data, dict) and data.get("expire_in"):
+        result["expire_at"] = int(time.time()) + int(data["expire_in"])
+    # Server-side subscriptions: the ones the client asks for in the hooks namespace.
+    channels = [c for c in body.get("channels", []) if c.startswith("hooks:")]
+    if channels:
+        result["channels"] = channels
+    return {"result": result}
+
+
+def refresh(body, headers):
+    if body.get("user") in STATE["expire_users"]:
+        return {"result": {"expired": True}}
+    return {"result": {"expire_at": int(time.time()) + REFRESH_TTL,
+                       "info": {"name": body.get("user", "").capitalize(), "refreshed": True}}}
+
+
+def subscribe(body, headers):
+    channel = body.get("channel", "")
+    if channel.startswith("hooks:denied"):
+        return {"error": {"code": 403, "message": "permission denied"}}
+    result = {"data": {"welcome": channel, "user": body.get("user"), "meta": body.get("meta")},
+              "info": {"role": "reader"}}
+    if channel.startswith("hooks:expiring"):
+        result["expire_at"] = int(time.time()) + SUB_TTL
+    return {"result": result}
+
+
+def publish(body, headers):
+    channel = body.get("channel", "")
+    if channel.startswith("hooks:readonly"):
+        return {"error": {"code": 403, "message": "read only"}}
+    data = body.get("data")
+    text = data.get("text") if isinstance(data, dict) else data
+    return {"result": {"data": {"text": text, "by": body.get("user"), "checked": True}}}
+
+
+def sub_refresh(body, headers):
+    if STATE["expire_subscriptions"]:
+        return {"result": {"expired": True}}
+    return {"result": {"expire_at": int(time.time()) + SUB_TTL}}
+
+
+def rpc(body, headers):
+    method = body.get("method")
+    if method == "echo":
+        return {"result": {"data": {"echo": body.get("data"), "user": body.get("user")}}}
+    if method == "whoami":
+        return {"result": {"data": {"user": body.get("user"), "meta": body.get("meta")}}}
+    if method == "fail":
+        return {"error": {"code": 1001, "message": "rpc failed"}}
+    if method == "bye":
+        return {"disconnect": {"code": 4501, "reason": "go away"}}
+    if method == "slow":
+        time.sleep(3)
+        return {"result": {}}
+    if method == "garbage":
+        return "garbage"
+    if method == "boom":
+        return 500
+    return {"error": {"code": 1404, "message": "unknown method"}}
+
+
+HANDLERS = {
+    "/centrifugo/connect": connect,
+    "/centrifugo/refresh": refresh,
+    "/centrifugo/subscribe": subscribe,
+    "/centrifugo/publish": publish,
+    "/centrifugo/sub_refresh": sub_refresh,
+    "/centrifugo/rpc": rpc,
+}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("backend: " + (fmt % args) + "\n")
+
+    def reply(self, status, payload):
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        if self.path == "/requests":
+            with STATE["lock"]:
+                self.reply(200, STATE["requests"])
+        else:
+            self.reply(404, {"error": "not found"})
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length", "0"))
+        raw = self.rfile.read(length)
+        if self.path == "/control":
+            with STATE["lock"]:
+                STATE.update(json.loads(raw or b"{}"))
+            self.reply(200, {})
+            return
+        handler = HANDLERS.get(self.path)
+        if handler is None:
+            self.reply(404, {"error": "no such hook"})
+            return
+        body = json.loads(raw)
+        # Header names are case-insensitive: keep them lowercase.
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        with STATE["lock"]:
+            STATE["requests"].append({
+                "path": self.path,
+                "body": body,
+                "headers": headers,
+                "problems": check_common(body),
+            })
+            delay = STATE["delay_ms"]
+        if delay:
+            time.sleep(delay / 1000)
+        answer = handler(body, headers)
+        if answer == "garbage":
+            self.reply(200, b"this is not JSON")
+        elif isinstance(answer, int):
+            self.reply(answer, {"error": "backend failure"})
+        else:
+            self.reply(200, answer)
+
+
+def main():
+    port = 3000
+    if "--port" in sys.argv:
+        port = int(sys.argv[sys.argv.index("--port") + 1])
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
