@@ -240,15 +240,24 @@ fn unauthenticated_connections_are_capped() {
     wait_unauthenticated(&env.gyre, 1.0);
     let mut idle: Vec<TcpStream> = (0..19).map(|_| open(port)).collect();
     wait_unauthenticated(&env.gyre, 20.0);
-    idle.push(open(port));
-    std::thread::sleep(Duration::from_millis(100));
-
-    let mut refused = open(port);
-    let (seen, closed) = read_until_closed(&mut refused, Instant::now() + Duration::from_secs(2));
-    let text = String::from_utf8_lossy(&seen);
-    assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
-    assert!(text.contains("max_unauthenticated_connections"), "{text}");
-    assert!(closed, "the refused connection is closed at once");
+    // The asking connection's slot comes free a moment after it closed: of five more sockets
+    // one may still get in; the others are refused, with a 503, at once.
+    let mut refused = 0;
+    for _ in 0..5 {
+        let mut extra = open(port);
+        let (seen, closed) = read_until_closed(&mut extra, Instant::now() + Duration::from_secs(1));
+        if seen.is_empty() && !closed {
+            idle.push(extra);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+        assert!(text.contains("max_unauthenticated_connections"), "{text}");
+        assert!(closed, "the refused connection is closed at once");
+        refused += 1;
+    }
+    assert!(refused >= 4, "{refused} of 5 refused over the cap");
+    assert!((19..=20).contains(&idle.len()), "{} held under a cap of 20", idle.len());
     let attempt = WsClient::connect_with(&env.ws_url(), WsOptions::default());
     assert!(attempt.is_err(), "a WebSocket over the cap is refused too");
 
