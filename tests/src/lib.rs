@@ -17,11 +17,15 @@
 //! - `wait` — [`wait_until`] polling and [`now_ms`].
 //! - `cluster` — [`RedisCluster`]: six nodes (three primaries, three replicas) with the module,
 //!   shared per test binary ([`RedisCluster::shared`]) or owned; routing by slot, `kill -9` of a
-//!   primary, the tail-loss failover, slot migration, [`RedisCluster::heal`].
+//!   primary, the tail-loss failover, slot migration (at once, paced, or by `redis-cli --cluster
+//!   reshard`), [`RedisCluster::heal`].
+//! - `cluster_client` — [`ClusterClient`]: follows `MOVED`/`ASK` and retries `TRYAGAIN` like a
+//!   cluster client, counting each; [`key_slot`], [`tag_for_slot`].
 //! - `tail_loss` — [`crash_with_tail_loss`]: makes a primary acknowledge writes its replica never
 //!   gets, then kills it.
 
 mod cluster;
+mod cluster_client;
 mod gyre_process;
 mod module_build;
 mod pubsub;
@@ -35,7 +39,12 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
-pub use cluster::{NODE_TIMEOUT, NodeView, RedisCluster, SETTLE_TIMEOUT, SharedCluster};
+pub use cluster::{
+    Migration, NODE_TIMEOUT, NodeView, RedisCluster, Reshard, SETTLE_TIMEOUT, SharedCluster,
+};
+pub use cluster_client::{
+    ClusterClient, RETRY_BUDGET, RETRY_PAUSE, Redirections, key_slot, tag_for_slot,
+};
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
