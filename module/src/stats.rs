@@ -16,6 +16,11 @@ pub struct Counters {
     pub leaves: AtomicU64,
     pub errors: AtomicU64,
     pub panics: AtomicU64,
+    /// Commands that missed one of their keys in cluster mode and asked Redis whether their slot
+    /// is stable on this node (slot migration).
+    pub slot_checks: AtomicU64,
+    /// Of those, the ones refused with `TRYAGAIN` because the slot was migrating.
+    pub slot_retries: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -28,6 +33,8 @@ pub static COUNTERS: Counters = Counters {
     leaves: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     panics: AtomicU64::new(0),
+    slot_checks: AtomicU64::new(0),
+    slot_retries: AtomicU64::new(0),
 };
 
 pub fn bump(counter: &AtomicU64) {
@@ -52,6 +59,8 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("leaves", v(&c.leaves))?
         .field("errors", v(&c.errors))?
         .field("panics", v(&c.panics))?
+        .field("slot_checks", v(&c.slot_checks))?
+        .field("slot_retries", v(&c.slot_retries))?
         .field("lineage", crate::lineage::current().to_string())?
         .build_section()?
         .build_info()?;

@@ -148,3 +148,21 @@ fn info_gyre_counters_increase() {
     assert!(!panics.is_empty(), "a caught-panics counter exists: {c6:?}");
     assert!(panics.iter().all(|(_, d)| *d == 0), "no panics: {panics:?}");
 }
+
+/// Without cluster mode there are no slots: a command that misses keys never checks one.
+#[test]
+fn standalone_commands_never_check_a_slot() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    publish_hist(&mut con, "new", "a", 10, 60);
+    publish(
+        &mut con,
+        "new",
+        "b",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k"],
+    );
+    history(&mut con, "missing", &[]);
+    cmd(&mut con, &["GYRE.PRESENCE.ADD", "new", "c1", "u1"]);
+    cmd(&mut con, &["GYRE.POSITION", "other"]);
+    assert_eq!(counters(&mut con)["gyre_slot_checks"], 0);
+}
