@@ -214,3 +214,11 @@ fn only_a_command_missing_a_key_checks_its_slot() {
     );
     assert_eq!(slot_checks(&mut con), (6, 0));
 }
+
+#[test]
+fn info_gyre_shows_the_cluster_layout() {
+    let server = cluster_node();
+    let info = info_section(&mut server.connection(), "gyre");
+    assert_eq!(info["gyre_cluster_layout"], "1");
+    assert_eq!(info["gyre_sharded_pubsub"], "0");
+}

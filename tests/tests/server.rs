@@ -149,6 +149,38 @@ fn info_gyre_counters_increase() {
     assert!(panics.iter().all(|(_, d)| *d == 0), "no panics: {panics:?}");
 }
 
+/// `INFO gyre` tells a proxy that cannot run `CONFIG GET` (a renamed command) how the module
+/// publishes (`SPUBLISH` or `PUBLISH`) and whether it names keys in cluster layout.
+#[test]
+fn info_gyre_shows_the_pubsub_mode_and_the_key_layout() {
+    let config = |con: &mut Connection| {
+        let info = info_section(con, "gyre_config");
+        (
+            info.get("gyre_sharded_pubsub").cloned(),
+            info.get("gyre_cluster_layout").cloned(),
+        )
+    };
+    let plain = RedisServer::start();
+    let mut con = plain.connection();
+    assert_eq!(config(&mut con), (Some("0".into()), Some("0".into())));
+    cmd(&mut con, &["CONFIG", "SET", "gyre.sharded-pubsub", "yes"]);
+    assert_eq!(
+        config(&mut con).0.as_deref(),
+        Some("1"),
+        "follows CONFIG SET"
+    );
+    assert!(
+        info_section(&mut con, "gyre").contains_key("gyre_sharded_pubsub"),
+        "INFO gyre shows it too"
+    );
+
+    let sharded = RedisServer::with_module_args(&["sharded-pubsub", "yes"]);
+    assert_eq!(
+        config(&mut sharded.connection()),
+        (Some("1".into()), Some("0".into()))
+    );
+}
+
 /// Without cluster mode there are no slots: a command that misses keys never checks one.
 #[test]
 fn standalone_commands_never_check_a_slot() {
