@@ -12,7 +12,7 @@
 //! The rule: a command runs as usual when every key it needs is on this node (the common path).
 //! When one is missing, it may be missing because it does not exist, or because it is on the other
 //! node of a migration; the command then asks Redis whether the slot is stable here
-//! ([`crate::store::slot`], about 1.5 µs) and answers `-TRYAGAIN` if it is not,
+//! ([`crate::store::slot`], 1.5 to 2 µs) and answers `-TRYAGAIN` if it is not,
 //! before writing anything. Which keys a command needs is listed in docs/module.md.
 //!
 //! A command that finds some of the channel's keys here but not all (an idempotent publish with a

@@ -17,7 +17,7 @@
 //! | `IMPORTING`, client sent `ASKING` | `-TRYAGAIN` (multi-key, a key missing) | refused |
 //! | replica of the owner, `READONLY` read | served | stable (what the replica has) |
 //!
-//! The call costs about 1.5 µs; a command pays it only when one of its keys is missing and the node
+//! The call costs 1.5 to 2 µs; a command pays it only when one of its keys is missing and the node
 //! cannot tell locally that no migration is involved (see [`crate::core::migration`]).
 
 use std::os::raw::c_char;
