@@ -91,6 +91,9 @@ fn reply_error(error: GyreError) -> RedisError {
         CorruptPresence => "ERR presence entry is not a ClientInfo".into(),
         CorruptResult => "ERR idempotency result hash is invalid".into(),
         StreamAppendFailed => "ERR the history stream refused the publication".into(),
+        SlotMigrating(slot) => format!(
+            "TRYAGAIN slot {slot} is migrating and the channel's keys are not all on this node"
+        ),
     };
     RedisError::String(text)
 }
@@ -163,5 +166,14 @@ mod tests {
         for e in all {
             assert!(text(e.clone()).starts_with("ERR "), "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_migrating_slot_answers_tryagain_for_cluster_clients() {
+        // Cluster clients retry TRYAGAIN (redis-rs: RetryMethod::WaitAndRetry) by its code.
+        assert_eq!(
+            text(GyreError::SlotMigrating(14206)),
+            "TRYAGAIN slot 14206 is migrating and the channel's keys are not all on this node"
+        );
     }
 }

@@ -8,12 +8,14 @@
 //! - [`store`]: Redis-side plumbing (low-level keys, replicated writes, publishing).
 //! - [`config`]: the `gyre.*` configuration values; [`stats`]: `INFO gyre` counters.
 //! - [`lineage`]: this node's current lineage and the server events that renew it.
+//! - [`slots`]: the slots that may be migrating into this node (keys arrived by `RESTORE`).
 
 mod commands;
 mod config;
 mod core;
 mod edge;
 mod lineage;
+mod slots;
 mod stats;
 mod store;
 
@@ -42,9 +44,10 @@ const MAX_TTL: i64 = MAX_TTL_SECONDS as i64;
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     edge::install_panic_hook();
     lineage::renew(ctx, "module loaded");
+    slots::mark_all();
     let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
     CONFIG.cluster.store(cluster, Ordering::Relaxed);
-    // RESTORE (slot migration) of a meta hash.
+    // RESTORE (slot migration): of a meta hash for the lineage, of any key for the slot marks.
     lineage::subscribe(ctx)
 }
 

@@ -85,6 +85,7 @@ fn on_role_changed(ctx: &Context, role: ServerRole) {
             ServerRole::Replica => "became a replica",
         };
         renew(ctx, reason);
+        crate::slots::mark_all();
     }));
 }
 
@@ -108,7 +109,7 @@ pub fn subscribe(ctx: &Context) -> Status {
 }
 
 /// Every generic event of the server (`del`, `expire`, `restore` …) passes here; only `restore`
-/// is looked at.
+/// is looked at: it marks the key's slot ([`crate::slots`]) and notes the arrival of a meta hash.
 extern "C" fn on_generic_event(
     ctx: *mut raw::RedisModuleCtx,
     _class: c_int,
@@ -122,7 +123,9 @@ extern "C" fn on_generic_event(
     // A panic must not unwind into Redis; the panic hook has logged it.
     let _ = catch_unwind(AssertUnwindSafe(|| {
         let ctx = Context::new(ctx);
-        note_restore(&ctx, RedisString::string_as_slice(key));
+        let key = RedisString::string_as_slice(key);
+        crate::slots::note_restore(key);
+        note_restore(&ctx, key);
     }));
     0
 }

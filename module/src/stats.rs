@@ -1,8 +1,12 @@
-//! Counters shown by `INFO gyre`, and the node's current lineage.
+//! `INFO gyre`: counters and the node's current lineage (section `gyre_stats`), and how the module
+//! talks to Redis (section `gyre_config`), for proxies that cannot run `CONFIG GET` (a renamed or
+//! forbidden command).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redis_module::{InfoContext, RedisResult};
+
+use crate::config::CONFIG;
 
 /// Monotonic counters since the module was loaded.
 pub struct Counters {
@@ -16,6 +20,11 @@ pub struct Counters {
     pub leaves: AtomicU64,
     pub errors: AtomicU64,
     pub panics: AtomicU64,
+    /// Commands that missed one of their keys in cluster mode and asked Redis whether their slot
+    /// is stable on this node (slot migration).
+    pub slot_checks: AtomicU64,
+    /// Of those, the ones refused with `TRYAGAIN` because the slot was migrating.
+    pub slot_retries: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -28,15 +37,17 @@ pub static COUNTERS: Counters = Counters {
     leaves: AtomicU64::new(0),
     errors: AtomicU64::new(0),
     panics: AtomicU64::new(0),
+    slot_checks: AtomicU64::new(0),
+    slot_retries: AtomicU64::new(0),
 };
 
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Registered in redis-module's list of INFO handlers. Redis prefixes the section and the
-/// field names with the module name: section `gyre_stats`, fields `gyre_publications` …; both
-/// `INFO gyre` and `INFO gyre_stats` show it.
+/// Registered in redis-module's list of INFO handlers. Redis prefixes the sections and the
+/// field names with the module name: sections `gyre_stats` and `gyre_config`, fields
+/// `gyre_publications` …; `INFO gyre` shows both, `INFO gyre_stats` one of them.
 #[linkme::distributed_slice(redis_module::server_events::INFO_COMMAND_HANDLER_LIST)]
 fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let c = &COUNTERS;
@@ -52,8 +63,21 @@ fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("leaves", v(&c.leaves))?
         .field("errors", v(&c.errors))?
         .field("panics", v(&c.panics))?
+        .field("slot_checks", v(&c.slot_checks))?
+        .field("slot_retries", v(&c.slot_retries))?
         .field("lineage", crate::lineage::current().to_string())?
+        .build_section()?
+        // `gyre.sharded-pubsub`: publications go out with SPUBLISH (1) or PUBLISH (0).
+        .add_section("config")
+        .field("sharded_pubsub", flag(&CONFIG.sharded_pubsub))?
+        // Keys carry the channel as a hash tag (`P.stream.{ch}`): the server runs in cluster mode.
+        .field("cluster_layout", flag(&CONFIG.cluster))?
         .build_section()?
         .build_info()?;
     Ok(())
+}
+
+/// `1` or `0`, as Redis's own INFO shows flags.
+fn flag(value: &AtomicBool) -> u64 {
+    u64::from(value.load(Ordering::Relaxed))
 }

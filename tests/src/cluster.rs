@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use redis::Connection;
 
-use crate::replies::{as_int, as_string, as_strings, cmd, info_section, try_cmd};
+use crate::cluster_client::ClusterClient;
+use crate::replies::{as_int, as_string, as_strings, cmd, error_text, info_section, try_cmd};
 use crate::server::{RedisServer, ServerBuilder};
 use crate::tail_loss::crash_with_tail_loss;
 use crate::wait::wait_until;
@@ -96,8 +97,8 @@ impl RedisCluster {
 
     /// The cluster shared by every test of this test binary, for this test alone until the
     /// returned guard drops. It is started on first use and healed ([`RedisCluster::heal`]) on
-    /// every later one, so a test may kill nodes and move slots; it must not leave a slot half
-    /// migrated. Its processes are killed when the test binary exits.
+    /// every later one, so a test may kill nodes and move slots (a migration it leaves open is
+    /// finished by the next heal). Its processes are killed when the test binary exits.
     pub fn shared() -> SharedCluster {
         static SHARED: Mutex<Option<RedisCluster>> = Mutex::new(None);
         static CLEANUP: Once = Once::new();
@@ -253,12 +254,36 @@ impl RedisCluster {
     /// Moves `slot` with its keys to primary `to`, the way `redis-cli --cluster reshard` does:
     /// `CLUSTER SETSLOT … IMPORTING/MIGRATING`, `MIGRATE … KEYS` in batches, then `SETSLOT …
     /// NODE` on both ends and every other primary. Returns the number of keys moved, once every
-    /// running node sees `to` as the owner.
+    /// running node sees `to` as the owner. Panics if a `MIGRATE` was refused.
     pub fn move_slot(&mut self, slot: u16, to: usize) -> usize {
+        let migration = self.move_slot_paced(slot, to, 100, Duration::ZERO);
+        assert!(
+            migration.refused.is_empty(),
+            "MIGRATE refused: {:?}",
+            migration.refused
+        );
+        migration.keys_moved
+    }
+
+    /// [`RedisCluster::move_slot`] in steps that others can run between: `keys_per_batch` keys
+    /// per `MIGRATE` (redis-cli's `--cluster-pipeline`, 10 by default), and a `pause` after the
+    /// slot is opened (IMPORTING/MIGRATING) and after every batch, so that commands sent meanwhile
+    /// meet every intermediate state (a channel whose meta moved and whose stream did not yet …).
+    ///
+    /// A refused `MIGRATE` (`BUSYKEY`: the target already holds a key of that name) is recorded
+    /// in [`Migration::refused`] and the batch is moved again with `REPLACE`, as an operator
+    /// forcing the resharding would, so that the slot always ends up on `to` and the cluster stays
+    /// usable for the next test.
+    pub fn move_slot_paced(
+        &mut self,
+        slot: u16,
+        to: usize,
+        keys_per_batch: usize,
+        pause: Duration,
+    ) -> Migration {
         let from = self.owner(slot);
         assert_ne!(from, to, "slot {slot} is already on node {to}");
-        let view = self.view(self.any_running());
-        let (from_id, to_id) = (node_id(&view, from), node_id(&view, to));
+        let (from_id, to_id) = (self.node_id(from), self.node_id(to));
         let slot_text = slot.to_string();
         let mut source = self.connection(from);
         let mut target = self.connection(to);
@@ -270,24 +295,105 @@ impl RedisCluster {
             &mut source,
             &["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id],
         );
+        std::thread::sleep(pause);
         let to_port = self.port(to).to_string();
-        let mut moved = 0;
+        let batch = keys_per_batch.max(1).to_string();
+        let mut migration = Migration::default();
         loop {
             let keys = as_strings(&cmd(
                 &mut source,
-                &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"],
+                &["CLUSTER", "GETKEYSINSLOT", &slot_text, &batch],
             ));
             if keys.is_empty() {
                 break;
             }
             let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "10000", "KEYS"];
             args.extend(keys.iter().map(String::as_str));
-            cmd(&mut source, &args);
-            moved += keys.len();
+            if let Err(e) = try_cmd(&mut source, &args) {
+                migration
+                    .refused
+                    .push(format!("{keys:?}: {}", error_text(&e)));
+                args.insert(6, "REPLACE");
+                cmd(&mut source, &args);
+            }
+            migration.keys_moved += keys.len();
+            std::thread::sleep(pause);
         }
+        self.assign_slot(slot, from, to);
+        migration
+    }
+
+    /// `redis-cli --cluster reshard` of `slots` slots from primary `from` to primary `to`, with
+    /// `pipeline` keys per `MIGRATE`. redis-cli takes the lowest slots of `from`
+    /// ([`RedisCluster::lowest_slot`]). On success, returns once every running node agrees on the
+    /// new owners; on failure the slot redis-cli stopped at stays open (IMPORTING/MIGRATING) for the
+    /// test to look at, and [`RedisCluster::heal`] closes it.
+    pub fn reshard(&mut self, from: usize, to: usize, slots: usize, pipeline: usize) -> Reshard {
+        let output = Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.port(to)),
+            ])
+            .args(["--cluster-from", &self.node_id(from)])
+            .args(["--cluster-to", &self.node_id(to)])
+            .args(["--cluster-slots", &slots.to_string()])
+            .args(["--cluster-pipeline", &pipeline.to_string()])
+            .arg("--cluster-yes")
+            .output()
+            .expect("run redis-cli --cluster reshard");
+        let reshard = Reshard {
+            success: output.status.success(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        };
+        if reshard.success {
+            self.wait_ok();
+        }
+        reshard
+    }
+
+    /// The lowest slot primary `index` serves: the first one `redis-cli --cluster reshard`
+    /// takes from it.
+    pub fn lowest_slot(&self, index: usize) -> u16 {
+        self.view(index)
+            .into_iter()
+            .find(|n| n.index == Some(index))
+            .and_then(|n| n.slots.iter().map(|r| r.0).min())
+            .unwrap_or_else(|| panic!("node {index} serves no slot"))
+    }
+
+    /// The keys node `index` holds in `slot` (`CLUSTER GETKEYSINSLOT`, at most 10000), sorted.
+    pub fn keys_in_slot(&self, index: usize, slot: u16) -> Vec<String> {
+        let mut keys = as_strings(&cmd(
+            &mut self.connection(index),
+            &["CLUSTER", "GETKEYSINSLOT", &slot.to_string(), "10000"],
+        ));
+        keys.sort();
+        keys
+    }
+
+    /// The cluster node id of node `index`.
+    pub fn node_id(&self, index: usize) -> String {
+        node_id(&self.view(self.any_running()), index)
+    }
+
+    /// A [`ClusterClient`] that knows every node of this cluster.
+    pub fn client(&self) -> ClusterClient {
+        ClusterClient::new((0..self.nodes.len()).map(|i| (self.port(i), self.nodes[i].socket())))
+    }
+
+    /// `CLUSTER SETSLOT <slot> NODE <to>` on `to`, on `from` and on every other primary (what
+    /// redis-cli does to close a migration); returns once every running node sees `to` as owner.
+    fn assign_slot(&mut self, slot: u16, from: usize, to: usize) {
+        let slot_text = slot.to_string();
+        let to_id = self.node_id(to);
         let set_node = ["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id];
-        cmd(&mut target, &set_node);
-        cmd(&mut source, &set_node);
+        cmd(&mut self.connection(to), &set_node);
+        cmd(&mut self.connection(from), &set_node);
         for other in self.primaries() {
             if other != from && other != to {
                 // Informs the rest sooner than gossip; a refusal only means it knew already.
@@ -299,13 +405,91 @@ impl RedisCluster {
                 .iter()
                 .all(|&i| self.owner_seen_by(i, slot) == Some(to))
         });
-        moved
+    }
+
+    /// Finishes every migration a test left open: the keys still on a `MIGRATING` node move to
+    /// its target (with `REPLACE`) and the slot is assigned to the target; an `IMPORTING` mark
+    /// without a matching source is cleared (`SETSLOT … STABLE`).
+    fn close_open_slots(&mut self) {
+        for node in self.running() {
+            for open in self.open_slots(node) {
+                if !open.migrating {
+                    continue;
+                }
+                let Some(to) = self.index_of(&open.peer) else {
+                    continue;
+                };
+                let slot_text = open.slot.to_string();
+                let to_port = self.port(to).to_string();
+                let mut source = self.connection(node);
+                loop {
+                    let keys = as_strings(&cmd(
+                        &mut source,
+                        &["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"],
+                    ));
+                    if keys.is_empty() {
+                        break;
+                    }
+                    let mut args = vec![
+                        "MIGRATE",
+                        "127.0.0.1",
+                        &to_port,
+                        "",
+                        "0",
+                        "10000",
+                        "REPLACE",
+                        "KEYS",
+                    ];
+                    args.extend(keys.iter().map(String::as_str));
+                    cmd(&mut source, &args);
+                }
+                self.assign_slot(open.slot, node, to);
+            }
+        }
+        for node in self.running() {
+            for open in self.open_slots(node) {
+                let stable = ["CLUSTER", "SETSLOT", &open.slot.to_string(), "STABLE"];
+                cmd(&mut self.connection(node), &stable);
+            }
+        }
+    }
+
+    /// The migration marks (`[slot->-id]`, `[slot-<-id]`) on node `index`'s own line of
+    /// `CLUSTER NODES`.
+    fn open_slots(&self, index: usize) -> Vec<OpenSlot> {
+        let text = as_string(&cmd(&mut self.connection(index), &["CLUSTER", "NODES"]));
+        let Some(line) = text.lines().find(|l| l.contains("myself")) else {
+            return Vec::new();
+        };
+        line.split_whitespace()
+            .filter_map(|f| f.strip_prefix('[')?.strip_suffix(']'))
+            .filter_map(|mark| {
+                let (slot, migrating, peer) = if let Some((s, p)) = mark.split_once("->-") {
+                    (s, true, p)
+                } else {
+                    let (s, p) = mark.split_once("-<-")?;
+                    (s, false, p)
+                };
+                Some(OpenSlot {
+                    slot: slot.parse().ok()?,
+                    migrating,
+                    peer: peer.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn index_of(&self, id: &str) -> Option<usize> {
+        self.view(self.any_running())
+            .into_iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.index)
     }
 
     /// Brings the cluster back to full strength: starts every node that is down again (a killed
-    /// primary returns as a replica of the node that replaced it, with an empty dataset) and
-    /// waits until the cluster is ok, no node is flagged failing, and every primary has a replica
-    /// in sync.
+    /// primary returns as a replica of the node that replaced it, with an empty dataset), finishes
+    /// any slot migration left open, and waits until the cluster is ok, no node is flagged
+    /// failing, and every primary has a replica in sync.
     pub fn heal(&mut self) {
         for node in &mut self.nodes {
             if !node.is_running() {
@@ -313,6 +497,7 @@ impl RedisCluster {
                 node.respawn();
             }
         }
+        self.close_open_slots();
         self.wait_settled();
     }
 
@@ -464,6 +649,32 @@ impl RedisCluster {
             slots,
         }
     }
+}
+
+/// What [`RedisCluster::move_slot_paced`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// Keys moved by `MIGRATE`.
+    pub keys_moved: usize,
+    /// Batches the target refused (with the keys and the error, e.g. `BUSYKEY`); each was then
+    /// moved with `REPLACE`.
+    pub refused: Vec<String>,
+}
+
+/// What `redis-cli --cluster reshard` did ([`RedisCluster::reshard`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reshard {
+    /// It exited with status 0.
+    pub success: bool,
+    /// Its stdout and stderr.
+    pub output: String,
+}
+
+/// A migration mark of `CLUSTER NODES`: `[slot->-peer]` (migrating) or `[slot-<-peer]`.
+struct OpenSlot {
+    slot: u16,
+    migrating: bool,
+    peer: String,
 }
 
 /// Exclusive use of [`RedisCluster::shared`]'s cluster; derefs to [`RedisCluster`].

@@ -17,7 +17,10 @@
 //! - `wait` — [`wait_until`] polling and [`now_ms`].
 //! - `cluster` — [`RedisCluster`]: six nodes (three primaries, three replicas) with the module,
 //!   shared per test binary ([`RedisCluster::shared`]) or owned; routing by slot, `kill -9` of a
-//!   primary, the tail-loss failover, slot migration, [`RedisCluster::heal`].
+//!   primary, the tail-loss failover, slot migration (at once, paced, or by `redis-cli --cluster
+//!   reshard`), [`RedisCluster::heal`].
+//! - `cluster_client` — [`ClusterClient`]: follows `MOVED`/`ASK` and retries `TRYAGAIN` like a
+//!   cluster client, counting each; [`key_slot`], [`tag_for_slot`].
 //! - `tail_loss` — [`crash_with_tail_loss`]: makes a primary acknowledge writes its replica never
 //!   gets, then kills it.
 //! - `tls_pki` — [`TestPki`]: a CA and server/client certificates made with `openssl`, and a
@@ -32,6 +35,7 @@
 //!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
 mod cluster;
+mod cluster_client;
 mod failover;
 mod grpc_backend;
 mod gyre_failure;
@@ -52,7 +56,12 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
-pub use cluster::{NODE_TIMEOUT, NodeView, RedisCluster, SETTLE_TIMEOUT, SharedCluster};
+pub use cluster::{
+    Migration, NODE_TIMEOUT, NodeView, RedisCluster, Reshard, SETTLE_TIMEOUT, SharedCluster,
+};
+pub use cluster_client::{
+    ClusterClient, RETRY_BUDGET, RETRY_PAUSE, Redirections, key_slot, tag_for_slot,
+};
 pub use failover::run_failover_scenario;
 pub use grpc_backend::GrpcBackend;
 pub use gyre_process::{

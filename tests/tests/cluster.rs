@@ -119,3 +119,106 @@ fn cluster_rejects_closing_brace_without_hash_tag() {
     assert!(server.is_alive());
     assert!(keys(&mut con).is_empty(), "nothing written");
 }
+
+fn slot_checks(con: &mut Connection) -> (i64, i64) {
+    let info = info_section(con, "gyre");
+    let n = |f: &str| info[f].parse::<i64>().unwrap();
+    (n("gyre_slot_checks"), n("gyre_slot_retries"))
+}
+
+/// The slot-migration check (docs/module.md, "Slot migration") is paid only by commands that miss
+/// a key they need and cannot tell locally that no migration is involved: a publish to a channel
+/// whose meta and stream exist never asks about its slot, nor does an idempotent publish with a
+/// new key or the first publish after the stream expired, unless the slot received keys by RESTORE
+/// or a key named like the channel exists. On a node that owns every slot the check always lets
+/// the command run.
+#[test]
+fn only_a_command_missing_a_key_checks_its_slot() {
+    let server = cluster_node();
+    let mut con = server.connection();
+    assert_eq!(slot_checks(&mut con), (0, 0));
+
+    publish_hist(&mut con, "chat", "first", 10, 60);
+    assert_eq!(slot_checks(&mut con), (1, 0), "a new channel: nothing here");
+    for i in 0..100 {
+        publish_hist(&mut con, "chat", &format!("m{i}"), 10, 60);
+    }
+    history(&mut con, "chat", &[]);
+    cmd(&mut con, &["GYRE.POSITION", "chat"]);
+    publish(&mut con, "chat", "no history", &[]);
+    assert_eq!(
+        slot_checks(&mut con),
+        (1, 0),
+        "meta and stream here: no check"
+    );
+
+    let idempotent = ["HISTORY", "10", "60", "IDEMPOTENCY", "k1"];
+    publish(&mut con, "chat", "once", &idempotent);
+    publish(&mut con, "chat", "once", &idempotent);
+    cmd(&mut con, &["DEL", "gyre.stream.{chat}"]);
+    history(&mut con, "chat", &[]);
+    publish_hist(&mut con, "chat", "after expiry", 10, 60);
+    assert_eq!(
+        slot_checks(&mut con),
+        (1, 0),
+        "a new idempotency key, an expired stream: the slot was seen stable"
+    );
+
+    history(&mut con, "nobody", &[]);
+    cmd(&mut con, &["GYRE.PRESENCE.ADD", "chat", "c1", "u1"]);
+    assert_eq!(slot_checks(&mut con), (3, 0), "nothing of theirs here");
+    cmd(&mut con, &["GYRE.PRESENCE.ADD", "chat", "c2", "u2"]);
+    cmd(&mut con, &["GYRE.PRESENCE", "chat"]);
+    assert_eq!(slot_checks(&mut con), (3, 0));
+
+    // A key of the slot arrives by RESTORE (as MIGRATE brings it to a target): the next command
+    // that misses a key asks once, and the answer clears the mark.
+    let dump: Vec<u8> = redis::cmd("DUMP")
+        .arg("gyre.stream.meta.{chat}")
+        .query(&mut con)
+        .unwrap();
+    redis::cmd("RESTORE")
+        .arg("{chat}copy")
+        .arg(0)
+        .arg(dump)
+        .exec(&mut con)
+        .unwrap();
+    publish(
+        &mut con,
+        "chat",
+        "k2",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k2"],
+    );
+    publish(
+        &mut con,
+        "chat",
+        "k3",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k3"],
+    );
+    assert_eq!(slot_checks(&mut con), (4, 0), "one check after the RESTORE");
+
+    // A plain key named like the channel: Redis would run the channel's commands on a node that
+    // migrates the slot away, so every missing key asks.
+    cmd(&mut con, &["SET", "chat", "a plain key"]);
+    publish(
+        &mut con,
+        "chat",
+        "k4",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k4"],
+    );
+    publish(
+        &mut con,
+        "chat",
+        "k5",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k5"],
+    );
+    assert_eq!(slot_checks(&mut con), (6, 0));
+}
+
+#[test]
+fn info_gyre_shows_the_cluster_layout() {
+    let server = cluster_node();
+    let info = info_section(&mut server.connection(), "gyre");
+    assert_eq!(info["gyre_cluster_layout"], "1");
+    assert_eq!(info["gyre_sharded_pubsub"], "0");
+}

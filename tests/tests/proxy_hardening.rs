@@ -257,7 +257,11 @@ fn unauthenticated_connections_are_capped() {
         refused += 1;
     }
     assert!(refused >= 4, "{refused} of 5 refused over the cap");
-    assert!((19..=20).contains(&idle.len()), "{} held under a cap of 20", idle.len());
+    assert!(
+        (19..=20).contains(&idle.len()),
+        "{} held under a cap of 20",
+        idle.len()
+    );
     let attempt = WsClient::connect_with(&env.ws_url(), WsOptions::default());
     assert!(attempt.is_err(), "a WebSocket over the cap is refused too");
 

@@ -148,3 +148,53 @@ fn info_gyre_counters_increase() {
     assert!(!panics.is_empty(), "a caught-panics counter exists: {c6:?}");
     assert!(panics.iter().all(|(_, d)| *d == 0), "no panics: {panics:?}");
 }
+
+/// `INFO gyre` tells a proxy that cannot run `CONFIG GET` (a renamed command) how the module
+/// publishes (`SPUBLISH` or `PUBLISH`) and whether it names keys in cluster layout.
+#[test]
+fn info_gyre_shows_the_pubsub_mode_and_the_key_layout() {
+    let config = |con: &mut Connection| {
+        let info = info_section(con, "gyre_config");
+        (
+            info.get("gyre_sharded_pubsub").cloned(),
+            info.get("gyre_cluster_layout").cloned(),
+        )
+    };
+    let plain = RedisServer::start();
+    let mut con = plain.connection();
+    assert_eq!(config(&mut con), (Some("0".into()), Some("0".into())));
+    cmd(&mut con, &["CONFIG", "SET", "gyre.sharded-pubsub", "yes"]);
+    assert_eq!(
+        config(&mut con).0.as_deref(),
+        Some("1"),
+        "follows CONFIG SET"
+    );
+    assert!(
+        info_section(&mut con, "gyre").contains_key("gyre_sharded_pubsub"),
+        "INFO gyre shows it too"
+    );
+
+    let sharded = RedisServer::with_module_args(&["sharded-pubsub", "yes"]);
+    assert_eq!(
+        config(&mut sharded.connection()),
+        (Some("1".into()), Some("0".into()))
+    );
+}
+
+/// Without cluster mode there are no slots: a command that misses keys never checks one.
+#[test]
+fn standalone_commands_never_check_a_slot() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    publish_hist(&mut con, "new", "a", 10, 60);
+    publish(
+        &mut con,
+        "new",
+        "b",
+        &["HISTORY", "10", "60", "IDEMPOTENCY", "k"],
+    );
+    history(&mut con, "missing", &[]);
+    cmd(&mut con, &["GYRE.PRESENCE.ADD", "new", "c1", "u1"]);
+    cmd(&mut con, &["GYRE.POSITION", "other"]);
+    assert_eq!(counters(&mut con)["gyre_slot_checks"], 0);
+}

@@ -3,6 +3,7 @@
 
 use redis_module::{Context, ContextFlags, KeyType, RedisValue};
 
+use crate::commands::require_keys_or_stable_slot;
 use crate::config::Settings;
 use crate::core::epoch::new_epoch;
 use crate::core::history::{Entry, HistoryArgs};
@@ -29,6 +30,10 @@ pub fn history(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let meta_key = keys.meta();
     let meta = Key::read(ctx, &string(ctx, &meta_key));
     if !meta.check(KeyType::Hash)? {
+        // "No such channel" only from the node that would hold it: during a migration the
+        // channel may be on the other node.
+        let probe: [&[u8]; 2] = [&meta_key, &keys.stream()];
+        require_keys_or_stable_slot(ctx, &settings, args.channel, &[false], &probe)?;
         return Ok(reply(0, String::new(), Vec::new()));
     }
     let stored = read_meta(&meta)?;
@@ -42,8 +47,14 @@ pub fn history(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
 
     let mut entries = Vec::new();
     if let Some(range) = args.range() {
-        let stream = Key::read(ctx, &string(ctx, &keys.stream()));
-        stream.check(KeyType::Stream)?;
+        let stream_key = keys.stream();
+        let stream = Key::read(ctx, &string(ctx, &stream_key));
+        let stream_exists = stream.check(KeyType::Stream)?;
+        // A meta without its stream: expired publications, or a stream still on the other node
+        // of a migration.
+        let probe: [&[u8]; 2] = [&meta_key, &stream_key];
+        let here = [true, stream_exists];
+        require_keys_or_stable_slot(ctx, &settings, args.channel, &here, &probe)?;
         let mut failure = None;
         stream.stream_scan(range.first, range.last, range.reverse, |offset, data| {
             let data = data.as_ref().map_or(&[][..], |d| d.as_slice());
@@ -109,14 +120,21 @@ pub fn position(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let keys = ChannelKeys::new(settings.prefix.as_str(), channel, settings.cluster)?;
     let meta_key = keys.meta();
     let here = lineage::current();
-    let (step, top) = {
+    let (step, top, meta_exists) = {
         let meta = Key::read(ctx, &string(ctx, &meta_key));
+        let meta_exists = meta.check(KeyType::Hash)?;
         let stored = read_meta(&meta)?;
         (
             stored.next_epoch(here, lineage::arrived(&meta_key)),
             stored.top,
+            meta_exists,
         )
     };
+    if !meta_exists {
+        // A new epoch only where the channel's meta cannot be on another node.
+        let probe: [&[u8]; 2] = [&meta_key, &keys.stream()];
+        require_keys_or_stable_slot(ctx, &settings, channel, &[false], &probe)?;
+    }
     let stamp = here.text();
     let epoch = match step {
         EpochStep::Keep(epoch) => epoch,
@@ -163,6 +181,13 @@ pub fn remove(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let removed = {
         let stream = Key::read(ctx, &string(ctx, &stream_key));
         if !stream.check(KeyType::Stream)? {
+            require_keys_or_stable_slot(
+                ctx,
+                &settings,
+                channel,
+                &[false],
+                &[&stream_key, &keys.meta()],
+            )?;
             return Ok(RedisValue::Integer(0));
         }
         stream.len()

@@ -6,6 +6,7 @@ use gyre_proto::redis_payload::{encode_join, encode_leave};
 use prost::Message;
 use redis_module::{Context, KeyType, RedisString, RedisValue};
 
+use crate::commands::require_keys_or_stable_slot;
 use crate::config::Settings;
 use crate::core::GyreResult;
 use crate::core::keys::ChannelKeys;
@@ -22,11 +23,20 @@ struct PresenceKeys {
 }
 
 impl PresenceKeys {
-    fn open(ctx: &Context, keys: &ChannelKeys) -> GyreResult<Self> {
-        let data = Key::read(ctx, &string(ctx, &keys.presence_data()));
-        let expire = Key::read(ctx, &string(ctx, &keys.presence_expire()));
-        data.check(KeyType::Hash)?;
-        expire.check(KeyType::ZSet)?;
+    /// Opens both keys; in cluster mode, unless both are on this node, checks that the slot is
+    /// not migrating (they could be on the other node).
+    fn open(
+        ctx: &Context,
+        settings: &Settings,
+        channel: &[u8],
+        keys: &ChannelKeys,
+    ) -> GyreResult<Self> {
+        let data_key = keys.presence_data();
+        let expire_key = keys.presence_expire();
+        let data = Key::read(ctx, &string(ctx, &data_key));
+        let expire = Key::read(ctx, &string(ctx, &expire_key));
+        let here = [data.check(KeyType::Hash)?, expire.check(KeyType::ZSet)?];
+        require_keys_or_stable_slot(ctx, settings, channel, &here, &[&data_key, &expire_key])?;
         Ok(Self { data, expire })
     }
 
@@ -69,7 +79,7 @@ pub fn add(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let info = args.info.to_client_info();
 
     let (was_present, expired, key_deadlines) = {
-        let presence = PresenceKeys::open(ctx, &keys)?;
+        let presence = PresenceKeys::open(ctx, &settings, args.channel, &keys)?;
         let expired: Vec<RedisString> = presence.expire.zset_members_up_to(now_s as f64);
         (
             presence.live_entry(&client, now_s).is_some(),
@@ -136,7 +146,7 @@ pub fn rem(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let client = string(ctx, args.client);
 
     let (live, in_data, in_expire) = {
-        let presence = PresenceKeys::open(ctx, &keys)?;
+        let presence = PresenceKeys::open(ctx, &settings, args.channel, &keys)?;
         (
             presence.live_entry(&client, now_s),
             presence.data.hash_get(&client).is_some(),
@@ -178,7 +188,7 @@ pub fn get(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let args = GetArgs::parse(args)?;
     let settings = Settings::current();
     let keys = ChannelKeys::new(settings.prefix.as_str(), args.channel, settings.cluster)?;
-    let presence = PresenceKeys::open(ctx, &keys)?;
+    let presence = PresenceKeys::open(ctx, &settings, args.channel, &keys)?;
     let mut reply = Vec::new();
     let mut failure = None;
     presence.for_each_live(now_seconds(), |client, info| {
@@ -207,7 +217,7 @@ pub fn get_stats(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     c.finish()?;
     let settings = Settings::current();
     let keys = ChannelKeys::new(settings.prefix.as_str(), channel, settings.cluster)?;
-    let presence = PresenceKeys::open(ctx, &keys)?;
+    let presence = PresenceKeys::open(ctx, &settings, channel, &keys)?;
     let mut stored = Vec::new();
     presence.for_each_live(now_seconds(), |_, info| {
         stored.push(info.as_slice().to_vec())

@@ -7,6 +7,7 @@
 
 use redis_module::{Context, KeyType, NotifyEvent, RedisString, RedisValue};
 
+use crate::commands::require_keys_or_stable_slot;
 use crate::config::Settings;
 use crate::core::epoch::new_epoch;
 use crate::core::keys::{ChannelKeys, namespaces_key};
@@ -47,14 +48,41 @@ pub fn publish(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
     let retention = args.retention(namespace, settings.defaults)?;
     let publication = args.encode_publication(now);
 
+    // From here on a result key, if any, is missing on this node: a new idempotency key.
+    let new_result = result_key.as_ref().map(RedisString::as_slice);
     let (offset, epoch, payload) = match retention.history {
         Some(history) => {
-            let (offset, epoch) =
-                append(ctx, &keys, history, retention.meta_ttl, &publication, now)?;
+            let place = Placement {
+                settings: &settings,
+                channel: args.channel,
+                new_result,
+            };
+            let (offset, epoch) = append(
+                ctx,
+                &keys,
+                place,
+                history,
+                retention.meta_ttl,
+                &publication,
+                now,
+            )?;
             let payload = encode_positioned(offset, &epoch, &publication);
             (offset, epoch, payload)
         }
-        None => (0, String::new(), encode_plain(&publication)),
+        None => {
+            // Nothing of the channel is written but the result: a publish without idempotency
+            // needs no key and runs wherever Redis sent it.
+            if let Some(result) = new_result {
+                require_keys_or_stable_slot(
+                    ctx,
+                    &settings,
+                    args.channel,
+                    &[false],
+                    &[result, &keys.meta()],
+                )?;
+            }
+            (0, String::new(), encode_plain(&publication))
+        }
     };
     deliver(
         ctx,
@@ -103,12 +131,22 @@ fn remember(ctx: &Context, result_key: &RedisString, offset: u64, epoch: &str, a
     expire_at(ctx, &key, result_key, at);
 }
 
+/// What the slot-migration guard of [`append`] needs to know.
+struct Placement<'a> {
+    settings: &'a Settings,
+    channel: &'a [u8],
+    /// The result key of a new idempotency key (missing on this node).
+    new_result: Option<&'a [u8]>,
+}
+
 /// Appends to the history stream and advances the meta hash; returns the new position. The epoch
 /// follows the lineage rule (`core::lineage`): a meta written under another lineage continues its
-/// offsets under a rotated epoch, stamped with the current lineage.
+/// offsets under a rotated epoch, stamped with the current lineage. In cluster mode, a meta, a
+/// stream or a result that is not on this node makes it check the slot first (slot migration).
 fn append(
     ctx: &Context,
     keys: &ChannelKeys,
+    place: Placement,
     history: History,
     meta_ttl: u64,
     publication: &[u8],
@@ -119,12 +157,29 @@ fn append(
     let meta = Key::write(ctx, &meta_name);
     let stream = Key::write(ctx, &stream_name);
     // Every check happens before the first write, so a refused publish changes nothing.
+    let meta_exists = meta.check(KeyType::Hash)?;
     let stored = read_meta(&meta)?;
     let stream_exists = stream.check(KeyType::Stream)?;
     let meta_key = meta_name.as_slice();
-    let here = lineage::current();
+    // The keys this publish needs, and whether each is here: meta, stream, and the result of a
+    // new idempotency key (missing, or the publish would have been answered from it).
+    let needed_keys = [
+        meta_key,
+        stream_name.as_slice(),
+        place.new_result.unwrap_or_default(),
+    ];
+    let here = [meta_exists, stream_exists, false];
+    let needed = if place.new_result.is_some() { 3 } else { 2 };
+    require_keys_or_stable_slot(
+        ctx,
+        place.settings,
+        place.channel,
+        &here[..needed],
+        &needed_keys[..needed],
+    )?;
+    let lineage_here = lineage::current();
     let step = plan_append(
-        stored.next_epoch(here, lineage::arrived(meta_key)),
+        stored.next_epoch(lineage_here, lineage::arrived(meta_key)),
         stored.top,
         new_epoch,
     )?;
@@ -133,7 +188,7 @@ fn append(
     let offset = number(ctx, step.offset as i64);
     if step.epoch_is_new {
         let epoch = string(ctx, step.epoch.as_bytes());
-        let stamp = string(ctx, &here.text());
+        let stamp = string(ctx, &lineage_here.text());
         hash_set(
             ctx,
             &meta,

@@ -46,6 +46,9 @@ pub enum GyreError {
     StreamAppendFailed,
     /// A command the module ran inside Redis answered with this error.
     Redis(String),
+    /// The channel's slot (this number) is migrating and some of the keys the command needs are
+    /// not on this node: they may be on the other one, so the command must be retried.
+    SlotMigrating(u16),
 }
 
 /// Shorthand for results inside the module.

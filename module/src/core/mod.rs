@@ -6,6 +6,8 @@
 //!   typed arguments and the rules that do not need Redis (offsets, ranges, expiry, retention).
 //! - [`epoch`]: epoch generation; [`lineage`]: which run of a primary wrote a channel's meta,
 //!   and when that keeps, rotates or creates its epoch.
+//! - [`migration`]: when a command whose keys are not all on this node must check its slot, and
+//!   hash slots.
 //! - [`error`]: the module's error enum.
 
 pub mod epoch;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod history;
 pub mod keys;
 pub mod lineage;
+pub mod migration;
 pub mod namespace;
 pub mod parse;
 pub mod presence;

@@ -5,10 +5,14 @@
 //! - every other write runs a Redis command through `RM_Call` with `!` ([`call_replicated`]).
 //!
 //! A command uses one of the two, never both, so its propagation stays one MULTI/EXEC.
+//!
+//! [`slot`] asks Redis whether a channel's slot is stable on this node (slot migration), with a
+//! read that replicates nothing.
 
 pub mod effects;
 pub mod key;
 pub mod namespace_table;
+pub mod slot;
 
 use std::mem::ManuallyDrop;
 use std::sync::OnceLock;

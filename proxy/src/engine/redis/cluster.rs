@@ -49,6 +49,11 @@ fn unavailable(e: redis::RedisError) -> EngineError {
     EngineError::Unavailable(e.to_string())
 }
 
+/// Retries of one command on a redirect, TRYAGAIN or a lost node, and the pauses between them.
+const RETRIES: u32 = 10;
+const RETRY_WAIT_MIN_MS: u64 = 10;
+const RETRY_WAIT_MAX_MS: u64 = 500;
+
 /// Pause between rounds of resubscription while the cluster is not serving a slot.
 const REPAIR_RETRY_MIN: Duration = Duration::from_millis(50);
 const REPAIR_RETRY_MAX: Duration = Duration::from_secs(1);
@@ -164,7 +169,12 @@ fn client_builder(
         .use_protocol(ProtocolVersion::RESP3)
         .connection_timeout(options.connect_timeout)
         .response_timeout(options.io_timeout)
-        .retries(3);
+        // A slot being migrated answers TRYAGAIN until the channel's keys have moved (see the
+        // module's "Slot migration"), usually milliseconds; redis-rs's default first pause is
+        // over a second. Short pauses, more tries, at most ~3 s in all.
+        .retries(RETRIES)
+        .min_retry_wait(RETRY_WAIT_MIN_MS)
+        .max_retry_wait(RETRY_WAIT_MAX_MS);
     let url_names_user = seeds.iter().any(|s| s.contains('@'));
     if !url_names_user {
         if let Some(user) = &options.user {
