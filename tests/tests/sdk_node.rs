@@ -63,7 +63,7 @@ both_protocols!(
     token_expiry_and_refresh,
     token_errors,
     channel_errors,
-    redis_restart_loses_nothing,
+    redis_restart_recovers_or_announces,
 );
 
 fn receive_from_api_redis_cli_and_client(protocol: &str) {
@@ -173,7 +173,7 @@ fn channel_errors(protocol: &str) {
     sdk_expect::channel_errors(&r);
 }
 
-fn redis_restart_loses_nothing(protocol: &str) {
+fn redis_restart_recovers_or_announces(protocol: &str) {
     let mut env = SdkEnv::redis_aof();
     let ch = channel("restart", protocol);
     let script = script("redis_restart.mjs", &env, protocol)

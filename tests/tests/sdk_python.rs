@@ -55,7 +55,7 @@ protocols!(recovery_for_subscribers: json, protobuf);
 protocols!(token_expiry_and_refresh: json);
 protocols!(token_errors: json, protobuf);
 protocols!(channel_errors: json, protobuf);
-protocols!(redis_restart_loses_nothing: json);
+protocols!(redis_restart_recovers_or_announces: json);
 
 fn receive_from_cent_redis_cli_and_client(protocol: &str) {
     let env = SdkEnv::redis();
@@ -171,7 +171,7 @@ fn channel_errors(protocol: &str) {
     sdk_expect::channel_errors(&r);
 }
 
-fn redis_restart_loses_nothing(protocol: &str) {
+fn redis_restart_recovers_or_announces(protocol: &str) {
     let mut env = SdkEnv::redis_aof();
     let ch = channel("restart", protocol);
     let script = script("redis_restart.py", &env, protocol)

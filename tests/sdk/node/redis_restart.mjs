@@ -4,11 +4,13 @@
 // publications straight into Redis with GYRE.PUBLISH, data {"source":"redis","n":1..3}, while gyre
 // may still be reconnecting) and, at the same time, 5 more publications go through the HTTP API,
 // each retried with the same idempotency key until gyre accepts it (some land while Redis is
-// down). alice must end up with all 13 publications exactly once, in offset order, without
-// reconnecting.
+// down). alice stays connected and either ends up with all 13 publications exactly once, in offset
+// order, or is told that continuity was lost (a restart from the AOF starts a new epoch: the
+// module cannot tell it lost nothing; a subscribed event with wasRecovering and not recovered);
+// either way, one more API publication made afterwards must reach her.
 //
 // Arguments: --url --protocol --secret --api --api-key --channel [--timeout]
-// Result: {published, received, apiRetries, connectedCount, events}
+// Result: {published, received, apiRetries, connectedCount, lostContinuity, events}
 import { main, need, Recorder, newClient, newSub, connToken, apiPublish, step, sleep, log } from './lib.mjs';
 
 main('redis_restart', async ({ args, result, sdk }) => {
@@ -56,8 +58,18 @@ main('redis_restart', async ({ args, result, sdk }) => {
   const restarted = step('restart-redis', 30000);
   for (let i = 0; i < after; i++) await publishRetrying();
   await restarted;
-  await rec.pubCount('alice', channel, total, 25000);
+  const lost = () => rec.events.some(e => e.who === 'alice' && e.ev === 'subscribed' && e.wasRecovering && !e.recovered);
+  await rec.until(
+    `alice holds all ${total} publications, or was told she lost continuity`,
+    () => result.received.length >= total || lost(),
+    25000,
+  );
+  // Publications resume: one more, made after all that, reaches her.
+  await publishRetrying();
+  const last = result.published[result.published.length - 1];
+  await rec.pubWhere('alice', channel, `the last publication (n=${last.n})`, p => p.data && p.data.n === last.n && p.data.source === 'api', 10000);
   // A duplicate would arrive within this pause.
   await sleep(500);
+  result.lostContinuity = lost();
   result.connectedCount = rec.of('alice', 'connected').length;
 });

@@ -3,11 +3,12 @@ subscribes to --channel (history + force_recovery) and 5 publications go through
 (`cent`). Then the driver is asked to restart Redis (step `restart-redis`: stop it, wait, start it
 again with its AOF, and publish 3 publications straight into Redis, data {"source":"redis","n":1..3})
 and, at the same time, 5 more publications go through the HTTP API, each retried with the same
-idempotency key until gyre accepts it. alice must end up with all 13 publications exactly once, in
-offset order, without reconnecting.
+idempotency key until gyre accepts it. alice stays connected and either ends up with all 13
+publications exactly once, in offset order, or is told that continuity was lost (a restart from the
+AOF starts a new epoch); either way one more API publication made afterwards must reach her.
 
 Arguments: --url --protocol --secret --api --api-key --channel [--timeout]
-Result: {published, received, apiRetries, connectedCount, events}
+Result: {published, received, apiRetries, connectedCount, lostContinuity, events}
 """
 
 import asyncio
@@ -59,10 +60,30 @@ async def scenario(args, result, protocol):
     for _ in range(after):
         await publish_retrying()
     await restarted
+    total = before + from_redis + after
 
-    await rec.pub_count("alice", channel, before + from_redis + after, timeout=25)
+    def lost() -> bool:
+        return any(
+            e.get("wasRecovering") and not e.get("recovered")
+            for e in rec.of("alice", "subscribed", channel)
+        )
+
+    await rec.until(
+        f"alice holds all {total} publications, or was told she lost continuity",
+        lambda: len(result["received"]) >= total or lost(),
+        timeout=25,
+    )
+    # Publications resume: one more, made after all that, reaches her.
+    await publish_retrying()
+    last = result["published"][-1]["n"]
+    await rec.until(
+        f"the last publication (n={last})",
+        lambda: any(p.get("data") == {"source": "api", "n": last} for p in result["received"]),
+        timeout=10,
+    )
     # A duplicate would arrive within this pause.
     await asyncio.sleep(0.5)
+    result["lostContinuity"] = lost()
     result["connectedCount"] = len(rec.of("alice", "connected"))
     await alice.disconnect()
 
