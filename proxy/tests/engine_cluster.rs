@@ -36,36 +36,14 @@ fn shard_subscribers(cluster: &RedisCluster, index: usize, channel: &str) -> i64
     }
 }
 
-/// Waits for a publication of `data` on `channel`, skipping other events; fails after `within`.
+/// Waits for a publication of `data` on `channel`, skipping other events.
 async fn wait_for_publication(s: &mut Subject, channel: &str, data: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.events.recv()).await {
-            Ok(Some(EngineEvent::Publication {
-                channel: c,
-                publication,
-                ..
-            })) if c == channel && &publication.data[..] == data.as_bytes() => return,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("event channel closed"),
-            Err(_) => panic!("no publication {data:?} on {channel} within {within:?}"),
-        }
-    }
-}
-
-/// Waits for [`EngineEvent::Resync`], skipping anything else.
-async fn wait_for_resync(s: &mut Subject, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.events.recv()).await {
-            Ok(Some(EngineEvent::Resync)) => return,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("event channel closed"),
-            Err(_) => panic!("no Resync within {within:?}"),
-        }
-    }
+    let what = format!("publication {data:?} on {channel}");
+    s.wait_for(within, &what, |event| {
+        matches!(event, EngineEvent::Publication { channel: c, publication, .. }
+            if c == channel && &publication.data[..] == data.as_bytes())
+    })
+    .await;
 }
 
 /// A publication straight to the owning primary, as `redis-cli -c GYRE.PUBLISH` does.
@@ -165,7 +143,7 @@ async fn a_primary_failover_moves_the_subscription_and_resyncs() {
     let owner = s.cluster.as_ref().expect("cluster").owner_of(channel);
     let promoted =
         tokio::task::block_in_place(|| s.cluster.as_mut().expect("cluster").kill_primary(owner));
-    wait_for_resync(&mut s, Duration::from_secs(30)).await;
+    s.wait_for_resync(Duration::from_secs(30)).await;
     let cluster = s.cluster.as_ref().expect("cluster");
     assert_eq!(shard_subscribers(cluster, promoted, channel), 1);
     publish_on_owner(&s, channel, "after");
@@ -197,7 +175,7 @@ async fn a_slot_migration_moves_the_subscription_and_resyncs() {
         (slot, from, to)
     };
     tokio::task::block_in_place(|| s.cluster.as_mut().expect("cluster").move_slot(slot, to));
-    wait_for_resync(&mut s, Duration::from_secs(30)).await;
+    s.wait_for_resync(Duration::from_secs(30)).await;
     let cluster = s.cluster.as_ref().expect("cluster");
     assert_eq!(
         shard_subscribers(cluster, to, channel),

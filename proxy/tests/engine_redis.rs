@@ -69,20 +69,6 @@ async fn redis_connect_checks_the_module() {
     assert!(matches!(err, Err(EngineError::Unavailable(_))), "no server");
 }
 
-/// Waits for [`EngineEvent::Resync`], skipping anything else.
-async fn wait_for_resync(s: &mut Subject, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.events.recv()).await {
-            Ok(Some(EngineEvent::Resync)) => return,
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("event channel closed"),
-            Err(_) => panic!("no Resync within {within:?}"),
-        }
-    }
-}
-
 /// Publishes once Redis accepts commands again (the command connection reconnects on its own).
 async fn publish_when_back(s: &Subject, channel: &str, data: &str) -> StreamPosition {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -123,7 +109,7 @@ async fn redis_resync_after_client_kill() {
         gyre_tests::Value::Int(1),
         "one subscription connection"
     );
-    wait_for_resync(&mut s, Duration::from_secs(10)).await;
+    s.wait_for_resync(Duration::from_secs(10)).await;
     let pos = publish_when_back(&s, "rs", "after").await;
     let event = s.next_event().await;
     assert_eq!(
@@ -141,7 +127,7 @@ async fn redis_resync_after_server_restart() {
     let mut server = s.server.take().unwrap();
     tokio::task::block_in_place(|| server.restart());
     s.server = Some(server);
-    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    s.wait_for_resync(Duration::from_secs(20)).await;
     let pos = publish_when_back(&s, "rs", "after").await;
     // The server kept nothing (no persistence): the stream starts again.
     assert_eq!(pos.offset, 1);
@@ -167,7 +153,7 @@ async fn redis_outage_longer_than_reconnect_retries() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     tokio::task::block_in_place(|| server.restart());
     s.server = Some(server);
-    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    s.wait_for_resync(Duration::from_secs(20)).await;
     let pos = publish_when_back(&s, "out", "after").await;
     let event = next_non_resync(&mut s).await;
     assert_eq!(
@@ -445,7 +431,7 @@ async fn redis_sharded_one_shard_restart_resyncs_and_reregisters() {
         s.engine.subscribe(channel).await.unwrap();
     }
     tokio::task::block_in_place(|| servers[1].restart());
-    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    s.wait_for_resync(Duration::from_secs(20)).await;
     // The restarted shard got the namespaces again (it kept nothing).
     let mut con = servers[1].connection();
     let names = gyre_tests::cmd(&mut con, &["GYRE.NAMESPACE", "LIST"]);
@@ -494,7 +480,7 @@ async fn redis_sentinel_failover_resubscribes_then_resyncs() {
 
     let (new_primary, _) =
         tokio::task::block_in_place(|| group.kill_primary_and_wait_for_promotion());
-    wait_for_resync(&mut s, Duration::from_secs(20)).await;
+    s.wait_for_resync(Duration::from_secs(20)).await;
     // Straight into the new primary, right after the Resync: the subscription is active.
     let mut con = group.server_on(new_primary).connection();
     let reply = gyre_tests::cmd(

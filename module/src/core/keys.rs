@@ -36,17 +36,8 @@ pub fn validate_prefix(prefix: &str) -> Result<(), PrefixError> {
     }
 }
 
-/// Whether Redis Cluster would hash `name` by a `{…}` section rather than the whole name: the
-/// first `{` is followed, later on, by a `}` with at least one byte in between.
-pub fn has_hash_tag(name: &[u8]) -> bool {
-    let Some(open) = name.iter().position(|&b| b == b'{') else {
-        return false;
-    };
-    match name[open + 1..].iter().position(|&b| b == b'}') {
-        Some(len) => len > 0,
-        None => false,
-    }
-}
+/// The hash-tag rule is shared with the proxy, which subscribes to the PUB/SUB channels named here.
+pub use gyre_proto::keys::has_hash_tag;
 
 /// The names of every key and the PUB/SUB channel of one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -127,6 +127,31 @@ impl Subject {
             .expect("event channel closed")
     }
 
+    /// Waits for an event that `wanted` accepts, skipping any other; fails after `within`.
+    pub async fn wait_for(
+        &mut self,
+        within: Duration,
+        what: &str,
+        wanted: impl Fn(&EngineEvent) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(event)) if wanted(&event) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("event channel closed"),
+                Err(_) => panic!("no {what} within {within:?}"),
+            }
+        }
+    }
+
+    /// Waits for [`EngineEvent::Resync`], skipping anything else.
+    pub async fn wait_for_resync(&mut self, within: Duration) {
+        self.wait_for(within, "Resync", |e| matches!(e, EngineEvent::Resync))
+            .await;
+    }
+
     /// Publishes [`MARKER`] on `channel` (subscribed) and returns the events before it.
     pub async fn events_until_marker(&mut self, channel: &str) -> Vec<EngineEvent> {
         self.publish(channel, MARKER, &PublishOptions::default())
