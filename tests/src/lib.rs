@@ -68,7 +68,7 @@ pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
     http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
-    python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
+    python_sdk_status, python_venv, sdk_available, sdk_basic_scenarios, sdk_dir, sdk_expect,
 };
 pub use hook_backend::HttpBackend;
 pub use module_build::{module_path, workspace_root};

@@ -48,29 +48,12 @@ fn cluster_sdk_scenarios_and_failovers() {
     let any_node = cluster.port(cluster.primaries()[0]);
 
     for (gyre, protocol) in [(&a, "json"), (&b, "protobuf")] {
-        let r = SdkScript::node("receive.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("receive-{protocol}")))
-            .arg("redis-port", any_node)
-            .run()
-            .json();
-        sdk_expect::receive(&r, true);
-        let r = SdkScript::node("presence.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("presence-{protocol}")))
-            .run()
-            .json();
-        sdk_expect::presence(&r);
-        let r = SdkScript::node("recovery.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("recovery-{protocol}")))
-            .arg("count", 5)
-            .run()
-            .json();
-        sdk_expect::recovery(&r, 5);
+        sdk_basic_scenarios(
+            gyre,
+            protocol,
+            &channel("sdk"),
+            &[("redis-port", any_node.to_string())],
+        );
     }
 
     // A publication through node B's API reaches a subscriber of node A: both subscribe in the

@@ -2,9 +2,9 @@
 //! primary and a replica with the module, three sentinels ([`SentinelGroup`]), and the
 //! unmodified centrifuge-js SDK (`tests/sdk/node`). gyre finds the primary through the
 //! sentinels; publications from the API, `redis-cli GYRE.PUBLISH` and clients, presence,
-//! history and recovery work; then the primary is killed with SIGKILL and, after the sentinels
-//! promoted the replica (about 4 s), publications resume and the subscriber either has every
-//! acknowledged publication or was told it could not recover.
+//! history and recovery work, in JSON and Protobuf; then the primary is killed with SIGKILL and,
+//! after the sentinels promoted the replica (about 4 s), publications resume and the subscriber
+//! either has every acknowledged publication or was told it could not recover.
 //!
 //! Another group's sentinels require a password and serve TLS: `sentinel_password` and
 //! `sentinel_tls` reach them, and a missing password or a wrong CA is a clear start error.
@@ -63,29 +63,14 @@ fn sentinel_discovery_sdk_scenarios_and_failover() {
         gyre.log()
     );
 
-    let r = SdkScript::node("receive.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("receive"))
-        .arg("redis-port", primary)
-        .run()
-        .json();
-    sdk_expect::receive(&r, true);
-    let r = SdkScript::node("presence.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("presence"))
-        .run()
-        .json();
-    sdk_expect::presence(&r);
-    let r = SdkScript::node("recovery.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("recovery"))
-        .arg("count", 5)
-        .run()
-        .json();
-    sdk_expect::recovery(&r, 5);
+    for protocol in ["json", "protobuf"] {
+        sdk_basic_scenarios(
+            &gyre,
+            protocol,
+            &channel("sdk"),
+            &[("redis-port", primary.to_string())],
+        );
+    }
 
     let failover_started = Instant::now();
     let mut promotion = Duration::ZERO;
