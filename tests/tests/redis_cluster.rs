@@ -10,9 +10,11 @@
 //!   never got (tail loss): the subscriber stays connected and either has every acknowledged
 //!   publication exactly once or is told it could not recover (`recovered: false`); no
 //!   (epoch, offset) is acknowledged for two different publications, and no acknowledged
-//!   publication is missed without `recovered: false` after it.
+//!   publication is missed without `recovered: false` after it;
+//! - a slot migration under load (API publications flowing while the subscribed channel's slot
+//!   moves key by key): the same promises.
 //!
-//! One test runs the scenarios in turn on the cluster: starting it takes seconds.
+//! The tests share one cluster ([`RedisCluster::shared`]): starting it takes seconds.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,8 @@ use gyre_tests::*;
 
 /// How long the doomed primary acknowledges publications alone.
 const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
+/// The pause after opening the slot and after each key the migration moves.
+const MIGRATION_PAUSE: Duration = Duration::from_millis(250);
 
 fn node_ready() -> bool {
     sdk_available("Node", node_sdk_status())
@@ -107,4 +111,68 @@ fn cluster_sdk_scenarios_and_failovers() {
     outcome.expect_tail_loss();
     cluster.heal();
     eprintln!("cluster scenarios took {:?}", started.elapsed());
+}
+
+/// Slot migration under load, seen through the SDK (Protobuf): a subscriber on a channel while
+/// API publications flow (one every 50 ms, without idempotency keys, so that they run at every
+/// intermediate state), and the channel's slot moved to another primary key by key, the way
+/// `redis-cli --cluster reshard` does, pausing between the steps. No `MIGRATE` is refused; no
+/// acknowledged publication is missed silently (it reached the subscriber, or the subscriber got
+/// `recovered: false` after it was sent); no (epoch, offset) pair is acknowledged twice; and
+/// publications resume on the new owner.
+#[test]
+fn cluster_slot_migration_under_sdk_load() {
+    if !node_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = RedisCluster::shared();
+    let gyre = builder(&cluster).start();
+    let moving = channel("migration");
+    let slot = cluster.slot(&moving);
+    let from = cluster.owner(slot);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another primary");
+    let mut moved = (0, 0);
+    let mut migration = Migration::default();
+    let outcome = FailoverScenario::new(&gyre, &moving)
+        .protocol("protobuf")
+        .step("move-slot")
+        .under_load()
+        .run(|_| {
+            let begun = now_ms();
+            migration = cluster.move_slot_paced(slot, to, 1, MIGRATION_PAUSE);
+            moved = (begun, now_ms());
+            cluster.connection(to)
+        });
+    assert!(
+        migration.refused.is_empty(),
+        "MIGRATE refused: {:?}",
+        migration.refused
+    );
+    assert!(
+        migration.keys_moved >= 2,
+        "the channel's meta and stream moved: {migration:?}"
+    );
+    assert_eq!(cluster.owner(slot), to);
+    // The load met the migration.
+    let during = outcome
+        .api_acks()
+        .iter()
+        .filter(|a| (moved.0..=moved.1).contains(&a.sent_ms))
+        .count();
+    assert!(
+        during >= 5,
+        "only {during} API publications were sent while the slot moved"
+    );
+    eprintln!(
+        "slot migration under load: {} keys moved in {} ms, {during} API publications sent \
+         meanwhile; whole test {:?}",
+        migration.keys_moved,
+        moved.1 - moved.0,
+        started.elapsed()
+    );
 }
