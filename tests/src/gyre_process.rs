@@ -1150,6 +1150,43 @@ impl SdkEnv {
     }
 }
 
+/// The SDK's basic scenarios on one deployment, in `protocol`: `receive.mjs` (publications from
+/// the API, `redis-cli GYRE.PUBLISH` and a client; `redis_cli` are its `--redis-*` arguments, e.g.
+/// `("redis-port", …)`, and empty leaves the redis-cli publication out), `presence.mjs`
+/// (presence, stats, history) and `recovery.mjs` (five publications missed while offline), each
+/// on its own channel `<prefix>-<scenario>-<protocol>`, with their [`sdk_expect`] assertions.
+pub fn sdk_basic_scenarios(
+    gyre: &GyreProcess,
+    protocol: &str,
+    prefix: &str,
+    redis_cli: &[(&str, String)],
+) {
+    let channel = |scenario: &str| format!("{prefix}-{scenario}-{protocol}");
+    let mut receive = SdkScript::node("receive.mjs")
+        .gyre(gyre)
+        .arg("protocol", protocol)
+        .arg("channel", channel("receive"));
+    for (key, value) in redis_cli {
+        receive = receive.arg(key, value);
+    }
+    sdk_expect::receive(&receive.run().json(), !redis_cli.is_empty());
+    let r = SdkScript::node("presence.mjs")
+        .gyre(gyre)
+        .arg("protocol", protocol)
+        .arg("channel", channel("presence"))
+        .run()
+        .json();
+    sdk_expect::presence(&r);
+    let r = SdkScript::node("recovery.mjs")
+        .gyre(gyre)
+        .arg("protocol", protocol)
+        .arg("channel", channel("recovery"))
+        .arg("count", 5)
+        .run()
+        .json();
+    sdk_expect::recovery(&r, 5);
+}
+
 // ------------------------------------------------------------------------------------------------
 // Reading scenario results.
 

@@ -27,8 +27,9 @@
 //!   TLS-only Redis presenting them.
 //! - `sentinel_group` — [`SentinelGroup`]: primary + replica + three sentinels, and a failover.
 //! - `tcp_forwarder` — [`TcpForwarder`]: a switchable TCP proxy standing in for HAProxy.
-//! - `failover` — [`run_failover_scenario`]: the SDK's view of a primary failover, and what it
-//!   must show.
+//! - `failover` — [`FailoverScenario`], [`run_failover_scenario`]: the SDK's view of a primary
+//!   failover or a slot migration, and what it must show (no silent gap, no reused (epoch,
+//!   offset) pair); [`window_writer`] publishes during a tail-loss window.
 //! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
 //!   it must refuse to start.
 //! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
@@ -62,13 +63,15 @@ pub use cluster::{
 pub use cluster_client::{
     ClusterClient, RETRY_BUDGET, RETRY_PAUSE, Redirections, key_slot, tag_for_slot,
 };
-pub use failover::run_failover_scenario;
+pub use failover::{
+    Ack, FailoverOutcome, FailoverScenario, publish_acked, run_failover_scenario, window_writer,
+};
 pub use grpc_backend::GrpcBackend;
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
     http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
-    python_sdk_status, python_venv, sdk_available, sdk_dir, sdk_expect,
+    python_sdk_status, python_venv, sdk_available, sdk_basic_scenarios, sdk_dir, sdk_expect,
 };
 pub use hook_backend::HttpBackend;
 pub use module_build::{module_path, workspace_root};

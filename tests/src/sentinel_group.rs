@@ -1,7 +1,7 @@
 //! A Redis Sentinel deployment for the failover tests: a primary and a replica (both with the
-//! module, on TCP) and three sentinels (`redis-server sentinel.conf --sentinel`) monitoring them
-//! with down-after 1000 ms and failover-timeout 5000 ms, so that a killed primary is replaced
-//! about 4 s later.
+//! module, on TCP, with `DEBUG` for local clients) and three sentinels (`redis-server
+//! sentinel.conf --sentinel`) monitoring them with down-after 1000 ms and failover-timeout
+//! 5000 ms, so that a killed primary is replaced about 4 s later.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use redis::Value;
 
 use crate::replies::info_section;
 use crate::server::{RedisServer, free_port};
+use crate::tail_loss::crash_with_tail_loss;
 use crate::wait::wait_until;
 
 /// How long the sentinels may take to know each other and the replica.
@@ -83,8 +84,14 @@ impl SentinelGroup {
     }
 
     fn start_secured(master_name: &str, security: &SentinelSecurity) -> Self {
-        let primary = RedisServer::builder().tcp().start();
-        let replica = RedisServer::builder().tcp().replica_of(&primary).start();
+        // DEBUG SLEEP for the tail-loss failover.
+        let data_node = || {
+            RedisServer::builder()
+                .tcp()
+                .args(&["--enable-debug-command", "local"])
+        };
+        let primary = data_node().start();
+        let replica = data_node().replica_of(&primary).start();
         replica.wait_for_replication_link();
         let primary_port = primary.port().expect("tcp");
         let sentinels = (0..3)
@@ -166,6 +173,37 @@ impl SentinelGroup {
         wait_for_replica(primary, replica);
         let started = Instant::now();
         self.server_on(old).crash();
+        self.wait_for_promotion(new);
+        (new, started.elapsed())
+    }
+
+    /// The tail-loss failover ([`crash_with_tail_loss`]) of the primary: the replica stops
+    /// reading, the primary acknowledges whatever `write` writes during `window` alone and is
+    /// killed; then the sentinels promote the replica, which lacks those writes. Returns, as
+    /// [`SentinelGroup::kill_primary_and_wait_for_promotion`] does, the new primary's port and
+    /// how long the promotion took from the kill. `write` gets a connection to the primary.
+    pub fn tail_loss_failover(
+        &mut self,
+        window: Duration,
+        write: impl FnMut(&mut redis::Connection),
+    ) -> (u16, Duration) {
+        let old = self.primary_port();
+        let new = self
+            .servers
+            .iter()
+            .filter_map(RedisServer::port)
+            .find(|&p| p != old)
+            .expect("a second data node");
+        let replica = self.server_on(new).connection();
+        crash_with_tail_loss(self.server_on(old), replica, window, write);
+        let killed = Instant::now();
+        self.wait_for_promotion(new);
+        (new, killed.elapsed())
+    }
+
+    /// Waits until every sentinel names the node on `new` as the primary and that node reports
+    /// `ROLE master`.
+    fn wait_for_promotion(&mut self, new: u16) {
         wait_until(FAILOVER_TIMEOUT, "sentinels promote the replica", || {
             self.sentinels
                 .iter()
@@ -184,7 +222,6 @@ impl SentinelGroup {
                 )
             },
         );
-        (new, started.elapsed())
     }
 }
 

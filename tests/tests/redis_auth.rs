@@ -1,11 +1,17 @@
 //! `gyre` against a Redis that requires a password: an ACL user with its password, given by the
 //! `engine.redis.user`/`password` keys or in the address URL, and `requirepass` for the default
 //! user. A wrong or missing password is a clear start error that never shows the password.
+//! The unmodified centrifuge-js SDK (JSON and Protobuf) runs its basic scenarios against a gyre
+//! that is such an ACL user: publications from the API, `redis-cli --user … GYRE.PUBLISH` and a
+//! client, presence, history and recovery.
 
 use std::time::Duration;
 
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd};
-use gyre_tests::{GyreBuilder, GyreProcess, Namespace, RedisServer, cmd as redis_cmd};
+use gyre_tests::{
+    GyreBuilder, GyreProcess, Namespace, RedisServer, SDK_NS, SdkEnv, cmd as redis_cmd,
+    node_sdk_status, sdk_available, sdk_basic_scenarios,
+};
 use serde_json::json;
 
 const USER: &str = "gyre";
@@ -107,6 +113,41 @@ fn acl_user_from_the_url_wins_over_the_keys() {
         users.iter().filter(|u| *u == USER).count() >= 2,
         "{users:?}"
     );
+}
+
+/// The SDK's basic scenarios (receive with `redis-cli --user gyre --pass …`, presence and
+/// history, recovery), JSON and Protobuf, with gyre connecting as the ACL user.
+#[test]
+fn acl_user_sdk_scenarios() {
+    if !sdk_available("Node", node_sdk_status()) {
+        return;
+    }
+    let redis = protected_redis();
+    let port = redis.port().unwrap();
+    let gyre = SdkEnv::gyre_builder()
+        .redis_urls(&[format!("redis://127.0.0.1:{port}")])
+        .redis_option(&format!("user = {USER:?}"))
+        .redis_option(&format!("password = {PASSWORD:?}"))
+        .start();
+    for protocol in ["json", "protobuf"] {
+        sdk_basic_scenarios(
+            &gyre,
+            protocol,
+            &format!("{SDK_NS}:acl"),
+            &[
+                ("redis-port", port.to_string()),
+                ("redis-user", USER.to_owned()),
+                ("redis-password", PASSWORD.to_owned()),
+            ],
+        );
+    }
+    let users = client_users(&redis);
+    assert!(
+        users.iter().filter(|u| *u == USER).count() >= 2,
+        "gyre's connections are the ACL user's: {users:?}"
+    );
+    assert!(!gyre.log().contains(PASSWORD), "{}", gyre.log());
+    drop(gyre);
 }
 
 #[test]

@@ -9,14 +9,21 @@
 //! - a primary killed with SIGKILL, and a primary killed after acknowledging writes its replica
 //!   never got (tail loss): the subscriber stays connected and either has every acknowledged
 //!   publication exactly once or is told it could not recover (`recovered: false`); no
-//!   (epoch, offset) is seen for two different publications.
+//!   (epoch, offset) is acknowledged for two different publications, and no acknowledged
+//!   publication is missed without `recovered: false` after it;
+//! - a slot migration under load (API publications flowing while the subscribed channel's slot
+//!   moves key by key): the same promises.
 //!
-//! One test runs the scenarios in turn on the cluster: starting it takes seconds.
+//! The tests share one cluster ([`RedisCluster::shared`]): starting it takes seconds.
 
 use std::time::{Duration, Instant};
 
 use gyre_tests::*;
-use serde_json::json;
+
+/// How long the doomed primary acknowledges publications alone.
+const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
+/// The pause after opening the slot and after each key the migration moves.
+const MIGRATION_PAUSE: Duration = Duration::from_millis(250);
 
 fn node_ready() -> bool {
     sdk_available("Node", node_sdk_status())
@@ -48,29 +55,12 @@ fn cluster_sdk_scenarios_and_failovers() {
     let any_node = cluster.port(cluster.primaries()[0]);
 
     for (gyre, protocol) in [(&a, "json"), (&b, "protobuf")] {
-        let r = SdkScript::node("receive.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("receive-{protocol}")))
-            .arg("redis-port", any_node)
-            .run()
-            .json();
-        sdk_expect::receive(&r, true);
-        let r = SdkScript::node("presence.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("presence-{protocol}")))
-            .run()
-            .json();
-        sdk_expect::presence(&r);
-        let r = SdkScript::node("recovery.mjs")
-            .gyre(gyre)
-            .arg("protocol", protocol)
-            .arg("channel", channel(&format!("recovery-{protocol}")))
-            .arg("count", 5)
-            .run()
-            .json();
-        sdk_expect::recovery(&r, 5);
+        sdk_basic_scenarios(
+            gyre,
+            protocol,
+            &channel("sdk"),
+            &[("redis-port", any_node.to_string())],
+        );
     }
 
     // A publication through node B's API reaches a subscriber of node A: both subscribe in the
@@ -110,55 +100,79 @@ fn cluster_sdk_scenarios_and_failovers() {
     cluster.heal();
 
     // Tail loss: the primary acknowledges publications its replica never gets, then dies.
+    // No (epoch, offset) acknowledged for two different publications, nothing missed silently.
     let lossy = channel("tail-loss");
-    let mut window = Vec::new();
-    let r = run_failover_scenario(&b, &lossy, || {
+    let outcome = FailoverScenario::new(&b, &lossy).run(|window| {
         let owner = cluster.owner_of(&lossy);
-        let (size, ttl) = SDK_HISTORY;
-        let promoted = cluster.tail_loss_failover(owner, Duration::from_millis(500), |con| {
-            let n = window.len() + 1;
-            let data = json!({"source": "window", "n": n}).to_string();
-            let reply = cmd(
-                con,
-                &[
-                    "GYRE.PUBLISH",
-                    &lossy,
-                    &data,
-                    "HISTORY",
-                    &size.to_string(),
-                    &ttl.to_string(),
-                ],
-            );
-            let reply = as_array(&reply);
-            window.push((as_int(&reply[0]), as_string(&reply[1])));
-            std::thread::sleep(Duration::from_millis(20));
-        });
+        let promoted =
+            cluster.tail_loss_failover(owner, TAIL_LOSS_WINDOW, window_writer(&lossy, window));
         cluster.connection(promoted)
     });
-    assert!(!window.is_empty(), "publications in the lost window");
-    assert_eq!(
-        r["lostContinuity"], true,
-        "publications were lost: the subscriber must be told: {r}"
-    );
-    // No (epoch, offset) acknowledged for two different publications: the window's pairs are
-    // never reused after the failover.
-    let after: Vec<(u64, String)> = json_array(&r["published"])
-        .iter()
-        .map(|p| {
-            (
-                p["offset"].as_u64().expect("offset"),
-                json_str(p, "epoch").to_owned(),
-            )
-        })
-        .collect();
-    for (offset, epoch) in &window {
-        assert!(
-            !after
-                .iter()
-                .any(|(o, e)| *o == *offset as u64 && e == epoch),
-            "({epoch}, {offset}) acknowledged twice: window {window:?}, after {after:?}"
-        );
-    }
+    outcome.expect_tail_loss();
     cluster.heal();
     eprintln!("cluster scenarios took {:?}", started.elapsed());
+}
+
+/// Slot migration under load, seen through the SDK (Protobuf): a subscriber on a channel while
+/// API publications flow (one every 50 ms, without idempotency keys, so that they run at every
+/// intermediate state), and the channel's slot moved to another primary key by key, the way
+/// `redis-cli --cluster reshard` does, pausing between the steps. No `MIGRATE` is refused; no
+/// acknowledged publication is missed silently (it reached the subscriber, or the subscriber got
+/// `recovered: false` after it was sent); no (epoch, offset) pair is acknowledged twice; and
+/// publications resume on the new owner.
+#[test]
+fn cluster_slot_migration_under_sdk_load() {
+    if !node_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let mut cluster = RedisCluster::shared();
+    let gyre = builder(&cluster).start();
+    let moving = channel("migration");
+    let slot = cluster.slot(&moving);
+    let from = cluster.owner(slot);
+    let to = *cluster
+        .primaries()
+        .iter()
+        .find(|&&p| p != from)
+        .expect("another primary");
+    let mut moved = (0, 0);
+    let mut migration = Migration::default();
+    let outcome = FailoverScenario::new(&gyre, &moving)
+        .protocol("protobuf")
+        .step("move-slot")
+        .under_load()
+        .run(|_| {
+            let begun = now_ms();
+            migration = cluster.move_slot_paced(slot, to, 1, MIGRATION_PAUSE);
+            moved = (begun, now_ms());
+            cluster.connection(to)
+        });
+    assert!(
+        migration.refused.is_empty(),
+        "MIGRATE refused: {:?}",
+        migration.refused
+    );
+    assert!(
+        migration.keys_moved >= 2,
+        "the channel's meta and stream moved: {migration:?}"
+    );
+    assert_eq!(cluster.owner(slot), to);
+    // The load met the migration.
+    let during = outcome
+        .api_acks()
+        .iter()
+        .filter(|a| (moved.0..=moved.1).contains(&a.sent_ms))
+        .count();
+    assert!(
+        during >= 5,
+        "only {during} API publications were sent while the slot moved"
+    );
+    eprintln!(
+        "slot migration under load: {} keys moved in {} ms, {during} API publications sent \
+         meanwhile; whole test {:?}",
+        migration.keys_moved,
+        moved.1 - moved.0,
+        started.elapsed()
+    );
 }

@@ -6,6 +6,9 @@
 //!   drop, come back through the proxy to the new primary, the subscriptions are subscribed again
 //!   and resynced; the SDK subscriber holds every acknowledged publication or is told it could
 //!   not recover ([`run_failover_scenario`]);
+//! - the same after a tail-loss crash (the primary acknowledged publications its replica never
+//!   got, [`crash_with_tail_loss`]): the subscriber is told `recovered: false`, nothing
+//!   acknowledged is missed silently and no (epoch, offset) pair is acknowledged twice;
 //! - the proxy switches to a server with none of the data: the subscriber is told it could not
 //!   recover (`recovered: false`), and publications resume;
 //! - the primary is demoted but stays up, and the proxy keeps gyre's connections to it: writes
@@ -21,10 +24,18 @@ fn node_ready() -> bool {
     sdk_available("Node", node_sdk_status())
 }
 
-/// A primary and its replica, both with the module, and a forwarder in front of the primary.
+/// How long the doomed primary acknowledges publications alone.
+const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
+
+/// A primary and its replica (with `DEBUG`, for the tail-loss failover), both with the module,
+/// and a forwarder in front of the primary.
 fn replicated_behind_a_proxy() -> ([RedisServer; 2], TcpForwarder) {
     let primary = RedisServer::builder().tcp().start();
-    let replica = RedisServer::builder().tcp().replica_of(&primary).start();
+    let replica = RedisServer::builder()
+        .tcp()
+        .debug_command()
+        .replica_of(&primary)
+        .start();
     replica.wait_for_replication_link();
     let forwarder = TcpForwarder::start(primary.port().expect("tcp"));
     ([primary, replica], forwarder)
@@ -81,6 +92,42 @@ fn proxy_switches_to_the_promoted_replica_after_a_crash() {
     eprintln!("proxy failover test took {:?}", started.elapsed());
 }
 
+/// The tail-loss crash behind the proxy: the primary acknowledges publications its replica never
+/// gets and dies; the replica is promoted (`REPLICAOF NO ONE`) and the proxy switched to it.
+/// The subscriber stays connected and is told `recovered: false`; every acknowledged
+/// publication reached it or was sent before it was told; the window's (epoch, offset) pairs are
+/// never acknowledged again.
+#[test]
+fn proxy_tail_loss_failover_is_announced_and_reuses_no_pair() {
+    if !node_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let ([mut primary, replica], forwarder) = replicated_behind_a_proxy();
+    let gyre = SdkEnv::gyre_builder()
+        .redis_urls(&[proxy_url(&forwarder)])
+        .start();
+    let lossy = format!("{SDK_NS}:proxy-tail-loss");
+    let outcome = FailoverScenario::new(&gyre, &lossy).run(|window| {
+        crash_with_tail_loss(
+            &mut primary,
+            replica.connection(),
+            TAIL_LOSS_WINDOW,
+            window_writer(&lossy, window),
+        );
+        let mut con = replica.connection();
+        cmd(&mut con, &["REPLICAOF", "NO", "ONE"]);
+        forwarder.switch_to(replica.port().expect("tcp"));
+        con
+    });
+    outcome.expect_tail_loss();
+    eprintln!(
+        "proxy tail-loss failover: {} publications in the window; whole test {:?}",
+        outcome.window.len(),
+        started.elapsed()
+    );
+}
+
 /// The worst case: the proxy switches to a server that has none of the data (a replica that
 /// never synced, a restore from nothing). The module starts a new epoch there, and the resync
 /// after the reconnect tells the subscriber it could not recover; publications then resume.
@@ -101,7 +148,7 @@ fn proxy_switches_to_an_empty_server_and_the_subscriber_is_told() {
         forwarder.switch_to(empty.port().expect("tcp"));
         empty.connection()
     });
-    assert_eq!(r["lostContinuity"], true, "{r}");
+    assert_eq!(r.result["lostContinuity"], true, "{}", r.result);
 }
 
 /// Clients of `server` subscribed to at least one channel, per `CLIENT LIST`.

@@ -2,9 +2,14 @@
 //! primary and a replica with the module, three sentinels ([`SentinelGroup`]), and the
 //! unmodified centrifuge-js SDK (`tests/sdk/node`). gyre finds the primary through the
 //! sentinels; publications from the API, `redis-cli GYRE.PUBLISH` and clients, presence,
-//! history and recovery work; then the primary is killed with SIGKILL and, after the sentinels
-//! promoted the replica (about 4 s), publications resume and the subscriber either has every
-//! acknowledged publication or was told it could not recover.
+//! history and recovery work, in JSON and Protobuf; then the primary is killed with SIGKILL and,
+//! after the sentinels promoted the replica (about 4 s), publications resume and the subscriber
+//! either has every acknowledged publication or was told it could not recover.
+//!
+//! In another group the primary dies after acknowledging publications its replica never got
+//! (tail loss, [`SentinelGroup::tail_loss_failover`]): the subscriber is told `recovered: false`,
+//! no acknowledged publication is missed silently, and no (epoch, offset) pair is acknowledged
+//! twice ([`FailoverOutcome::check`]).
 //!
 //! Another group's sentinels require a password and serve TLS: `sentinel_password` and
 //! `sentinel_tls` reach them, and a missing password or a wrong CA is a clear start error.
@@ -16,6 +21,8 @@ use std::time::{Duration, Instant};
 use gyre_tests::*;
 
 const MASTER: &str = "gyre-main";
+/// How long the doomed primary acknowledges publications alone.
+const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
 
 fn node_ready() -> bool {
     sdk_available("Node", node_sdk_status())
@@ -63,29 +70,14 @@ fn sentinel_discovery_sdk_scenarios_and_failover() {
         gyre.log()
     );
 
-    let r = SdkScript::node("receive.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("receive"))
-        .arg("redis-port", primary)
-        .run()
-        .json();
-    sdk_expect::receive(&r, true);
-    let r = SdkScript::node("presence.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("presence"))
-        .run()
-        .json();
-    sdk_expect::presence(&r);
-    let r = SdkScript::node("recovery.mjs")
-        .gyre(&gyre)
-        .arg("protocol", "json")
-        .arg("channel", channel("recovery"))
-        .arg("count", 5)
-        .run()
-        .json();
-    sdk_expect::recovery(&r, 5);
+    for protocol in ["json", "protobuf"] {
+        sdk_basic_scenarios(
+            &gyre,
+            protocol,
+            &channel("sdk"),
+            &[("redis-port", primary.to_string())],
+        );
+    }
 
     let failover_started = Instant::now();
     let mut promotion = Duration::ZERO;
@@ -126,6 +118,40 @@ fn sentinel_discovery_sdk_scenarios_and_failover() {
     eprintln!(
         "sentinel group ready in {group_ready:?}; promotion took {promotion:?}, the failover \
          scenario {failover:?}; whole test {:?}",
+        started.elapsed()
+    );
+}
+
+/// The tail-loss failover under the SDK (Protobuf): the primary acknowledges publications its
+/// replica never gets, dies, and the sentinels promote the replica. The subscriber stays
+/// connected and is told `recovered: false`; every acknowledged publication reached it or was
+/// sent before it was told; the pairs the window was acknowledged with are never acknowledged
+/// again (the promoted node hands out the same offsets under a new epoch).
+#[test]
+fn sentinel_tail_loss_failover_is_announced_and_reuses_no_pair() {
+    if !node_ready() {
+        return;
+    }
+    let started = Instant::now();
+    let mut group = SentinelGroup::start("gyre-lossy");
+    let gyre = builder(&group, "gyre-lossy").start();
+    let old = group.primary_port();
+    let lossy = channel("tail-loss");
+    let mut promotion = Duration::ZERO;
+    let outcome = FailoverScenario::new(&gyre, &lossy)
+        .protocol("protobuf")
+        .run(|window| {
+            let (port, took) =
+                group.tail_loss_failover(TAIL_LOSS_WINDOW, window_writer(&lossy, window));
+            promotion = took;
+            group.server_on(port).connection()
+        });
+    outcome.expect_tail_loss();
+    assert_ne!(group.primary_port(), old);
+    eprintln!(
+        "sentinel tail-loss failover: {} publications in the window, promotion {promotion:?}, \
+         whole test {:?}",
+        outcome.window.len(),
         started.elapsed()
     );
 }

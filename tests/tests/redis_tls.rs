@@ -3,14 +3,17 @@
 //! verification, and a certificate for a name while connecting by IP (`tls.server_name`).
 //! Every working setup is checked end to end: a WebSocket subscriber receives an API
 //! publication (PUB/SUB over TLS) that Redis holds in its history (commands over TLS).
+//! The unmodified centrifuge-js SDK (JSON and Protobuf) runs its basic scenarios against a gyre
+//! on a TLS-only Redis: publications from the API, `redis-cli --tls GYRE.PUBLISH` and a client,
+//! presence, history and recovery.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd};
 use gyre_tests::{
-    GyreBuilder, GyreProcess, Namespace, RedisServer, TLS_SERVER_NAME, TestPki, as_array, as_int,
-    cmd as redis_cmd,
+    GyreBuilder, GyreProcess, Namespace, RedisServer, SDK_NS, SdkEnv, TLS_SERVER_NAME, TestPki,
+    as_array, as_int, cmd as redis_cmd, node_sdk_status, sdk_available, sdk_basic_scenarios,
 };
 use serde_json::json;
 
@@ -155,6 +158,38 @@ fn tls_server_name_checks_the_certificate_against_that_name() {
 
     let gyre = builder(&[address]).extra_toml(&format!("{tls}\nserver_name = {TLS_SERVER_NAME:?}"));
     assert_works(gyre, redis);
+}
+
+/// The SDK's basic scenarios (receive with `redis-cli --tls`, presence and history, recovery),
+/// JSON and Protobuf, against gyre on a Redis that speaks only TLS.
+#[test]
+fn tls_sdk_scenarios() {
+    if !sdk_available("Node", node_sdk_status()) {
+        return;
+    }
+    let pki = TestPki::new();
+    let (redis, port) = pki.redis(&pki.server(), false);
+    let ca = path(&pki.ca_cert());
+    let gyre = SdkEnv::gyre_builder()
+        .redis_urls(&[format!("rediss://127.0.0.1:{port}")])
+        .extra_toml(&format!("[engine.redis.tls]\nserver_ca_pem_file = {ca:?}"))
+        .start();
+    for protocol in ["json", "protobuf"] {
+        sdk_basic_scenarios(
+            &gyre,
+            protocol,
+            &format!("{SDK_NS}:tls"),
+            &[
+                ("redis-port", port.to_string()),
+                ("redis-tls-ca", ca.clone()),
+            ],
+        );
+    }
+    // Redis (which has no plain TCP port: `--port 0`) holds the three publications.
+    let mut con = redis.connection();
+    let history = redis_cmd(&mut con, &["GYRE.HISTORY", "chat:tls-receive-json"]);
+    assert_eq!(as_int(&as_array(&history)[0]), 3, "API, redis-cli, client");
+    drop(gyre);
 }
 
 #[test]

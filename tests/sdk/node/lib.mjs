@@ -402,14 +402,20 @@ export async function apiPublish(args, channel, data, extra = {}) {
 /**
  * `redis-cli GYRE.PUBLISH <channel> <json>` against `--redis-port` (and `--redis-host`, default
  * 127.0.0.1); extra arguments (e.g. HISTORY 100 300) follow. Returns `{offset, epoch}`.
+ * `--redis-tls-ca FILE` talks TLS to a server whose certificate that CA signed;
+ * `--redis-user` and `--redis-password` authenticate (AUTH [user] password).
  */
 export function redisPublish(args, channel, data, extra = []) {
   // -c follows a Redis Cluster's redirects, as users do; it changes nothing for one server.
-  const argv = ['-c', '-h', args['redis-host'] || '127.0.0.1', '-p', String(need(args, 'redis-port')),
-    'GYRE.PUBLISH', channel, JSON.stringify(data), ...extra];
+  const argv = ['-c', '-h', args['redis-host'] || '127.0.0.1', '-p', String(need(args, 'redis-port'))];
+  if (args['redis-tls-ca']) argv.push('--tls', '--cacert', args['redis-tls-ca']);
+  if (args['redis-user']) argv.push('--user', args['redis-user']);
+  if (args['redis-password']) argv.push('--pass', args['redis-password'], '--no-auth-warning');
+  argv.push('GYRE.PUBLISH', channel, JSON.stringify(data), ...extra);
   return new Promise((resolve, reject) => {
     execFile('redis-cli', argv, { timeout: 5000 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`redis-cli ${argv.join(' ')}: ${err.message} ${stderr}`));
+      const shown = argv.map(a => (a === args['redis-password'] ? '***' : a)).join(' ');
+      if (err) return reject(new Error(`redis-cli ${shown}: ${err.message.replaceAll(args['redis-password'] || '\0', '***')} ${stderr}`));
       // Two lines: the offset and the epoch (empty for a channel without history).
       const lines = stdout.replace(/\n$/, '').split('\n');
       const offset = Number(lines[0]);
