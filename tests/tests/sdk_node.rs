@@ -176,8 +176,10 @@ fn channel_errors(protocol: &str) {
 fn redis_restart_recovers_or_announces(protocol: &str) {
     let mut env = SdkEnv::redis_aof();
     let ch = channel("restart", protocol);
-    let script = script("redis_restart.mjs", &env, protocol)
+    // The failover scenario with the driver's step being a Redis restart from the AOF.
+    let script = script("failover.mjs", &env, protocol)
         .arg("channel", &ch)
+        .arg("step", "restart-redis")
         .timeout(Duration::from_secs(45));
     let out = script.run_with(|step| env.restart_redis_step(step, &ch));
     let r = out.json();

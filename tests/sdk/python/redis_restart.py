@@ -1,4 +1,4 @@
-"""Redis restart while the client stays connected (mirror of node/redis_restart.mjs): alice
+"""Redis restart while the client stays connected (mirror of node/failover.mjs --step restart-redis): alice
 subscribes to --channel (history + force_recovery) and 5 publications go through the HTTP API
 (`cent`). Then the driver is asked to restart Redis (step `restart-redis`: stop it, wait, start it
 again with its AOF, and publish 3 publications straight into Redis, data {"source":"redis","n":1..3})
