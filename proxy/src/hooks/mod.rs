@@ -133,6 +133,38 @@ enum Client {
     Grpc(grpc::GrpcClient),
 }
 
+/// The TLS table of an `https://` or `grpc://` backend: its key, for messages, and its options
+/// when it is enabled.
+struct Tls {
+    key: String,
+    options: Option<crate::tls::TlsOptions>,
+}
+
+/// An error and its sources on one line ("error sending request: connection refused"), with
+/// a hint when it is a TLS failure of the table at `tls_key`.
+fn error_chain(error: &dyn std::error::Error, tls_key: Option<&str>) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // tonic and hyper may repeat their source's text in their own.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    with_hint(text, tls_key)
+}
+
+/// `text` and, when it is a TLS failure, what to change in the table at `tls_key`.
+fn with_hint(text: String, tls_key: Option<&str>) -> String {
+    match tls_key.and_then(|key| crate::tls::failure_hint(&text, key)) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
 /// Metric handles of one (backend, event).
 struct Metrics {
     duration: metrics::Histogram,
@@ -163,13 +195,25 @@ const REASONS: &[&str] = &[
 ];
 
 impl Backend {
-    /// A backend for `config`, named `name` in metrics (`default` for a section's own proxy).
-    pub fn new(name: &str, config: &Proxy) -> Result<Self, String> {
+    /// A backend for `config` (the proxy object at `path`), named `name` in metrics (`default`
+    /// for a section's own proxy). Reads the PEM files of its TLS table, if TLS is on.
+    pub fn new(name: &str, path: &str, config: &Proxy) -> Result<Self, String> {
         let grpc = config.endpoint.starts_with("grpc://");
+        let tls = match crate::startup::proxy_tls(path, config) {
+            Some((key, table)) => {
+                let options = if table.enabled {
+                    Some(crate::startup::tls_options(&key, table)?)
+                } else {
+                    None
+                };
+                Some(Tls { key, options })
+            }
+            None => None,
+        };
         let client = if grpc {
-            Client::Grpc(grpc::GrpcClient::new(config)?)
+            Client::Grpc(grpc::GrpcClient::new(config, tls)?)
         } else {
-            Client::Http(http::HttpClient::new(config)?)
+            Client::Http(http::HttpClient::new(config, tls)?)
         };
         let mut fixed = Vec::new();
         let mut add_fixed = |key: &str, value: &str| -> Result<(), String> {
@@ -506,7 +550,7 @@ impl Hooks {
         let mut hooks = Hooks::default();
         let mut named: HashMap<&str, Arc<Backend>> = HashMap::new();
         let build = |hooks: &mut Hooks, path: &str, name: &str, proxy: &Proxy| {
-            let backend = Backend::new(name, proxy).map_err(|e| format!("{path}: {e}"))?;
+            let backend = Backend::new(name, path, proxy).map_err(|e| format!("{path}: {e}"))?;
             hooks.forwarded.extend(&backend.headers.forward);
             hooks.emulated.extend(&backend.headers.emulated);
             hooks.keeps_meta |= backend.include_meta;
