@@ -63,7 +63,7 @@ pub use cluster_client::{
     ClusterClient, RETRY_BUDGET, RETRY_PAUSE, Redirections, key_slot, tag_for_slot,
 };
 pub use failover::run_failover_scenario;
-pub use grpc_backend::GrpcBackend;
+pub use grpc_backend::{GrpcBackend, GrpcOptions};
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
