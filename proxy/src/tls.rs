@@ -227,17 +227,22 @@ impl ServerCertVerifier for AnyCertificate {
 }
 
 /// What to tell the operator about a failed TLS handshake with a backend, or `None` when
-/// `error` (an error chain as text) is not about TLS. `key` is the TLS table (`….http.tls`).
-pub fn failure_hint(error: &str, key: &str) -> Option<String> {
+/// `error` (an error chain as text) is not about TLS. `key` is the TLS table (`….http.tls`),
+/// `enabled` whether it is in force.
+pub fn failure_hint(error: &str, key: &str, enabled: bool) -> Option<String> {
+    let enable = if enabled {
+        String::new()
+    } else {
+        format!(" (with {key}.enabled = true)")
+    };
     let hint = if error.contains("UnknownIssuer") || error.contains("BadSignature") {
         format!(
-            "the server's certificate is not trusted: give its CA in {key}.server_ca_pem \
-             (with {key}.enabled = true)"
+            "the server's certificate is not trusted: give its CA in {key}.server_ca_pem{enable}"
         )
     } else if error.contains("NotValidForName") || error.contains("not valid for name") {
         format!(
             "the server's certificate is not valid for the host connected to: set \
-             {key}.server_name to a name it has"
+             {key}.server_name to a name it has{enable}"
         )
     } else if error.contains("Expired") || error.contains("certificate expired") {
         "the server's certificate has expired (or is not valid yet)".to_owned()
@@ -248,7 +253,7 @@ pub fn failure_hint(error: &str, key: &str) -> Option<String> {
     {
         format!(
             "the server refused gyre's client certificate: it requires one signed by a CA it \
-             trusts ({key}.cert_pem and key_pem)"
+             trusts ({key}.cert_pem and key_pem{enable})"
         )
     } else {
         return None;

@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
 
-use super::{CallError, Event, Tls, error_chain, with_hint};
+use super::{CallError, Event, Tls, TlsHint, error_chain, with_hint};
 use crate::config::Proxy;
 
 pub struct GrpcClient {
@@ -22,7 +22,7 @@ pub struct GrpcClient {
     /// `grpc.compression`: gzip requests, accept gzip answers.
     compression: bool,
     /// The `grpc.tls` table in force, for hints in error messages.
-    tls_key: Option<String>,
+    tls: Option<TlsHint>,
 }
 
 impl GrpcClient {
@@ -34,6 +34,10 @@ impl GrpcClient {
             .strip_prefix("grpc://")
             .ok_or("not a grpc:// endpoint")?
             .trim_end_matches('/');
+        let hint = tls
+            .as_ref()
+            .filter(|tls| tls.options.is_some())
+            .map(Tls::hint);
         let tls = tls.and_then(|Tls { key, options }| Some((key, options?)));
         let scheme = if tls.is_some() { "https" } else { "http" };
         let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
@@ -42,8 +46,8 @@ impl GrpcClient {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(std::time::Duration::from_secs(30))
             .keep_alive_while_idle(false);
-        let (channel, tls_key) = match tls {
-            None => (endpoint.connect_lazy(), None),
+        let channel = match tls {
+            None => endpoint.connect_lazy(),
             Some((key, options)) => {
                 crate::tls::install_crypto_provider();
                 let rustls = crate::tls::client_config(&options, &[b"h2"])
@@ -59,13 +63,13 @@ impl GrpcClient {
                     tls: tokio_rustls::TlsConnector::from(Arc::new(rustls)),
                     server_name,
                 };
-                (endpoint.connect_with_connector_lazy(connector), Some(key))
+                endpoint.connect_with_connector_lazy(connector)
             }
         };
         Ok(Self {
             channel,
             compression: config.grpc.compression,
-            tls_key,
+            tls: hint,
         })
     }
 
@@ -89,7 +93,7 @@ impl GrpcClient {
         }
         grpc.ready()
             .await
-            .map_err(|e| CallError::Unavailable(error_chain(&e, self.tls_key.as_deref())))?;
+            .map_err(|e| CallError::Unavailable(error_chain(&e, self.tls.as_ref())))?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
         let metadata = request.metadata_mut();
@@ -115,10 +119,12 @@ impl GrpcClient {
                     // A transport failure (the connection or its TLS): its causes, with a hint.
                     Some(source) => {
                         let chain = error_chain(source, None);
-                        with_hint(
-                            format!("{}: {chain}", status.message()),
-                            self.tls_key.as_deref(),
-                        )
+                        let text = if chain.contains(status.message()) {
+                            chain
+                        } else {
+                            format!("{}: {chain}", status.message())
+                        };
+                        with_hint(text, self.tls.as_ref())
                     }
                     None => status.message().to_owned(),
                 };

@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue};
 
-use super::{CallError, Tls, error_chain};
+use super::{CallError, Tls, TlsHint, error_chain};
 use crate::config::Proxy;
 
 /// Largest answer read from a backend; a longer one fails the call.
@@ -17,8 +17,8 @@ pub const MAX_RESPONSE_SIZE: usize = 4 * 1024 * 1024;
 pub struct HttpClient {
     client: reqwest::Client,
     url: reqwest::Url,
-    /// The `http.tls` table in force, for hints in error messages.
-    tls_key: Option<String>,
+    /// The `http.tls` table of an `https://` endpoint, for hints in error messages.
+    tls: Option<TlsHint>,
 }
 
 impl HttpClient {
@@ -40,20 +40,21 @@ impl HttpClient {
         } else {
             builder
         };
-        let mut tls_key = None;
-        if let Some(Tls { key, options }) = tls {
-            if let Some(options) = options {
-                let rustls = crate::tls::client_config(&options, &[b"h2", b"http/1.1"])
-                    .map_err(|e| format!("`{key}`: {e}"))?;
-                builder = builder.tls_backend_preconfigured(rustls);
-            }
-            tls_key = Some(key);
+        let hint = tls.as_ref().map(Tls::hint);
+        if let Some(Tls {
+            key,
+            options: Some(options),
+        }) = tls
+        {
+            let rustls = crate::tls::client_config(&options, &[b"h2", b"http/1.1"])
+                .map_err(|e| format!("`{key}`: {e}"))?;
+            builder = builder.tls_backend_preconfigured(rustls);
         }
         let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Self {
             client,
             url,
-            tls_key,
+            tls: hint,
         })
     }
 
@@ -64,7 +65,7 @@ impl HttpClient {
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Result<Bytes, CallError> {
         let unavailable =
-            |e: reqwest::Error| CallError::Unavailable(error_chain(&e, self.tls_key.as_deref()));
+            |e: reqwest::Error| CallError::Unavailable(error_chain(&e, self.tls.as_ref()));
         let mut request = self.client.post(self.url.clone());
         for (name, value) in headers {
             request = request.header(name, value);

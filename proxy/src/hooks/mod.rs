@@ -140,9 +140,24 @@ struct Tls {
     options: Option<crate::tls::TlsOptions>,
 }
 
+/// The TLS table of a backend, for hints in messages: its key, and whether it is enabled.
+struct TlsHint {
+    key: String,
+    enabled: bool,
+}
+
+impl Tls {
+    fn hint(&self) -> TlsHint {
+        TlsHint {
+            key: self.key.clone(),
+            enabled: self.options.is_some(),
+        }
+    }
+}
+
 /// An error and its sources on one line ("error sending request: connection refused"), with
-/// a hint when it is a TLS failure of the table at `tls_key`.
-fn error_chain(error: &dyn std::error::Error, tls_key: Option<&str>) -> String {
+/// a hint when it is a TLS failure.
+fn error_chain(error: &dyn std::error::Error, tls: Option<&TlsHint>) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -154,12 +169,12 @@ fn error_chain(error: &dyn std::error::Error, tls_key: Option<&str>) -> String {
         }
         source = cause.source();
     }
-    with_hint(text, tls_key)
+    with_hint(text, tls)
 }
 
-/// `text` and, when it is a TLS failure, what to change in the table at `tls_key`.
-fn with_hint(text: String, tls_key: Option<&str>) -> String {
-    match tls_key.and_then(|key| crate::tls::failure_hint(&text, key)) {
+/// `text` and, when it is a TLS failure, what to change in the backend's TLS table.
+fn with_hint(text: String, tls: Option<&TlsHint>) -> String {
+    match tls.and_then(|tls| crate::tls::failure_hint(&text, &tls.key, tls.enabled)) {
         Some(hint) => format!("{text} ({hint})"),
         None => text,
     }
