@@ -6,6 +6,8 @@
 //! - [`Hooks`]: the node's backends by event and name, built once from the config.
 //! - [`Backend`]: one endpoint, over HTTP ([`http`]) or GRPC ([`grpc`]), with its timeout, its
 //!   bound on calls in flight and its metrics; [`Caller`] is what a call says about the client.
+//!   TLS (`http.tls`, `grpc.tls`) is read by [`crate::startup::tls_options`] and set up by
+//!   [`crate::tls::client_config`]; a failed handshake is logged with a hint naming the key.
 //! - [`headers`]: which request and emulated headers a connection keeps and a call forwards.
 //! - [`outcome`]: what an answer means for the client, as pure functions.
 
