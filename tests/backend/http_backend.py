@@ -6,7 +6,9 @@ It is the example of the README ("Backend hooks") and the backend of the hook te
 
     POST /centrifugo/connect      who the client is: a session cookie (`session=s-<user>`) or an
                                   emulated `Authorization: Bearer t-<user>` header; else a
-                                  disconnect 4501
+                                  disconnect 4501. For tests of failed connects,
+                                  `session=e-<code>` is answered with error <code> and
+                                  `session=h-<status>` with that HTTP status
     POST /centrifugo/refresh      prolongs the connection by REFRESH_TTL seconds, unless the user is
                                   in the `expire_users` list (then `expired`)
     POST /centrifugo/subscribe    `hooks:denied-*` → error 403; `hooks:expiring-*` → expires in
@@ -17,13 +19,19 @@ It is the example of the README ("Backend hooks") and the backend of the hook te
                                   4501), `slow` (answers after 3 s), `garbage` (not JSON), `boom`
                                   (HTTP 500)
 
-For the tests it also records every request (GET /requests; body and headers) and takes
-settings (POST /control, a JSON object: `expire_users`, `expire_subscriptions`, `delay_ms`).
+For the tests it also records every request (GET /requests; body, headers, and the common name
+of the client certificate over TLS) and takes settings (POST /control, a JSON object:
+`expire_users`, `expire_subscriptions`, `delay_ms`). RPC methods may carry a namespace
+(`ns:echo` is `echo`).
 
 Run: python3 http_backend.py [--port 3000]; it prints `LISTENING <port>` once it listens.
+HTTPS: --tls-cert server.crt --tls-key server.key, and with --tls-client-ca ca.crt clients
+must present a certificate of that CA (the handshake fails without one); it then prints
+`LISTENING <port> CONTROL <port>`, the second a plain HTTP port for /requests and /control.
 """
 
 import json
+import ssl
 import sys
 import threading
 import time
@@ -71,7 +79,21 @@ def check_common(body):
     return problems
 
 
+def session_of(headers):
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "session":
+            return value
+    return ""
+
+
 def connect(body, headers):
+    session = session_of(headers)
+    if session.startswith("e-"):
+        code = int(session[2:])
+        return {"error": {"code": code, "message": f"error {code}"}}
+    if session.startswith("h-"):
+        return int(session[2:])
     user = user_from(headers, body)
     if user is None:
         return {"disconnect": {"code": 4501, "reason": "unauthorized"}}
@@ -125,7 +147,7 @@ def sub_refresh(body, headers):
 
 
 def rpc(body, headers):
-    method = body.get("method")
+    method = (body.get("method") or "").split(":")[-1]
     if method == "echo":
         return {"result": {"data": {"echo": body.get("data"), "user": body.get("user")}}}
     if method == "whoami":
@@ -196,6 +218,7 @@ class Handler(BaseHTTPRequestHandler):
                 "body": body,
                 "headers": headers,
                 "problems": check_common(body),
+                "client_cert": client_common_name(self.connection),
             })
             delay = STATE["delay_ms"]
         if delay:
@@ -209,13 +232,60 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, answer)
 
 
+def client_common_name(connection):
+    """The CN of the client certificate of a TLS connection, else None."""
+    if not isinstance(connection, ssl.SSLSocket):
+        return None
+    cert = connection.getpeercert() or {}
+    for rdn in cert.get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return value
+    return None
+
+
+class TlsServer(ThreadingHTTPServer):
+    """HTTPS: each accepted connection does its TLS handshake in its own thread, so a client
+    that fails or stalls it holds up no one else."""
+
+    context = None
+
+    def process_request_thread(self, request, client_address):
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            sys.stderr.write(f"backend: TLS handshake failed: {error}\n")
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+
+def arg(name):
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
+
 def main():
-    port = 3000
-    if "--port" in sys.argv:
-        port = int(sys.argv[sys.argv.index("--port") + 1])
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    port = int(arg("--port") or 3000)
+    cert = arg("--tls-cert")
+    if cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, arg("--tls-key"))
+        client_ca = arg("--tls-client-ca")
+        if client_ca:
+            context.load_verify_locations(client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        TlsServer.context = context
+        server = TlsServer(("127.0.0.1", port), Handler)
+        # GET /requests and POST /control in plain HTTP too, for test harnesses.
+        control = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        control.daemon_threads = True
+        threading.Thread(target=control.serve_forever, daemon=True).start()
+        print(f"LISTENING {server.server_address[1]} CONTROL {control.server_address[1]}",
+              flush=True)
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        print(f"LISTENING {server.server_address[1]}", flush=True)
     server.daemon_threads = True
-    print(f"LISTENING {server.server_address[1]}", flush=True)
     server.serve_forever()
 
 

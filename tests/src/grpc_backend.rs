@@ -4,11 +4,24 @@
 //!
 //! It follows the rules of the Python HTTP backend (`tests/backend/http_backend.py`): the user
 //! comes from the `cookie` metadata (`session=s-<user>`), `hooks:denied-*` channels are refused
-//! with 403, publications are rewritten, RPC `echo`/`fail`/`bye`, refresh prolongs by 3 s unless
-//! the user is in `expire_users`. Every request is recorded as JSON with its metadata.
+//! with 403, publications are rewritten, RPC `echo`/`fail`/`bye` (in any RPC namespace), refresh
+//! prolongs by 3 s unless the user is in `expire_users`. Every request is recorded as JSON with
+//! its metadata.
+//!
+//! [`GrpcBackend::start_with`] serves over TLS (rustls with ring, ALPN h2; a certificate of the
+//! test PKI, optionally requiring one from clients) and with gzip: requests compressed with gzip
+//! are accepted and answers are compressed for clients that accept gzip (a tonic server
+//! without it refuses gzipped requests).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::codec::CompressionEncoding;
+
+use crate::tls_pki::CertFiles;
 
 use gyre_proto::proxy as wire;
 use serde_json::{Value, json};
@@ -27,6 +40,19 @@ struct State {
     /// `{method, body, metadata}` per call.
     requests: Vec<Value>,
     expire_users: Vec<String>,
+    /// Per TLS connection accepted: whether the client presented a certificate.
+    tls_connections: Vec<bool>,
+}
+
+/// How a [`GrpcBackend`] serves; the default is plaintext without compression.
+#[derive(Debug, Clone, Default)]
+pub struct GrpcOptions {
+    /// TLS, presenting this certificate.
+    pub tls: Option<CertFiles>,
+    /// With TLS: clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+    /// Accept gzip-compressed requests; compress answers for clients that accept gzip.
+    pub gzip: bool,
 }
 
 #[derive(Clone, Default)]
@@ -43,6 +69,13 @@ pub struct GrpcBackend {
 
 impl GrpcBackend {
     pub fn start() -> Self {
+        Self::start_with(GrpcOptions::default())
+    }
+
+    pub fn start_with(options: GrpcOptions) -> Self {
+        let acceptor = options.tls.as_ref().map(|cert| {
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_tls(cert, options.client_ca.as_ref())))
+        });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -54,24 +87,43 @@ impl GrpcBackend {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let port = listener.local_addr().expect("address").port();
+        let accepted = Arc::clone(&state);
         runtime.spawn(async move {
-            let server = CentrifugoProxyServer::new(service);
+            let mut server = CentrifugoProxyServer::new(service);
+            if options.gzip {
+                server = server
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip);
+            }
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let server = server.clone();
+                let acceptor = acceptor.clone();
+                let accepted = Arc::clone(&accepted);
                 tokio::spawn(async move {
                     let builder = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
                     );
-                    let _ = builder
-                        .http2_only()
-                        .serve_connection(
-                            hyper_util::rt::TokioIo::new(stream),
-                            hyper_util::service::TowerToHyperService::new(server),
-                        )
-                        .await;
+                    let service = hyper_util::service::TowerToHyperService::new(server);
+                    match acceptor {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.http2_only().serve_connection(io, service).await;
+                        }
+                        Some(acceptor) => {
+                            // A failed handshake (an untrusted or missing certificate) ends
+                            // the connection here.
+                            let Ok(tls) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                            accepted.lock().unwrap().tls_connections.push(client_cert);
+                            let io = hyper_util::rt::TokioIo::new(tls);
+                            let _ = builder.http2_only().serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
@@ -97,6 +149,11 @@ impl GrpcBackend {
             .filter(|r| r["method"] == method)
             .cloned()
             .collect()
+    }
+
+    /// Per TLS connection accepted so far: whether the client presented a certificate.
+    pub fn tls_connections(&self) -> Vec<bool> {
+        self.state.lock().unwrap().tls_connections.clone()
     }
 
     /// From now on, refresh calls for `user` answer `expired`.
@@ -134,6 +191,41 @@ impl Service {
         }));
         metadata
     }
+}
+
+/// rustls (ring) presenting `cert`, with ALPN h2; with `client_ca`, clients must present a
+/// certificate it signed.
+fn server_tls(cert: &CertFiles, client_ca: Option<&PathBuf>) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
+        .expect("read certificate")
+        .collect::<Result<_, _>>()
+        .expect("parse certificate");
+    let key = PrivateKeyDer::from_pem_file(&cert.key).expect("read key");
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions");
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).expect("read CA") {
+                roots.add(cert.expect("parse CA")).expect("add CA");
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
 }
 
 fn user_of(metadata: &HashMap<String, String>) -> Option<String> {
@@ -253,7 +345,8 @@ impl CentrifugoProxy for Service {
         self.record("RPC", &request);
         let call = request.get_ref();
         let mut response = wire::RpcResponse::default();
-        match call.method.as_str() {
+        // A namespace (`ns:echo`) does not change the method.
+        match call.method.rsplit(':').next().unwrap_or_default() {
             "echo" => {
                 response.result = Some(wire::RpcResult {
                     data: call.data.clone(),

@@ -1,5 +1,7 @@
 //! The application backend of the hook tests: `tests/backend/http_backend.py` (Python standard
-//! library) as a child process on a free port, with its recorded requests and its settings.
+//! library) as a child process on a free port, with its recorded requests and its settings;
+//! over HTTPS too ([`HttpBackend::start_tls`]), presenting a certificate of the test PKI and
+//! optionally requiring one from its clients.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -7,16 +9,42 @@ use std::time::Duration;
 
 use crate::gyre_process::http_request;
 use crate::module_build::workspace_root;
+use crate::tls_pki::{CertFiles, TestPki};
 
 /// A running `http_backend.py`; killed on drop.
 pub struct HttpBackend {
     child: Child,
     port: u16,
+    /// Where /requests and /control are served: `port`, or a plain HTTP port beside the
+    /// HTTPS one.
+    control_port: u16,
+    tls: bool,
 }
 
 impl HttpBackend {
     /// Starts the backend and waits until it listens.
     pub fn start() -> Self {
+        Self::spawn(&[])
+    }
+
+    /// The backend over HTTPS, presenting `server` (of `pki`); with `require_client_cert`, the
+    /// TLS handshake fails for clients without a certificate of `pki`'s CA.
+    pub fn start_tls(pki: &TestPki, server: &CertFiles, require_client_cert: bool) -> Self {
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+        let mut args = vec![
+            "--tls-cert".to_owned(),
+            path(&server.cert),
+            "--tls-key".to_owned(),
+            path(&server.key),
+        ];
+        if require_client_cert {
+            args.push("--tls-client-ca".to_owned());
+            args.push(path(&pki.ca_cert()));
+        }
+        Self::spawn(&args)
+    }
+
+    fn spawn(args: &[String]) -> Self {
         let script = workspace_root()
             .join("tests")
             .join("backend")
@@ -24,6 +52,7 @@ impl HttpBackend {
         let mut child = Command::new("python3")
             .arg(&script)
             .args(["--port", "0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -34,27 +63,43 @@ impl HttpBackend {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the backend's first line");
-        let port = line
+        let ports: Vec<u16> = line
             .trim()
             .strip_prefix("LISTENING ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("backend said {line:?}"));
-        Self { child, port }
+            .unwrap_or_else(|| panic!("backend said {line:?}"))
+            .split(" CONTROL ")
+            .map(|p| {
+                p.parse()
+                    .unwrap_or_else(|_| panic!("backend said {line:?}"))
+            })
+            .collect();
+        let (port, control_port) = match ports[..] {
+            [port] => (port, port),
+            [port, control] => (port, control),
+            _ => panic!("backend said {line:?}"),
+        };
+        Self {
+            child,
+            port,
+            control_port,
+            tls: args.iter().any(|a| a == "--tls-cert"),
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// `http://127.0.0.1:<port><path>`, e.g. `url("/centrifugo/connect")`.
+    /// `http://127.0.0.1:<port><path>` (`https://` over TLS), e.g. `url("/centrifugo/connect")`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// Every hook request received so far: `{path, body, headers, problems}`.
     pub fn requests(&self) -> Vec<serde_json::Value> {
         let (status, body) =
-            http_request(self.port, "GET", "/requests", &[], b"").expect("GET /requests");
+            http_request(self.control_port, "GET", "/requests", &[], b"").expect("GET /requests");
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).expect("requests JSON")
     }
@@ -131,8 +176,9 @@ sub_refresh_proxy_enabled = true
     /// Changes the backend's behaviour (`expire_users`, `expire_subscriptions`, `delay_ms`).
     pub fn control(&self, settings: serde_json::Value) {
         let body = settings.to_string();
-        let (status, reply) = http_request(self.port, "POST", "/control", &[], body.as_bytes())
-            .expect("POST /control");
+        let (status, reply) =
+            http_request(self.control_port, "POST", "/control", &[], body.as_bytes())
+                .expect("POST /control");
         assert_eq!(status, 200, "{reply}");
     }
 

@@ -66,7 +66,7 @@ pub use cluster_client::{
 pub use failover::{
     Ack, FailoverOutcome, FailoverScenario, publish_acked, run_failover_scenario, window_writer,
 };
-pub use grpc_backend::GrpcBackend;
+pub use grpc_backend::{GrpcBackend, GrpcOptions};
 pub use gyre_process::{
     CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
     SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,

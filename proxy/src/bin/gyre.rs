@@ -131,16 +131,30 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     Ok(loaded.config)
 }
 
-/// What `checkconfig` checks beyond the config itself: the Redis engine's PEM files and
-/// certificates, read and parsed as the start would. Prints the start's warnings.
+/// What `checkconfig` checks beyond the config itself: the PEM files and certificates of the
+/// Redis engine and of the backend hooks, read and parsed as the start would. Prints the
+/// start's warnings.
 fn check_engine(config: Config) -> Result<(), String> {
+    let mut problems = Vec::new();
     if config.engine.kind == EngineType::Redis {
-        gyre_proxy::startup::redis_settings(&config).map_err(|e| format!("engine.redis: {e}"))?;
+        if let Err(e) = gyre_proxy::startup::redis_settings(&config) {
+            problems.push(format!("engine.redis: {e}"));
+        }
         for warning in gyre_proxy::startup::redis_warnings(&config) {
             eprintln!("warning: {warning}");
         }
     }
-    Ok(())
+    if let Err(e) = gyre_proxy::startup::check_proxies(&config) {
+        problems.push(format!("proxies: {e}"));
+    }
+    for warning in gyre_proxy::startup::proxy_warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
 }
 
 async fn run(config: Config) -> Result<(), String> {
@@ -159,6 +173,9 @@ async fn run(config: Config) -> Result<(), String> {
         EngineType::Memory => Engine::Memory(MemoryEngine::new(events)),
         EngineType::Redis => Engine::Redis(start_redis(&config, events).await?),
     };
+    for warning in gyre_proxy::startup::proxy_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let hooks = gyre_proxy::hooks::Hooks::new(&config).map_err(|e| format!("proxies: {e}"))?;
     let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier, hooks));
     node.spawn_dispatcher(events_rx);

@@ -11,7 +11,10 @@ use serde_json::Value;
 
 use super::error::{Origin, Problem};
 use super::load::Warning;
-use super::{Config, NamedProxy, Namespace, RpcNamespace, StatusTransform};
+use super::{
+    Config, HttpResponseTransform, NamedProxy, Namespace, RpcNamespace, StatusTransform,
+    UniDisconnectTransform,
+};
 
 /// Environment variables under the `GYRE_` prefix that are not config keys: the bin takes the
 /// config file path from `GYRE_CONFIG`.
@@ -23,7 +26,8 @@ const LISTS_OF_LISTS: &[&str] = &["engine.redis.cluster_address"];
 
 /// The default config as a JSON tree, with one default element in every list of tables
 /// (`channel.namespaces`, `rpc.namespaces`, `proxies`, each proxy's
-/// `http.status_to_code_transforms`) so that the keys of an element are known too.
+/// `http.status_to_code_transforms`, the `transforms` of the connect code transforms) so that
+/// the keys of an element are known too.
 ///
 /// An empty table in this tree is a map with free keys (`http.static_headers`…): every struct
 /// of the schema has at least one field, so only a map serializes to `{}`.
@@ -38,6 +42,12 @@ pub(super) fn schema() -> Value {
     let proxy = serde_json::to_value(NamedProxy::default()).expect("a proxy serializes");
     tree["proxies"] = sample(proxy);
     add_transform_samples(&mut tree);
+    let uni = serde_json::to_value(UniDisconnectTransform::default()).expect("serializes");
+    tree["client"]["connect_code_to_unidirectional_disconnect"]["transforms"] = sample(uni);
+    let http = serde_json::to_value(HttpResponseTransform::default()).expect("serializes");
+    for transport in ["uni_sse", "uni_http_stream"] {
+        tree[transport]["connect_code_to_http_response"]["transforms"] = sample(http.clone());
+    }
     tree
 }
 

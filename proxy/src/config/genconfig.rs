@@ -315,8 +315,28 @@ const DOCS: &[(&str, &str)] = &[
         "Not supported (see subscribe_stream_proxy_enabled).",
     ),
     (
-        "channel.without_namespace.subscribe_stream_bidirectional",
+        "channel.without_namespace.subscribe_stream_proxy_bidirectional",
         "Not supported (see subscribe_stream_proxy_enabled).",
+    ),
+    (
+        "channel.without_namespace.subscribe_stream_bidirectional",
+        "An earlier name of subscribe_stream_proxy_bidirectional; not supported either.",
+    ),
+    (
+        "channel.without_namespace.cache_empty_proxy_enabled",
+        "Centrifugo PRO's cache_empty proxy: accepted, no effect (a warning at start).",
+    ),
+    (
+        "channel.without_namespace.cache_empty_proxy_name",
+        "No effect (see cache_empty_proxy_enabled).",
+    ),
+    (
+        "channel.without_namespace.state_proxy_enabled",
+        "Centrifugo PRO's channel state proxy: accepted, no effect (a warning at start).",
+    ),
+    (
+        "channel.without_namespace.state_proxy_name",
+        "No effect (see state_proxy_enabled).",
     ),
     (
         "channel.namespaces",
@@ -379,7 +399,7 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "engine.redis.tls",
-        "TLS to the data nodes (also used for every rediss:// address).\nEach PEM is given once: inline, as a file, or as base64 of the PEM text.",
+        "TLS to the data nodes (also used for every rediss:// address).\nEach PEM is given once: server_ca_pem, cert_pem and key_pem take PEM text,\nbase64 of it, or a file's path (Centrifugo v6); _file and _b64 are v5's forms.",
     ),
     ("engine.redis.tls.enabled", "Use TLS for every address."),
     (
@@ -413,6 +433,12 @@ const DOCS: &[(&str, &str)] = &[
         "The same, as base64 of the PEM text.",
     ),
     (
+        "engine.redis.tls.client_ca_pem",
+        "For TLS servers checking client certificates: no effect here (a warning).",
+    ),
+    ("engine.redis.tls.client_ca_pem_file", "No effect either."),
+    ("engine.redis.tls.client_ca_pem_b64", "No effect either."),
+    (
         "engine.redis.tls.server_name",
         "Name the server's certificate must be valid for, when it is not the host in the\naddress (e.g. connecting by IP to a certificate issued for a name).",
     ),
@@ -422,7 +448,7 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "engine.redis.sentinel_tls",
-        "TLS to the sentinels (also used for rediss:// sentinel addresses).\nEach PEM is given once: inline, as a file, or as base64 of the PEM text.",
+        "TLS to the sentinels (also used for rediss:// sentinel addresses).\nEach PEM is given once: server_ca_pem, cert_pem and key_pem take PEM text,\nbase64 of it, or a file's path (Centrifugo v6); _file and _b64 are v5's forms.",
     ),
     (
         "engine.redis.sentinel_tls.enabled",
@@ -463,6 +489,18 @@ const DOCS: &[(&str, &str)] = &[
     (
         "engine.redis.sentinel_tls.key_pem_b64",
         "The same, as base64 of the PEM text.",
+    ),
+    (
+        "engine.redis.sentinel_tls.client_ca_pem",
+        "For TLS servers checking client certificates: no effect here (a warning).",
+    ),
+    (
+        "engine.redis.sentinel_tls.client_ca_pem_file",
+        "No effect either.",
+    ),
+    (
+        "engine.redis.sentinel_tls.client_ca_pem_b64",
+        "No effect either.",
     ),
     (
         "engine.redis.sentinel_tls.server_name",
@@ -562,6 +600,18 @@ const DOCS: &[(&str, &str)] = &[
         "Largest connect request body of a POST, in bytes.",
     ),
     (
+        "uni_sse.connect_code_to_http_response",
+        "A failed connect answered with an HTTP status instead of a 200 stream with a\ndisconnect: the connect runs before the response starts.",
+    ),
+    (
+        "uni_sse.connect_code_to_http_response.enabled",
+        "Use the transforms.",
+    ),
+    (
+        "uni_sse.connect_code_to_http_response.transforms",
+        "e.g. [{code = 4501, to = {status_code = 401, body = \"log in\"}}]: an error or\ndisconnect code to a status (200-599) and body (empty: the message or reason);\nother failures are 500.",
+    ),
+    (
         "uni_http_stream",
         "Unidirectional HTTP streaming (/connection/uni_http_stream): POST a connect\nrequest, read newline-separated JSON pushes.",
     ),
@@ -569,6 +619,18 @@ const DOCS: &[(&str, &str)] = &[
     (
         "uni_http_stream.max_request_body_size",
         "Largest connect request body, in bytes.",
+    ),
+    (
+        "uni_http_stream.connect_code_to_http_response",
+        "A failed connect answered with an HTTP status instead of a 200 stream with a\ndisconnect: the connect runs before the response starts.",
+    ),
+    (
+        "uni_http_stream.connect_code_to_http_response.enabled",
+        "Use the transforms.",
+    ),
+    (
+        "uni_http_stream.connect_code_to_http_response.transforms",
+        "e.g. [{code = 4501, to = {status_code = 401, body = \"log in\"}}]: an error or\ndisconnect code to a status (200-599) and body (empty: the message or reason);\nother failures are 500.",
     ),
     (
         "sockjs",
@@ -623,10 +685,23 @@ const INSERTS: &[Insert] = &[
                 true,
             ),
         ],
-        then: &[],
+        then: &[
+            (
+                "client.connect_code_to_unidirectional_disconnect",
+                "The disconnect a unidirectional client (uni_websocket, uni_sse, uni_http_stream)\ngets when its connect fails with an error code (from the connect proxy, its\nstatus_to_code_transforms, or Gyre), instead of the built-in one (3004 for the\nbackend's codes).",
+            ),
+            (
+                "client.connect_code_to_unidirectional_disconnect.enabled",
+                "Use the transforms.",
+            ),
+            (
+                "client.connect_code_to_unidirectional_disconnect.transforms",
+                "e.g. [{code = 403, to = {code = 4403, reason = \"forbidden\"}}]: error code to\ndisconnect code (3000-4999) and reason.",
+            ),
+        ],
     },
     Insert {
-        after: "channel.without_namespace.subscribe_stream_bidirectional",
+        after: "channel.without_namespace.state_proxy_name",
         proxies: &[
             (
                 "channel.proxy.subscribe",
@@ -646,6 +721,16 @@ const INSERTS: &[Insert] = &[
             (
                 "channel.proxy.subscribe_stream",
                 "Accepted for Centrifugo configs; subscription streams are not supported.",
+                false,
+            ),
+            (
+                "channel.proxy.cache_empty",
+                "Centrifugo PRO's cache_empty proxy: accepted, never called (a warning at start).",
+                false,
+            ),
+            (
+                "channel.proxy.state",
+                "Centrifugo PRO's channel state proxy: accepted, never called (a warning at\nstart).",
                 false,
             ),
         ],
@@ -752,6 +837,10 @@ const PROXY_KEYS: &[(&str, &str)] = &[
         "http.h2c",
         "Gyre: HTTP/2 without TLS (prior knowledge) to http:// instead of HTTP/1.1.",
     ),
+    (
+        "http.tls",
+        "TLS of an https:// endpoint when enabled (else the system's roots check it).\nserver_ca_pem, cert_pem and key_pem take PEM text, base64 of it, or a file's path.",
+    ),
     ("grpc", "Options of grpc:// endpoints."),
     (
         "grpc.credentials_key",
@@ -760,11 +849,49 @@ const PROXY_KEYS: &[(&str, &str)] = &[
     ("grpc.credentials_value", "Its value."),
     (
         "grpc.compression",
-        "gzip compression of calls: not supported, must stay false.",
+        "gzip-compress requests (and accept gzip-compressed answers).",
     ),
     (
         "grpc.static_metadata",
         "Metadata added to every call; forwarded headers of the same name win.",
+    ),
+    (
+        "grpc.tls",
+        "TLS to the GRPC server when enabled (the endpoint stays grpc://host:port);\nserver_ca_pem, cert_pem and key_pem take PEM text, base64 of it, or a file's path.",
+    ),
+];
+
+/// The keys of a TLS object of a proxy (`http.tls`, `grpc.tls`), relative to it.
+const TLS_KEYS: &[(&str, &str)] = &[
+    ("enabled", "Use TLS with these settings."),
+    (
+        "server_ca_pem",
+        "CA certificate(s) to trust instead of the system's roots.",
+    ),
+    ("server_ca_pem_file", "The same, from a file."),
+    ("server_ca_pem_b64", "The same, as base64 of the PEM text."),
+    (
+        "cert_pem",
+        "Client certificate (chain), for servers that require one; needs the key.",
+    ),
+    ("cert_pem_file", "The same, from a file."),
+    ("cert_pem_b64", "The same, as base64 of the PEM text."),
+    ("key_pem", "Private key of the client certificate."),
+    ("key_pem_file", "The same, from a file."),
+    ("key_pem_b64", "The same, as base64 of the PEM text."),
+    (
+        "client_ca_pem",
+        "For TLS servers checking client certificates: no effect here (a warning).",
+    ),
+    ("client_ca_pem_file", "No effect either."),
+    ("client_ca_pem_b64", "No effect either."),
+    (
+        "server_name",
+        "Name the server's certificate must be valid for, when it is not the endpoint's\nhost (for GRPC also the name sent in the handshake).",
+    ),
+    (
+        "insecure_skip_verify",
+        "Accept any server certificate. Development only (logged as a warning).",
     ),
 ];
 
@@ -784,6 +911,11 @@ fn docs() -> Vec<(String, String)> {
                     }
                     for &(key, doc) in PROXY_KEYS {
                         out.push((format!("{base}.{key}"), doc.to_owned()));
+                        if key.ends_with(".tls") {
+                            for &(tls_key, doc) in TLS_KEYS {
+                                out.push((format!("{base}.{key}.{tls_key}"), doc.to_owned()));
+                            }
+                        }
                     }
                 }
                 for &(path, doc) in insert.then {

@@ -37,8 +37,9 @@ pub use self::error::{ConfigError, Origin, Problem};
 pub use self::genconfig::genconfig;
 pub use self::load::{ConfigFile, Format, Loaded, Warning, load};
 pub use self::proxy::{
-    ChannelProxies, ClientProxies, DEFAULT_PROXY_NAME, NamedProxy, Proxy, Rpc, RpcNamespace,
-    RpcOptions, StatusTransform, SwitchedProxy,
+    ChannelProxies, ClientProxies, ConnectCodeToHttpResponse,
+    ConnectCodeToUnidirectionalDisconnect, DEFAULT_PROXY_NAME, HttpResponseTransform, NamedProxy,
+    Proxy, Rpc, RpcNamespace, RpcOptions, StatusTransform, SwitchedProxy, UniDisconnectTransform,
 };
 pub use self::schema::*;
 pub use self::validate::Invalid;
@@ -66,8 +67,8 @@ pub struct Config {
     pub sse: HttpTransport,
     pub emulation: Emulation,
     pub uni_websocket: UniWebSocket,
-    pub uni_sse: HttpTransport,
-    pub uni_http_stream: HttpTransport,
+    pub uni_sse: UniHttpTransport,
+    pub uni_http_stream: UniHttpTransport,
     pub sockjs: SockJs,
     pub shutdown: Shutdown,
     pub health: Endpoint,

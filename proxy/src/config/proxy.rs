@@ -11,6 +11,11 @@
 //!
 //! A proxy object is the same everywhere. Gyre adds two keys of its own to it,
 //! `max_concurrent_requests` and `http.h2c` (see [`Proxy`]).
+//!
+//! Also here: what a failed connect means for unidirectional clients
+//! (`client.connect_code_to_unidirectional_disconnect`, `uni_sse` and `uni_http_stream`'s
+//! `connect_code_to_http_response`), and Centrifugo PRO's `cache_empty` and `state` proxies,
+//! accepted without effect.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use super::schema::TlsConfig;
 
 /// One backend endpoint and how to call it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +88,10 @@ impl Proxy {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyHttp {
+    /// TLS of `https://` endpoints when `enabled`: the CA to trust, a client certificate, the
+    /// name to check, or no check. Without it an `https://` endpoint is checked against the
+    /// system's roots.
+    pub tls: TlsConfig,
     /// Headers added to every request; forwarded headers of the same name win.
     pub static_headers: BTreeMap<String, String>,
     /// What a non-200 answer means for the client; unlisted statuses are internal errors.
@@ -95,10 +105,13 @@ pub struct ProxyHttp {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyGrpc {
+    /// TLS to the GRPC server when `enabled` (the endpoint stays `grpc://host:port`); else
+    /// plaintext HTTP/2.
+    pub tls: TlsConfig,
     /// Metadata key added to every call with `credentials_value` (per-RPC credentials).
     pub credentials_key: String,
     pub credentials_value: String,
-    /// gzip compression of calls: not supported by Gyre; `true` is refused at start.
+    /// Compress requests with gzip, and accept gzip-compressed answers.
     pub compression: bool,
     /// Metadata added to every call; forwarded headers of the same name win.
     pub static_metadata: BTreeMap<String, String>,
@@ -209,6 +222,11 @@ pub struct ChannelProxies {
     /// Accepted for Centrifugo configs; subscription streams are not supported (a namespace that
     /// enables them is refused at start).
     pub subscribe_stream: Proxy,
+    /// Centrifugo PRO's cache-miss notifications: accepted, never called (a warning at start).
+    pub cache_empty: Proxy,
+    /// Centrifugo PRO's channel occupied/vacated notifications: accepted, never called (a
+    /// warning at start).
+    pub state: Proxy,
 }
 
 /// `rpc`: client RPC calls, proxied to the backend by namespace of the method name.
@@ -317,3 +335,134 @@ impl Default for RpcPing {
 /// The name that refers to the section's own proxy (`channel.proxy.*`, `rpc.proxy`) rather than
 /// to an entry of `proxies`.
 pub const DEFAULT_PROXY_NAME: &str = "default";
+
+/// `client.connect_code_to_unidirectional_disconnect`: the disconnect a unidirectional client
+/// (`uni_websocket`, `uni_sse`, `uni_http_stream`) gets when its connect fails with an error
+/// code, instead of the built-in one (3004 for the backend's own codes). The error can come
+/// from the connect proxy's `error`, from `http.status_to_code_transforms`, or be Gyre's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectCodeToUnidirectionalDisconnect {
+    pub enabled: bool,
+    pub transforms: Vec<UniDisconnectTransform>,
+}
+
+impl ConnectCodeToUnidirectionalDisconnect {
+    /// The disconnect configured for error `code`, when enabled.
+    pub fn disconnect_for(&self, code: u32) -> Option<&TransformDisconnect> {
+        if !self.enabled {
+            return None;
+        }
+        self.transforms
+            .iter()
+            .find(|t| t.code == code)
+            .map(|t| &t.to)
+    }
+}
+
+/// One entry of `connect_code_to_unidirectional_disconnect.transforms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniDisconnectTransform {
+    /// The connect error's code.
+    pub code: u32,
+    /// The disconnect (3000–4999) and reason sent instead.
+    pub to: TransformDisconnect,
+}
+
+/// `uni_sse.connect_code_to_http_response` and `uni_http_stream.connect_code_to_http_response`:
+/// the connect runs before the HTTP response starts, and a failed one is answered with an
+/// HTTP status instead of a 200 stream that carries a disconnect push. An error code or a
+/// disconnect code in `transforms` gives its status and body (the error's message or the
+/// disconnect's reason when `body` is empty); any other failure is 500.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectCodeToHttpResponse {
+    pub enabled: bool,
+    pub transforms: Vec<HttpResponseTransform>,
+}
+
+impl ConnectCodeToHttpResponse {
+    /// The status and body for a connect that failed with `code` and `text` (message or
+    /// reason): the transform's, else 500.
+    pub fn response_for(&self, code: u32, text: &str) -> (u16, String) {
+        match self.transforms.iter().find(|t| t.code == code) {
+            Some(t) if t.to.body.is_empty() => (t.to.status_code, text.to_owned()),
+            Some(t) => (t.to.status_code, t.to.body.clone()),
+            None => (500, "Internal Server Error".to_owned()),
+        }
+    }
+}
+
+/// One entry of `connect_code_to_http_response.transforms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpResponseTransform {
+    /// The connect error's or disconnect's code.
+    pub code: u32,
+    pub to: HttpResponse,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpResponse {
+    /// 200–599.
+    pub status_code: u16,
+    /// Empty: the error's message or the disconnect's reason.
+    pub body: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_code_transforms_pick_by_code() {
+        let uni = ConnectCodeToUnidirectionalDisconnect {
+            enabled: true,
+            transforms: vec![UniDisconnectTransform {
+                code: 404,
+                to: TransformDisconnect {
+                    code: 4904,
+                    reason: "not found".into(),
+                },
+            }],
+        };
+        assert_eq!(uni.disconnect_for(404).map(|d| d.code), Some(4904));
+        assert_eq!(uni.disconnect_for(403), None);
+        let off = ConnectCodeToUnidirectionalDisconnect {
+            enabled: false,
+            ..uni
+        };
+        assert_eq!(off.disconnect_for(404), None);
+
+        let http = ConnectCodeToHttpResponse {
+            enabled: true,
+            transforms: vec![
+                HttpResponseTransform {
+                    code: 403,
+                    to: HttpResponse {
+                        status_code: 403,
+                        body: String::new(),
+                    },
+                },
+                HttpResponseTransform {
+                    code: 4501,
+                    to: HttpResponse {
+                        status_code: 401,
+                        body: "log in".into(),
+                    },
+                },
+            ],
+        };
+        assert_eq!(http.response_for(403, "denied"), (403, "denied".into()));
+        assert_eq!(
+            http.response_for(4501, "unauthorized"),
+            (401, "log in".into())
+        );
+        assert_eq!(
+            http.response_for(100, "internal server error"),
+            (500, "Internal Server Error".into())
+        );
+    }
+}

@@ -137,7 +137,7 @@ pub struct RedisEngine {
     /// Database number, for addresses whose URL names none.
     pub db: u32,
     /// TLS to the data nodes (also used for every `rediss://` address).
-    pub tls: RedisTls,
+    pub tls: TlsConfig,
     /// Redis Cluster deployments: each string is a comma-separated list of seed nodes
     /// (`host:port` or URLs) of one cluster; several clusters shard channels between them.
     #[serde(deserialize_with = "string_or_list")]
@@ -152,7 +152,7 @@ pub struct RedisEngine {
     /// Password of the sentinels (their `requirepass`).
     pub sentinel_password: String,
     /// TLS to the sentinels.
-    pub sentinel_tls: RedisTls,
+    pub sentinel_tls: TlsConfig,
     /// Key and channel prefix; must equal the module's `gyre.prefix`. Gyre's default differs
     /// from Centrifugo's `centrifugo` on purpose: the module's default is `gyre`.
     pub prefix: String,
@@ -180,13 +180,13 @@ impl Default for RedisEngine {
             user: String::new(),
             password: String::new(),
             db: 0,
-            tls: RedisTls::default(),
+            tls: TlsConfig::default(),
             cluster_address: Vec::new(),
             sentinel_address: Vec::new(),
             sentinel_master_name: String::new(),
             sentinel_user: String::new(),
             sentinel_password: String::new(),
-            sentinel_tls: RedisTls::default(),
+            sentinel_tls: TlsConfig::default(),
             prefix: "gyre".to_owned(),
             presence_ttl: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
@@ -195,13 +195,17 @@ impl Default for RedisEngine {
     }
 }
 
-/// `engine.redis.tls` and `engine.redis.sentinel_tls`: TLS to Redis, with Centrifugo v6's key
-/// names. Each PEM comes from at most one of its three keys: inline text, a file, or base64 of
-/// the PEM text.
+/// Centrifugo v6's TLS object, for the connections Gyre opens: `engine.redis.tls`,
+/// `engine.redis.sentinel_tls`, and the backend hooks' `http.tls` and `grpc.tls`.
+///
+/// Each PEM comes from one of its three keys. The plain key (`server_ca_pem`, `cert_pem`,
+/// `key_pem`) takes what Centrifugo v6 takes there: PEM text, base64 of the PEM text, or the
+/// path of a PEM file. `_file` and `_b64` are Centrifugo v5's explicit forms of the last two.
+/// PEM files are read, and every PEM parsed, at start (and by `gyre checkconfig`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RedisTls {
-    /// Use TLS for every address (`rediss://` addresses use it anyway).
+pub struct TlsConfig {
+    /// Use TLS (for Redis: every address; `rediss://` addresses use it anyway).
     pub enabled: bool,
     /// CA certificates to trust instead of the system's.
     pub server_ca_pem: String,
@@ -215,20 +219,33 @@ pub struct RedisTls {
     pub key_pem: String,
     pub key_pem_file: String,
     pub key_pem_b64: String,
+    /// CA of client certificates, which only a TLS server checks: accepted because it is part
+    /// of Centrifugo's TLS object, without effect on Gyre's outgoing connections (a warning at
+    /// start says so).
+    pub client_ca_pem: String,
+    pub client_ca_pem_file: String,
+    pub client_ca_pem_b64: String,
     /// Name the server's certificate must be valid for, when it is not the host connected to.
     pub server_name: String,
     /// Accept any server certificate. Development only; logged as a warning at start.
     pub insecure_skip_verify: bool,
 }
 
-impl RedisTls {
+impl TlsConfig {
     /// Whether any key other than `enabled` is set.
     pub fn has_settings(&self) -> bool {
         *self
-            != RedisTls {
+            != TlsConfig {
                 enabled: self.enabled,
-                ..RedisTls::default()
+                ..TlsConfig::default()
             }
+    }
+
+    /// Whether one of the `client_ca_pem` keys is set (no effect; see the field).
+    pub fn has_client_ca(&self) -> bool {
+        !(self.client_ca_pem.is_empty()
+            && self.client_ca_pem_file.is_empty()
+            && self.client_ca_pem_b64.is_empty())
     }
 }
 
@@ -279,6 +296,9 @@ pub struct Client {
     pub handshake_burst: u32,
     pub history_max_publication_limit: u32,
     pub recovery_max_publication_limit: u32,
+    /// The disconnect a unidirectional client gets for a connect error code.
+    pub connect_code_to_unidirectional_disconnect:
+        super::proxy::ConnectCodeToUnidirectionalDisconnect,
 }
 
 impl Default for Client {
@@ -305,6 +325,7 @@ impl Default for Client {
             handshake_burst: 0,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
+            connect_code_to_unidirectional_disconnect: Default::default(),
         }
     }
 }
@@ -435,7 +456,19 @@ channel_options! {
     /// Subscription streams from the backend: not supported, refused at start when on.
     subscribe_stream_proxy_enabled: bool,
     subscribe_stream_proxy_name: String,
+    /// Centrifugo v6's name of the bidirectional stream switch (no effect, as streams are not
+    /// supported).
+    subscribe_stream_proxy_bidirectional: bool,
+    /// The name of the same switch in earlier Gyre versions (no effect).
     subscribe_stream_bidirectional: bool,
+    /// Centrifugo PRO's cache-miss notifications: accepted without effect (a warning at start
+    /// when on).
+    cache_empty_proxy_enabled: bool,
+    cache_empty_proxy_name: String,
+    /// Centrifugo PRO's channel occupied/vacated notifications: accepted without effect (a
+    /// warning at start when on).
+    state_proxy_enabled: bool,
+    state_proxy_name: String,
 }
 
 impl ChannelOptions {
@@ -553,7 +586,7 @@ impl WebSocket {
     }
 }
 
-/// `http_stream`, `sse`, `uni_sse`, `uni_http_stream`: a transport over plain HTTP.
+/// `http_stream`, `sse`: a bidirectional-emulation transport over plain HTTP.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpTransport {
@@ -567,6 +600,27 @@ impl Default for HttpTransport {
         Self {
             enabled: false,
             max_request_body_size: 65_536,
+        }
+    }
+}
+
+/// `uni_sse`, `uni_http_stream`: a unidirectional transport over plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UniHttpTransport {
+    pub enabled: bool,
+    /// Largest connect request body (POST), in bytes.
+    pub max_request_body_size: u32,
+    /// A failed connect answered with an HTTP status instead of a disconnect push.
+    pub connect_code_to_http_response: super::proxy::ConnectCodeToHttpResponse,
+}
+
+impl Default for UniHttpTransport {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_request_body_size: 65_536,
+            connect_code_to_http_response: Default::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use super::duration::format_duration;
 use super::error::{ConfigError, Problem};
 use super::{
-    ChannelOptions, Config, DEFAULT_PROXY_NAME, EngineType, Proxy, RedisEngine, RedisTls,
+    ChannelOptions, Config, DEFAULT_PROXY_NAME, EngineType, Proxy, RedisEngine, TlsConfig,
     TokenSettings,
 };
 
@@ -118,6 +118,8 @@ pub enum Invalid {
     BadProxyName { path: String, name: String },
     #[error("proxy `{name}` at `{path}` is defined twice")]
     DuplicateProxy { path: String, name: String },
+    #[error("`{path}`: {reason}")]
+    BadText { path: String, reason: &'static str },
     #[error("`{path}`: {what} is not supported by Gyre")]
     Unsupported { path: String, what: &'static str },
 }
@@ -417,7 +419,7 @@ fn validate_redis_topology(kind: EngineType, redis: &RedisEngine, out: &mut Vec<
 }
 
 /// The PEM keys of a TLS table: `(name, [inline, file, base64])`.
-fn pem_sources(tls: &RedisTls) -> [(&'static str, [&str; 3]); 3] {
+fn pem_sources(tls: &TlsConfig) -> [(&'static str, [&str; 3]); 3] {
     [
         (
             "server_ca_pem",
@@ -438,9 +440,9 @@ fn pem_sources(tls: &RedisTls) -> [(&'static str, [&str; 3]); 3] {
     ]
 }
 
-/// Each PEM from at most one source, inline PEM and base64 that decode, a certificate with
-/// its key.
-fn tls_keys(path: &str, tls: &RedisTls, out: &mut Vec<Invalid>) {
+/// Each PEM from at most one source, `_b64` keys that decode to PEM, a certificate with its
+/// key.
+fn tls_keys(path: &str, tls: &TlsConfig, out: &mut Vec<Invalid>) {
     let mut given = [false; 3];
     for (slot, (name, [inline, file, b64])) in pem_sources(tls).into_iter().enumerate() {
         let keys = [
@@ -462,12 +464,8 @@ fn tls_keys(path: &str, tls: &RedisTls, out: &mut Vec<Invalid>) {
                 reason: "give each PEM once: inline, as a file, or as base64",
             });
         }
-        if !inline.is_empty() && !inline.contains("-----BEGIN ") {
-            out.push(Invalid::BadPem {
-                path: format!("{path}.{name}"),
-                reason: "not PEM text (no -----BEGIN line)".into(),
-            });
-        }
+        // The plain key may also hold base64 or a file path (Centrifugo v6): resolved, and
+        // checked, at start.
         if !b64.is_empty() {
             let compact: String = b64.split_whitespace().collect();
             match base64::engine::general_purpose::STANDARD.decode(compact) {
@@ -501,7 +499,7 @@ fn tls_keys(path: &str, tls: &RedisTls, out: &mut Vec<Invalid>) {
 }
 
 /// The first key set in a TLS table, for a message about the table.
-fn first_tls_key(path: &str, tls: &RedisTls) -> String {
+fn first_tls_key(path: &str, tls: &TlsConfig) -> String {
     let named = [
         ("server_ca_pem", !tls.server_ca_pem.is_empty()),
         ("server_ca_pem_file", !tls.server_ca_pem_file.is_empty()),
@@ -512,6 +510,9 @@ fn first_tls_key(path: &str, tls: &RedisTls) -> String {
         ("key_pem", !tls.key_pem.is_empty()),
         ("key_pem_file", !tls.key_pem_file.is_empty()),
         ("key_pem_b64", !tls.key_pem_b64.is_empty()),
+        ("client_ca_pem", !tls.client_ca_pem.is_empty()),
+        ("client_ca_pem_file", !tls.client_ca_pem_file.is_empty()),
+        ("client_ca_pem_b64", !tls.client_ca_pem_b64.is_empty()),
         ("server_name", !tls.server_name.is_empty()),
         ("insecure_skip_verify", tls.insecure_skip_verify),
     ];
@@ -541,6 +542,8 @@ impl Config {
             ("publish", &channel.publish),
             ("sub_refresh", &channel.sub_refresh),
             ("subscribe_stream", &channel.subscribe_stream),
+            ("cache_empty", &channel.cache_empty),
+            ("state", &channel.state),
         ] {
             proxy(&format!("channel.proxy.{name}"), p, out);
         }
@@ -611,6 +614,7 @@ impl Config {
                 });
             }
         }
+        self.validate_connect_code_transforms(out);
         let rpc = &self.rpc;
         if rpc.namespace_boundary.is_empty() {
             out.push(Invalid::Zero {
@@ -655,6 +659,56 @@ impl Config {
         }
     }
 
+    /// `client.connect_code_to_unidirectional_disconnect` and the `connect_code_to_http_response`
+    /// of `uni_sse` and `uni_http_stream`: every transform names a code and what it becomes.
+    fn validate_connect_code_transforms(&self, out: &mut Vec<Invalid>) {
+        let uni = &self.client.connect_code_to_unidirectional_disconnect;
+        for (i, transform) in uni.transforms.iter().enumerate() {
+            let path = format!("client.connect_code_to_unidirectional_disconnect.transforms[{i}]");
+            if transform.code == 0 {
+                out.push(Invalid::Zero {
+                    path: format!("{path}.code"),
+                });
+            }
+            let to = &transform.to;
+            if !(3000..=4999).contains(&to.code) {
+                out.push(Invalid::OutOfRange {
+                    path: format!("{path}.to.code"),
+                    value: u64::from(to.code),
+                    reason: "a disconnect code is 3000-4999",
+                });
+            }
+            if !to.reason.is_ascii() || to.reason.len() > 123 {
+                out.push(Invalid::BadText {
+                    path: format!("{path}.to.reason"),
+                    reason: "a disconnect reason is ASCII, at most 123 bytes",
+                });
+            }
+        }
+        for (name, transport) in [
+            ("uni_sse", &self.uni_sse),
+            ("uni_http_stream", &self.uni_http_stream),
+        ] {
+            let transforms = &transport.connect_code_to_http_response.transforms;
+            for (i, transform) in transforms.iter().enumerate() {
+                let path = format!("{name}.connect_code_to_http_response.transforms[{i}]");
+                if transform.code == 0 {
+                    out.push(Invalid::Zero {
+                        path: format!("{path}.code"),
+                    });
+                }
+                let status = transform.to.status_code;
+                if !(200..=599).contains(&status) {
+                    out.push(Invalid::OutOfRange {
+                        path: format!("{path}.to.status_code"),
+                        value: u64::from(status),
+                        reason: "an HTTP status of a final answer is 200-599",
+                    });
+                }
+            }
+        }
+    }
+
     /// A `*_proxy_name` of an enabled proxy must name one that exists: `default` the section's
     /// own (which then needs an endpoint), anything else an entry of `proxies`.
     fn proxy_reference(&self, path: &str, name: &str, default: &Proxy, out: &mut Vec<Invalid>) {
@@ -694,12 +748,8 @@ fn proxy(path: &str, proxy: &Proxy, out: &mut Vec<Invalid>) {
             path: format!("{path}.max_concurrent_requests"),
         });
     }
-    if proxy.grpc.compression {
-        out.push(Invalid::Unsupported {
-            path: format!("{path}.grpc.compression"),
-            what: "gzip compression of GRPC proxy calls",
-        });
-    }
+    tls_keys(&format!("{path}.http.tls"), &proxy.http.tls, out);
+    tls_keys(&format!("{path}.grpc.tls"), &proxy.grpc.tls, out);
     for (i, transform) in proxy.http.status_to_code_transforms.iter().enumerate() {
         let has_error = transform.to_error.code != 0;
         let has_disconnect = transform.to_disconnect.code != 0;

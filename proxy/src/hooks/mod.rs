@@ -6,6 +6,8 @@
 //! - [`Hooks`]: the node's backends by event and name, built once from the config.
 //! - [`Backend`]: one endpoint, over HTTP ([`http`]) or GRPC ([`grpc`]), with its timeout, its
 //!   bound on calls in flight and its metrics; [`Caller`] is what a call says about the client.
+//!   TLS (`http.tls`, `grpc.tls`) is read by [`crate::startup::tls_options`] and set up by
+//!   [`crate::tls::client_config`]; a failed handshake is logged with a hint naming the key.
 //! - [`headers`]: which request and emulated headers a connection keeps and a call forwards.
 //! - [`outcome`]: what an answer means for the client, as pure functions.
 
@@ -133,6 +135,53 @@ enum Client {
     Grpc(grpc::GrpcClient),
 }
 
+/// The TLS table of an `https://` or `grpc://` backend: its key, for messages, and its options
+/// when it is enabled.
+struct Tls {
+    key: String,
+    options: Option<crate::tls::TlsOptions>,
+}
+
+/// The TLS table of a backend, for hints in messages: its key, and whether it is enabled.
+struct TlsHint {
+    key: String,
+    enabled: bool,
+}
+
+impl Tls {
+    fn hint(&self) -> TlsHint {
+        TlsHint {
+            key: self.key.clone(),
+            enabled: self.options.is_some(),
+        }
+    }
+}
+
+/// An error and its sources on one line ("error sending request: connection refused"), with
+/// a hint when it is a TLS failure.
+fn error_chain(error: &dyn std::error::Error, tls: Option<&TlsHint>) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // tonic and hyper may repeat their source's text in their own.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    with_hint(text, tls)
+}
+
+/// `text` and, when it is a TLS failure, what to change in the backend's TLS table.
+fn with_hint(text: String, tls: Option<&TlsHint>) -> String {
+    match tls.and_then(|tls| crate::tls::failure_hint(&text, &tls.key, tls.enabled)) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
 /// Metric handles of one (backend, event).
 struct Metrics {
     duration: metrics::Histogram,
@@ -163,13 +212,25 @@ const REASONS: &[&str] = &[
 ];
 
 impl Backend {
-    /// A backend for `config`, named `name` in metrics (`default` for a section's own proxy).
-    pub fn new(name: &str, config: &Proxy) -> Result<Self, String> {
+    /// A backend for `config` (the proxy object at `path`), named `name` in metrics (`default`
+    /// for a section's own proxy). Reads the PEM files of its TLS table, if TLS is on.
+    pub fn new(name: &str, path: &str, config: &Proxy) -> Result<Self, String> {
         let grpc = config.endpoint.starts_with("grpc://");
+        let tls = match crate::startup::proxy_tls(path, config) {
+            Some((key, table)) => {
+                let options = if table.enabled {
+                    Some(crate::startup::tls_options(&key, table)?)
+                } else {
+                    None
+                };
+                Some(Tls { key, options })
+            }
+            None => None,
+        };
         let client = if grpc {
-            Client::Grpc(grpc::GrpcClient::new(config)?)
+            Client::Grpc(grpc::GrpcClient::new(config, tls)?)
         } else {
-            Client::Http(http::HttpClient::new(config)?)
+            Client::Http(http::HttpClient::new(config, tls)?)
         };
         let mut fixed = Vec::new();
         let mut add_fixed = |key: &str, value: &str| -> Result<(), String> {
@@ -506,7 +567,7 @@ impl Hooks {
         let mut hooks = Hooks::default();
         let mut named: HashMap<&str, Arc<Backend>> = HashMap::new();
         let build = |hooks: &mut Hooks, path: &str, name: &str, proxy: &Proxy| {
-            let backend = Backend::new(name, proxy).map_err(|e| format!("{path}: {e}"))?;
+            let backend = Backend::new(name, path, proxy).map_err(|e| format!("{path}: {e}"))?;
             hooks.forwarded.extend(&backend.headers.forward);
             hooks.emulated.extend(&backend.headers.emulated);
             hooks.keeps_meta |= backend.include_meta;

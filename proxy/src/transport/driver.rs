@@ -96,6 +96,14 @@ impl Connection {
         }
     }
 
+    /// How the connect command ends, for a transport that answers before it streams (see
+    /// [`crate::protocol::session::ConnectOutcome`]).
+    pub fn report_connect(
+        &mut self,
+    ) -> tokio::sync::oneshot::Receiver<crate::protocol::session::ConnectOutcome> {
+        self.session.report_connect()
+    }
+
     /// What the writer drains.
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox

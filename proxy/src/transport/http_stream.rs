@@ -30,7 +30,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::admission::{ConnectionSlot, Unauthenticated};
@@ -38,10 +38,11 @@ use super::cursor::{self, Cursor};
 use super::driver::Connection;
 use super::http as shared;
 use super::uni;
+use crate::config::ConnectCodeToHttpResponse;
 use crate::hooks::headers::ClientContext;
 use crate::protocol::codes;
 use crate::protocol::node::Node;
-use crate::protocol::session::{Mode, TransportInfo};
+use crate::protocol::session::{ConnectOutcome, Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
 use crate::server::{Body, text};
 
@@ -144,7 +145,8 @@ impl http_body::Body for StreamBody {
 }
 
 /// Starts a streaming connection: the session gets `connect` as the client's first frame and
-/// then only what `/emulation` routes to it.
+/// then only what `/emulation` routes to it. With `report`, also how the connect ends.
+#[allow(clippy::too_many_arguments)]
 fn start(
     node: &Arc<Node>,
     sessions: &TaskTracker,
@@ -153,9 +155,11 @@ fn start(
     connect: Bytes,
     unauthenticated: Option<Unauthenticated>,
     context: ClientContext,
-) -> Body {
+    report: bool,
+) -> (Body, Option<oneshot::Receiver<ConnectOutcome>>) {
     let mut connection = Connection::open(node, transport, context);
     connection.until_connected(unauthenticated);
+    let outcome = report.then(|| connection.report_connect());
     let outbox = Arc::clone(connection.outbox());
     let (chunks, rx) = mpsc::channel(1);
     let write_timeout = node.config.websocket.write_timeout;
@@ -175,7 +179,38 @@ fn start(
             tracing::debug!("stream writer did not finish in time");
         }
     });
-    stream_body(rx)
+    (stream_body(rx), outcome)
+}
+
+/// The answer to a unidirectional HTTP connect: the stream once the connect succeeded, or,
+/// with `connect_code_to_http_response` enabled, the status and body its transforms give a
+/// failed one (500 without a match, or when the session ended first).
+async fn uni_response(
+    transforms: &ConnectCodeToHttpResponse,
+    content_type: &'static str,
+    cors: &shared::Cors,
+    (body, outcome): (Body, Option<oneshot::Receiver<ConnectOutcome>>),
+) -> Response<Body> {
+    if let Some(outcome) = outcome {
+        let (status, text) = match outcome.await {
+            Ok(ConnectOutcome::Connected) => {
+                return shared::stream_response(content_type, cors, body);
+            }
+            Ok(ConnectOutcome::Refused { code, text }) => transforms.response_for(code, &text),
+            Err(_) => (500, "Internal Server Error".to_owned()),
+        };
+        // The stream is dropped: its writer finds no reader, the session ends on its own.
+        drop(body);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = Response::new(crate::server::full(text));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return cors.applied(response);
+    }
+    shared::stream_response(content_type, cors, body)
 }
 
 async fn write_loop(
@@ -274,7 +309,7 @@ pub async fn http_stream(
         mode: Mode::Emulated,
         deflate: None,
     };
-    let body = start(
+    let (body, _) = start(
         &node,
         &sessions,
         transport,
@@ -282,6 +317,7 @@ pub async fn http_stream(
         connect,
         unauthenticated,
         context,
+        false,
     );
     shared::stream_response(content_type, &cors, body)
 }
@@ -313,7 +349,7 @@ pub async fn sse(
         uni: false,
         cursor: None,
     };
-    let body = start(
+    let (body, _) = start(
         &node,
         &sessions,
         transport,
@@ -321,6 +357,7 @@ pub async fn sse(
         connect,
         unauthenticated,
         context,
+        false,
     );
     shared::stream_response(SSE_TYPE, &cors, body)
 }
@@ -349,7 +386,8 @@ pub async fn uni_http_stream(
         Ok(frame) => frame,
         Err(_) => return cors.applied(bad_connect_request()),
     };
-    let body = start(
+    let transforms = &node.config.uni_http_stream.connect_code_to_http_response;
+    let started = start(
         &node,
         &sessions,
         uni_transport("uni_http_stream"),
@@ -357,8 +395,9 @@ pub async fn uni_http_stream(
         connect,
         unauthenticated,
         context,
+        transforms.enabled,
     );
-    shared::stream_response("application/json", &cors, body)
+    uni_response(transforms, "application/json", &cors, started).await
 }
 
 /// `/connection/uni_sse`. A `Last-Event-ID` (an EventSource reconnecting) recovers every
@@ -402,7 +441,8 @@ pub async fn uni_sse(
         uni: true,
         cursor: Some(Cursor::default()),
     };
-    let body = start(
+    let transforms = &node.config.uni_sse.connect_code_to_http_response;
+    let started = start(
         &node,
         &sessions,
         uni_transport("uni_sse"),
@@ -410,8 +450,9 @@ pub async fn uni_sse(
         connect,
         unauthenticated,
         context,
+        transforms.enabled,
     );
-    shared::stream_response(SSE_TYPE, &cors, body)
+    uni_response(transforms, SSE_TYPE, &cors, started).await
 }
 
 const SSE_TYPE: &str = "text/event-stream; charset=utf-8";

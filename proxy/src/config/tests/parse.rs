@@ -623,8 +623,14 @@ fn proxy_config_mistakes_are_named() {
 proxies = [
   {name = "default", endpoint = "http://a/x"},
   {name = "p1", endpoint = "ftp://a"},
-  {name = "p1", endpoint = "grpc://h:1/path", grpc = {compression = true}},
+  {name = "p1", endpoint = "grpc://h:1/path", grpc = {compression = true, tls = {enabled = true, cert_pem_file = "/c.pem"}}},
 ]
+[client.connect_code_to_unidirectional_disconnect]
+enabled = true
+transforms = [{code = 0, to = {code = 200, reason = "nicht gefunden ü"}}]
+[uni_sse.connect_code_to_http_response]
+enabled = true
+transforms = [{code = 404, to = {status_code = 100}}]
 [client.proxy.connect]
 enabled = true
 timeout = "0s"
@@ -644,6 +650,7 @@ proxy_enabled = true
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(!text.contains("compression"), "gzip is supported:\n{text}");
     for expected in [
         "`client.proxy.connect.enabled` is true but `client.proxy.connect.endpoint` is empty",
         "`client.proxy.connect.timeout` must be greater than 0",
@@ -651,7 +658,14 @@ proxy_enabled = true
         "`proxies[1].endpoint` = `ftp://a`: unsupported scheme",
         "proxy `p1` at `proxies[2].name` is defined twice",
         "`proxies[2].endpoint` = `grpc://h:1/path`: a grpc:// endpoint is host:port only",
-        "`proxies[2].grpc.compression`: gzip compression",
+        "`proxies[2].grpc.tls.cert_pem` needs `proxies[2].grpc.tls.key_pem`",
+        "`client.connect_code_to_unidirectional_disconnect.transforms[0].code` must be greater \
+         than 0",
+        "`client.connect_code_to_unidirectional_disconnect.transforms[0].to.code` = 200: a \
+         disconnect code is 3000-4999",
+        "`client.connect_code_to_unidirectional_disconnect.transforms[0].to.reason`: a \
+         disconnect reason is ASCII",
+        "`uni_sse.connect_code_to_http_response.transforms[0].to.status_code` = 100",
         "`channel.namespaces[0].publish_proxy_name` = `default`: no such proxy",
         "`channel.namespaces[0].sub_refresh_proxy_name` = `missing`: no such proxy",
         "`channel.namespaces[0].subscribe_stream_proxy_enabled`: a subscription stream proxy",

@@ -412,11 +412,11 @@ fn redis_tls_pem_rules() {
     let found = messages(
         "[engine.redis.sentinel_tls]\nkey_pem = \"no pem\"\n[engine.redis]\nsentinel_address = [\"h:1\"]\nsentinel_master_name = \"m\"",
     );
-    assert_eq!(found.len(), 3, "{found:#?}");
-    assert!(found[0].contains("`engine.redis.sentinel_tls.key_pem`: not PEM text"));
-    assert!(found[1].contains("needs `engine.redis.sentinel_tls.cert_pem`"));
+    // "no pem" may be a file's path (Centrifugo v6): the start reads it, and fails then.
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].contains("needs `engine.redis.sentinel_tls.cert_pem`"));
     assert!(
-        found[2]
+        found[1]
             .starts_with("`engine.redis.sentinel_tls.key_pem` is set but no connection uses TLS")
     );
 }

@@ -3,7 +3,6 @@
 //! `crate::startup` builds it from `engine.redis` (reading the PEM files the config names);
 //! nothing here reads files or connects.
 
-use std::fmt;
 use std::time::Duration;
 
 /// Where the Redis engine connects and how it names things.
@@ -100,48 +99,9 @@ impl Default for NodeOptions {
     }
 }
 
-/// TLS to a Redis server (rustls). Used when `enabled`, or for a `rediss://` address.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsOptions {
-    pub enabled: bool,
-    /// PEM certificates to trust instead of the system's roots.
-    pub ca_pem: Option<Vec<u8>>,
-    /// A client certificate for servers that require one (`tls-auth-clients yes`).
-    pub client_identity: Option<ClientIdentity>,
-    /// The name the server's certificate must be valid for, when it is not the host gyre
-    /// connects to (an IP address, or a name the certificate lacks).
-    pub server_name: Option<String>,
-    /// Accept any certificate. Development only.
-    pub insecure_skip_verify: bool,
-}
-
-/// A client certificate chain and its private key, both PEM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: Secret,
-}
-
-/// A password or private key: compared like its text, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// TLS to a Redis server: [`crate::tls`]'s options, used when `enabled` or for a `rediss://`
+/// address. The password type is shared with them.
+pub use crate::tls::{ClientIdentity, Secret, TlsOptions};
 
 #[cfg(test)]
 mod tests {

@@ -112,6 +112,21 @@ pub struct Session {
     /// A connect was refused: nothing more from this connection is processed; the SDK opens a
     /// new one (after fetching a token, for 109), and this one is closed as stale.
     halted: bool,
+    /// Told how the connect command ended, for a transport that answers a failed connect with
+    /// an HTTP status (`connect_code_to_http_response`); `None` otherwise.
+    connect_outcome: Option<tokio::sync::oneshot::Sender<ConnectOutcome>>,
+}
+
+/// How a connect command ended, for [`Session::report_connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectOutcome {
+    Connected,
+    /// An error (its code and message) or a disconnect (its code and reason), before any
+    /// unidirectional transform.
+    Refused {
+        code: u32,
+        text: String,
+    },
 }
 
 enum State {
@@ -235,6 +250,36 @@ impl Session {
             state: State::Connecting { deadline },
             context,
             halted: false,
+            connect_outcome: None,
+        }
+    }
+
+    /// Tells the receiver how the connect command ends (see [`ConnectOutcome`]); dropped
+    /// without a word when the session ends before one.
+    pub fn report_connect(&mut self) -> tokio::sync::oneshot::Receiver<ConnectOutcome> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.connect_outcome = Some(tx);
+        rx
+    }
+
+    fn connect_ended(&mut self, outcome: ConnectOutcome) {
+        if let Some(tx) = self.connect_outcome.take() {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// The disconnect that tells a unidirectional client why its connect failed with error
+    /// `code`: `client.connect_code_to_unidirectional_disconnect`'s, else the built-in one.
+    fn unidirectional_disconnect(&self, code: u32) -> Disconnect {
+        let transforms = &self
+            .node
+            .config
+            .client
+            .connect_code_to_unidirectional_disconnect;
+        match transforms.disconnect_for(code) {
+            // Validated to 3000-4999.
+            Some(to) => Disconnect::custom(u16::try_from(to.code).unwrap_or(3004), &to.reason),
+            None => codes::unidirectional_disconnect(code),
         }
     }
 
@@ -288,6 +333,8 @@ impl Session {
         let method = method_name(&command);
         metrics::counter!(crate::metrics::COMMANDS, "method" => method).increment(1);
         let started = Instant::now();
+        let connecting =
+            matches!(self.state, State::Connecting { .. }) && command.connect.is_some();
         let outcome = match &self.state {
             State::Connecting { .. } => match &command.connect {
                 Some(request) => self.connect(id, request).await.map(|()| None),
@@ -297,6 +344,23 @@ impl Session {
         };
         metrics::histogram!(crate::metrics::COMMAND_DURATION, "method" => method)
             .record(started.elapsed().as_secs_f64());
+        if connecting && self.connect_outcome.is_some() {
+            self.connect_ended(match &outcome {
+                Ok(_) => ConnectOutcome::Connected,
+                Err(CommandError::Reply(code)) => ConnectOutcome::Refused {
+                    code: code.code,
+                    text: code.message.to_string(),
+                },
+                Err(CommandError::App(app)) => ConnectOutcome::Refused {
+                    code: app.code,
+                    text: app.message.clone(),
+                },
+                Err(CommandError::Disconnect(disconnect)) => ConnectOutcome::Refused {
+                    code: u32::from(disconnect.code),
+                    text: disconnect.reason.to_string(),
+                },
+            });
+        }
         match outcome {
             Ok(Some(reply)) => {
                 self.send_reply(Reply { id, ..reply });
@@ -315,7 +379,7 @@ impl Session {
                 if self.transport.mode == Mode::Unidirectional {
                     // No reply can reach a unidirectional client: it learns why from the
                     // disconnect.
-                    return Err(codes::unidirectional_disconnect(error.code));
+                    return Err(self.unidirectional_disconnect(error.code));
                 }
                 self.send_reply(Reply {
                     id,
