@@ -17,6 +17,7 @@ mod load;
 mod payload;
 mod rawws;
 mod report;
+mod route;
 mod stats;
 mod storm;
 
