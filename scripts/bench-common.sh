@@ -176,6 +176,7 @@ start_cluster() { # first_port
   for i in 1 2 3 4 5 6; do
     port="$(free_cluster_port "$p")"
     p=$((port + 1))
+    rm -rf "${TMP:?}/cluster-$port" # a node must start without an earlier run's nodes.conf
     start_redis "$port" "cluster-$port" --cluster-enabled yes --cluster-config-file nodes.conf \
       --cluster-node-timeout 1500 --loadmodule "$MODULE" sharded-pubsub yes
     CLUSTER_PORTS+=("$port")
@@ -184,7 +185,10 @@ start_cluster() { # first_port
   done
   CLUSTER_SEEDS="$(IFS=,; echo "${addrs[*]:0:3}")"
   redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
-    >>"$TMP/cluster-create.log" 2>&1
+    >>"$TMP/cluster-create.log" 2>&1 || {
+    log "redis-cli --cluster create failed (cluster-create.log)"
+    return 1
+  }
   for _ in $(seq 300); do
     local ok=0
     for port in "${CLUSTER_PORTS[@]}"; do

@@ -630,7 +630,8 @@ pub struct ShardStats {
     pub failures_by_kind: BTreeMap<String, u64>,
     /// Kill → reply of the first publication made after the kill that succeeded.
     pub publish_resumed_s: Option<f64>,
-    /// Kill → reply of the last failed publication.
+    /// Kill → reply of the first and of the last failed publication.
+    pub first_failure_s: Option<f64>,
     pub last_failure_s: Option<f64>,
     /// Kill → the last client's return to sync; null unless all did.
     pub all_in_sync_s: Option<f64>,
@@ -638,6 +639,8 @@ pub struct ShardStats {
     pub in_sync_p90_s: Option<f64>,
     pub in_sync_p99_s: Option<f64>,
     pub clients_in_sync: usize,
+    /// Clients without a subscription at the end (still resubscribing or reconnecting).
+    pub clients_unsubscribed_at_end: usize,
     /// Kill → the first and the median first 2500 push of a client.
     pub first_unsubscribe_s: Option<f64>,
     pub unsubscribe_p50_s: Option<f64>,
@@ -654,7 +657,11 @@ pub struct ShardStats {
     /// Publications acknowledged (Redis replied) that some subscriber of the channel never
     /// received: (subscriber, publication) pairs.
     pub acknowledged_missed: u64,
-    /// …of which the subscriber was not told `recovered: false` after the publication was made.
+    /// …of which the subscriber had no subscription at the end (it was told with 2500 or a
+    /// disconnect and is still trying to come back: neither recovered nor announced yet).
+    pub missed_while_unsubscribed: u64,
+    /// …of which the subscriber was subscribed at the end and never told `recovered: false`
+    /// after the publication was made: lost without a word. Must be 0.
     pub silently_missed: u64,
 }
 
@@ -726,6 +733,7 @@ fn shard_stats(
         ..Default::default()
     };
     let pubs = shared.pubs.lock().unwrap();
+    let mut first_failure: Option<u64> = None;
     let mut last_failure: Option<u64> = None;
     let mut first_failure_sent: Option<u64> = None;
     for p in pubs
@@ -738,6 +746,7 @@ fn shard_stats(
             *s.failures_by_kind.entry(error_kind(e)).or_default() += 1;
             let t = p.done_ns.saturating_sub(kill);
             last_failure = Some(last_failure.map_or(t, |l| l.max(t)));
+            first_failure = Some(first_failure.map_or(t, |f| f.min(t)));
             first_failure_sent = Some(first_failure_sent.map_or(p.sent_ns, |f| f.min(p.sent_ns)));
         }
     }
@@ -750,6 +759,7 @@ fn shard_stats(
         .map(|p| p.done_ns.saturating_sub(kill))
         .min();
     s.publish_resumed_s = resumed.map(secs);
+    s.first_failure_s = first_failure.map(secs);
     s.last_failure_s = last_failure.map(secs);
 
     // Acknowledged publications per channel: (sent, done).
@@ -782,6 +792,7 @@ fn shard_stats(
         if let Some(t) = st.first_unsubscribe_ns {
             unsub.push(t.saturating_sub(kill));
         }
+        s.clients_unsubscribed_at_end += usize::from(!st.subscribed);
         s.clients_unsubscribed_2500 += usize::from(st.unsubscribes_2500 > 0);
         s.unsubscribes_2500 += u64::from(st.unsubscribes_2500);
         s.unsubscribes_other += u64::from(st.unsubscribes_other);
@@ -798,7 +809,9 @@ fn shard_stats(
                 continue;
             }
             s.acknowledged_missed += 1;
-            if st.not_recovered_ns.is_none_or(|t| t < sent) {
+            if !st.subscribed {
+                s.missed_while_unsubscribed += 1;
+            } else if st.not_recovered_ns.is_none_or(|t| t < sent) {
                 s.silently_missed += 1;
             }
         }
@@ -1040,7 +1053,8 @@ async fn run_async(args: FailoverArgs) -> Result<FailoverResult, Box<dyn std::er
 
 // --- report ----------------------------------------------------------------------------------
 
-/// Markdown table of every `gyre-bench failover` result in `dir`, with medians per label.
+/// Markdown tables of every `gyre-bench failover` result in `dir`: one row per run, then the
+/// medians per label (topology).
 pub fn report(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let mut runs: Vec<(PathBuf, Value)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -1048,111 +1062,176 @@ pub fn report(dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let v: Value = match serde_json::from_str(&std::fs::read_to_string(&path)?) {
-            Ok(v) => v,
-            Err(_) => continue,
+        let Ok(v) = serde_json::from_str::<Value>(&std::fs::read_to_string(&path)?) else {
+            continue;
         };
         if v["mode"] == "failover" {
             runs.push((path, v));
         }
     }
     runs.sort_by(|a, b| a.0.cmp(&b.0));
-    let cols: [(&str, &[&str], usize); 9] = [
+    print!("{}", render_report(&runs));
+    Ok(())
+}
+
+/// One cell: a number, or two joined by " / ".
+type Cell = fn(&Value, &dyn Fn(&Value, &[&str]) -> Option<f64>) -> String;
+
+/// The columns of both tables: title and how to compute the cell from a result (or, for the
+/// medians, from the median of each number over the runs).
+fn columns() -> Vec<(&'static str, Cell)> {
+    fn two(
+        v: &Value,
+        get: &dyn Fn(&Value, &[&str]) -> Option<f64>,
+        a: &[&str],
+        b: &[&str],
+        digits: usize,
+    ) -> String {
+        format!("{} / {}", fmt(get(v, a), digits), fmt(get(v, b), digits))
+    }
+    vec![
+        ("publishing failed from / to s (killed shard)", |v, g| {
+            two(
+                v,
+                g,
+                &["killed_shard", "first_failure_s"],
+                &["killed_shard", "last_failure_s"],
+                2,
+            )
+        }),
+        ("**publishing resumed s** (killed shard)", |v, g| {
+            format!(
+                "**{}**",
+                fmt(g(v, &["killed_shard", "publish_resumed_s"]), 2)
+            )
+        }),
+        ("publishing failed from / to s (other shards)", |v, g| {
+            two(
+                v,
+                g,
+                &["other_shards", "first_failure_s"],
+                &["other_shards", "last_failure_s"],
+                2,
+            )
+        }),
+        ("first 2500 s", |v, g| {
+            fmt(g(v, &["all", "first_unsubscribe_s"]), 2)
+        }),
+        ("**all in sync s**", |v, g| {
+            format!("**{}**", fmt(g(v, &["all", "all_in_sync_s"]), 2))
+        }),
+        ("in sync p50 / p99 s (killed shard)", |v, g| {
+            two(
+                v,
+                g,
+                &["killed_shard", "in_sync_p50_s"],
+                &["killed_shard", "in_sync_p99_s"],
+                2,
+            )
+        }),
+        ("in sync p50 / p99 s (other shards)", |v, g| {
+            two(
+                v,
+                g,
+                &["other_shards", "in_sync_p50_s"],
+                &["other_shards", "in_sync_p99_s"],
+                2,
+            )
+        }),
+        ("2500 (killed / other shards)", |v, g| {
+            two(
+                v,
+                g,
+                &["killed_shard", "clients_unsubscribed_2500"],
+                &["other_shards", "clients_unsubscribed_2500"],
+                0,
+            )
+        }),
         (
-            "publishing resumed s (killed shard)",
-            &["killed_shard", "publish_resumed_s"],
-            2,
+            "**told recovered:false** (killed / other shards)",
+            |v, g| {
+                two(
+                    v,
+                    g,
+                    &["killed_shard", "clients_told_not_recovered"],
+                    &["other_shards", "clients_told_not_recovered"],
+                    0,
+                )
+            },
         ),
+        ("recovered:true", |v, g| {
+            fmt(g(v, &["all", "recovered_true"]), 0)
+        }),
+        ("without a subscription at the end", |v, g| {
+            fmt(g(v, &["all", "clients_unsubscribed_at_end"]), 0)
+        }),
         (
-            "publishing resumed s (other shards)",
-            &["other_shards", "publish_resumed_s"],
-            2,
+            "acknowledged, never delivered: all / to a client still out / silently",
+            |v, g| {
+                format!(
+                    "{} / {} / {}",
+                    fmt(g(v, &["all", "acknowledged_missed"]), 0),
+                    fmt(g(v, &["all", "missed_while_unsubscribed"]), 0),
+                    fmt(g(v, &["all", "silently_missed"]), 0)
+                )
+            },
         ),
-        ("first 2500 s", &["killed_shard", "first_unsubscribe_s"], 2),
-        ("all in sync s", &["all", "all_in_sync_s"], 2),
-        (
-            "in sync p50 / p99 s (killed shard)",
-            &["killed_shard", "in_sync_p50_s"],
-            2,
-        ),
-        (
-            "in sync p50 s (other shards)",
-            &["other_shards", "in_sync_p50_s"],
-            2,
-        ),
-        (
-            "told recovered:false (killed shard)",
-            &["killed_shard", "clients_told_not_recovered"],
-            0,
-        ),
-        (
-            "told recovered:false (other shards)",
-            &["other_shards", "clients_told_not_recovered"],
-            0,
-        ),
-        ("silently missed", &["all", "silently_missed"], 0),
-    ];
-    println!(
-        "| run | clients | {} | 2500s (killed / other) | recovered:true | publications failed | acknowledged, never delivered |",
-        cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
+        ("offset gaps / repeats", |v, g| {
+            two(v, g, &["all", "offset_gaps"], &["all", "offset_repeats"], 0)
+        }),
+    ]
+}
+
+fn render_report(runs: &[(PathBuf, Value)]) -> String {
+    let cols = columns();
+    let titles: Vec<&str> = cols.iter().map(|c| c.0).collect();
+    let mut out = format!(
+        "| run | clients | {} |\n|---|---|{}\n",
+        titles.join(" | "),
+        "---|".repeat(cols.len())
     );
-    println!("|---|---|{}---|---|---|---|", "---|".repeat(cols.len()));
+    let plain = |v: &Value, p: &[&str]| num(v, p);
     let mut by_label: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
-    for (path, v) in &runs {
+    for (path, v) in runs {
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-        let mut cells = Vec::new();
-        for (title, p, digits) in cols {
-            let mut cell = fmt(num(v, p), digits);
-            if title.starts_with("in sync p50 / p99") {
-                cell = format!(
-                    "{} / {}",
-                    cell,
-                    fmt(num(v, &["killed_shard", "in_sync_p99_s"]), digits)
-                );
-            }
-            cells.push(cell);
-        }
-        println!(
-            "| {name} | {}/{} | {} | {} / {} | {} | {} | {} |",
+        let cells: Vec<String> = cols.iter().map(|(_, cell)| cell(v, &plain)).collect();
+        out.push_str(&format!(
+            "| {name} | {}/{} | {} |\n",
             v["ready"],
             v["connections"],
-            cells.join(" | "),
-            v["killed_shard"]["clients_unsubscribed_2500"],
-            v["other_shards"]["clients_unsubscribed_2500"],
-            v["all"]["recovered_true"],
-            v["publications_failed"],
-            v["all"]["acknowledged_missed"],
-        );
+            cells.join(" | ")
+        ));
         by_label
             .entry(v["label"].as_str().unwrap_or("").to_string())
             .or_default()
             .push(v);
     }
-    println!();
-    println!(
-        "| label | runs | {} |",
-        cols.iter().map(|c| c.0).collect::<Vec<_>>().join(" | ")
-    );
-    println!("|---|---|{}", "---|".repeat(cols.len()));
+    out.push_str(&format!(
+        "\nMedians:\n\n| topology | runs | {} |\n|---|---|{}\n",
+        titles.join(" | "),
+        "---|".repeat(cols.len())
+    ));
     for (label, vs) in by_label {
-        let median = |p: &[&str], digits: usize| {
+        // A median over the runs of every number the cell reads (– when a run has none, e.g.
+        // never all in sync: a median that skipped those runs would flatter).
+        let median = |_: &Value, p: &[&str]| {
             let mut values: Vec<f64> = vs.iter().filter_map(|v| num(v, p)).collect();
-            fmt(stats::median(&mut values), digits)
-        };
-        let mut cells = Vec::new();
-        for (title, p, digits) in cols {
-            let mut cell = median(p, digits);
-            if title.starts_with("in sync p50 / p99") {
-                cell = format!(
-                    "{cell} / {}",
-                    median(&["killed_shard", "in_sync_p99_s"], digits)
-                );
+            if values.len() < vs.len() {
+                return None;
             }
-            cells.push(cell);
-        }
-        println!("| {label} | {} | {} |", vs.len(), cells.join(" | "));
+            stats::median(&mut values)
+        };
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|(_, cell)| cell(&Value::Null, &median))
+            .collect();
+        out.push_str(&format!(
+            "| {label} | {} | {} |\n",
+            vs.len(),
+            cells.join(" | ")
+        ));
     }
-    Ok(())
+    out
 }
 
 #[cfg(test)]
@@ -1207,6 +1286,35 @@ mod tests {
             "publications": [{"offset": 14, "data": {"t": 7}}]});
         st.subscribe_reply(&reply, true, 2, 0);
         assert_eq!(st.gaps, 1);
+    }
+
+    #[test]
+    fn report_rows_and_medians() {
+        let run = |resumed: f64, sync: Option<f64>| {
+            json!({"mode": "failover", "label": "cluster", "ready": 10, "connections": 10,
+                "killed_shard": {"publish_resumed_s": resumed, "clients_told_not_recovered": 3},
+                "other_shards": {"clients_told_not_recovered": 0},
+                "all": {"all_in_sync_s": sync, "silently_missed": 0}})
+        };
+        let runs = vec![
+            (PathBuf::from("cluster-1.json"), run(2.0, Some(3.0))),
+            (PathBuf::from("cluster-2.json"), run(4.0, Some(5.0))),
+            (PathBuf::from("cluster-3.json"), run(3.0, None)),
+        ];
+        let md = render_report(&runs);
+        assert!(
+            md.contains("| cluster-1 | 10/10 | – / – | **2.00** |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| **3** / **0** |") || md.contains("| 3 / 0 |"),
+            "{md}"
+        );
+        // The median of "all in sync" is unknown when a run never got there.
+        assert!(
+            md.contains("| cluster | 3 | – / – | **3.00** | – / – | – | **–** |"),
+            "{md}"
+        );
     }
 
     #[test]
