@@ -79,10 +79,12 @@ start_redis() { # port name [args...]
 }
 
 # Writes $TMP/gyre.toml for a benchmark gyre listening on port $1 with the Redis engine on port
-# $2: anonymous clients, API key `bench-api-key`, and a namespace `bench` anyone may subscribe
-# in. $3: more lines for [client]; $4: more lines for the `bench` namespace (its history);
-# $5: more sections.
-write_gyre_config() { # port redis_port client_lines namespace_lines sections
+# $2 (or, when $2 holds a `=`, that line in [engine.redis], e.g. a cluster_address): anonymous
+# clients, API key `bench-api-key`, and a namespace `bench` anyone may subscribe in. $3: more
+# lines for [client]; $4: more lines for the `bench` namespace (its history); $5: more sections.
+write_gyre_config() { # port redis_port|redis_line client_lines namespace_lines sections
+  local redis_line="address = [\"redis://127.0.0.1:$2\"]"
+  case $2 in *=*) redis_line=$2 ;; esac
   cat >"$TMP/gyre.toml" <<EOF
 [http_server]
 address = "127.0.0.1"
@@ -105,7 +107,7 @@ key = "bench-api-key"
 type = "redis"
 
 [engine.redis]
-address = ["redis://127.0.0.1:$2"]
+$redis_line
 
 ${5:-}
 
@@ -123,12 +125,125 @@ EOF
 start_gyre() { # redis_port gyre_port
   start_redis "$1" gyre-redis --loadmodule "$MODULE"
   GYRE_REDIS_PID=$REDIS_PID
+  launch_gyre "$2"
+}
+# Starts gyre with $TMP/gyre.toml (its Redis already running) and waits for port $1; sets
+# GYRE_PID.
+launch_gyre() { # gyre_port
   "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
   GYRE_PID=$!
   PIDS+=("$GYRE_PID")
-  wait_port "$2" gyre
+  wait_port "$1" gyre
 }
 stop_gyre() {
   stop "$GYRE_PID"
   stop "$GYRE_REDIS_PID"
+}
+
+# --- Redis Cluster and Sentinel (bench-cluster.sh, bench-failover.sh) ------------------------
+
+# Sum of utime + stime of the given processes, in clock ticks (gone processes count 0).
+cpu_ticks() { # pid...
+  local pid total=0 f
+  for pid in "$@"; do
+    f="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    f="${f##*) }"
+    total=$((total + $(echo "$f" | awk '{ print $12 + $13 }')))
+  done
+  echo "$total"
+}
+CLK_TCK="$(getconf CLK_TCK)"
+
+# A port nothing listens on, starting at $1, whose cluster bus port (+10000) is free too. Keep
+# $1 + 10000 below the ephemeral range (32768 on Linux by default): a bus port there can be
+# taken by any outgoing connection between the check and the bind.
+free_cluster_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null ||
+    (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+
+# Starts a Redis Cluster of six nodes on free ports from $1 (bus ports +10000), each with
+# libgyre.so (`sharded-pubsub yes`), cluster-node-timeout 1500 ms, no persistence, data and logs
+# in $TMP/cluster-<port>; creates it with one replica per primary (the first three become the
+# primaries) and waits until every node says cluster_state:ok and every replica's link is up.
+# Sets CLUSTER_PORTS (array), CLUSTER_PIDS (array, same order), CLUSTER_SEEDS (host:port,…).
+start_cluster() { # first_port
+  local p=$1 i port addrs=()
+  CLUSTER_PORTS=()
+  CLUSTER_PIDS=()
+  for i in 1 2 3 4 5 6; do
+    port="$(free_cluster_port "$p")"
+    p=$((port + 1))
+    rm -rf "${TMP:?}/cluster-$port" # a node must start without an earlier run's nodes.conf
+    start_redis "$port" "cluster-$port" --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 1500 --loadmodule "$MODULE" sharded-pubsub yes
+    CLUSTER_PORTS+=("$port")
+    CLUSTER_PIDS+=("$REDIS_PID")
+    addrs+=("127.0.0.1:$port")
+  done
+  CLUSTER_SEEDS="$(IFS=,; echo "${addrs[*]:0:3}")"
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    >>"$TMP/cluster-create.log" 2>&1 || {
+    log "redis-cli --cluster create failed (cluster-create.log)"
+    return 1
+  }
+  for _ in $(seq 300); do
+    local ok=0
+    for port in "${CLUSTER_PORTS[@]}"; do
+      redis-cli -p "$port" CLUSTER INFO 2>/dev/null | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+    done
+    if [ "$ok" = 6 ] && [ "$(cluster_replicas | wc -l)" = 3 ] && replicas_linked $(cluster_replicas); then
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "the cluster did not settle (ports ${CLUSTER_PORTS[*]})"
+  return 1
+}
+stop_cluster() { stop "${CLUSTER_PIDS[@]}"; }
+
+# Whether every replica on the given ports has its link to the primary up.
+replicas_linked() { # port...
+  local port
+  for port in "$@"; do
+    redis-cli -p "$port" INFO replication 2>/dev/null | grep -q '^master_link_status:up' || return 1
+  done
+}
+
+# CLUSTER NODES as node $1 sees it.
+cluster_nodes() { redis-cli -p "$1" CLUSTER NODES 2>/dev/null | tr -d '\r'; }
+# Ports of the primaries serving slots / of the replicas, as the first answering node sees it.
+cluster_primaries() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    cluster_nodes "$port" | awk '$3 ~ /master/ && $3 !~ /fail/ && NF >= 9 { split($2, a, "[:@]"); print a[2] }' | sort -n && return
+  done
+}
+cluster_replicas() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    cluster_nodes "$port" | awk '$3 ~ /slave/ && $3 !~ /fail/ { split($2, a, "[:@]"); print a[2] }' | sort -n && return
+  done
+}
+# Port of the primary serving the slot of key $1.
+cluster_owner() {
+  local slot
+  slot="$(redis-cli -p "${CLUSTER_PORTS[0]}" CLUSTER KEYSLOT "$1")"
+  cluster_nodes "${CLUSTER_PORTS[0]}" | awk -v s="$slot" '$3 ~ /master/ && $3 !~ /fail/ {
+    for (i = 9; i <= NF; i++) { n = split($i, r, "-"); lo = r[1]; hi = (n > 1 ? r[2] : r[1]);
+      if (s >= lo && s <= hi) { split($2, a, "[:@]"); print a[2]; exit } } }'
+}
+# PID of the cluster node on port $1.
+cluster_pid() {
+  local i
+  for i in "${!CLUSTER_PORTS[@]}"; do
+    [ "${CLUSTER_PORTS[$i]}" = "$1" ] && echo "${CLUSTER_PIDS[$i]}" && return
+  done
+}
+# Empties every primary (replicas follow).
+cluster_flush() {
+  local port
+  for port in $(cluster_primaries); do redis-cli -p "$port" FLUSHALL >/dev/null; done
 }

@@ -39,6 +39,7 @@ use gyre_proto::protocol::{Command, ConnectRequest, Reply, SubscribeRequest};
 use crate::floor::round3;
 use crate::payload;
 use crate::rawws::{self, RawWs, WireCounters};
+use crate::route::{Router, Topology};
 use crate::stats::{self, Latency};
 
 /// What the subscribers connect to.
@@ -96,6 +97,10 @@ pub struct LoadArgs {
     /// Redis URL for --publish redis.
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// --publish redis into a Redis Cluster: seed nodes (host:port, comma-separated); each
+    /// publication goes to the primary of its channel's slot, one pipeline per primary.
+    #[arg(long)]
+    pub redis_cluster: Option<String>,
     /// Base URL for HTTP publishing [default: --url].
     #[arg(long)]
     pub publish_url: Option<String>,
@@ -777,7 +782,7 @@ async fn connection(i: usize, cfg: Arc<Cfg>, shared: Arc<Shared>, sem: Arc<Semap
 }
 
 enum Publisher {
-    Redis(redis::aio::MultiplexedConnection),
+    Redis(Router),
     Http {
         sender: SendRequest<Full<Bytes>>,
         authority: String,
@@ -790,13 +795,12 @@ impl Publisher {
     async fn new(args: &LoadArgs, via: PublishVia, base: &str) -> Result<Self, String> {
         match via {
             PublishVia::Redis => {
-                let client =
-                    redis::Client::open(args.redis_url.as_str()).map_err(|e| e.to_string())?;
-                let con = client
-                    .get_multiplexed_async_connection()
+                let topology =
+                    Topology::from_args(&args.redis_url, args.redis_cluster.as_deref(), None, "");
+                let router = Router::new(topology, Duration::from_secs(5))
                     .await
                     .map_err(|e| format!("redis: {e}"))?;
-                Ok(Self::Redis(con))
+                Ok(Self::Redis(router))
             }
             PublishVia::GyreApi | PublishVia::Nchan => {
                 let (addr, authority) = resolve(base)?;
@@ -821,24 +825,11 @@ impl Publisher {
     /// Publishes the batch; returns how many succeeded, plus the first error.
     async fn publish(&mut self, batch: &[(String, Vec<u8>)]) -> (usize, Option<String>) {
         match self {
-            Self::Redis(con) => {
-                let mut pipe = redis::pipe();
-                for (channel, data) in batch {
-                    pipe.cmd("GYRE.PUBLISH").arg(channel).arg(data.as_slice());
-                }
-                match pipe.query_async::<Vec<redis::Value>>(con).await {
-                    Ok(values) => {
-                        let errors = values
-                            .iter()
-                            .filter(|v| matches!(v, redis::Value::ServerError(_)))
-                            .count();
-                        (
-                            values.len() - errors,
-                            (errors > 0).then(|| "GYRE.PUBLISH error".to_string()),
-                        )
-                    }
-                    Err(e) => (0, Some(format!("redis: {e}"))),
-                }
+            Self::Redis(router) => {
+                let results = router.publish_batch(batch).await;
+                let ok = results.iter().filter(|r| r.is_ok()).count();
+                let first_error = results.into_iter().find_map(|r| r.err());
+                (ok, first_error.map(|e| format!("GYRE.PUBLISH: {e}")))
             }
             Self::Http {
                 sender,

@@ -10,13 +10,19 @@
 //! - `gyre-bench storm`: N clients reconnecting at once with recovery, time to full recovery and a
 //!   live probe's latency meanwhile; `gyre-bench storm-report <dir>` tabulates the results
 //!   (scripts/bench-storm.sh).
+//! - `gyre-bench failover`: a Redis primary killed (cluster or Sentinel) under steady publishing:
+//!   time until publishing resumes, until every subscriber is back in sync, and how many were
+//!   told `recovered: false`; `gyre-bench failover-report <dir>` tabulates the results
+//!   (scripts/bench-failover.sh).
 
+mod failover;
 mod floor;
 mod hooks;
 mod load;
 mod payload;
 mod rawws;
 mod report;
+mod route;
 mod stats;
 mod storm;
 
@@ -54,6 +60,14 @@ enum Cmd {
     /// Markdown table of the storm results in a directory.
     StormReport {
         /// Directory holding `gyre-bench storm` JSON results.
+        dir: PathBuf,
+    },
+    /// A Redis primary killed under steady publishing: time until publishing resumes, until every
+    /// subscriber is back in sync, and what the subscribers were told.
+    Failover(Box<failover::FailoverArgs>),
+    /// Markdown table of the failover results in a directory.
+    FailoverReport {
+        /// Directory holding `gyre-bench failover` JSON results.
         dir: PathBuf,
     },
 }
@@ -98,6 +112,8 @@ fn main() {
         Cmd::StormReport { dir } => storm::report(&dir),
         Cmd::HookBackend(args) => hooks::backend(args),
         Cmd::Hooks(args) => hooks::run(*args),
+        Cmd::Failover(args) => failover::run(*args),
+        Cmd::FailoverReport { dir } => failover::report(&dir),
     };
     if let Err(e) = result {
         eprintln!("gyre-bench: {e}");

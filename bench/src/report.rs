@@ -108,7 +108,9 @@ pub fn render(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
             let mut vals: Vec<f64> = reference[label].iter().filter_map(f).collect();
             median(&mut vals)
         };
-        let pair = labels.len() >= 2 && labels[0].1 == "gyre" && labels[1].1 == "nchan";
+        // Two systems side by side get a ratio column (gyre/nchan, or e.g. cluster/single).
+        let pair = labels.len() == 2;
+        let with_floor = floor.is_some();
         out.push_str(&format!(
             "Reference load, median of {rounds} round(s):\n\n| metric |"
         ));
@@ -116,10 +118,13 @@ pub fn render(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
             out.push_str(&format!(" {} |", l.1));
         }
         if pair {
-            out.push_str(" gyre/nchan |");
+            out.push_str(&format!(" {}/{} |", labels[0].1, labels[1].1));
         }
-        out.push_str(" gyre/floor (1 frame per write) |\n|---|");
-        for _ in 0..labels.len() + usize::from(pair) + 1 {
+        if with_floor {
+            out.push_str(&format!(" {}/floor (1 frame per write) |", labels[0].1));
+        }
+        out.push_str("\n|---|");
+        for _ in 0..labels.len() + usize::from(pair) + usize::from(with_floor) {
             out.push_str("---|");
         }
         out.push('\n');
@@ -205,14 +210,16 @@ pub fn render(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
             if pair {
                 out.push_str(&format!(" {} |", ratio(vals[0], vals[1])));
             }
-            if *vs_floor {
-                out.push_str(&format!(
-                    " {} (floor {} µs) |",
-                    ratio(vals[0], floor_of(1)),
-                    fmt(floor_of(1), 3)
-                ));
-            } else {
-                out.push_str(" |");
+            if with_floor {
+                if *vs_floor {
+                    out.push_str(&format!(
+                        " {} (floor {} µs) |",
+                        ratio(vals[0], floor_of(1)),
+                        fmt(floor_of(1), 3)
+                    ));
+                } else {
+                    out.push_str(" |");
+                }
             }
             out.push('\n');
         }
