@@ -1,7 +1,7 @@
 //! The HTTP server API of `gyre` (`POST /api/<method>`, reference §5.5): authentication, every
 //! implemented method's request and response shape, and errors. Run on both engines.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd, hs256_token, unix_now};
 use gyre_tests::{GyreProcess, Namespace, http_request, http_request_with_timeout, wait_until};
@@ -459,16 +459,26 @@ fn metrics_count_connections_and_commands() {
     let env = env(EngineKind::Memory);
     env.publish("chat:m", json!({"n": 1}));
     let _client = env.client("alice");
-    let (status, text) = http_request(env.gyre.port(), "GET", "/metrics", &[], b"")
-        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
-    assert_eq!(status, 200, "{text}");
-    for needle in [
+    let needles = [
         "gyre_node_num_clients 1",
         "gyre_client_connections_accepted_total{transport=\"websocket\"} 1",
         "gyre_client_commands_total{method=\"connect\"} 1",
         "gyre_client_command_duration_seconds_bucket{method=\"connect\"",
-    ] {
-        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    ];
+    // The session records a command's duration after it queued the reply, so the client may read
+    // its connect reply a moment before the histogram has the sample.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, text) = http_request(env.gyre.port(), "GET", "/metrics", &[], b"")
+            .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+        assert_eq!(status, 200, "{text}");
+        match needles.iter().find(|needle| !text.contains(*needle)) {
+            None => break,
+            Some(needle) if Instant::now() > deadline => {
+                panic!("{needle} missing from:\n{text}")
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
     }
 }
 
