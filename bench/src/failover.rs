@@ -276,10 +276,15 @@ impl ClientState {
         } else {
             self.subscribed_ns = now;
         }
+        // A recovered reply carries the requested offset (as Centrifugo's does): the position
+        // advances through its publications.
         self.offset = sub["offset"].as_u64().unwrap_or(0);
         self.epoch = sub["epoch"].as_str().unwrap_or("").to_string();
         self.subscribed = true;
         for p in sub["publications"].as_array().map_or(&[][..], |a| a) {
+            if let Some(offset) = p["offset"].as_u64() {
+                self.offset = self.offset.max(offset);
+            }
             if let Some(sent) = sent_ns(p) {
                 self.receive(sent, now, kill);
             }
@@ -1277,15 +1282,21 @@ mod tests {
             offset: 10,
             ..Default::default()
         };
-        let reply = json!({"recovered": true, "offset": 12, "epoch": "e",
+        // gyre, like Centrifugo, answers a recovery with the requested offset.
+        let reply = json!({"recovered": true, "offset": 10, "epoch": "e",
             "publications": [{"offset": 11, "data": {"t": 5}}, {"offset": 12, "data": {"t": 6}}]});
         st.subscribe_reply(&reply, true, 1, 0);
         assert_eq!((st.recovered_true, st.gaps, st.offset), (1, 0, 12));
         assert!(st.received.contains(&5) && st.received.contains(&6));
-        let reply = json!({"recovered": true, "offset": 15, "epoch": "e",
-            "publications": [{"offset": 14, "data": {"t": 7}}]});
-        st.subscribe_reply(&reply, true, 2, 0);
-        assert_eq!(st.gaps, 1);
+        st.live(13, None, 2, 0);
+        assert_eq!(
+            st.gaps, 0,
+            "the next live publication follows the recovered ones"
+        );
+        let reply = json!({"recovered": true, "offset": 13, "epoch": "e",
+            "publications": [{"offset": 15, "data": {"t": 7}}]});
+        st.subscribe_reply(&reply, true, 3, 0);
+        assert_eq!((st.gaps, st.offset), (1, 15));
     }
 
     #[test]
