@@ -22,14 +22,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster::TlsMode;
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{ClientTlsConfig, Cmd, ProtocolVersion, PushInfo, PushKind, TlsCertificates, Value};
 use tokio::sync::{Notify, mpsc};
 
 use super::Namespaces;
+use super::cluster_link::ClusterLink;
 use super::pubsub::{self, AbortOnDrop};
 use super::{NodeOptions, RedisSettings, connect};
 use crate::engine::{EngineError, EngineEvent, EventSender};
@@ -63,7 +63,7 @@ const REPAIR_PARALLELISM: usize = 32;
 pub(super) struct ClusterShard {
     /// The seed addresses as configured, for messages.
     pub seeds: String,
-    commands: ClusterConnection,
+    commands: Arc<ClusterLink>,
     pub pubsub: ClusterPubSub,
 }
 
@@ -77,23 +77,32 @@ impl ClusterShard {
         namespaces: Namespaces,
     ) -> Result<ClusterShard, EngineError> {
         crate::tls::install_crypto_provider();
-        let client = client_builder(seeds, &settings.nodes)?
-            .build()
-            .map_err(unavailable)?;
-        let mut commands = client.get_async_connection().await.map_err(unavailable)?;
-        let delivery = check_module(&mut commands, &settings.prefix).await?;
+        check_options(seeds, &settings.nodes)?;
+        let options = &settings.nodes;
+        let stuck_after = options.io_timeout + options.connect_timeout;
+        let (seeds_owned, options_owned) = (seeds.to_vec(), options.clone());
+        let commands = ClusterLink::connect(
+            "commands",
+            move || Ok(client_builder(&seeds_owned, &options_owned)),
+            stuck_after,
+            options.connect_timeout,
+        )
+        .await
+        .map_err(unavailable)?;
+        let delivery = check_module(&commands, &settings.prefix).await?;
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let pubsub_client: ClusterClient = client_builder(seeds, &settings.nodes)?
-            .push_sender(push_tx)
-            .build()
-            .map_err(unavailable)?;
-        let connection = pubsub_client
-            .get_async_connection()
-            .await
-            .map_err(unavailable)?;
+        let (seeds_owned, options_owned) = (seeds.to_vec(), options.clone());
+        let connection = ClusterLink::connect(
+            "subscriptions",
+            move || Ok(client_builder(&seeds_owned, &options_owned).push_sender(push_tx.clone())),
+            stuck_after,
+            options.connect_timeout,
+        )
+        .await
+        .map_err(unavailable)?;
         let pubsub = ClusterPubSub::start(
             connection,
-            commands.clone(),
+            Arc::clone(&commands),
             &settings.prefix,
             delivery,
             push_rx,
@@ -114,14 +123,15 @@ impl ClusterShard {
 
     /// Runs `cmd` on the node owning the slot of its first argument (the channel).
     pub async fn query(&self, cmd: &Cmd) -> Result<Value, EngineError> {
-        cmd.query_async(&mut self.commands.clone())
+        self.commands
+            .run(|mut connection| async move { cmd.query_async(&mut connection).await })
             .await
             .map_err(unavailable)
     }
 
     /// Runs `cmd` on every primary (namespaces live in each).
     pub async fn query_all_primaries(&self, cmd: &Cmd) -> Result<(), EngineError> {
-        all_primaries(&mut self.commands.clone(), cmd).await
+        all_primaries(&self.commands, cmd).await
     }
 
     /// Publishes a control message on this cluster (the same way the module publishes).
@@ -145,18 +155,8 @@ impl ClusterShard {
 /// the keys unless the first seed's URL names them, TLS for `rediss://` or `tls.enabled`, the
 /// CA and client certificate, the timeouts. redis-rs connects to the nodes the cluster reports
 /// by their addresses, so `tls.server_name` cannot be honoured here and is refused.
-fn client_builder(
-    seeds: &[String],
-    options: &NodeOptions,
-) -> Result<ClusterClientBuilder, EngineError> {
-    let tls = options.tls.enabled || seeds.iter().any(|s| s.starts_with("rediss://"));
-    if tls && options.tls.server_name.is_some() {
-        return Err(EngineError::Unavailable(
-            "engine.redis.tls.server_name is not supported with cluster_address: nodes are \
-             reached at the addresses the cluster reports"
-                .into(),
-        ));
-    }
+fn client_builder(seeds: &[String], options: &NodeOptions) -> ClusterClientBuilder {
+    let tls = uses_tls(seeds, options);
     let scheme = if tls { "rediss" } else { "redis" };
     let urls: Vec<String> = seeds
         .iter()
@@ -204,13 +204,30 @@ fn client_builder(
                 });
         }
     }
-    Ok(builder)
+    builder
 }
 
-async fn all_primaries(con: &mut ClusterConnection, cmd: &Cmd) -> Result<(), EngineError> {
+fn uses_tls(seeds: &[String], options: &NodeOptions) -> bool {
+    options.tls.enabled || seeds.iter().any(|s| s.starts_with("rediss://"))
+}
+
+/// Options the cluster client cannot honour, refused at start.
+fn check_options(seeds: &[String], options: &NodeOptions) -> Result<(), EngineError> {
+    if uses_tls(seeds, options) && options.tls.server_name.is_some() {
+        return Err(EngineError::Unavailable(
+            "engine.redis.tls.server_name is not supported with cluster_address: nodes are \
+             reached at the addresses the cluster reports"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` on every primary; fails if any of them answers with an error (naming it).
+async fn all_primaries(link: &Arc<ClusterLink>, cmd: &Cmd) -> Result<(), EngineError> {
     let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-    let reply = con
-        .route_command(cmd.clone(), routing)
+    let reply = link
+        .run(|mut connection| async move { connection.route_command(cmd.clone(), routing).await })
         .await
         .map_err(unavailable)?;
     // Without a response policy: node address → that node's reply (errors included as values).
@@ -229,11 +246,14 @@ async fn all_primaries(con: &mut ClusterConnection, cmd: &Cmd) -> Result<(), Eng
 }
 
 /// Every node must run the module with the engine's prefix, and all with one delivery mode.
-async fn check_module(con: &mut ClusterConnection, prefix: &str) -> Result<Delivery, EngineError> {
+async fn check_module(link: &Arc<ClusterLink>, prefix: &str) -> Result<Delivery, EngineError> {
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg("gyre.*");
     let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
-    let reply = con.route_command(cmd, routing).await.map_err(unavailable)?;
+    let reply = link
+        .run(|mut connection| async move { connection.route_command(cmd, routing).await })
+        .await
+        .map_err(unavailable)?;
     // Without a response policy redis-rs answers a map of node address → that node's reply.
     let Value::Map(per_node) = reply else {
         return Err(EngineError::Protocol(format!(
@@ -291,7 +311,7 @@ fn config_pairs(reply: &Value) -> HashMap<String, String> {
 
 /// The subscription side of one cluster.
 pub(super) struct ClusterPubSub {
-    connection: ClusterConnection,
+    connection: Arc<ClusterLink>,
     delivery: Delivery,
     /// `<prefix>.client.`, followed by the channel (hash-tagged, see [`client_channel`]).
     client_prefix: String,
@@ -304,8 +324,8 @@ pub(super) struct ClusterPubSub {
 
 impl ClusterPubSub {
     async fn start(
-        connection: ClusterConnection,
-        commands: ClusterConnection,
+        connection: Arc<ClusterLink>,
+        commands: Arc<ClusterLink>,
         prefix: &str,
         delivery: Delivery,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
@@ -324,7 +344,7 @@ impl ClusterPubSub {
         ));
         let repair = tokio::spawn(
             Repair {
-                connection: connection.clone(),
+                connection: Arc::clone(&connection),
                 commands,
                 delivery,
                 wanted: Arc::clone(&wanted),
@@ -342,7 +362,7 @@ impl ClusterPubSub {
             _drain: AbortOnDrop(drain),
             _repair: AbortOnDrop(repair),
         };
-        subscribe_to(&mut pubsub.connection.clone(), delivery, control.as_bytes()).await?;
+        subscribe_to(&pubsub.connection, delivery, control.into_bytes()).await?;
         Ok(pubsub)
     }
 
@@ -350,30 +370,37 @@ impl ClusterPubSub {
     pub async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
         let name = client_channel(&self.client_prefix, channel);
         self.wanted.lock().insert(name.clone(), channel.to_owned());
-        subscribe_to(&mut self.connection.clone(), self.delivery, &name).await
+        subscribe_to(&self.connection, self.delivery, name).await
     }
 
     pub async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError> {
         let name = client_channel(&self.client_prefix, channel);
         self.wanted.lock().remove(&name);
-        let mut connection = self.connection.clone();
-        match self.delivery {
-            Delivery::Sharded => connection.sunsubscribe(&name).await,
-            Delivery::Broadcast => connection.unsubscribe(&name).await,
-        }
-        .map_err(unavailable)
+        let delivery = self.delivery;
+        self.connection
+            .run(|mut connection| async move {
+                match delivery {
+                    Delivery::Sharded => connection.sunsubscribe(&name).await,
+                    Delivery::Broadcast => connection.unsubscribe(&name).await,
+                }
+            })
+            .await
+            .map_err(unavailable)
     }
 }
 
 async fn subscribe_to(
-    connection: &mut ClusterConnection,
+    link: &Arc<ClusterLink>,
     delivery: Delivery,
-    name: &[u8],
+    name: Vec<u8>,
 ) -> Result<(), EngineError> {
-    match delivery {
-        Delivery::Sharded => connection.ssubscribe(name).await,
-        Delivery::Broadcast => connection.subscribe(name).await,
-    }
+    link.run(|mut connection| async move {
+        match delivery {
+            Delivery::Sharded => connection.ssubscribe(&name).await,
+            Delivery::Broadcast => connection.subscribe(&name).await,
+        }
+    })
+    .await
     .map_err(unavailable)
 }
 
@@ -453,8 +480,8 @@ async fn drain(
 
 /// Puts every wanted subscription back where its slot lives now, then has positions checked.
 struct Repair {
-    connection: ClusterConnection,
-    commands: ClusterConnection,
+    connection: Arc<ClusterLink>,
+    commands: Arc<ClusterLink>,
     delivery: Delivery,
     wanted: Arc<parking_lot::Mutex<HashMap<Vec<u8>, String>>>,
     control: String,
@@ -465,7 +492,11 @@ struct Repair {
 impl Repair {
     async fn run(self, needed: Arc<Notify>) {
         loop {
-            needed.notified().await;
+            tokio::select! {
+                () = needed.notified() => {}
+                // A new connection holds none of the old one's subscriptions.
+                () = self.connection.rebuilt.notified() => {}
+            }
             let mut pause = REPAIR_RETRY_MIN;
             loop {
                 // Several triggers in a row (a failover ends many subscriptions) make one round.
@@ -491,10 +522,7 @@ impl Repair {
         let mut names: Vec<Vec<u8>> = self.wanted.lock().keys().cloned().collect();
         names.push(self.control.as_bytes().to_vec());
         let results: Vec<Result<(), EngineError>> = futures_util::stream::iter(names)
-            .map(|name| {
-                let mut connection = self.connection.clone();
-                async move { subscribe_to(&mut connection, self.delivery, &name).await }
-            })
+            .map(|name| subscribe_to(&self.connection, self.delivery, name))
             .buffer_unordered(REPAIR_PARALLELISM)
             .collect()
             .await;
@@ -506,7 +534,7 @@ impl Repair {
         let namespaces = self.namespaces.lock().clone();
         for (name, history) in namespaces {
             let cmd = super::commands::register_namespace(&name, history);
-            if let Err(error) = all_primaries(&mut self.commands.clone(), &cmd).await {
+            if let Err(error) = all_primaries(&self.commands, &cmd).await {
                 tracing::warn!(%error, "re-registering namespace {name:?} in the cluster failed");
             }
         }

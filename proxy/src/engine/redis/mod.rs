@@ -28,6 +28,7 @@
 //! connections.
 
 mod cluster;
+mod cluster_link;
 mod commands;
 mod connect;
 mod endpoint;
