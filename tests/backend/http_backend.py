@@ -6,7 +6,9 @@ It is the example of the README ("Backend hooks") and the backend of the hook te
 
     POST /centrifugo/connect      who the client is: a session cookie (`session=s-<user>`) or an
                                   emulated `Authorization: Bearer t-<user>` header; else a
-                                  disconnect 4501. For tests of failed connects,
+                                  disconnect 4501. The `hooks:` channels the client names become
+                                  server-side subscriptions (`hooks:expiring-*` ones expire in
+                                  SUB_TTL seconds). For tests of failed connects,
                                   `session=e-<code>` is answered with error <code> and
                                   `session=h-<status>` with that HTTP status
     POST /centrifugo/refresh      prolongs the connection by REFRESH_TTL seconds, unless the user is
@@ -106,10 +108,15 @@ def connect(body, headers):
     data = body.get("data") or {}
     if isinstance(data, dict) and data.get("expire_in"):
         result["expire_at"] = int(time.time()) + int(data["expire_in"])
-    # Server-side subscriptions: the ones the client asks for in the hooks namespace.
+    # Server-side subscriptions: the ones the client asks for in the hooks namespace;
+    # `hooks:expiring-*` ones expire in SUB_TTL seconds (then sub_refresh decides).
     channels = [c for c in body.get("channels", []) if c.startswith("hooks:")]
-    if channels:
-        result["channels"] = channels
+    plain = [c for c in channels if not c.startswith("hooks:expiring")]
+    expiring = [c for c in channels if c.startswith("hooks:expiring")]
+    if plain:
+        result["channels"] = plain
+    if expiring:
+        result["subs"] = {c: {"expire_at": int(time.time()) + SUB_TTL} for c in expiring}
     return {"result": result}
 
 

@@ -443,6 +443,89 @@ fn sub_refresh_proxy_prolongs_subscriptions_until_the_backend_expires_them() {
     );
 }
 
+/// The connect proxy's `subs` may give a server-side subscription an `expire_at`: the server
+/// (not the client, which cannot refresh server-side subscriptions) asks the sub_refresh proxy
+/// at its expiry, and ends it with 2501 once the backend says so.
+#[test]
+fn server_side_subscriptions_from_the_connect_proxy_expire_through_sub_refresh() {
+    let backend = HttpBackend::start();
+    let gyre = start(&backend, "");
+    let mut client = ws(&gyre, &[("Cookie", "session=s-alice")]);
+    let reply = call(
+        &mut client,
+        1,
+        json!({"connect": {"subs": {"hooks:expiring-srv": {}, "hooks:plain-srv": {}}}}),
+    );
+    let subs = &reply["connect"]["subs"];
+    assert!(subs.get("hooks:expiring-srv").is_some(), "{reply}");
+    assert!(subs.get("hooks:plain-srv").is_some(), "{reply}");
+    assert!(
+        subs["hooks:expiring-srv"].get("expires").is_none(),
+        "the client cannot refresh a server-side subscription: {reply}"
+    );
+    client.stay_open(Duration::from_millis(5000));
+    assert!(
+        client
+            .drain()
+            .iter()
+            .all(|m| m.json()["push"].get("unsubscribe").is_none()),
+        "unsubscribed although the backend prolonged"
+    );
+    let refreshed: Vec<Value> = backend
+        .requests_to("sub_refresh")
+        .into_iter()
+        .map(|r| r["body"]["channel"].clone())
+        .collect();
+    assert!(
+        refreshed.contains(&json!("hooks:expiring-srv")),
+        "no sub_refresh call for the server-side subscription: {refreshed:?}"
+    );
+    assert!(
+        !refreshed.contains(&json!("hooks:plain-srv")),
+        "{refreshed:?}"
+    );
+
+    backend.control(json!({"expire_subscriptions": true}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let unsubscribe = loop {
+        let message = client
+            .next_push(Duration::from_millis(500))
+            .map(|m| m.json().clone());
+        if let Some(message) = message
+            && message["push"].get("unsubscribe").is_some()
+        {
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "no unsubscribe");
+    };
+    assert_eq!(
+        unsubscribe["push"],
+        json!({"channel": "hooks:expiring-srv", "unsubscribe": {"code": 2501, "reason": "subscription expired"}})
+    );
+    // The other server-side subscription lives on: a publication still reaches the client.
+    api(
+        &gyre,
+        "publish",
+        json!({"channel": "hooks:plain-srv", "data": {"n": 1}}),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let publication = loop {
+        let message = client
+            .next_push(Duration::from_millis(500))
+            .map(|m| m.json().clone());
+        if let Some(message) = message
+            && message["push"].get("pub").is_some()
+        {
+            break message;
+        }
+        assert!(std::time::Instant::now() < deadline, "no publication");
+    };
+    assert_eq!(
+        publication["push"],
+        json!({"channel": "hooks:plain-srv", "pub": {"data": {"n": 1}}})
+    );
+}
+
 #[test]
 fn a_backend_that_is_down_gives_temporary_errors_and_never_hangs() {
     let closed_port = gyre_tests::free_port();

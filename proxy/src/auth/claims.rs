@@ -74,12 +74,16 @@ impl SubscribeToken {
     }
 }
 
-/// Options of one server-side subscription from a connection token's `subs` claim.
+/// Options of one server-side subscription from a connection token's `subs` claim (or the
+/// connect proxy's `subs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubOptions {
     pub info: Bytes,
     pub data: Bytes,
     pub overrides: Overrides,
+    /// Unix seconds; `None` = never expires. Only the connect proxy sets it (tokens have no
+    /// such claim per subscription).
+    pub expires_at: Option<i64>,
 }
 
 /// Channel option overrides (`override` claim); `None` = use the namespace's setting.
@@ -245,6 +249,7 @@ impl RawConnect<'_> {
                 info: payload(raw.info, raw.b64info.as_deref(), "subs.b64info")?,
                 data: payload(raw.data, raw.b64data.as_deref(), "subs.b64data")?,
                 overrides: raw.overrides.into(),
+                expires_at: None,
             };
             subs.insert(channel, opts);
         }

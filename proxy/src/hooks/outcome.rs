@@ -185,6 +185,7 @@ pub fn connected(result: wire::ConnectResult) -> Result<Connected, Refusal> {
                 info: payload(options.info, &options.b64info)?,
                 data: payload(options.data, &options.b64data)?,
                 overrides: overrides(options.r#override),
+                expires_at: (options.expire_at > 0).then_some(options.expire_at),
             },
         ));
     }

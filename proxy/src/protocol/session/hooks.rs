@@ -173,9 +173,11 @@ impl Session {
             info: subscribed.info,
             data: subscribed.data,
             overrides: subscribed.overrides,
+            expires_at: subscribed.expires_at,
         };
+        // A client-side subscription: the client refreshes it unless the proxy does.
         let mut grant = Grant::server_side(options, &sub);
-        grant.expires_at = subscribed.expires_at;
+        grant.client_refresh = !options.sub_refresh_proxy_enabled;
         Ok(grant)
     }
 

@@ -40,7 +40,8 @@ pub(super) struct Grant {
 
 impl Grant {
     /// A server-side subscription (token `channels`/`subs`): trusted, so only the namespace's
-    /// (overridden) `force_*` options decide positioning and recovery.
+    /// (overridden) `force_*` options decide positioning and recovery. The client cannot
+    /// refresh it: at its expiry the sub_refresh proxy decides, or it ends (2501).
     pub(super) fn server_side(options: &ChannelOptions, sub: &SubOptions) -> Self {
         let options = with_overrides(options, &sub.overrides);
         let history = options.has_history();
@@ -52,8 +53,8 @@ impl Grant {
             join_leave: options.join_leave,
             chan_info: sub.info.clone(),
             data: sub.data.clone(),
-            expires_at: None,
-            client_refresh: !options.sub_refresh_proxy_enabled,
+            expires_at: sub.expires_at,
+            client_refresh: false,
             meta_ttl: options.history_meta_ttl,
         }
     }
@@ -157,6 +158,7 @@ impl Session {
             info: chan_info,
             data,
             overrides: Overrides::default(),
+            expires_at: None,
         };
         let grant = Grant::server_side(options, &sub);
         let joined = match self.join_channel(channel, &grant, None, true).await {
