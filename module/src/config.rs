@@ -65,16 +65,21 @@ impl ConfigurationValue<RedisString> for Prefix {
     }
 
     fn set(&self, _ctx: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
-        let text = std::str::from_utf8(value.as_slice())
-            .map_err(|_| edge::prefix_error(PrefixError::BadByte(0x80)))?;
-        validate_prefix(text).map_err(edge::prefix_error)?;
-        let mut stored = PrefixText {
-            len: text.len(),
-            bytes: [0; MAX_PREFIX_LEN],
-        };
-        stored.bytes[..text.len()].copy_from_slice(text.as_bytes());
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = stored;
-        Ok(())
+        edge::shield(
+            || Err(RedisError::Str("internal error")),
+            || {
+                let text = std::str::from_utf8(value.as_slice())
+                    .map_err(|_| edge::prefix_error(PrefixError::BadByte(0x80)))?;
+                validate_prefix(text).map_err(edge::prefix_error)?;
+                let mut stored = PrefixText {
+                    len: text.len(),
+                    bytes: [0; MAX_PREFIX_LEN],
+                };
+                stored.bytes[..text.len()].copy_from_slice(text.as_bytes());
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) = stored;
+                Ok(())
+            },
+        )
     }
 }
 

@@ -3,6 +3,9 @@
 //! - catches any panic (a panic unwinding into Redis would abort the server) and answers
 //!   `ERR internal error` instead,
 //! - and is the one place where a [`GyreError`] becomes reply text.
+//!
+//! Everything else Redis calls (module load, config setters, the INFO handler, server events)
+//! runs under [`shield`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -36,6 +39,15 @@ pub fn guard(handler: Handler) -> impl Fn(&Context, Vec<RedisString>) -> RedisRe
             }
         }
     }
+}
+
+/// Runs `body` for a callback from Redis other than a command; a panic (already logged by the
+/// panic hook) is counted and becomes `on_panic` instead of unwinding into Redis.
+pub fn shield<T>(on_panic: impl FnOnce() -> T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        bump(&COUNTERS.panics);
+        on_panic()
+    })
 }
 
 /// Sends panic messages to the Redis log instead of stderr, which Redis may not keep.

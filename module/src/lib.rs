@@ -43,12 +43,19 @@ const MAX_TTL: i64 = MAX_TTL_SECONDS as i64;
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     edge::install_panic_hook();
-    lineage::renew(ctx, "module loaded");
-    slots::mark_all();
-    let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
-    CONFIG.cluster.store(cluster, Ordering::Relaxed);
-    // RESTORE (slot migration): of a meta hash for the lineage, of any key for the slot marks.
-    lineage::subscribe(ctx)
+    // A panic here fails the MODULE LOAD (or the server start) instead of aborting Redis.
+    edge::shield(
+        || Status::Err,
+        || {
+            lineage::renew(ctx, "module loaded");
+            slots::mark_all();
+            let cluster = ctx.get_flags().contains(ContextFlags::CLUSTER);
+            CONFIG.cluster.store(cluster, Ordering::Relaxed);
+            // RESTORE (slot migration): of a meta hash for the lineage, of any key for the slot
+            // marks.
+            lineage::subscribe(ctx)
+        },
+    )
 }
 
 // Legacy command table: Redis 7.0 lacks RM_SetCommandACLCategories, so the ACL category string

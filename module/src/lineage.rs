@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -78,15 +77,17 @@ fn arrivals() -> std::sync::MutexGuard<'static, BTreeSet<Vec<u8>>> {
 /// Registered in redis-module's list of role-changed handlers.
 #[linkme::distributed_slice(ROLE_CHANGED_SERVER_EVENTS_LIST)]
 fn on_role_changed(ctx: &Context, role: ServerRole) {
-    // A panic must not unwind into Redis; the panic hook has logged it.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let reason = match role {
-            ServerRole::Primary => "promoted to primary",
-            ServerRole::Replica => "became a replica",
-        };
-        renew(ctx, reason);
-        crate::slots::mark_all();
-    }));
+    crate::edge::shield(
+        || (),
+        || {
+            let reason = match role {
+                ServerRole::Primary => "promoted to primary",
+                ServerRole::Replica => "became a replica",
+            };
+            renew(ctx, reason);
+            crate::slots::mark_all();
+        },
+    );
 }
 
 /// Subscribes to generic keyspace events, to see `RESTORE` (slot migration) of meta hashes.
@@ -120,13 +121,15 @@ extern "C" fn on_generic_event(
     if event.is_null() || unsafe { CStr::from_ptr(event) }.to_bytes() != b"restore" {
         return 0;
     }
-    // A panic must not unwind into Redis; the panic hook has logged it.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let ctx = Context::new(ctx);
-        let key = RedisString::string_as_slice(key);
-        crate::slots::note_restore(key);
-        note_restore(&ctx, key);
-    }));
+    crate::edge::shield(
+        || (),
+        || {
+            let ctx = Context::new(ctx);
+            let key = RedisString::string_as_slice(key);
+            crate::slots::note_restore(key);
+            note_restore(&ctx, key);
+        },
+    );
     0
 }
 

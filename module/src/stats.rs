@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use redis_module::{InfoContext, RedisResult};
+use redis_module::{InfoContext, RedisError, RedisResult};
 
 use crate::config::CONFIG;
 
@@ -50,6 +50,10 @@ pub fn bump(counter: &AtomicU64) {
 /// `gyre_publications` …; `INFO gyre` shows both, `INFO gyre_stats` one of them.
 #[linkme::distributed_slice(redis_module::server_events::INFO_COMMAND_HANDLER_LIST)]
 fn info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    crate::edge::shield(|| Err(RedisError::Str("internal error")), || fill_info(ctx))
+}
+
+fn fill_info(ctx: &InfoContext) -> RedisResult<()> {
     let c = &COUNTERS;
     let v = |a: &AtomicU64| a.load(Ordering::Relaxed);
     ctx.builder()

@@ -7,6 +7,8 @@
 //! - [`proxy`]: the backend hook messages (`proto/proxy.proto`), shared by the proxy's HTTP and
 //!   GRPC clients and the tests' backends.
 
+#![forbid(unsafe_code)]
+
 pub mod codec;
 pub mod keys;
 pub mod redis_payload;

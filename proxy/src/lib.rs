@@ -19,6 +19,8 @@
 //! - [`startup`]: turns the configuration into the engines' settings (reads the files it names).
 //! - [`tls`]: the process's rustls crypto provider.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -226,7 +226,7 @@ impl Key {
         };
         if status == raw::REDISMODULE_OK as c_int {
             Ok(())
-        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc_edom()) {
+        } else if std::io::Error::last_os_error().raw_os_error() == Some(libc::EDOM) {
             Err(StreamAddError::IdTooSmall)
         } else {
             Err(StreamAddError::Other)
@@ -331,26 +331,27 @@ impl Key {
         if self.kind() != KeyType::ZSet {
             return;
         }
-        // SAFETY: zset key handle owned by self; the range is stopped below.
-        unsafe {
-            if raw::RedisModule_ZsetFirstInScoreRange.unwrap()(self.ptr, min_exclusive, max, 1, 0)
-                != raw::REDISMODULE_OK as c_int
-            {
-                return;
-            }
-            while raw::RedisModule_ZsetRangeEndReached.unwrap()(self.ptr) == 0 {
-                let mut score = 0.0;
-                let member =
-                    raw::RedisModule_ZsetRangeCurrentElement.unwrap()(self.ptr, &mut score);
-                if let Some(member) = self.owned(member) {
-                    visit(member, score);
-                }
-                if raw::RedisModule_ZsetRangeNext.unwrap()(self.ptr) == 0 {
-                    break;
-                }
-            }
-            raw::RedisModule_ZsetRangeStop.unwrap()(self.ptr);
+        // Each FFI call in its own unsafe block: `visit` is the caller's code and runs outside.
+        // SAFETY (all blocks): zset key handle owned by self; the range started here is
+        // stopped before returning.
+        let started = unsafe {
+            raw::RedisModule_ZsetFirstInScoreRange.unwrap()(self.ptr, min_exclusive, max, 1, 0)
+        };
+        if started != raw::REDISMODULE_OK as c_int {
+            return;
         }
+        while unsafe { raw::RedisModule_ZsetRangeEndReached.unwrap()(self.ptr) } == 0 {
+            let mut score = 0.0;
+            let member =
+                unsafe { raw::RedisModule_ZsetRangeCurrentElement.unwrap()(self.ptr, &mut score) };
+            if let Some(member) = self.owned(member) {
+                visit(member, score);
+            }
+            if unsafe { raw::RedisModule_ZsetRangeNext.unwrap()(self.ptr) } == 0 {
+                break;
+            }
+        }
+        unsafe { raw::RedisModule_ZsetRangeStop.unwrap()(self.ptr) };
     }
 
     /// Members with `score <= max`, in score order.
@@ -373,11 +374,6 @@ impl Drop for Key {
             unsafe { raw::RedisModule_CloseKey.unwrap()(self.ptr) };
         }
     }
-}
-
-/// EDOM on Linux and the BSDs.
-const fn libc_edom() -> i32 {
-    33
 }
 
 /// `<ms>-<seq>` as a Redis string.

@@ -1,6 +1,8 @@
 //! `gyre`: the edge proxy. Parses flags, loads the configuration, sets up logging, wires the
 //! engine, hub and server together and runs until SIGINT/SIGTERM.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
