@@ -278,6 +278,50 @@ fn origins_outside_allowed_origins_get_403() {
     }
 }
 
+/// An empty `allowed_origins` admits pages of the host gyre is reached at (same origin) and
+/// clients without Origin; any other Origin gets HTTP 403.
+#[test]
+fn an_empty_allowed_origins_admits_only_the_same_host() {
+    let config = builder();
+    let gyre = ProxyProcess::start(|port| {
+        let toml = config.config_toml(port);
+        let patched = toml.replace("allowed_origins = [\"*\"]", "allowed_origins = []");
+        assert_ne!(toml, patched, "allowed_origins line not found in {toml}");
+        patched
+    });
+    let url = gyre.ws_url();
+    let port = gyre.port();
+    let with_origin = |origin: Option<String>| {
+        WsClient::connect_with(
+            &url,
+            WsOptions {
+                origin,
+                ..WsOptions::default()
+            },
+        )
+    };
+    for bad in [
+        "http://evil.example".to_owned(),
+        format!("http://127.0.0.1:{}", port + 1),
+        format!("http://127.0.0.1.evil:{port}"),
+    ] {
+        match with_origin(Some(bad.clone())) {
+            Ok(_) => panic!("Origin {bad} was accepted"),
+            Err(e) => assert_eq!(e.status, Some(403), "Origin {bad}: {e:?}"),
+        }
+    }
+    for good in [
+        Some(format!("http://127.0.0.1:{port}")),
+        Some(format!("https://127.0.0.1:{port}/page")),
+        None,
+    ] {
+        let mut client =
+            with_origin(good.clone()).unwrap_or_else(|e| panic!("Origin {good:?} refused: {e:?}"));
+        client.send_text(r#"{"id":1,"connect":{}}"#);
+        assert_eq!(client.expect_close(WAIT).code, 3501, "Origin {good:?}");
+    }
+}
+
 /// `client.handshake_rate_limit`: handshakes beyond the rate (after the burst) get 503 with
 /// `Retry-After`, before any session exists; the bucket refills with time.
 #[test]

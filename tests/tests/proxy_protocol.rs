@@ -155,6 +155,35 @@ fn a_token_with_a_bad_signature_closes_with_3500() {
     assert_eq!(client.expect_close(WAIT).code, 3500);
 }
 
+/// `disallow_anonymous_connection_tokens`: a valid token with an empty `sub` closes with 3507;
+/// without the option it connects as the anonymous user.
+#[test]
+fn anonymous_connection_tokens_are_refused_when_disallowed() {
+    let anonymous = |secret: &str| hs256_token(secret, &json!({"sub": ""}));
+    let env = memory_env();
+    let mut client = WsClient::connect(&env.ws_url(), Encoding::Json);
+    let connected = json_connect(&mut client, &anonymous(env.gyre.hmac_secret()));
+    assert!(connected["client"].is_string(), "{connected}");
+
+    let env = ProxyEnv::start(
+        EngineKind::Memory,
+        builder().client_option("disallow_anonymous_connection_tokens = true"),
+    );
+    let mut client = WsClient::connect(&env.ws_url(), Encoding::Json);
+    let token = anonymous(env.gyre.hmac_secret());
+    client.send_text(&json!({"id": 1, "connect": {"token": token}}).to_string());
+    let close = client.expect_close(WAIT);
+    assert_eq!(
+        (close.code, close.reason.as_str()),
+        (3507, "permission denied")
+    );
+    // A user's token still connects.
+    let mut client = WsClient::connect(&env.ws_url(), Encoding::Json);
+    let token = hs256_token(env.gyre.hmac_secret(), &json!({"sub": "alice"}));
+    let connected = json_connect(&mut client, &token);
+    assert!(connected["client"].is_string(), "{connected}");
+}
+
 #[test]
 fn an_expired_token_gets_error_109_and_the_rest_of_the_frame_is_dropped() {
     let env = memory_env();

@@ -66,13 +66,29 @@ pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
     Ok(cors)
 }
 
+/// Whether a page at `origin` talks to the host it came from (`scheme://host[:port]` against the
+/// request's `Host`): what an empty `allowed_origins` admits.
+fn same_host(origin: &str, host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = authority.split('/').next().unwrap_or_default();
+    !authority.is_empty() && authority.eq_ignore_ascii_case(host)
+}
+
 /// Checks the Origin and builds the CORS headers for an allowed one.
 pub fn cors(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(Cors::default());
     };
+    let patterns = &node.config.client.allowed_origins;
     let allowed = origin.to_str().is_ok_and(|origin| {
-        crate::server::origin_allowed(&node.config.client.allowed_origins, origin)
+        if patterns.is_empty() {
+            same_host(origin, headers.get(header::HOST))
+        } else {
+            crate::server::origin_allowed(patterns, origin)
+        }
     });
     if !allowed {
         return Err(text(

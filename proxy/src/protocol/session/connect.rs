@@ -273,6 +273,10 @@ impl Session {
             .verify_connect(&request.token, unix_now())
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Connect))?;
+        if claims.user.is_empty() && config.disallow_anonymous_connection_tokens {
+            // As Centrifugo: a disconnect that tells the SDK not to try again with that token.
+            return Err(codes::DISCONNECT_PERMISSION_DENIED.into());
+        }
         if node.hooks.keeps_meta() {
             self.context.set_meta(std::mem::take(&mut claims.meta));
         }
