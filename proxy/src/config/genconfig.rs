@@ -962,7 +962,7 @@ const HEADER: &str = "\
 # Gyre configuration. Every option is shown with its default value.
 #
 # Keys follow Centrifugo v6's names and nesting, so a Centrifugo config carries over.
-# A JSON file with the same nesting works too (gyre --config config.json).
+# A JSON or YAML file with the same nesting works too (gyre --config config.json or .yaml).
 # Every option can also be set by the environment variable shown in [brackets] and by a
 # flag; flags win over the environment, which wins over this file. Lists from the
 # environment are a JSON array or comma-separated text.
