@@ -158,6 +158,9 @@ pub enum AuthConfigError {
     /// `jwks_public_endpoint` is not an http(s) URL.
     #[error("{field}: {reason}")]
     InvalidJwksEndpoint { field: String, reason: String },
+    /// `audience_regex` / `issuer_regex` does not compile, or is set beside its exact twin.
+    #[error("{field}: {reason}")]
+    InvalidRegex { field: String, reason: String },
     /// The HTTP client for JWKS could not be built.
     #[error("JWKS HTTP client: {0}")]
     HttpClient(String),

@@ -12,11 +12,16 @@
 //!   subscription token whose channel/user/client differ from the request is the session's
 //!   check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
 //!
+//! `audience_regex` / `issuer_regex` stand in for `audience` / `issuer` (one of each pair):
+//! some `aud` value, or `iss`, must match the regular expression.
+//!
 //! Order of checks, as in Centrifugo: header and key → signature → claim types → aud/iss →
 //! `channel` claim (connection tokens) → `exp`/`nbf` → payload decoding. So an expired token with
 //! a bad signature is *invalid*, not *expired*.
 //!
-//! Keys: HS256/384/512 (`hmac_secret_key`), RS256/384/512 (`rsa_public_key`), ES256/ES384
+//! Keys: HS256/384/512 (`hmac_secret_key`; during a rotation also `hmac_previous_secret_key`,
+//! tried when the current secret refuses the signature, until
+//! `hmac_previous_secret_key_valid_until`), RS256/384/512 (`rsa_public_key`), ES256/ES384
 //! (`ecdsa_public_key`), picked by the header's `alg`; or, when `jwks_public_endpoint` is set,
 //! only the JWKS (RSA, EC, Ed25519 keys by `kid`; caching rules in `jwks.rs`). ES512 is not
 //! supported (jsonwebtoken has no ES512).
@@ -116,7 +121,7 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<ConnectToken, TokenError> {
         let ring = &*self.connect;
-        let payload = ring.verified_payload(token).await?;
+        let payload = ring.verified_payload(token, now_unix).await?;
         let raw: RawConnect<'_> = parse(payload.get())?;
         let reg: Registered = parse(payload.get())?;
         ring.check_audience_issuer(&reg)?;
@@ -136,7 +141,7 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<SubscribeToken, TokenError> {
         let ring = &*self.subscribe;
-        let payload = ring.verified_payload(token).await?;
+        let payload = ring.verified_payload(token, now_unix).await?;
         let raw: RawSubscribe<'_> = parse(payload.get())?;
         let reg: Registered = parse(payload.get())?;
         ring.check_audience_issuer(&reg)?;
@@ -168,8 +173,8 @@ enum KeySource {
 /// Keys plus the claim checks of one `TokenSettings`.
 struct KeyRing {
     source: KeySource,
-    audience: Option<String>,
-    issuer: Option<String>,
+    audience: Option<Expected>,
+    issuer: Option<Expected>,
     /// `None` = the standard `sub` claim.
     user_id_claim: Option<String>,
 }
@@ -185,8 +190,8 @@ impl KeyRing {
         let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
         Ok(KeyRing {
             source,
-            audience: non_empty(&s.audience),
-            issuer: non_empty(&s.issuer),
+            audience: Expected::new(&s.audience, &s.audience_regex, scope, "audience")?,
+            issuer: Expected::new(&s.issuer, &s.issuer_regex, scope, "issuer")?,
             user_id_claim: non_empty(&s.user_id_claim).filter(|c| c != "sub"),
         })
     }
@@ -199,7 +204,11 @@ impl KeyRing {
     }
 
     /// Checks the header and signature; returns the payload JSON.
-    async fn verified_payload(&self, token: &str) -> Result<Box<RawValue>, TokenError> {
+    async fn verified_payload(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<Box<RawValue>, TokenError> {
         let header = decode_header(token)?;
         let alg = header.alg;
         // JWKS keys are shared through an `Arc`; hold it while the static key is borrowed.
@@ -223,19 +232,33 @@ impl KeyRing {
                 &jwk.key
             }
         };
-        let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &signature_only(alg))
-            .map_err(InvalidReason::from)?;
-        Ok(data.claims)
+        let validation = signature_only(alg);
+        let decoded = jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation);
+        let decoded = match (decoded, &self.source) {
+            (Err(e), KeySource::Static(keys)) if *e.kind() == ErrorKind::InvalidSignature => {
+                match keys.hmac_previous().and_then(|p| p.at(now_unix)) {
+                    Some(previous) if is_hmac(alg) => {
+                        jsonwebtoken::decode::<Box<RawValue>>(token, previous, &validation)
+                    }
+                    _ => Err(e),
+                }
+            }
+            (decoded, _) => decoded,
+        };
+        Ok(decoded.map_err(InvalidReason::from)?.claims)
     }
 
     fn check_audience_issuer(&self, reg: &Registered) -> Result<(), InvalidReason> {
         if let Some(wanted) = &self.audience
-            && !reg.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
+            && !reg
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| wanted.accepts(a)))
         {
             return Err(InvalidReason::Audience);
         }
         if let Some(wanted) = &self.issuer
-            && reg.iss.as_deref() != Some(wanted.as_str())
+            && !reg.iss.as_deref().is_some_and(|iss| wanted.accepts(iss))
         {
             return Err(InvalidReason::Issuer);
         }
@@ -248,6 +271,51 @@ impl KeyRing {
             Some(claim) => claims::custom_user_id(payload, claim),
         }
     }
+}
+
+/// What an `aud` value or the `iss` claim must be: the configured string, or a match of the
+/// configured regular expression.
+enum Expected {
+    Exactly(String),
+    Matching(regex::Regex),
+}
+
+impl Expected {
+    /// From `<name>` and `<name>_regex` of `scope`; both set is a config error (validation
+    /// reports it first; this keeps the verifier honest when built another way).
+    fn new(
+        exact: &str,
+        pattern: &str,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<Self>, AuthConfigError> {
+        let field = format!("{scope}.{name}_regex");
+        match (exact, pattern) {
+            ("", "") => Ok(None),
+            (exact, "") => Ok(Some(Expected::Exactly(exact.to_owned()))),
+            ("", pattern) => regex::Regex::new(pattern)
+                .map(|re| Some(Expected::Matching(re)))
+                .map_err(|e| AuthConfigError::InvalidRegex {
+                    field,
+                    reason: e.to_string(),
+                }),
+            _ => Err(AuthConfigError::InvalidRegex {
+                field,
+                reason: format!("cannot be used together with {scope}.{name}"),
+            }),
+        }
+    }
+
+    fn accepts(&self, value: &str) -> bool {
+        match self {
+            Expected::Exactly(wanted) => value == wanted,
+            Expected::Matching(re) => re.is_match(value),
+        }
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// jsonwebtoken only checks the signature and algorithm here; every claim check is ours because

@@ -125,6 +125,14 @@ const DOCS: &[(&str, &str)] = &[
         "Shared secret for HS256/HS384/HS512.",
     ),
     (
+        "client.token.hmac_previous_secret_key",
+        "The secret before a rotation: HS* tokens the current secret refuses are checked\nwith it, so tokens issued before the switch keep working.",
+    ),
+    (
+        "client.token.hmac_previous_secret_key_valid_until",
+        "Unix time (seconds) from which the previous secret is refused; 0 = until it is\nremoved from the config.",
+    ),
+    (
         "client.token.rsa_public_key",
         "PEM public key for RS256/RS384/RS512.",
     ),
@@ -141,8 +149,16 @@ const DOCS: &[(&str, &str)] = &[
         "Required aud claim; empty = not checked.",
     ),
     (
+        "client.token.audience_regex",
+        "Instead of audience: a regular expression one aud value must match (unanchored).",
+    ),
+    (
         "client.token.issuer",
         "Required iss claim; empty = not checked.",
+    ),
+    (
+        "client.token.issuer_regex",
+        "Instead of issuer: a regular expression iss must match (unanchored).",
     ),
     (
         "client.token.user_id_claim",
@@ -177,6 +193,22 @@ const DOCS: &[(&str, &str)] = &[
         "As in [client.token].",
     ),
     ("client.subscription_token.issuer", "As in [client.token]."),
+    (
+        "client.subscription_token.hmac_previous_secret_key",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.hmac_previous_secret_key_valid_until",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.audience_regex",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.issuer_regex",
+        "As in [client.token].",
+    ),
     (
         "client.subscription_token.user_id_claim",
         "As in [client.token].",

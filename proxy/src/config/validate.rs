@@ -98,6 +98,13 @@ pub enum Invalid {
     BadUserIdClaim { path: String, claim: String },
     #[error("`{path}` = `{url}`: must be an http:// or https:// URL")]
     BadJwksEndpoint { path: String, url: String },
+    #[error(
+        "`{path}` = `{url}`: {{{{…}}}} templates (filled from issuer_regex/audience_regex \
+         groups) are not supported; give the endpoint's full URL"
+    )]
+    JwksTemplate { path: String, url: String },
+    #[error("`{path}` is not a valid regular expression: {reason}")]
+    BadRegex { path: String, reason: String },
     #[error("`{path}` = `{endpoint}`: {reason}")]
     BadProxyEndpoint {
         path: String,
@@ -846,6 +853,39 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
             path: format!("{path}.jwks_public_endpoint"),
             url: url.clone(),
         });
+    } else if url.contains("{{") {
+        out.push(Invalid::JwksTemplate {
+            path: format!("{path}.jwks_public_endpoint"),
+            url: url.clone(),
+        });
+    }
+    if !token.hmac_previous_secret_key.is_empty() && token.hmac_secret_key.is_empty() {
+        out.push(Invalid::Requires {
+            path: format!("{path}.hmac_previous_secret_key"),
+            required: format!("{path}.hmac_secret_key"),
+            reason: "the previous secret is only tried after the current one",
+        });
+    }
+    for (exact, pattern, name) in [
+        (&token.audience, &token.audience_regex, "audience"),
+        (&token.issuer, &token.issuer_regex, "issuer"),
+    ] {
+        if pattern.is_empty() {
+            continue;
+        }
+        if !exact.is_empty() {
+            out.push(Invalid::Conflict {
+                first: format!("{path}.{name}"),
+                second: format!("{path}.{name}_regex"),
+                reason: "set the exact value or the regular expression, not both",
+            });
+        }
+        if let Err(e) = regex::Regex::new(pattern) {
+            out.push(Invalid::BadRegex {
+                path: format!("{path}.{name}_regex"),
+                reason: e.to_string(),
+            });
+        }
     }
 }
 

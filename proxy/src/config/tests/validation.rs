@@ -242,6 +242,47 @@ fn token_rules() {
 }
 
 #[test]
+fn token_rotation_and_regex_rules() {
+    assert_eq!(
+        invalid(
+            r#"
+            [client.token]
+            hmac_previous_secret_key = "old"
+            issuer = "me"
+            issuer_regex = "^me$"
+            audience_regex = "(unclosed"
+            [client.subscription_token]
+            jwks_public_endpoint = "https://kc.example/{{realm}}/certs"
+            "#
+        )
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>(),
+        [
+            "`client.token.hmac_previous_secret_key` needs `client.token.hmac_secret_key`: the \
+             previous secret is only tried after the current one",
+            "`client.token.audience_regex` is not a valid regular expression: regex parse \
+             error:\n    (unclosed\n    ^\nerror: unclosed group",
+            "`client.token.issuer` and `client.token.issuer_regex` cannot be used together: set \
+             the exact value or the regular expression, not both",
+            "`client.subscription_token.jwks_public_endpoint` = \
+             `https://kc.example/{{realm}}/certs`: {{…}} templates (filled from \
+             issuer_regex/audience_regex groups) are not supported; give the endpoint's full URL",
+        ]
+    );
+    toml_ok(
+        r#"
+        [client.token]
+        hmac_secret_key = "new"
+        hmac_previous_secret_key = "old"
+        hmac_previous_secret_key_valid_until = 1767225600
+        issuer_regex = "^https://auth\\.example\\.com/"
+        audience_regex = "gyre"
+        "#,
+    );
+}
+
+#[test]
 fn every_problem_is_listed_in_the_message() {
     let err = Config::from_toml(
         "[client]\nping_interval = \"5s\"\npong_timeout = \"6s\"\n\
