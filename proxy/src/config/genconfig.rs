@@ -109,6 +109,10 @@ const DOCS: &[(&str, &str)] = &[
         "Handshakes allowed at once above that rate; 0 = one second's worth.",
     ),
     (
+        "client.connection_rate_limit",
+        "Centrifugo's name for handshake_rate_limit (a Centrifugo config carries over);\nset one of the two, or both to the same value.",
+    ),
+    (
         "client.history_max_publication_limit",
         "Most publications one history call returns.",
     ),

@@ -231,6 +231,14 @@ impl Config {
                 pong: client.pong_timeout,
             });
         }
+        let (rate, alias) = (client.handshake_rate_limit, client.connection_rate_limit);
+        if rate != 0 && alias != 0 && rate != alias {
+            out.push(Invalid::Conflict {
+                first: "client.handshake_rate_limit".into(),
+                second: "client.connection_rate_limit".into(),
+                reason: "they are two names of one limit and disagree; keep one",
+            });
+        }
         token("client.token", &client.token, out);
         token(
             "client.subscription_token",

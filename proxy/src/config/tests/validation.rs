@@ -283,6 +283,26 @@ fn token_rotation_and_regex_rules() {
 }
 
 #[test]
+fn connection_rate_limit_is_handshake_rate_limit_by_its_centrifugo_name() {
+    let rate = |text: &str| toml_ok(text).client.handshake_rate();
+    assert_eq!(rate(""), 0);
+    assert_eq!(rate("[client]\nconnection_rate_limit = 50"), 50);
+    assert_eq!(rate("[client]\nhandshake_rate_limit = 40"), 40);
+    assert_eq!(
+        rate("[client]\nhandshake_rate_limit = 40\nconnection_rate_limit = 40"),
+        40
+    );
+    assert_eq!(
+        invalid("[client]\nhandshake_rate_limit = 40\nconnection_rate_limit = 50"),
+        [Invalid::Conflict {
+            first: "client.handshake_rate_limit".into(),
+            second: "client.connection_rate_limit".into(),
+            reason: "they are two names of one limit and disagree; keep one",
+        }]
+    );
+}
+
+#[test]
 fn every_problem_is_listed_in_the_message() {
     let err = Config::from_toml(
         "[client]\nping_interval = \"5s\"\npong_timeout = \"6s\"\n\
