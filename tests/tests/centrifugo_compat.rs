@@ -9,7 +9,7 @@ use gyre_proto::protocol::{Command, SubscribeRequest};
 use gyre_tests::ws_client::{
     Encoding, ProxyProcess, WAIT, WsClient, WsOptions, cmd, hs256_token, unix_now,
 };
-use gyre_tests::{gyre_binary, http_request};
+use gyre_tests::{SdkScript, gyre_binary, http_request, node_sdk_status, sdk_available};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "compat-api-key";
@@ -115,6 +115,61 @@ hmac_previous_secret_key_valid_until = 1000000000
         fresh.error.is_none() && fresh.subscribe.is_some(),
         "{fresh:?}"
     );
+}
+
+/// The npm SDK (JSON and Protobuf builds) during a key rotation: a token signed with the
+/// previous secret connects, a wrong issuer is disconnected with 3500, and a Protobuf client
+/// receives a `b64data` publication as the bytes sent.
+fn sdk_key_rotation(protocol: &str) {
+    if !sdk_available("Node", node_sdk_status()) {
+        return;
+    }
+    let issuer = "https://auth.example.com/realms/app";
+    let gyre = ProxyProcess::start(|port| {
+        toml_config(
+            port,
+            r#"
+[client]
+allowed_origins = ["*"]
+[client.token]
+hmac_secret_key = "secret-2026"
+hmac_previous_secret_key = "secret-2025"
+issuer_regex = '^https://auth\.example\.com/'
+[channel.without_namespace]
+allow_subscribe_for_client = true
+"#,
+        )
+    });
+    let r = SdkScript::node("key_rotation.mjs")
+        .arg("url", gyre.ws_url())
+        .arg("protocol", protocol)
+        .arg("secret", "secret-2026")
+        .arg("previous-secret", "secret-2025")
+        .arg("issuer", issuer)
+        .arg("api", format!("http://127.0.0.1:{}/api", gyre.port()))
+        .arg("api-key", API_KEY)
+        .arg("channel", format!("rotation-{protocol}"))
+        .run()
+        .json();
+    assert_eq!(r["previous"]["connected"], true, "{r}");
+    assert_eq!(r["current"]["connected"], true, "{r}");
+    assert_eq!(r["badIssuer"]["disconnected"]["code"], 3500, "{r}");
+    assert_eq!(r["badIssuer"]["state"], "disconnected", "{r}");
+    let wanted = match protocol {
+        "protobuf" => json!([[0, 159, 146, 150, 255]]),
+        _ => json!([{"n": 1}]),
+    };
+    assert_eq!(r["received"], wanted, "{r}");
+}
+
+#[test]
+fn sdk_key_rotation_json() {
+    sdk_key_rotation("json");
+}
+
+#[test]
+fn sdk_key_rotation_protobuf() {
+    sdk_key_rotation("protobuf");
 }
 
 /// `b64data` publishes bytes that are not JSON: Protobuf subscribers receive them as they are,
