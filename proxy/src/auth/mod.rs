@@ -13,7 +13,9 @@
 //!   check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
 //!
 //! `audience_regex` / `issuer_regex` stand in for `audience` / `issuer` (one of each pair):
-//! some `aud` value, or `iss`, must match the regular expression.
+//! some `aud` value, or `iss`, must match the regular expression. Their named groups fill the
+//! `{{name}}` placeholders of a templated `jwks_public_endpoint` (one key set per issuer, e.g.
+//! per Keycloak realm; see `jwks::JwksTemplate`).
 //!
 //! Order of checks, as in Centrifugo: header and key → signature → claim types → aud/iss →
 //! `channel` claim (connection tokens) → `exp`/`nbf` → payload decoding. So an expired token with
@@ -37,6 +39,7 @@ mod jwks_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -51,7 +54,7 @@ pub use error::{
 pub use settings::TokenSettings;
 
 use claims::{RawConnect, RawSubscribe, Registered};
-use jwks::{Jwks, JwksOptions};
+use jwks::{Jwks, JwksOptions, JwksTemplate};
 use keys::StaticKeys;
 
 /// Verifies connection and subscription tokens. Cheap to clone (shared state behind an `Arc`).
@@ -168,6 +171,8 @@ impl Verifier {
 enum KeySource {
     Static(StaticKeys),
     Jwks(Jwks),
+    /// `jwks_public_endpoint` with `{{name}}` placeholders, filled from the regexes' groups.
+    JwksTemplate(JwksTemplate),
 }
 
 /// Keys plus the claim checks of one `TokenSettings`.
@@ -181,17 +186,31 @@ struct KeyRing {
 
 impl KeyRing {
     fn new(s: &TokenSettings, scope: &str, opts: JwksOptions) -> Result<Self, AuthConfigError> {
+        let audience = Expected::new(&s.audience, &s.audience_regex, scope, "audience")?;
+        let issuer = Expected::new(&s.issuer, &s.issuer_regex, scope, "issuer")?;
+        let field = format!("{scope}.jwks_public_endpoint");
         let source = if s.jwks_public_endpoint.is_empty() {
             KeySource::Static(StaticKeys::load(s, scope)?)
+        } else if s.jwks_public_endpoint.contains("{{") {
+            let names: Vec<&str> = [&audience, &issuer]
+                .into_iter()
+                .flatten()
+                .flat_map(Expected::group_names)
+                .collect();
+            KeySource::JwksTemplate(JwksTemplate::new(
+                &s.jwks_public_endpoint,
+                &field,
+                opts,
+                &names,
+            )?)
         } else {
-            let field = format!("{scope}.jwks_public_endpoint");
             KeySource::Jwks(Jwks::new(&s.jwks_public_endpoint, &field, opts)?)
         };
         let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
         Ok(KeyRing {
             source,
-            audience: Expected::new(&s.audience, &s.audience_regex, scope, "audience")?,
-            issuer: Expected::new(&s.issuer, &s.issuer_regex, scope, "issuer")?,
+            audience,
+            issuer,
             user_id_claim: non_empty(&s.user_id_claim).filter(|c| c != "sub"),
         })
     }
@@ -199,7 +218,7 @@ impl KeyRing {
     fn has_keys(&self) -> bool {
         match &self.source {
             KeySource::Static(keys) => !keys.is_empty(),
-            KeySource::Jwks(_) => true,
+            KeySource::Jwks(_) | KeySource::JwksTemplate(_) => true,
         }
     }
 
@@ -216,19 +235,12 @@ impl KeyRing {
         let key: &DecodingKey = match &self.source {
             KeySource::Static(keys) => keys.for_alg(alg)?,
             KeySource::Jwks(jwks) => {
-                let kid = header
-                    .kid
-                    .as_deref()
-                    .filter(|k| !k.is_empty())
-                    .ok_or(InvalidReason::MissingKid)?;
-                jwk = jwks.key(kid).await?;
-                if !jwk.algs.contains(&alg) {
-                    return Err(InvalidReason::AlgorithmMismatch {
-                        kid: kid.to_owned(),
-                        alg: format!("{alg:?}"),
-                    }
-                    .into());
-                }
+                jwk = jwk_for(jwks, &header).await?;
+                &jwk.key
+            }
+            KeySource::JwksTemplate(template) => {
+                let jwks = template.endpoint(&self.endpoint_vars(token)?)?;
+                jwk = jwk_for(&jwks, &header).await?;
                 &jwk.key
             }
         };
@@ -246,6 +258,34 @@ impl KeyRing {
             (decoded, _) => decoded,
         };
         Ok(decoded.map_err(InvalidReason::from)?.claims)
+    }
+
+    /// The values a templated JWKS endpoint needs, from the named groups of the regexes in the
+    /// (not yet verified) `iss` and `aud`. A token the regexes refuse is refused here, before
+    /// any request is made for it.
+    fn endpoint_vars(&self, token: &str) -> Result<HashMap<String, String>, InvalidReason> {
+        use base64::Engine as _;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .ok_or_else(|| InvalidReason::Malformed("payload is not base64url".into()))?;
+        let reg: Registered =
+            serde_json::from_slice(&payload).map_err(|e| InvalidReason::Claims(e.to_string()))?;
+        self.check_audience_issuer(&reg)?;
+        let mut vars = HashMap::new();
+        if let (Some(wanted), Some(iss)) = (&self.issuer, reg.iss.as_deref()) {
+            wanted.capture(iss, &mut vars);
+        }
+        if let (Some(wanted), Some(aud)) = (&self.audience, &reg.aud) {
+            // The first value that matches, as Centrifugo.
+            aud.iter().find(|a| wanted.capture(a, &mut vars));
+        }
+        Ok(vars)
     }
 
     fn check_audience_issuer(&self, reg: &Registered) -> Result<(), InvalidReason> {
@@ -271,6 +311,29 @@ impl KeyRing {
             Some(claim) => claims::custom_user_id(payload, claim),
         }
     }
+}
+
+/// The `{{name}}` placeholders of a templated `jwks_public_endpoint`, for config validation.
+pub fn jwks_placeholders(template: &str) -> Vec<&str> {
+    jwks::placeholders(template).collect()
+}
+
+/// The key of the header's `kid` in `jwks`, if it may verify the header's algorithm.
+async fn jwk_for(jwks: &Jwks, header: &Header) -> Result<Arc<jwks::JwkKey>, TokenError> {
+    let kid = header
+        .kid
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .ok_or(InvalidReason::MissingKid)?;
+    let jwk = jwks.key(kid).await?;
+    if !jwk.algs.contains(&header.alg) {
+        return Err(InvalidReason::AlgorithmMismatch {
+            kid: kid.to_owned(),
+            alg: format!("{:?}", header.alg),
+        }
+        .into());
+    }
+    Ok(jwk)
 }
 
 /// What an `aud` value or the `iss` claim must be: the configured string, or a match of the
@@ -310,6 +373,29 @@ impl Expected {
         match self {
             Expected::Exactly(wanted) => value == wanted,
             Expected::Matching(re) => re.is_match(value),
+        }
+    }
+
+    /// Whether `value` is accepted; if so, its named groups go into `vars`.
+    fn capture(&self, value: &str, vars: &mut HashMap<String, String>) -> bool {
+        let Expected::Matching(re) = self else {
+            return self.accepts(value);
+        };
+        let Some(captures) = re.captures(value) else {
+            return false;
+        };
+        for name in re.capture_names().flatten() {
+            if let Some(m) = captures.name(name) {
+                vars.insert(name.to_owned(), m.as_str().to_owned());
+            }
+        }
+        true
+    }
+
+    fn group_names(&self) -> Vec<&str> {
+        match self {
+            Expected::Exactly(_) => Vec::new(),
+            Expected::Matching(re) => re.capture_names().flatten().collect(),
         }
     }
 }

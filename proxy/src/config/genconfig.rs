@@ -146,7 +146,7 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "client.token.jwks_public_endpoint",
-        "JWKS URL; when set, every token is checked with the key its kid names.",
+        "JWKS URL; when set, every token is checked with the key its kid names. May\nhold {{name}} placeholders, filled from named groups of issuer_regex/audience_regex.",
     ),
     (
         "client.token.audience",

@@ -99,10 +99,10 @@ pub enum Invalid {
     #[error("`{path}` = `{url}`: must be an http:// or https:// URL")]
     BadJwksEndpoint { path: String, url: String },
     #[error(
-        "`{path}` = `{url}`: {{{{…}}}} templates (filled from issuer_regex/audience_regex \
-         groups) are not supported; give the endpoint's full URL"
+        "`{path}`: {{{{{name}}}}} is not a named group of issuer_regex or audience_regex, \
+         which fill the endpoint's placeholders"
     )]
-    JwksTemplate { path: String, url: String },
+    JwksTemplate { path: String, name: String },
     #[error("`{path}` is not a valid regular expression: {reason}")]
     BadRegex { path: String, reason: String },
     #[error("`{path}` = `{endpoint}`: {reason}")]
@@ -861,11 +861,23 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
             path: format!("{path}.jwks_public_endpoint"),
             url: url.clone(),
         });
-    } else if url.contains("{{") {
-        out.push(Invalid::JwksTemplate {
-            path: format!("{path}.jwks_public_endpoint"),
-            url: url.clone(),
-        });
+    } else {
+        let groups: Vec<String> = [&token.issuer_regex, &token.audience_regex]
+            .into_iter()
+            .filter_map(|pattern| regex::Regex::new(pattern).ok())
+            .flat_map(|re| {
+                let names: Vec<String> = re.capture_names().flatten().map(str::to_owned).collect();
+                names
+            })
+            .collect();
+        for name in crate::auth::jwks_placeholders(url) {
+            if !groups.iter().any(|g| g == name) {
+                out.push(Invalid::JwksTemplate {
+                    path: format!("{path}.jwks_public_endpoint"),
+                    name: name.to_owned(),
+                });
+            }
+        }
     }
     if !token.hmac_previous_secret_key.is_empty() && token.hmac_secret_key.is_empty() {
         out.push(Invalid::Requires {

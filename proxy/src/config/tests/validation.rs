@@ -265,9 +265,8 @@ fn token_rotation_and_regex_rules() {
              error:\n    (unclosed\n    ^\nerror: unclosed group",
             "`client.token.issuer` and `client.token.issuer_regex` cannot be used together: set \
              the exact value or the regular expression, not both",
-            "`client.subscription_token.jwks_public_endpoint` = \
-             `https://kc.example/{{realm}}/certs`: {{…}} templates (filled from \
-             issuer_regex/audience_regex groups) are not supported; give the endpoint's full URL",
+            "`client.subscription_token.jwks_public_endpoint`: {{realm}} is not a named group of \
+             issuer_regex or audience_regex, which fill the endpoint's placeholders",
         ]
     );
     toml_ok(
@@ -278,6 +277,9 @@ fn token_rotation_and_regex_rules() {
         hmac_previous_secret_key_valid_until = 1767225600
         issuer_regex = "^https://auth\\.example\\.com/"
         audience_regex = "gyre"
+        [client.subscription_token]
+        jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+        issuer_regex = "/realms/(?P<realm>[a-z]+)$"
         "#,
     );
 }
