@@ -9,7 +9,9 @@ use gyre_proto::protocol::{Command, SubscribeRequest};
 use gyre_tests::ws_client::{
     Encoding, ProxyProcess, WAIT, WsClient, WsOptions, cmd, hs256_token, unix_now,
 };
-use gyre_tests::{SdkScript, gyre_binary, http_request, node_sdk_status, sdk_available};
+use gyre_tests::{
+    SdkScript, free_port, gyre_binary, http_request, node_sdk_status, sdk_available, workspace_root,
+};
 use serde_json::{Value, json};
 
 const API_KEY: &str = "compat-api-key";
@@ -170,6 +172,53 @@ fn sdk_key_rotation_json() {
 #[test]
 fn sdk_key_rotation_protobuf() {
     sdk_key_rotation("protobuf");
+}
+
+/// A templated JWKS endpoint (one URL per realm, the realm taken from `iss` by a named group of
+/// `issuer_regex`), with RS256 tokens from the npm SDK against a JWKS server the script runs.
+#[test]
+fn sdk_jwks_endpoint_per_realm() {
+    if !sdk_available("Node", node_sdk_status()) {
+        return;
+    }
+    let jwks_port = free_port();
+    let gyre = ProxyProcess::start(|port| {
+        toml_config(
+            port,
+            &format!(
+                r#"
+[client]
+allowed_origins = ["*"]
+[client.token]
+jwks_public_endpoint = "http://127.0.0.1:{jwks_port}/realms/{{{{realm}}}}/certs"
+issuer_regex = '^https://kc\.example/realms/(?P<realm>[a-z]+)$'
+"#
+            ),
+        )
+    });
+    let key = workspace_root().join("proxy/src/auth/testdata/rsa_private.pem");
+    let r = SdkScript::node("jwks_realms.mjs")
+        .arg("url", gyre.ws_url())
+        .arg("protocol", "json")
+        .arg("jwks-port", jwks_port)
+        .arg("key", key.display())
+        .run()
+        .json();
+    assert_eq!(r["acme"]["connected"], true, "{r}");
+    assert_eq!(r["beta"]["connected"], true, "{r}");
+    assert_eq!(r["crossRealm"]["code"], 3500, "{r}");
+    assert_eq!(r["otherIssuer"]["code"], 3500, "{r}");
+    // The cross-realm token made beta's set be fetched again (its kid is unknown there); the
+    // other issuer's token made no request.
+    let paths = r["paths"].as_array().expect("paths");
+    assert!(
+        paths
+            .iter()
+            .all(|p| p == "/realms/acme/certs" || p == "/realms/beta/certs"),
+        "{r}"
+    );
+    assert!(paths.iter().any(|p| p == "/realms/acme/certs"), "{r}");
+    assert!(paths.iter().any(|p| p == "/realms/beta/certs"), "{r}");
 }
 
 /// `b64data` publishes bytes that are not JSON: Protobuf subscribers receive them as they are,
