@@ -191,7 +191,7 @@ fn sdk_jwks_endpoint_per_realm() {
 allowed_origins = ["*"]
 [client.token]
 jwks_public_endpoint = "http://127.0.0.1:{jwks_port}/realms/{{{{realm}}}}/certs"
-issuer_regex = '^https://kc\.example/realms/(?P<realm>[a-z]+)$'
+issuer_regex = '^https://kc\.example/realms/(?P<realm>acme|beta)$'
 "#
             ),
         )

@@ -390,7 +390,9 @@ async fn templated_endpoint_per_realm() {
     let base = server.url.trim_end_matches("/.well-known/jwks.json");
     let s = TokenSettings {
         jwks_public_endpoint: format!("{base}/realms/{{{{realm}}}}/certs"),
+        // Open-ended on purpose: the values themselves are checked too.
         issuer_regex: r"^https://kc\.example/realms/(?P<realm>[^/]+)$".into(),
+        insecure_skip_jwks_endpoint_safety_check: true,
         ..Default::default()
     };
     let v = Verifier::with_jwks_options(&s, opts(Duration::ZERO)).unwrap();
@@ -443,4 +445,55 @@ fn a_template_needs_a_named_group_for_each_placeholder() {
         err.to_string().contains("{{realm}} is not a named group"),
         "{err}"
     );
+}
+
+/// Centrifugo's safety check: a placeholder's group must match a fixed list of values, unless
+/// `insecure_skip_jwks_endpoint_safety_check`.
+#[test]
+fn template_groups_must_list_their_values() {
+    let settings = |issuer_regex: &str, audience_regex: &str| TokenSettings {
+        jwks_public_endpoint: "https://kc.example/realms/{{realm}}/certs".into(),
+        issuer_regex: issuer_regex.into(),
+        audience_regex: audience_regex.into(),
+        ..Default::default()
+    };
+    for safe in [
+        "^https://kc/realms/(?P<realm>acme|globex)$",
+        "/realms/(?P<realm>prod)",
+        "(?i)/realms/(?P<realm>acme|beta)",
+        "/realms/(?P<realm>a|b|c)",
+        "/realms/(?P<realm>dev[12])/(?P<other>.+)",
+    ] {
+        let s = settings(safe, "");
+        assert!(unsafe_jwks_placeholders(&s).is_empty(), "{safe}");
+        assert!(Verifier::new(&s).is_ok(), "{safe}");
+    }
+    for open in [
+        "/realms/(?P<realm>[a-z]+)",
+        "/realms/(?P<realm>.+)",
+        r"/realms/(?P<realm>\w*)",
+        "/realms/(?P<realm>a{3})",
+        "/realms/(?P<realm>foo?)",
+        "/realms/(?P<realm>acme|.)",
+        "/realms/(?P<realm>[a-z])",
+    ] {
+        let s = settings(open, "");
+        assert_eq!(
+            unsafe_jwks_placeholders(&s),
+            [("realm", "issuer_regex")],
+            "{open}"
+        );
+        let err = Verifier::new(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("insecure_skip_jwks_endpoint_safety_check"),
+            "{open}: {err}"
+        );
+        let skipped = TokenSettings {
+            insecure_skip_jwks_endpoint_safety_check: true,
+            ..s
+        };
+        assert!(Verifier::new(&skipped).is_ok(), "{open}");
+    }
+    let s = settings("", "^(?P<realm>[a-z]+)$");
+    assert_eq!(unsafe_jwks_placeholders(&s), [("realm", "audience_regex")]);
 }

@@ -197,11 +197,17 @@ impl KeyRing {
                 .flatten()
                 .flat_map(Expected::group_names)
                 .collect();
+            let unsafe_groups = if s.insecure_skip_jwks_endpoint_safety_check {
+                Vec::new()
+            } else {
+                unsafe_jwks_placeholders(s)
+            };
             KeySource::JwksTemplate(JwksTemplate::new(
                 &s.jwks_public_endpoint,
                 &field,
                 opts,
                 &names,
+                &unsafe_groups,
             )?)
         } else {
             KeySource::Jwks(Jwks::new(&s.jwks_public_endpoint, &field, opts)?)
@@ -316,6 +322,19 @@ impl KeyRing {
 /// The `{{name}}` placeholders of a templated `jwks_public_endpoint`, for config validation.
 pub fn jwks_placeholders(template: &str) -> Vec<&str> {
     jwks::placeholders(template).collect()
+}
+
+/// The placeholders of `settings.jwks_public_endpoint` filled from a named group that matches
+/// open-ended values, with the key of its regex (`issuer_regex` / `audience_regex`): Centrifugo's
+/// JWKS endpoint safety check, which `insecure_skip_jwks_endpoint_safety_check` turns off.
+pub fn unsafe_jwks_placeholders(settings: &TokenSettings) -> Vec<(&str, &'static str)> {
+    jwks::unsafe_placeholders(
+        &settings.jwks_public_endpoint,
+        &[
+            ("issuer_regex", settings.issuer_regex.as_str()),
+            ("audience_regex", settings.audience_regex.as_str()),
+        ],
+    )
 }
 
 /// The key of the header's `kid` in `jwks`, if it may verify the header's algorithm.

@@ -32,4 +32,7 @@ pub struct TokenSettings {
     pub issuer_regex: String,
     /// Claim holding the user id (default `sub`).
     pub user_id_claim: String,
+    /// Allow `{{name}}` placeholders of `jwks_public_endpoint` to come from a named group that
+    /// matches open-ended values (`[a-z]+`), not only a fixed list (`acme|globex`).
+    pub insecure_skip_jwks_endpoint_safety_check: bool,
 }

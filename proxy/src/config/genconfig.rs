@@ -169,6 +169,10 @@ const DOCS: &[(&str, &str)] = &[
         "Claim holding the user id; empty = sub.",
     ),
     (
+        "client.token.insecure_skip_jwks_endpoint_safety_check",
+        "Let {{name}} placeholders of jwks_public_endpoint come from a regex group that\nmatches open-ended values ([a-z]+), not only a list (acme|globex).",
+    ),
+    (
         "client.subscription_token",
         "Separate keys for subscription tokens.",
     ),
@@ -211,6 +215,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "client.subscription_token.issuer_regex",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.insecure_skip_jwks_endpoint_safety_check",
         "As in [client.token].",
     ),
     (

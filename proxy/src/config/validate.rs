@@ -103,6 +103,17 @@ pub enum Invalid {
          which fill the endpoint's placeholders"
     )]
     JwksTemplate { path: String, name: String },
+    #[error(
+        "`{path}`: {{{{{name}}}}} comes from a group of `{regex}` that matches open-ended values, \
+         so a token's issuer would choose where keys are fetched from: list the values \
+         (a|b|c), or set `{skip}`"
+    )]
+    UnsafeJwksTemplate {
+        path: String,
+        name: String,
+        regex: String,
+        skip: String,
+    },
     #[error("`{path}` is not a valid regular expression: {reason}")]
     BadRegex { path: String, reason: String },
     #[error("`{path}` = `{endpoint}`: {reason}")]
@@ -875,6 +886,16 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
                 out.push(Invalid::JwksTemplate {
                     path: format!("{path}.jwks_public_endpoint"),
                     name: name.to_owned(),
+                });
+            }
+        }
+        if !token.insecure_skip_jwks_endpoint_safety_check {
+            for (name, regex) in crate::auth::unsafe_jwks_placeholders(token) {
+                out.push(Invalid::UnsafeJwksTemplate {
+                    path: format!("{path}.jwks_public_endpoint"),
+                    name: name.to_owned(),
+                    regex: format!("{path}.{regex}"),
+                    skip: format!("{path}.insecure_skip_jwks_endpoint_safety_check"),
                 });
             }
         }

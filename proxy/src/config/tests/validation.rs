@@ -279,7 +279,33 @@ fn token_rotation_and_regex_rules() {
         audience_regex = "gyre"
         [client.subscription_token]
         jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+        issuer_regex = "/realms/(?P<realm>acme|globex)$"
+        "#,
+    );
+    assert_eq!(
+        invalid(
+            r#"
+            [client.token]
+            jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+            issuer_regex = "/realms/(?P<realm>[a-z]+)$"
+            "#
+        )
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>(),
+        [
+            "`client.token.jwks_public_endpoint`: {{realm}} comes from a group of \
+             `client.token.issuer_regex` that matches open-ended values, so a token's issuer \
+             would choose where keys are fetched from: list the values (a|b|c), or set \
+             `client.token.insecure_skip_jwks_endpoint_safety_check`"
+        ]
+    );
+    toml_ok(
+        r#"
+        [client.token]
+        jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
         issuer_regex = "/realms/(?P<realm>[a-z]+)$"
+        insecure_skip_jwks_endpoint_safety_check = true
         "#,
     );
 }
