@@ -661,12 +661,22 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts `gyre` with the config `config(port)` on a free port and waits for `/health`.
     pub fn start(config: impl Fn(u16) -> String) -> Self {
+        Self::start_with("gyre.toml", &[], config)
+    }
+
+    /// [`ProxyProcess::start`] with the config in a file named `file_name` (its extension picks
+    /// the format) and `env` as the only `GYRE_*`/`CENTRIFUGO_*` variables.
+    pub fn start_with(
+        file_name: &str,
+        env: &[(&str, &str)],
+        config: impl Fn(u16) -> String,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("gyre-proxy-raw-")
             .tempdir()
             .expect("temp dir");
         let port = crate::free_port();
-        let config_path = dir.path().join("gyre.toml");
+        let config_path = dir.path().join(file_name);
         std::fs::write(&config_path, config(port)).expect("write config");
         let log = std::fs::File::create(dir.path().join("gyre.log")).expect("log file");
         let mut command = Process::new(crate::gyre_binary());
@@ -684,6 +694,7 @@ impl ProxyProcess {
                 command.env_remove(name.as_ref());
             }
         }
+        command.envs(env.iter().copied());
         let child = command.spawn().expect("spawn gyre");
         let mut process = Self {
             child: Some(child),

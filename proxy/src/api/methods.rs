@@ -218,29 +218,62 @@ fn is_zero(n: &u64) -> bool {
 }
 
 async fn publish(node: &Node, request: PublishRequest) -> Result<PublishResult, ApiError> {
+    let data = payload(request.data.as_deref(), request.b64data.as_deref())?;
+    publish_payload(
+        node,
+        &request.channel,
+        data,
+        request.skip_history,
+        request.tags,
+        request.idempotency_key,
+    )
+    .await
+}
+
+/// The bytes to publish: `data` as its JSON text, or `b64data` decoded (binary payloads, for
+/// Protobuf clients: JSON clients cannot be sent what is not JSON). Exactly one of them must
+/// be given; an empty `b64data` counts as absent, as in Centrifugo. Bad base64, an empty
+/// payload, both or neither are error 107.
+fn payload(data: Option<&RawValue>, b64data: Option<&str>) -> Result<Bytes, ApiError> {
+    use base64::Engine as _;
+    let bytes = match (data, b64data.filter(|b| !b.is_empty())) {
+        (Some(raw), None) => Bytes::copy_from_slice(raw.get().as_bytes()),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Bytes::from)
+            .map_err(|_| BAD_REQUEST)?,
+        _ => return Err(BAD_REQUEST),
+    };
+    if bytes.is_empty() {
+        return Err(BAD_REQUEST);
+    }
+    Ok(bytes)
+}
+
+async fn publish_payload(
+    node: &Node,
+    channel: &str,
+    data: Bytes,
+    skip_history: bool,
+    tags: HashMap<String, String>,
+    idempotency_key: Option<String>,
+) -> Result<PublishResult, ApiError> {
     let options = node
         .config
-        .channel_options(&request.channel)
+        .channel_options(channel)
         .map_err(|_| UNKNOWN_CHANNEL)?;
-    let data = match (&request.data, &request.b64data) {
-        (Some(raw), _) => Bytes::copy_from_slice(raw.get().as_bytes()),
-        (None, Some(_)) => return Err(NOT_AVAILABLE), // binary payloads need protobuf clients
-        (None, None) => return Err(BAD_REQUEST),
-    };
     let publish_options = PublishOptions {
-        history: if request.skip_history {
+        history: if skip_history {
             None
         } else {
             history_options(options)
         },
-        tags: request.tags,
-        idempotency_key: request.idempotency_key,
+        tags,
+        idempotency_key,
         ..Default::default()
     };
-    let StreamPosition { offset, epoch } = node
-        .engine
-        .publish(&request.channel, data, &publish_options)
-        .await?;
+    let StreamPosition { offset, epoch } =
+        node.engine.publish(channel, data, &publish_options).await?;
     Ok(PublishResult { offset, epoch })
 }
 
@@ -250,6 +283,8 @@ struct BroadcastRequest {
     #[serde(default)]
     data: Option<Box<RawValue>>,
     #[serde(default)]
+    b64data: Option<String>,
+    #[serde(default)]
     skip_history: bool,
     #[serde(default)]
     tags: HashMap<String, String>,
@@ -258,18 +293,21 @@ struct BroadcastRequest {
 }
 
 async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
+    // One payload for every channel; a bad one fails the whole call, before any publish.
+    let data = payload(request.data.as_deref(), request.b64data.as_deref())?;
     // Written as they come, like batch replies: a 4 MB body can name 400,000 channels.
     let mut responses = ReplyList::new("responses", request.channels.len() * 16);
-    for channel in request.channels {
-        let one = PublishRequest {
+    for channel in &request.channels {
+        let published = publish_payload(
+            node,
             channel,
-            data: request.data.clone(),
-            b64data: None,
-            skip_history: request.skip_history,
-            tags: request.tags.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-        };
-        match publish(node, one).await.and_then(|result| encode(&result)) {
+            data.clone(),
+            request.skip_history,
+            request.tags.clone(),
+            request.idempotency_key.clone(),
+        )
+        .await;
+        match published.and_then(|result| encode(&result)) {
             Ok(result) => responses.push_result("result", &result),
             Err(error) => responses.push_error(error),
         }
@@ -409,4 +447,32 @@ fn raw_json(bytes: &Bytes) -> Option<Box<RawValue>> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|text| RawValue::from_string(text.to_owned()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).expect("JSON")
+    }
+
+    #[test]
+    fn payload_is_data_or_b64data_exactly() {
+        let data = raw(r#"{"n":1}"#);
+        assert_eq!(payload(Some(&data), None).unwrap(), &br#"{"n":1}"#[..]);
+        assert_eq!(payload(Some(&data), Some("")).unwrap(), &br#"{"n":1}"#[..]);
+        assert_eq!(
+            payload(None, Some("AAEC/w==")).unwrap(),
+            &[0u8, 1, 2, 255][..]
+        );
+        for (data, b64) in [
+            (Some(&*data), Some("AAEC")),
+            (None, None),
+            (None, Some("")),
+            (None, Some("not base64!")),
+        ] {
+            assert_eq!(payload(data, b64), Err(BAD_REQUEST), "{data:?} {b64:?}");
+        }
+    }
 }

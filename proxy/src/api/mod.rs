@@ -5,8 +5,10 @@
 //! `http_api.insecure`. Answers are HTTP 200 with `{"result":…}` or `{"error":{code,message}}`;
 //! requests that are not API calls at all (wrong HTTP method, a body that is not the method's
 //! request JSON) get a 4xx with a message. `batch` answers with `{"replies":[…]}` (see `batch`).
+//! `POST /api` itself takes Centrifugo's older `{"method":…,"params":…}` commands (see `legacy`).
 
 mod batch;
+mod legacy;
 mod methods;
 mod reply;
 
@@ -107,10 +109,13 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
         Err(refused) => return refused,
     };
     if method.is_empty() {
-        return text(
-            StatusCode::NOT_FOUND,
-            "use POST /api/<method>, e.g. /api/publish",
-        );
+        return match legacy::run(&node, &body).await {
+            Ok(replies) => json(StatusCode::OK, Bytes::from(replies)),
+            Err(error) => {
+                tracing::debug!(%error, "api: bad legacy request body");
+                text(StatusCode::BAD_REQUEST, &error.to_string())
+            }
+        };
     }
     if method == "batch" {
         // Centrifugo answers a batch with its replies at the top level, not inside "result".

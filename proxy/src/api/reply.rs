@@ -69,7 +69,7 @@ fn push_error(out: &mut Vec<u8>, error: ApiError) {
 /// Appends `value`'s JSON. Only for strings and `ApiError`: serde_json fails only on a failing
 /// writer (a `Vec` never fails) or on values these are not (maps with non-string keys,
 /// serializers that fail on purpose), so the result is dropped rather than passed up.
-fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+pub(super) fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let written = serde_json::to_writer(out, value);
     debug_assert!(written.is_ok(), "{written:?}");
 }

@@ -127,11 +127,12 @@ pub(super) enum Audience {
 }
 
 impl Audience {
-    pub fn contains(&self, wanted: &str) -> bool {
-        match self {
-            Audience::One(a) => a == wanted,
-            Audience::Many(list) => list.iter().any(|a| a == wanted),
-        }
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let list: &[String] = match self {
+            Audience::One(a) => std::slice::from_ref(a),
+            Audience::Many(list) => list,
+        };
+        list.iter().map(String::as_str)
     }
 }
 

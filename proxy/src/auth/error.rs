@@ -69,6 +69,10 @@ pub enum InvalidReason {
     /// `b64info` / `b64data` is not standard base64.
     #[error("{0} is not valid base64")]
     Base64(&'static str),
+    /// A `{{name}}` of a templated `jwks_public_endpoint` got no value, or one that is not a
+    /// plain name, from the token's `iss` / `aud`.
+    #[error("JWKS endpoint from the token's claims: {0}")]
+    JwksVariable(String),
     /// The configured `user_id_claim` holds an object or array.
     #[error("user id claim is not a string or number")]
     UserIdClaim,
@@ -158,6 +162,9 @@ pub enum AuthConfigError {
     /// `jwks_public_endpoint` is not an http(s) URL.
     #[error("{field}: {reason}")]
     InvalidJwksEndpoint { field: String, reason: String },
+    /// `audience_regex` / `issuer_regex` does not compile, or is set beside its exact twin.
+    #[error("{field}: {reason}")]
+    InvalidRegex { field: String, reason: String },
     /// The HTTP client for JWKS could not be built.
     #[error("JWKS HTTP client: {0}")]
     HttpClient(String),

@@ -267,3 +267,186 @@ fn usable_key(jwk: &Jwk) -> Option<JwkKey> {
 fn to_algorithm(ka: KeyAlgorithm) -> Option<Algorithm> {
     ka.to_string().parse().ok()
 }
+
+/// A `jwks_public_endpoint` with `{{name}}` placeholders (Keycloak's one URL per realm), filled
+/// for each token from the named groups `issuer_regex` / `audience_regex` captured in its `iss`
+/// / `aud`. Each URL it yields is a [`Jwks`] of its own, so a `kid` is only ever looked up in
+/// the set of the issuer that signed with it.
+pub(super) struct JwksTemplate {
+    template: String,
+    field: String,
+    opts: JwksOptions,
+    endpoints: parking_lot::Mutex<HashMap<String, Arc<Jwks>>>,
+}
+
+/// URLs remembered at once; beyond it one is forgotten (and fetched again when needed), so
+/// tokens naming ever new realms cannot grow memory without bound.
+const MAX_TEMPLATE_ENDPOINTS: usize = 256;
+
+impl JwksTemplate {
+    /// `names` are the named groups the regexes capture: every placeholder must be one of them.
+    /// `unsafe_groups` are those of [`unsafe_placeholders`]; none may be left unless the
+    /// operator said the endpoint is safe anyway.
+    pub fn new(
+        template: &str,
+        field: &str,
+        opts: JwksOptions,
+        names: &[&str],
+        unsafe_groups: &[(&str, &str)],
+    ) -> Result<Self, AuthConfigError> {
+        let bad = |reason: String| AuthConfigError::InvalidJwksEndpoint {
+            field: field.to_owned(),
+            reason,
+        };
+        if let Some((name, key)) = unsafe_groups.first() {
+            return Err(bad(format!(
+                "{{{{{name}}}}} comes from a group of {key} that matches open-ended values: \
+                 list them (a|b|c), or set insecure_skip_jwks_endpoint_safety_check"
+            )));
+        }
+        let mut sample = HashMap::new();
+        for name in placeholders(template) {
+            if !names.contains(&name) {
+                return Err(bad(format!(
+                    "{{{{{name}}}}} is not a named group of issuer_regex or audience_regex"
+                )));
+            }
+            sample.insert(name.to_owned(), "x".to_owned());
+        }
+        // The URL's shape is checked once, with every placeholder filled.
+        let url = fill(template, &sample).map_err(|e| bad(e.to_string()))?;
+        Jwks::new(&url, field, opts.clone())?;
+        Ok(JwksTemplate {
+            template: template.to_owned(),
+            field: field.to_owned(),
+            opts,
+            endpoints: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The key set of the URL `vars` make of the template.
+    pub fn endpoint(&self, vars: &HashMap<String, String>) -> Result<Arc<Jwks>, TokenError> {
+        let url = fill(&self.template, vars)?;
+        let mut endpoints = self.endpoints.lock();
+        if let Some(jwks) = endpoints.get(&url) {
+            return Ok(Arc::clone(jwks));
+        }
+        let jwks = Jwks::new(&url, &self.field, self.opts.clone())
+            .map_err(|e| InvalidReason::JwksVariable(e.to_string()))?;
+        if endpoints.len() >= MAX_TEMPLATE_ENDPOINTS
+            && let Some(old) = endpoints.keys().next().cloned()
+        {
+            endpoints.remove(&old);
+        }
+        let jwks = Arc::new(jwks);
+        endpoints.insert(url, Arc::clone(&jwks));
+        Ok(jwks)
+    }
+}
+
+/// The names between `{{` and `}}`, in order.
+pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("}}"))
+        .map(|(name, _)| name.trim())
+}
+
+/// The template with every placeholder replaced by its value. A value comes from a token that
+/// is not verified yet (and, with `insecure_skip_jwks_endpoint_safety_check`, from a group that
+/// captures anything), so it may only be a host, port or path segment: letters, digits, `-`,
+/// `_`, `.` (not `..`), `:`; never `/`, `@`, `?`, `#` or `%` that would point the request
+/// elsewhere.
+fn fill(template: &str, vars: &HashMap<String, String>) -> Result<String, InvalidReason> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some((name, tail)) = after.split_once("}}") else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = name.trim();
+        let value = vars
+            .get(name)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| InvalidReason::JwksVariable(format!("no value for {{{{{name}}}}}")))?;
+        let safe = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            && !value.contains("..");
+        if !safe {
+            return Err(InvalidReason::JwksVariable(format!(
+                "{{{{{name}}}}} = {value:?} is not a plain name"
+            )));
+        }
+        out.push_str(value);
+        rest = tail;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The placeholders of `template` whose named group (in `issuer_regex` or `audience_regex`) can
+/// capture values nobody listed: a token's issuer would then choose where gyre fetches keys
+/// from. Safe groups match a fixed set of strings (`acme|globex`, `eu|us`); `[a-z]+`, `.+`,
+/// `\w*` or a class of more than a few characters are not. Each entry is (placeholder, regex
+/// key name). A placeholder without any group is not listed here (see `JwksTemplate::new`).
+pub(super) fn unsafe_placeholders<'a>(
+    template: &'a str,
+    regexes: &[(&'static str, &str)],
+) -> Vec<(&'a str, &'static str)> {
+    let parsed: Vec<(&'static str, regex_syntax::hir::Hir)> = regexes
+        .iter()
+        .filter(|(_, pattern)| !pattern.is_empty())
+        .filter_map(|(key, pattern)| Some((*key, regex_syntax::parse(pattern).ok()?)))
+        .collect();
+    let mut out = Vec::new();
+    for name in placeholders(template) {
+        for (key, hir) in &parsed {
+            if let Some(group) = named_group(hir, name)
+                && !fixed_strings(group)
+            {
+                out.push((name, *key));
+            }
+        }
+    }
+    out
+}
+
+fn named_group<'h>(
+    hir: &'h regex_syntax::hir::Hir,
+    name: &str,
+) -> Option<&'h regex_syntax::hir::Hir> {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Capture(capture) if capture.name.as_deref() == Some(name) => Some(&capture.sub),
+        HirKind::Capture(capture) => named_group(&capture.sub, name),
+        HirKind::Repetition(repetition) => named_group(&repetition.sub, name),
+        HirKind::Concat(items) | HirKind::Alternation(items) => {
+            items.iter().find_map(|item| named_group(item, name))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `hir` matches only strings from a short fixed list.
+fn fixed_strings(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    /// `a|b|c` may be written (or parsed) as a class; a longer class is a pattern.
+    const MAX_CLASS: usize = 8;
+    match hir.kind() {
+        HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) => true,
+        HirKind::Class(Class::Unicode(class)) => {
+            class.iter().map(|r| r.len()).sum::<usize>() <= MAX_CLASS
+        }
+        HirKind::Class(Class::Bytes(class)) => {
+            class.iter().map(|r| r.len()).sum::<usize>() <= MAX_CLASS
+        }
+        HirKind::Repetition(_) => false,
+        HirKind::Capture(capture) => fixed_strings(&capture.sub),
+        HirKind::Concat(items) | HirKind::Alternation(items) => items.iter().all(fixed_strings),
+    }
+}

@@ -24,6 +24,8 @@ struct KeyServer {
     body: Arc<Mutex<String>>,
     status: Arc<AtomicU16>,
     hits: Arc<AtomicUsize>,
+    /// The path of every request, in order.
+    paths: Arc<Mutex<Vec<String>>>,
 }
 
 impl KeyServer {
@@ -38,18 +40,21 @@ impl KeyServer {
             body: Arc::new(Mutex::new(body)),
             status: Arc::new(AtomicU16::new(200)),
             hits: Arc::new(AtomicUsize::new(0)),
+            paths: Arc::new(Mutex::new(Vec::new())),
         };
-        let (body, status, hits) = (
+        let (body, status, hits, paths) = (
             server.body.clone(),
             server.status.clone(),
             server.hits.clone(),
+            server.paths.clone(),
         );
         tokio::spawn(async move {
             loop {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
-                let (body, status, hits) = (body.clone(), status.clone(), hits.clone());
+                let (body, status, hits, paths) =
+                    (body.clone(), status.clone(), hits.clone(), paths.clone());
                 tokio::spawn(async move {
                     let mut req = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -60,6 +65,9 @@ impl KeyServer {
                         }
                     }
                     hits.fetch_add(1, Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&req);
+                    let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                    paths.lock().push(path);
                     if stall {
                         tokio::time::sleep(Duration::from_secs(30)).await;
                         return;
@@ -370,4 +378,122 @@ async fn concurrent_misses_share_one_fetch() {
         assert!(task.await.unwrap().is_ok());
     }
     assert_eq!(server.hits(), 1);
+}
+
+/// A `{{realm}}` endpoint: each realm's set is fetched from its own URL, filled from the
+/// issuer's named group; tokens the regex refuses, or whose value is not a plain name, make no
+/// request at all.
+#[tokio::test]
+async fn templated_endpoint_per_realm() {
+    let body = set(vec![jwk(&rsa_key(), Algorithm::RS256, "k", true)]);
+    let server = KeyServer::start(body, false).await;
+    let base = server.url.trim_end_matches("/.well-known/jwks.json");
+    let s = TokenSettings {
+        jwks_public_endpoint: format!("{base}/realms/{{{{realm}}}}/certs"),
+        // Open-ended on purpose: the values themselves are checked too.
+        issuer_regex: r"^https://kc\.example/realms/(?P<realm>[^/]+)$".into(),
+        insecure_skip_jwks_endpoint_safety_check: true,
+        ..Default::default()
+    };
+    let v = Verifier::with_jwks_options(&s, opts(Duration::ZERO)).unwrap();
+    let token = |iss: &str| {
+        sign(
+            Algorithm::RS256,
+            &rsa_key(),
+            Some("k"),
+            &json!({"sub": "u", "iss": iss}),
+        )
+    };
+    for realm in ["acme", "beta", "acme"] {
+        let t = token(&format!("https://kc.example/realms/{realm}"));
+        assert_eq!(
+            v.verify_connect(&t, NOW).await.unwrap().user,
+            "u",
+            "{realm}"
+        );
+    }
+    assert_eq!(
+        *server.paths.lock(),
+        ["/realms/acme/certs", "/realms/beta/certs"],
+        "one fetch per realm, each set cached"
+    );
+    for (iss, wanted) in [
+        ("https://evil.example/realms/acme", "issuer mismatch"),
+        ("https://kc.example/realms/..", "not a plain name"),
+        ("https://kc.example/realms/a%2fb", "not a plain name"),
+        ("https://kc.example/realms/x@evil", "not a plain name"),
+    ] {
+        let err = v.verify_connect(&token(iss), NOW).await.unwrap_err();
+        assert!(err.to_string().contains(wanted), "{iss}: {err}");
+        assert_eq!(
+            err.connect_outcome(),
+            Reject::Disconnect(3500, "invalid token")
+        );
+    }
+    assert_eq!(server.hits(), 2, "refused tokens make no request");
+}
+
+#[test]
+fn a_template_needs_a_named_group_for_each_placeholder() {
+    let s = TokenSettings {
+        jwks_public_endpoint: "https://kc.example/realms/{{realm}}/certs".into(),
+        issuer_regex: "^https://kc.example/realms/(?P<tenant>[a-z]+)$".into(),
+        ..Default::default()
+    };
+    let err = Verifier::new(&s).unwrap_err();
+    assert!(
+        err.to_string().contains("{{realm}} is not a named group"),
+        "{err}"
+    );
+}
+
+/// Centrifugo's safety check: a placeholder's group must match a fixed list of values, unless
+/// `insecure_skip_jwks_endpoint_safety_check`.
+#[test]
+fn template_groups_must_list_their_values() {
+    let settings = |issuer_regex: &str, audience_regex: &str| TokenSettings {
+        jwks_public_endpoint: "https://kc.example/realms/{{realm}}/certs".into(),
+        issuer_regex: issuer_regex.into(),
+        audience_regex: audience_regex.into(),
+        ..Default::default()
+    };
+    for safe in [
+        "^https://kc/realms/(?P<realm>acme|globex)$",
+        "/realms/(?P<realm>prod)",
+        "(?i)/realms/(?P<realm>acme|beta)",
+        "/realms/(?P<realm>a|b|c)",
+        "/realms/(?P<realm>dev[12])/(?P<other>.+)",
+    ] {
+        let s = settings(safe, "");
+        assert!(unsafe_jwks_placeholders(&s).is_empty(), "{safe}");
+        assert!(Verifier::new(&s).is_ok(), "{safe}");
+    }
+    for open in [
+        "/realms/(?P<realm>[a-z]+)",
+        "/realms/(?P<realm>.+)",
+        r"/realms/(?P<realm>\w*)",
+        "/realms/(?P<realm>a{3})",
+        "/realms/(?P<realm>foo?)",
+        "/realms/(?P<realm>acme|.)",
+        "/realms/(?P<realm>[a-z])",
+    ] {
+        let s = settings(open, "");
+        assert_eq!(
+            unsafe_jwks_placeholders(&s),
+            [("realm", "issuer_regex")],
+            "{open}"
+        );
+        let err = Verifier::new(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("insecure_skip_jwks_endpoint_safety_check"),
+            "{open}: {err}"
+        );
+        let skipped = TokenSettings {
+            insecure_skip_jwks_endpoint_safety_check: true,
+            ..s
+        };
+        assert!(Verifier::new(&skipped).is_ok(), "{open}");
+    }
+    let s = settings("", "^(?P<realm>[a-z]+)$");
+    assert_eq!(unsafe_jwks_placeholders(&s), [("realm", "audience_regex")]);
 }

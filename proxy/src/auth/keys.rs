@@ -1,4 +1,5 @@
-//! Keys from the configuration file: one HMAC secret, one RSA and one ECDSA public key (PEM).
+//! Keys from the configuration file: one HMAC secret (and the one it replaced, during a
+//! rotation), one RSA and one ECDSA public key (PEM).
 //!
 //! The token header's `alg` picks the key family, so an RSA public key can never be used as an
 //! HMAC secret (the classic algorithm-confusion attack): each family has its own slot.
@@ -11,8 +12,27 @@ use super::settings::TokenSettings;
 /// The configured static keys; `None` = that family is disabled.
 pub(super) struct StaticKeys {
     hmac: Option<DecodingKey>,
+    hmac_previous: Option<PreviousKey>,
     rsa: Option<DecodingKey>,
     ecdsa: Option<DecodingKey>,
+}
+
+/// `hmac_previous_secret_key` and until when it counts.
+pub(super) struct PreviousKey {
+    key: DecodingKey,
+    /// Unix seconds; `None` = no end.
+    valid_until: Option<i64>,
+}
+
+impl PreviousKey {
+    /// The key, if it is still accepted at `now_unix`. The cut-off is the server's clock, never
+    /// a claim of the token: whoever kept the old secret could write any `iat`.
+    pub fn at(&self, now_unix: i64) -> Option<&DecodingKey> {
+        match self.valid_until {
+            Some(until) if now_unix >= until => None,
+            _ => Some(&self.key),
+        }
+    }
 }
 
 impl StaticKeys {
@@ -28,6 +48,15 @@ impl StaticKeys {
                 DecodingKey::from_secret(secret.as_bytes())
                     .map_err(|e| bad("hmac_secret_key", e.to_string()))?,
             ),
+        };
+        let hmac_previous = match settings.hmac_previous_secret_key.as_str() {
+            "" => None,
+            secret => Some(PreviousKey {
+                key: DecodingKey::from_secret(secret.as_bytes())
+                    .map_err(|e| bad("hmac_previous_secret_key", e.to_string()))?,
+                valid_until: Some(settings.hmac_previous_secret_key_valid_until)
+                    .filter(|&until| until > 0),
+            }),
         };
         let rsa = match settings.rsa_public_key.trim() {
             "" => None,
@@ -59,11 +88,21 @@ impl StaticKeys {
                 Some(key)
             }
         };
-        Ok(StaticKeys { hmac, rsa, ecdsa })
+        Ok(StaticKeys {
+            hmac,
+            hmac_previous,
+            rsa,
+            ecdsa,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
         self.hmac.is_none() && self.rsa.is_none() && self.ecdsa.is_none()
+    }
+
+    /// The previous HMAC secret, for an HS* token the current one refused.
+    pub fn hmac_previous(&self) -> Option<&PreviousKey> {
+        self.hmac_previous.as_ref()
     }
 
     /// The key for the header's algorithm. Only Centrifugo's static-key algorithms are accepted:

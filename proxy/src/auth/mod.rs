@@ -12,11 +12,18 @@
 //!   subscription token whose channel/user/client differ from the request is the session's
 //!   check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
 //!
+//! `audience_regex` / `issuer_regex` stand in for `audience` / `issuer` (one of each pair):
+//! some `aud` value, or `iss`, must match the regular expression. Their named groups fill the
+//! `{{name}}` placeholders of a templated `jwks_public_endpoint` (one key set per issuer, e.g.
+//! per Keycloak realm; see `jwks::JwksTemplate`).
+//!
 //! Order of checks, as in Centrifugo: header and key → signature → claim types → aud/iss →
 //! `channel` claim (connection tokens) → `exp`/`nbf` → payload decoding. So an expired token with
 //! a bad signature is *invalid*, not *expired*.
 //!
-//! Keys: HS256/384/512 (`hmac_secret_key`), RS256/384/512 (`rsa_public_key`), ES256/ES384
+//! Keys: HS256/384/512 (`hmac_secret_key`; during a rotation also `hmac_previous_secret_key`,
+//! tried when the current secret refuses the signature, until
+//! `hmac_previous_secret_key_valid_until`), RS256/384/512 (`rsa_public_key`), ES256/ES384
 //! (`ecdsa_public_key`), picked by the header's `alg`; or, when `jwks_public_endpoint` is set,
 //! only the JWKS (RSA, EC, Ed25519 keys by `kid`; caching rules in `jwks.rs`). ES512 is not
 //! supported (jsonwebtoken has no ES512).
@@ -32,6 +39,7 @@ mod jwks_tests;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -46,7 +54,7 @@ pub use error::{
 pub use settings::TokenSettings;
 
 use claims::{RawConnect, RawSubscribe, Registered};
-use jwks::{Jwks, JwksOptions};
+use jwks::{Jwks, JwksOptions, JwksTemplate};
 use keys::StaticKeys;
 
 /// Verifies connection and subscription tokens. Cheap to clone (shared state behind an `Arc`).
@@ -116,7 +124,7 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<ConnectToken, TokenError> {
         let ring = &*self.connect;
-        let payload = ring.verified_payload(token).await?;
+        let payload = ring.verified_payload(token, now_unix).await?;
         let raw: RawConnect<'_> = parse(payload.get())?;
         let reg: Registered = parse(payload.get())?;
         ring.check_audience_issuer(&reg)?;
@@ -136,7 +144,7 @@ impl Verifier {
         now_unix: i64,
     ) -> Result<SubscribeToken, TokenError> {
         let ring = &*self.subscribe;
-        let payload = ring.verified_payload(token).await?;
+        let payload = ring.verified_payload(token, now_unix).await?;
         let raw: RawSubscribe<'_> = parse(payload.get())?;
         let reg: Registered = parse(payload.get())?;
         ring.check_audience_issuer(&reg)?;
@@ -163,30 +171,52 @@ impl Verifier {
 enum KeySource {
     Static(StaticKeys),
     Jwks(Jwks),
+    /// `jwks_public_endpoint` with `{{name}}` placeholders, filled from the regexes' groups.
+    JwksTemplate(JwksTemplate),
 }
 
 /// Keys plus the claim checks of one `TokenSettings`.
 struct KeyRing {
     source: KeySource,
-    audience: Option<String>,
-    issuer: Option<String>,
+    audience: Option<Expected>,
+    issuer: Option<Expected>,
     /// `None` = the standard `sub` claim.
     user_id_claim: Option<String>,
 }
 
 impl KeyRing {
     fn new(s: &TokenSettings, scope: &str, opts: JwksOptions) -> Result<Self, AuthConfigError> {
+        let audience = Expected::new(&s.audience, &s.audience_regex, scope, "audience")?;
+        let issuer = Expected::new(&s.issuer, &s.issuer_regex, scope, "issuer")?;
+        let field = format!("{scope}.jwks_public_endpoint");
         let source = if s.jwks_public_endpoint.is_empty() {
             KeySource::Static(StaticKeys::load(s, scope)?)
+        } else if s.jwks_public_endpoint.contains("{{") {
+            let names: Vec<&str> = [&audience, &issuer]
+                .into_iter()
+                .flatten()
+                .flat_map(Expected::group_names)
+                .collect();
+            let unsafe_groups = if s.insecure_skip_jwks_endpoint_safety_check {
+                Vec::new()
+            } else {
+                unsafe_jwks_placeholders(s)
+            };
+            KeySource::JwksTemplate(JwksTemplate::new(
+                &s.jwks_public_endpoint,
+                &field,
+                opts,
+                &names,
+                &unsafe_groups,
+            )?)
         } else {
-            let field = format!("{scope}.jwks_public_endpoint");
             KeySource::Jwks(Jwks::new(&s.jwks_public_endpoint, &field, opts)?)
         };
         let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_owned());
         Ok(KeyRing {
             source,
-            audience: non_empty(&s.audience),
-            issuer: non_empty(&s.issuer),
+            audience,
+            issuer,
             user_id_claim: non_empty(&s.user_id_claim).filter(|c| c != "sub"),
         })
     }
@@ -194,12 +224,16 @@ impl KeyRing {
     fn has_keys(&self) -> bool {
         match &self.source {
             KeySource::Static(keys) => !keys.is_empty(),
-            KeySource::Jwks(_) => true,
+            KeySource::Jwks(_) | KeySource::JwksTemplate(_) => true,
         }
     }
 
     /// Checks the header and signature; returns the payload JSON.
-    async fn verified_payload(&self, token: &str) -> Result<Box<RawValue>, TokenError> {
+    async fn verified_payload(
+        &self,
+        token: &str,
+        now_unix: i64,
+    ) -> Result<Box<RawValue>, TokenError> {
         let header = decode_header(token)?;
         let alg = header.alg;
         // JWKS keys are shared through an `Arc`; hold it while the static key is borrowed.
@@ -207,35 +241,70 @@ impl KeyRing {
         let key: &DecodingKey = match &self.source {
             KeySource::Static(keys) => keys.for_alg(alg)?,
             KeySource::Jwks(jwks) => {
-                let kid = header
-                    .kid
-                    .as_deref()
-                    .filter(|k| !k.is_empty())
-                    .ok_or(InvalidReason::MissingKid)?;
-                jwk = jwks.key(kid).await?;
-                if !jwk.algs.contains(&alg) {
-                    return Err(InvalidReason::AlgorithmMismatch {
-                        kid: kid.to_owned(),
-                        alg: format!("{alg:?}"),
-                    }
-                    .into());
-                }
+                jwk = jwk_for(jwks, &header).await?;
+                &jwk.key
+            }
+            KeySource::JwksTemplate(template) => {
+                let jwks = template.endpoint(&self.endpoint_vars(token)?)?;
+                jwk = jwk_for(&jwks, &header).await?;
                 &jwk.key
             }
         };
-        let data = jsonwebtoken::decode::<Box<RawValue>>(token, key, &signature_only(alg))
-            .map_err(InvalidReason::from)?;
-        Ok(data.claims)
+        let validation = signature_only(alg);
+        let decoded = jsonwebtoken::decode::<Box<RawValue>>(token, key, &validation);
+        let decoded = match (decoded, &self.source) {
+            (Err(e), KeySource::Static(keys)) if *e.kind() == ErrorKind::InvalidSignature => {
+                match keys.hmac_previous().and_then(|p| p.at(now_unix)) {
+                    Some(previous) if is_hmac(alg) => {
+                        jsonwebtoken::decode::<Box<RawValue>>(token, previous, &validation)
+                    }
+                    _ => Err(e),
+                }
+            }
+            (decoded, _) => decoded,
+        };
+        Ok(decoded.map_err(InvalidReason::from)?.claims)
+    }
+
+    /// The values a templated JWKS endpoint needs, from the named groups of the regexes in the
+    /// (not yet verified) `iss` and `aud`. A token the regexes refuse is refused here, before
+    /// any request is made for it.
+    fn endpoint_vars(&self, token: &str) -> Result<HashMap<String, String>, InvalidReason> {
+        use base64::Engine as _;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .ok_or_else(|| InvalidReason::Malformed("payload is not base64url".into()))?;
+        let reg: Registered =
+            serde_json::from_slice(&payload).map_err(|e| InvalidReason::Claims(e.to_string()))?;
+        self.check_audience_issuer(&reg)?;
+        let mut vars = HashMap::new();
+        if let (Some(wanted), Some(iss)) = (&self.issuer, reg.iss.as_deref()) {
+            wanted.capture(iss, &mut vars);
+        }
+        if let (Some(wanted), Some(aud)) = (&self.audience, &reg.aud) {
+            // The first value that matches, as Centrifugo.
+            aud.iter().find(|a| wanted.capture(a, &mut vars));
+        }
+        Ok(vars)
     }
 
     fn check_audience_issuer(&self, reg: &Registered) -> Result<(), InvalidReason> {
         if let Some(wanted) = &self.audience
-            && !reg.aud.as_ref().is_some_and(|aud| aud.contains(wanted))
+            && !reg
+                .aud
+                .as_ref()
+                .is_some_and(|aud| aud.iter().any(|a| wanted.accepts(a)))
         {
             return Err(InvalidReason::Audience);
         }
         if let Some(wanted) = &self.issuer
-            && reg.iss.as_deref() != Some(wanted.as_str())
+            && !reg.iss.as_deref().is_some_and(|iss| wanted.accepts(iss))
         {
             return Err(InvalidReason::Issuer);
         }
@@ -248,6 +317,110 @@ impl KeyRing {
             Some(claim) => claims::custom_user_id(payload, claim),
         }
     }
+}
+
+/// The `{{name}}` placeholders of a templated `jwks_public_endpoint`, for config validation.
+pub fn jwks_placeholders(template: &str) -> Vec<&str> {
+    jwks::placeholders(template).collect()
+}
+
+/// The placeholders of `settings.jwks_public_endpoint` filled from a named group that matches
+/// open-ended values, with the key of its regex (`issuer_regex` / `audience_regex`): Centrifugo's
+/// JWKS endpoint safety check, which `insecure_skip_jwks_endpoint_safety_check` turns off.
+pub fn unsafe_jwks_placeholders(settings: &TokenSettings) -> Vec<(&str, &'static str)> {
+    jwks::unsafe_placeholders(
+        &settings.jwks_public_endpoint,
+        &[
+            ("issuer_regex", settings.issuer_regex.as_str()),
+            ("audience_regex", settings.audience_regex.as_str()),
+        ],
+    )
+}
+
+/// The key of the header's `kid` in `jwks`, if it may verify the header's algorithm.
+async fn jwk_for(jwks: &Jwks, header: &Header) -> Result<Arc<jwks::JwkKey>, TokenError> {
+    let kid = header
+        .kid
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .ok_or(InvalidReason::MissingKid)?;
+    let jwk = jwks.key(kid).await?;
+    if !jwk.algs.contains(&header.alg) {
+        return Err(InvalidReason::AlgorithmMismatch {
+            kid: kid.to_owned(),
+            alg: format!("{:?}", header.alg),
+        }
+        .into());
+    }
+    Ok(jwk)
+}
+
+/// What an `aud` value or the `iss` claim must be: the configured string, or a match of the
+/// configured regular expression.
+enum Expected {
+    Exactly(String),
+    Matching(regex::Regex),
+}
+
+impl Expected {
+    /// From `<name>` and `<name>_regex` of `scope`; both set is a config error (validation
+    /// reports it first; this keeps the verifier honest when built another way).
+    fn new(
+        exact: &str,
+        pattern: &str,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<Self>, AuthConfigError> {
+        let field = format!("{scope}.{name}_regex");
+        match (exact, pattern) {
+            ("", "") => Ok(None),
+            (exact, "") => Ok(Some(Expected::Exactly(exact.to_owned()))),
+            ("", pattern) => regex::Regex::new(pattern)
+                .map(|re| Some(Expected::Matching(re)))
+                .map_err(|e| AuthConfigError::InvalidRegex {
+                    field,
+                    reason: e.to_string(),
+                }),
+            _ => Err(AuthConfigError::InvalidRegex {
+                field,
+                reason: format!("cannot be used together with {scope}.{name}"),
+            }),
+        }
+    }
+
+    fn accepts(&self, value: &str) -> bool {
+        match self {
+            Expected::Exactly(wanted) => value == wanted,
+            Expected::Matching(re) => re.is_match(value),
+        }
+    }
+
+    /// Whether `value` is accepted; if so, its named groups go into `vars`.
+    fn capture(&self, value: &str, vars: &mut HashMap<String, String>) -> bool {
+        let Expected::Matching(re) = self else {
+            return self.accepts(value);
+        };
+        let Some(captures) = re.captures(value) else {
+            return false;
+        };
+        for name in re.capture_names().flatten() {
+            if let Some(m) = captures.name(name) {
+                vars.insert(name.to_owned(), m.as_str().to_owned());
+            }
+        }
+        true
+    }
+
+    fn group_names(&self) -> Vec<&str> {
+        match self {
+            Expected::Exactly(_) => Vec::new(),
+            Expected::Matching(re) => re.capture_names().flatten().collect(),
+        }
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// jsonwebtoken only checks the signature and algorithm here; every claim check is ours because

@@ -268,6 +268,159 @@ async fn audience_and_issuer() {
 }
 
 #[tokio::test]
+async fn audience_and_issuer_regexes() {
+    let v = verifier(&TokenSettings {
+        audience_regex: "^gyre-(eu|us)$".into(),
+        issuer_regex: r"https://auth\.example\.com/realms/(?P<realm>[a-z]+)".into(),
+        ..settings()
+    });
+    let iss = "https://auth.example.com/realms/acme";
+    for claims in [
+        json!({"aud": "gyre-eu", "iss": iss}),
+        json!({"aud": ["other", "gyre-us"], "iss": iss}),
+        // Unanchored, as Go's regexp: a match anywhere in iss counts.
+        json!({"aud": "gyre-eu", "iss": format!("{iss}/extra")}),
+    ] {
+        assert!(
+            v.verify_connect(&hs256(&claims), NOW).await.is_ok(),
+            "{claims}"
+        );
+    }
+    for (claims, reason) in [
+        (
+            json!({"aud": "gyre-asia", "iss": iss}),
+            InvalidReason::Audience,
+        ),
+        (json!({"iss": iss}), InvalidReason::Audience),
+        (
+            json!({"aud": "gyre-eu", "iss": "https://evil.example/realms/acme"}),
+            InvalidReason::Issuer,
+        ),
+        (json!({"aud": "gyre-eu"}), InvalidReason::Issuer),
+    ] {
+        let err = v.verify_connect(&hs256(&claims), NOW).await.unwrap_err();
+        assert_eq!(err, TokenError::Invalid(reason.clone()), "{claims}");
+        assert_eq!(
+            err.connect_outcome(),
+            Reject::Disconnect(3500, "invalid token")
+        );
+        assert_eq!(
+            invalid(v.verify_subscribe(&hs256(&claims), NOW).await),
+            reason
+        );
+    }
+}
+
+/// Key rotation: tokens signed with the previous secret verify until `valid_until`; the
+/// current secret always does; a third secret never does.
+#[tokio::test]
+async fn previous_hmac_secret_during_rotation() {
+    const OLD: &str = "gyre-old-secret";
+    let rotating = TokenSettings {
+        hmac_previous_secret_key: OLD.into(),
+        hmac_previous_secret_key_valid_until: NOW + 100,
+        ..settings()
+    };
+    let v = verifier(&rotating);
+    let claims = json!({"sub": "u", "exp": NOW + 1000});
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let old = hs(alg, OLD, &claims);
+        assert_eq!(v.verify_connect(&old, NOW).await.unwrap().user, "u");
+        assert_eq!(v.verify_connect(&old, NOW + 99).await.unwrap().user, "u");
+        assert_eq!(
+            invalid(v.verify_connect(&old, NOW + 100).await),
+            InvalidReason::BadSignature,
+            "valid_until has passed"
+        );
+        let current = hs(alg, SECRET, &claims);
+        assert!(v.verify_connect(&current, NOW + 500).await.is_ok());
+        let other = hs(alg, "someone-else", &claims);
+        assert_eq!(
+            invalid(v.verify_connect(&other, NOW).await),
+            InvalidReason::BadSignature
+        );
+    }
+    // Subscription tokens share the keys (no separate subscription_token section).
+    let sub = hs(Algorithm::HS256, OLD, &json!({"sub": "u", "channel": "c"}));
+    assert_eq!(v.verify_subscribe(&sub, NOW).await.unwrap().channel, "c");
+
+    // Without an end the previous secret stays accepted.
+    let open_ended = verifier(&TokenSettings {
+        hmac_previous_secret_key_valid_until: 0,
+        ..rotating.clone()
+    });
+    let old = hs(Algorithm::HS256, OLD, &claims);
+    assert!(open_ended.verify_connect(&old, NOW + 999).await.is_ok());
+    // Other claim checks still apply to a token signed with the previous secret.
+    let expired = hs(Algorithm::HS256, OLD, &json!({"sub": "u", "exp": NOW - 1}));
+    assert_eq!(
+        open_ended.verify_connect(&expired, NOW).await.unwrap_err(),
+        TokenError::Expired
+    );
+    // An RSA token with a bad signature is not retried with an HMAC secret.
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap();
+    let mut forged = sign(Algorithm::RS256, &rsa, None, &claims);
+    forged.pop();
+    forged.push('A');
+    assert!(matches!(
+        open_ended.verify_connect(&forged, NOW).await,
+        Err(TokenError::Invalid(_))
+    ));
+}
+
+/// With separate subscription token keys, each section rotates on its own.
+#[tokio::test]
+async fn previous_secret_of_subscription_tokens() {
+    let v = Verifier::with_subscription(
+        &settings(),
+        &TokenSettings {
+            hmac_secret_key: "sub-new".into(),
+            hmac_previous_secret_key: "sub-old".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let sub = |secret| {
+        hs(
+            Algorithm::HS256,
+            secret,
+            &json!({"sub": "u", "channel": "c"}),
+        )
+    };
+    assert!(v.verify_subscribe(&sub("sub-old"), NOW).await.is_ok());
+    assert!(v.verify_subscribe(&sub("sub-new"), NOW).await.is_ok());
+    assert!(v.verify_subscribe(&sub("gyre-old"), NOW).await.is_err());
+    let connect = hs(Algorithm::HS256, "sub-old", &json!({"sub": "u"}));
+    assert!(
+        v.verify_connect(&connect, NOW).await.is_err(),
+        "connection tokens do not take the subscription section's previous secret"
+    );
+}
+
+#[test]
+fn bad_regexes_are_reported_at_startup() {
+    let err = Verifier::new(&TokenSettings {
+        issuer_regex: "(unclosed".into(),
+        ..settings()
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&err, AuthConfigError::InvalidRegex { field, .. } if field == "client.token.issuer_regex"),
+        "{err:?}"
+    );
+    let err = Verifier::new(&TokenSettings {
+        audience: "gyre".into(),
+        audience_regex: "gyre".into(),
+        ..settings()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("client.token.audience_regex"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn channel_claim_makes_connect_token_invalid() {
     let v = verifier(&settings());
     let t = hs256(&json!({"sub": "u", "channel": "news"}));

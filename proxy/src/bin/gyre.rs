@@ -20,8 +20,10 @@ use gyre_proxy::protocol::session::history_options;
 #[derive(Parser)]
 #[command(name = "gyre", version)]
 struct Cli {
-    /// Configuration file (TOML or JSON, by extension). Every option can also be set with a
-    /// GYRE_<KEY_PATH> environment variable, e.g. GYRE_HTTP_SERVER_PORT=8000.
+    /// Configuration file (TOML, JSON or YAML, by extension: .toml, .json, .yaml, .yml). Every
+    /// option can also be set with a GYRE_<KEY_PATH> environment variable, e.g.
+    /// GYRE_HTTP_SERVER_PORT=8000, or Centrifugo's CENTRIFUGO_<KEY_PATH> (GYRE_ wins when both
+    /// are set).
     #[arg(short, long, env = "GYRE_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// http_server.address: address to listen on.
@@ -100,7 +102,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Defaults < file < GYRE_* environment < flags; then validation. Prints warnings.
+/// Defaults < file < CENTRIFUGO_*/GYRE_* environment < flags; then validation. Prints warnings
+/// and, once, the CENTRIFUGO_* variables that were read.
 fn load_config(cli: &Cli) -> Result<Config, String> {
     let text;
     let file = match &cli.config {
@@ -129,6 +132,12 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     let loaded = config::load(file, std::env::vars(), &overrides).map_err(|e| e.to_string())?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
+    }
+    if !loaded.centrifugo_env.is_empty() {
+        eprintln!(
+            "gyre: read Centrifugo environment variables as GYRE_* aliases: {}",
+            loaded.centrifugo_env.join(", ")
+        );
     }
     Ok(loaded.config)
 }

@@ -1,4 +1,5 @@
-//! Key paths, `GYRE_*` environment variables and flag overrides.
+//! Key paths, `GYRE_*` (and their `CENTRIFUGO_*` aliases) environment variables and flag
+//! overrides.
 //!
 //! The set of key paths is not written down anywhere: it is read off the schema by serializing
 //! the default [`Config`] to a JSON tree and collecting its leaves, so a new field is settable
@@ -19,6 +20,9 @@ use super::{
 /// Environment variables under the `GYRE_` prefix that are not config keys: the bin takes the
 /// config file path from `GYRE_CONFIG`.
 const RESERVED_ENV: &[&str] = &["GYRE_CONFIG"];
+
+/// Centrifugo's environment prefix, read as an alias of `GYRE_`.
+const CENTRIFUGO_PREFIX: &str = "CENTRIFUGO_";
 
 /// Lists whose entries are comma-separated lists themselves (`"h1:7000,h2:7000"` is one
 /// cluster): plain text from the environment or a flag is one entry, not split at commas.
@@ -225,9 +229,13 @@ impl Origins {
     }
 }
 
-/// Applies `GYRE_*` variables to the tree. Unknown `GYRE_*` names and `CENTRIFUGO_*` names
-/// that Gyre would understand become warnings: shells carry stray variables, and refusing to
-/// start over one would be worse than saying so.
+/// Applies `CENTRIFUGO_*` and `GYRE_*` variables to the tree. A `CENTRIFUGO_<KEY_PATH>`
+/// variable sets the same key as `GYRE_<KEY_PATH>`, so the environment of a Centrifugo
+/// deployment (Helm values, compose files) carries over; when both are set the `GYRE_` one wins
+/// and the other is not even parsed. Names that are no option become warnings: shells carry
+/// stray variables, and refusing to start over one would be worse than saying so.
+///
+/// Returns the `CENTRIFUGO_*` variables that set a key, sorted, for the bin to tell once.
 pub(super) fn apply_env(
     tree: &mut Value,
     env: impl IntoIterator<Item = (String, String)>,
@@ -235,21 +243,38 @@ pub(super) fn apply_env(
     origins: &mut Origins,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<Warning>,
-) {
-    let mut vars: Vec<(String, String)> = env
+) -> Vec<String> {
+    let (mut centrifugo, mut gyre): (Vec<_>, Vec<_>) = env
         .into_iter()
-        .filter(|(name, _)| name.starts_with("GYRE_") || name.starts_with("CENTRIFUGO_"))
-        .collect();
+        .filter(|(name, _)| name.starts_with("GYRE_") || name.starts_with(CENTRIFUGO_PREFIX))
+        .partition(|(name, _)| name.starts_with(CENTRIFUGO_PREFIX));
     // Sorted so that errors and warnings come out in the same order on every run.
-    vars.sort();
-    for (var, raw) in vars {
-        if let Some(rest) = var.strip_prefix("CENTRIFUGO_") {
-            let ours = format!("GYRE_{rest}");
-            if keys.by_env.contains_key(&ours) {
-                warnings.push(Warning::CentrifugoEnv { var, instead: ours });
-            }
+    centrifugo.sort();
+    gyre.sort();
+    let mut used = Vec::new();
+    for (var, raw) in centrifugo {
+        let ours = format!("GYRE_{}", &var[CENTRIFUGO_PREFIX.len()..]);
+        let Some(path) = keys.by_env.get(&ours) else {
+            warnings.push(Warning::UnknownCentrifugoEnv { var });
+            continue;
+        };
+        if gyre.iter().any(|(name, _)| *name == ours) {
+            warnings.push(Warning::CentrifugoEnvShadowed { var, by: ours });
             continue;
         }
+        let kind = keys.by_path[path];
+        set_parsed(
+            tree,
+            path,
+            kind,
+            &raw,
+            Origin::Env(var.clone()),
+            origins,
+            problems,
+        );
+        used.push(var);
+    }
+    for (var, raw) in gyre {
         if RESERVED_ENV.contains(&var.as_str()) {
             continue;
         }
@@ -268,6 +293,7 @@ pub(super) fn apply_env(
             problems,
         );
     }
+    used
 }
 
 /// Applies flag overrides (`key path`, `value`). Unlike the environment, an unknown key here is

@@ -30,10 +30,10 @@ impl fmt::Display for Origin {
 /// One thing wrong with the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
-    /// The config file's name ends in something other than `.toml` or `.json`.
-    #[error("unsupported config file extension `{extension}`: use .toml or .json")]
+    /// The config file's name ends in something other than `.toml`, `.json`, `.yaml` or `.yml`.
+    #[error("unsupported config file extension `{extension}`: use .toml, .json, .yaml or .yml")]
     UnsupportedFormat { extension: String },
-    /// The file is not valid TOML / JSON; the message carries line and column.
+    /// The file is not valid TOML / JSON / YAML; the message carries line and column.
     #[error("config file is not valid {format}: {message}")]
     Syntax { format: Format, message: String },
     /// No option has this key path.

@@ -109,6 +109,10 @@ const DOCS: &[(&str, &str)] = &[
         "Handshakes allowed at once above that rate; 0 = one second's worth.",
     ),
     (
+        "client.connection_rate_limit",
+        "Centrifugo's name for handshake_rate_limit (a Centrifugo config carries over);\nset one of the two, or both to the same value.",
+    ),
+    (
         "client.history_max_publication_limit",
         "Most publications one history call returns.",
     ),
@@ -125,6 +129,14 @@ const DOCS: &[(&str, &str)] = &[
         "Shared secret for HS256/HS384/HS512.",
     ),
     (
+        "client.token.hmac_previous_secret_key",
+        "The secret before a rotation: HS* tokens the current secret refuses are checked\nwith it, so tokens issued before the switch keep working.",
+    ),
+    (
+        "client.token.hmac_previous_secret_key_valid_until",
+        "Unix time (seconds) from which the previous secret is refused; 0 = until it is\nremoved from the config.",
+    ),
+    (
         "client.token.rsa_public_key",
         "PEM public key for RS256/RS384/RS512.",
     ),
@@ -134,19 +146,31 @@ const DOCS: &[(&str, &str)] = &[
     ),
     (
         "client.token.jwks_public_endpoint",
-        "JWKS URL; when set, every token is checked with the key its kid names.",
+        "JWKS URL; when set, every token is checked with the key its kid names. May\nhold {{name}} placeholders, filled from named groups of issuer_regex/audience_regex.",
     ),
     (
         "client.token.audience",
         "Required aud claim; empty = not checked.",
     ),
     (
+        "client.token.audience_regex",
+        "Instead of audience: a regular expression one aud value must match (unanchored).",
+    ),
+    (
         "client.token.issuer",
         "Required iss claim; empty = not checked.",
     ),
     (
+        "client.token.issuer_regex",
+        "Instead of issuer: a regular expression iss must match (unanchored).",
+    ),
+    (
         "client.token.user_id_claim",
         "Claim holding the user id; empty = sub.",
+    ),
+    (
+        "client.token.insecure_skip_jwks_endpoint_safety_check",
+        "Let {{name}} placeholders of jwks_public_endpoint come from a regex group that\nmatches open-ended values ([a-z]+), not only a list (acme|globex).",
     ),
     (
         "client.subscription_token",
@@ -177,6 +201,26 @@ const DOCS: &[(&str, &str)] = &[
         "As in [client.token].",
     ),
     ("client.subscription_token.issuer", "As in [client.token]."),
+    (
+        "client.subscription_token.hmac_previous_secret_key",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.hmac_previous_secret_key_valid_until",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.audience_regex",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.issuer_regex",
+        "As in [client.token].",
+    ),
+    (
+        "client.subscription_token.insecure_skip_jwks_endpoint_safety_check",
+        "As in [client.token].",
+    ),
     (
         "client.subscription_token.user_id_claim",
         "As in [client.token].",
@@ -962,7 +1006,7 @@ const HEADER: &str = "\
 # Gyre configuration. Every option is shown with its default value.
 #
 # Keys follow Centrifugo v6's names and nesting, so a Centrifugo config carries over.
-# A JSON file with the same nesting works too (gyre --config config.json).
+# A JSON or YAML file with the same nesting works too (gyre --config config.json or .yaml).
 # Every option can also be set by the environment variable shown in [brackets] and by a
 # flag; flags win over the environment, which wins over this file. Lists from the
 # environment are a JSON array or comma-separated text.

@@ -1,7 +1,7 @@
 //! Loading: defaults < file < environment < flags, then validation.
 //!
 //! Every layer is merged into one JSON tree before anything is typed: the file is parsed into
-//! the tree (TOML and JSON alike), environment variables and flags overwrite leaves of it, the
+//! the tree (TOML, JSON and YAML alike), environment variables and flags overwrite leaves of it, the
 //! tree is checked against the schema for unknown keys, and only then deserialized into
 //! [`Config`]. Working on one tree is what lets an error name the key path and the variable or
 //! flag that set it, and lets one run report every unknown key and every bad value at once.
@@ -21,14 +21,17 @@ use super::error::{ConfigError, Problem};
 pub enum Format {
     Toml,
     Json,
+    Yaml,
 }
 
 impl Format {
-    /// The format named by a file extension (`toml`, `json`; any case, without the dot).
+    /// The format named by a file extension (`toml`, `json`, `yaml` or `yml`; any case, without
+    /// the dot).
     pub fn from_extension(extension: &str) -> Result<Self, ConfigError> {
         match extension.to_ascii_lowercase().as_str() {
             "toml" => Ok(Format::Toml),
             "json" => Ok(Format::Json),
+            "yaml" | "yml" => Ok(Format::Yaml),
             _ => Err(ConfigError::one(Problem::UnsupportedFormat {
                 extension: extension.to_owned(),
             })),
@@ -47,6 +50,7 @@ impl fmt::Display for Format {
         f.write_str(match self {
             Format::Toml => "TOML",
             Format::Json => "JSON",
+            Format::Yaml => "YAML",
         })
     }
 }
@@ -64,9 +68,12 @@ pub enum Warning {
     /// A `GYRE_*` variable that names no option (a typo, or another program's).
     #[error("environment variable {var} is not a Gyre option; ignored")]
     UnknownEnv { var: String },
-    /// A Centrifugo variable for an option Gyre has: Gyre reads only its own prefix.
-    #[error("environment variable {var} is ignored; Gyre reads {instead}")]
-    CentrifugoEnv { var: String, instead: String },
+    /// A `CENTRIFUGO_*` variable for a Centrifugo option Gyre does not have.
+    #[error("environment variable {var} names no Gyre option; ignored")]
+    UnknownCentrifugoEnv { var: String },
+    /// A `CENTRIFUGO_*` variable whose `GYRE_*` twin is set too: the `GYRE_` one is used.
+    #[error("environment variable {var} is ignored: {by} is set too and wins")]
+    CentrifugoEnvShadowed { var: String, by: String },
 }
 
 /// A validated config and the warnings met on the way.
@@ -74,10 +81,12 @@ pub enum Warning {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Warning>,
+    /// The `CENTRIFUGO_*` variables that set an option (as aliases of `GYRE_*`), sorted.
+    pub centrifugo_env: Vec<String>,
 }
 
-/// Loads the configuration: defaults, overwritten by `file` (if any), then by `GYRE_*` entries
-/// of `env` (the other entries are ignored), then by `overrides` (`key path`, `value`) from
+/// Loads the configuration: defaults, overwritten by `file` (if any), then by `CENTRIFUGO_*` and
+/// `GYRE_*` entries of `env` (`GYRE_` winning; the other entries are ignored), then by `overrides` (`key path`, `value`) from
 /// flags; then validates. Values from `env` and `overrides` are parsed by the type of their
 /// field: booleans, whole numbers, durations and names as text, lists as a JSON array or
 /// comma-separated text, `channel.namespaces` as a JSON array.
@@ -98,7 +107,7 @@ pub fn load(
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
 
-    env::apply_env(
+    let centrifugo_env = env::apply_env(
         &mut tree,
         env,
         &keys,
@@ -117,7 +126,11 @@ pub fn load(
     }
     config.validate()?;
     config.index.prime(&config);
-    Ok(Loaded { config, warnings })
+    Ok(Loaded {
+        config,
+        warnings,
+        centrifugo_env,
+    })
 }
 
 fn path_of(problem: &Problem) -> &str {
@@ -137,11 +150,30 @@ fn parse_tree(file: ConfigFile<'_>) -> Result<Value, ConfigError> {
     let tree: Value = match file.format {
         Format::Toml => toml::from_str(file.text).map_err(|e| syntax(e.to_string()))?,
         Format::Json => serde_json::from_str(file.text).map_err(|e| syntax(e.to_string()))?,
+        Format::Yaml => {
+            let mut tree: Value =
+                serde_saphyr::from_str(file.text).map_err(|e| syntax(e.to_string()))?;
+            drop_nulls(&mut tree);
+            tree
+        }
     };
     if !tree.is_object() {
         return Err(syntax("the top level must be an object".to_owned()));
     }
     Ok(tree)
+}
+
+/// `key:` with nothing after it is YAML's null, which Centrifugo's loader reads as the key's zero
+/// value; here it means "not set", so the default applies instead of a type error.
+fn drop_nulls(tree: &mut Value) {
+    match tree {
+        Value::Object(map) => {
+            map.retain(|_, child| !child.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// Reports and removes every key the schema does not have, so that all of them are listed at

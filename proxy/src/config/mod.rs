@@ -6,7 +6,8 @@
 //! validated [`Config`] or a [`ConfigError`] listing every problem found.
 //!
 //! - [`schema`]: the section structs and their defaults.
-//! - [`load`](load()): layering defaults < file (TOML or JSON) < `GYRE_*` environment < flags.
+//! - [`load`](load()): layering defaults < file (TOML, JSON or YAML) < `CENTRIFUGO_*` and
+//!   `GYRE_*` environment < flags.
 //! - [`validate`]: rules no single field can check (history needs size and TTL, unique
 //!   namespaces, Redis URLs, ping vs pong, …).
 //! - [`channel`]: channel name → options, on every subscribe, without allocating.
@@ -90,6 +91,11 @@ impl Config {
     /// Parses and validates a JSON config (no environment, no overrides).
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         Self::from_file(text, Format::Json)
+    }
+
+    /// Parses and validates a YAML config (no environment, no overrides).
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_file(text, Format::Yaml)
     }
 
     fn from_file(text: &str, format: Format) -> Result<Self, ConfigError> {

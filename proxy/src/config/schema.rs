@@ -294,6 +294,10 @@ pub struct Client {
     pub handshake_rate_limit: u32,
     /// Handshakes allowed at once above the rate; 0 = one second's worth.
     pub handshake_burst: u32,
+    /// Centrifugo v6's name for `handshake_rate_limit` (new connections per second per node,
+    /// with one second's worth as burst), so its configs carry over. Setting both to different
+    /// values is a config error.
+    pub connection_rate_limit: u32,
     pub history_max_publication_limit: u32,
     pub recovery_max_publication_limit: u32,
     /// The disconnect a unidirectional client gets for a connect error code.
@@ -323,6 +327,7 @@ impl Default for Client {
             user_connection_limit: 0,
             handshake_rate_limit: 0,
             handshake_burst: 0,
+            connection_rate_limit: 0,
             history_max_publication_limit: 300,
             recovery_max_publication_limit: 300,
             connect_code_to_unidirectional_disconnect: Default::default(),
@@ -331,6 +336,15 @@ impl Default for Client {
 }
 
 impl Client {
+    /// Connection handshakes per second per node (0 = no limit): `handshake_rate_limit`, or
+    /// Centrifugo's `connection_rate_limit` when only that one is set.
+    pub fn handshake_rate(&self) -> u32 {
+        match self.handshake_rate_limit {
+            0 => self.connection_rate_limit,
+            rate => rate,
+        }
+    }
+
     /// The keys subscription tokens are checked with: `subscription_token` when it is
     /// enabled, else `token` (Centrifugo's rule).
     pub fn subscription_token_settings(&self) -> &TokenSettings {

@@ -98,6 +98,24 @@ pub enum Invalid {
     BadUserIdClaim { path: String, claim: String },
     #[error("`{path}` = `{url}`: must be an http:// or https:// URL")]
     BadJwksEndpoint { path: String, url: String },
+    #[error(
+        "`{path}`: {{{{{name}}}}} is not a named group of issuer_regex or audience_regex, \
+         which fill the endpoint's placeholders"
+    )]
+    JwksTemplate { path: String, name: String },
+    #[error(
+        "`{path}`: {{{{{name}}}}} comes from a group of `{regex}` that matches open-ended values, \
+         so a token's issuer would choose where keys are fetched from: list the values \
+         (a|b|c), or set `{skip}`"
+    )]
+    UnsafeJwksTemplate {
+        path: String,
+        name: String,
+        regex: String,
+        skip: String,
+    },
+    #[error("`{path}` is not a valid regular expression: {reason}")]
+    BadRegex { path: String, reason: String },
     #[error("`{path}` = `{endpoint}`: {reason}")]
     BadProxyEndpoint {
         path: String,
@@ -222,6 +240,14 @@ impl Config {
             out.push(Invalid::PongNotBelowPing {
                 ping: client.ping_interval,
                 pong: client.pong_timeout,
+            });
+        }
+        let (rate, alias) = (client.handshake_rate_limit, client.connection_rate_limit);
+        if rate != 0 && alias != 0 && rate != alias {
+            out.push(Invalid::Conflict {
+                first: "client.handshake_rate_limit".into(),
+                second: "client.connection_rate_limit".into(),
+                reason: "they are two names of one limit and disagree; keep one",
             });
         }
         token("client.token", &client.token, out);
@@ -846,6 +872,61 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
             path: format!("{path}.jwks_public_endpoint"),
             url: url.clone(),
         });
+    } else {
+        let groups: Vec<String> = [&token.issuer_regex, &token.audience_regex]
+            .into_iter()
+            .filter_map(|pattern| regex::Regex::new(pattern).ok())
+            .flat_map(|re| {
+                let names: Vec<String> = re.capture_names().flatten().map(str::to_owned).collect();
+                names
+            })
+            .collect();
+        for name in crate::auth::jwks_placeholders(url) {
+            if !groups.iter().any(|g| g == name) {
+                out.push(Invalid::JwksTemplate {
+                    path: format!("{path}.jwks_public_endpoint"),
+                    name: name.to_owned(),
+                });
+            }
+        }
+        if !token.insecure_skip_jwks_endpoint_safety_check {
+            for (name, regex) in crate::auth::unsafe_jwks_placeholders(token) {
+                out.push(Invalid::UnsafeJwksTemplate {
+                    path: format!("{path}.jwks_public_endpoint"),
+                    name: name.to_owned(),
+                    regex: format!("{path}.{regex}"),
+                    skip: format!("{path}.insecure_skip_jwks_endpoint_safety_check"),
+                });
+            }
+        }
+    }
+    if !token.hmac_previous_secret_key.is_empty() && token.hmac_secret_key.is_empty() {
+        out.push(Invalid::Requires {
+            path: format!("{path}.hmac_previous_secret_key"),
+            required: format!("{path}.hmac_secret_key"),
+            reason: "the previous secret is only tried after the current one",
+        });
+    }
+    for (exact, pattern, name) in [
+        (&token.audience, &token.audience_regex, "audience"),
+        (&token.issuer, &token.issuer_regex, "issuer"),
+    ] {
+        if pattern.is_empty() {
+            continue;
+        }
+        if !exact.is_empty() {
+            out.push(Invalid::Conflict {
+                first: format!("{path}.{name}"),
+                second: format!("{path}.{name}_regex"),
+                reason: "set the exact value or the regular expression, not both",
+            });
+        }
+        if let Err(e) = regex::Regex::new(pattern) {
+            out.push(Invalid::BadRegex {
+                path: format!("{path}.{name}_regex"),
+                reason: e.to_string(),
+            });
+        }
     }
 }
 

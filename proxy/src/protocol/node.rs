@@ -25,7 +25,7 @@ pub struct Node {
     pub started: std::time::Instant,
     /// The sessions of SockJS's HTTP sub-transports, which outlive their requests.
     pub sockjs: crate::transport::sockjs::Sessions,
-    /// `client.handshake_rate_limit`.
+    /// `client.handshake_rate_limit` (or `connection_rate_limit`).
     pub handshakes: crate::transport::admission::HandshakeLimiter,
     /// `http_server.max_unauthenticated_connections`.
     pub unauthenticated: Arc<crate::transport::admission::UnauthenticatedLimit>,
@@ -52,7 +52,7 @@ impl Node {
         hooks: crate::hooks::Hooks,
     ) -> Self {
         let handshakes = crate::transport::admission::HandshakeLimiter::new(
-            config.client.handshake_rate_limit,
+            config.client.handshake_rate(),
             config.client.handshake_burst,
         );
         let unauthenticated = crate::transport::admission::UnauthenticatedLimit::new(

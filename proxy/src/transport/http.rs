@@ -55,7 +55,8 @@ pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
         metrics::counter!(crate::metrics::HANDSHAKES_REFUSED).increment(1);
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many connection attempts: retry shortly (client.handshake_rate_limit)",
+            "too many connection attempts: retry shortly (client.handshake_rate_limit or \
+             connection_rate_limit)",
         );
         cors.apply(&mut response);
         response

@@ -132,7 +132,6 @@ fn unknown_env_vars_are_warnings() {
         &[
             ("GYRE_HTTP_SERVER_PROT", "1"),
             ("GYRE_CONFIG", "/etc/gyre.toml"),
-            ("CENTRIFUGO_HTTP_SERVER_PORT", "8001"),
             ("CENTRIFUGO_ADMIN_ENABLED", "true"),
         ],
         &[],
@@ -142,15 +141,69 @@ fn unknown_env_vars_are_warnings() {
     assert_eq!(
         loaded.warnings,
         [
-            Warning::CentrifugoEnv {
-                var: "CENTRIFUGO_HTTP_SERVER_PORT".into(),
-                instead: "GYRE_HTTP_SERVER_PORT".into()
+            Warning::UnknownCentrifugoEnv {
+                var: "CENTRIFUGO_ADMIN_ENABLED".into()
             },
             Warning::UnknownEnv {
                 var: "GYRE_HTTP_SERVER_PROT".into()
             },
         ]
     );
+    assert!(loaded.centrifugo_env.is_empty());
+}
+
+/// A Centrifugo deployment's environment sets the same keys; its `GYRE_` twin wins.
+#[test]
+fn centrifugo_env_vars_are_aliases_that_gyre_vars_beat() {
+    let loaded = load_toml(
+        FILE,
+        &[
+            ("CENTRIFUGO_HTTP_SERVER_PORT", "8001"),
+            ("CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY", "from-centrifugo"),
+            ("GYRE_CLIENT_TOKEN_HMAC_SECRET_KEY", "from-gyre"),
+            ("CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_PRESENCE", "true"),
+        ],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = &loaded.config;
+    assert_eq!(c.http_server.port, 8001, "CENTRIFUGO_ beats the file");
+    assert_eq!(c.client.token.hmac_secret_key, "from-gyre");
+    assert!(c.channel.without_namespace.presence);
+    assert_eq!(
+        loaded.centrifugo_env,
+        [
+            "CENTRIFUGO_CHANNEL_WITHOUT_NAMESPACE_PRESENCE",
+            "CENTRIFUGO_HTTP_SERVER_PORT"
+        ]
+    );
+    assert_eq!(
+        loaded.warnings,
+        [Warning::CentrifugoEnvShadowed {
+            var: "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY".into(),
+            by: "GYRE_CLIENT_TOKEN_HMAC_SECRET_KEY".into(),
+        }]
+    );
+}
+
+#[test]
+fn a_bad_centrifugo_value_names_its_variable() {
+    let p = problems(load_toml("", &[("CENTRIFUGO_HTTP_SERVER_PORT", "x")], &[]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    let text = p[0].to_string();
+    assert!(text.contains("http_server.port"), "{text}");
+    assert!(text.contains("CENTRIFUGO_HTTP_SERVER_PORT"), "{text}");
+    // Shadowed: never parsed, so its bad value does not matter.
+    let loaded = load_toml(
+        "",
+        &[
+            ("CENTRIFUGO_HTTP_SERVER_PORT", "x"),
+            ("GYRE_HTTP_SERVER_PORT", "8100"),
+        ],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.http_server.port, 8100);
 }
 
 #[test]

@@ -358,6 +358,7 @@ fn a_centrifugo_v6_config_loads_unchanged() {
     let problems = problems(Config::from_json(CENTRIFUGO_V6_JSON).map(|config| Loaded {
         config,
         warnings: vec![],
+        centrifugo_env: vec![],
     }));
     // `admin` is a Centrifugo feature Gyre lacks: it is refused by name, not ignored.
     assert_eq!(
@@ -506,10 +507,98 @@ fn syntax_errors_and_formats() {
         Format::from_path(std::path::Path::new("/etc/gyre/config.json")).unwrap(),
         Format::Json
     );
-    let err = Format::from_path(std::path::Path::new("config.yaml")).unwrap_err();
+    for name in ["config.yaml", "config.YML"] {
+        let format = Format::from_path(std::path::Path::new(name)).unwrap();
+        assert_eq!(format, Format::Yaml, "{name}");
+    }
+    let err = Format::from_path(std::path::Path::new("config.ini")).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid configuration: unsupported config file extension `yaml`: use .toml or .json"
+        "invalid configuration: unsupported config file extension `ini`: use .toml, .json, \
+         .yaml or .yml"
+    );
+    let err = Config::from_yaml("http_server:\n  port: [1\n").unwrap_err();
+    assert!(matches!(
+        &err.problems[..],
+        [Problem::Syntax {
+            format: Format::Yaml,
+            ..
+        }]
+    ));
+    let err = Config::from_yaml("- 1\n").unwrap_err();
+    assert!(
+        err.to_string().contains("top level must be an object"),
+        "{err}"
+    );
+}
+
+/// JSON is YAML: the same file read as YAML is the same config.
+#[test]
+fn every_issue_key_reads_from_yaml() {
+    let from_yaml = Config::from_yaml(ISSUE_KEYS_JSON).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from_yaml, toml_ok(ISSUE_KEYS_TOML));
+}
+
+/// YAML as people write it: block style, a PEM as a literal block, comments, an empty value
+/// (the default), a list of namespaces.
+#[test]
+fn a_yaml_config_in_block_style() {
+    let c = Config::from_yaml(
+        r#"
+# Centrifugo v6 keys, YAML style
+http_server:
+  port: 9001
+client:
+  allowed_origins:
+    - "https://*.example.com"
+  token:
+    hmac_secret_key: "secret"
+    rsa_public_key: |
+      -----BEGIN PUBLIC KEY-----
+      AAAA
+      -----END PUBLIC KEY-----
+    audience:
+  ping_interval: 20s
+channel:
+  namespaces:
+    - name: chat
+      history_size: 10
+      history_ttl: 5m
+      presence: yes
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.http_server.port, 9001);
+    assert_eq!(c.client.allowed_origins, ["https://*.example.com"]);
+    assert_eq!(c.client.token.hmac_secret_key, "secret");
+    assert!(
+        c.client
+            .token
+            .rsa_public_key
+            .starts_with("-----BEGIN PUBLIC KEY-----\nAAAA\n")
+    );
+    assert_eq!(c.client.token.audience, "");
+    assert_eq!(c.client.ping_interval, secs(20));
+    let chat = &c.channel.namespaces[0];
+    assert_eq!((chat.name.as_str(), chat.history_size), ("chat", 10));
+    assert_eq!(chat.history_ttl, secs(300));
+}
+
+/// The same validation as TOML and JSON, with errors naming the key.
+#[test]
+fn yaml_errors_name_the_key() {
+    let err =
+        Config::from_yaml("http_server:\n  prot: 1\nclient:\n  ping_interval: soon\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unknown key `http_server.prot`"), "{text}");
+    assert!(text.contains("`client.ping_interval`"), "{text}");
+    let err =
+        Config::from_yaml("channel:\n  namespaces:\n    - name: chat\n      history_size: 5\n")
+            .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("channel.namespaces[0].history_size"),
+        "{text}"
     );
 }
 

@@ -242,6 +242,95 @@ fn token_rules() {
 }
 
 #[test]
+fn token_rotation_and_regex_rules() {
+    assert_eq!(
+        invalid(
+            r#"
+            [client.token]
+            hmac_previous_secret_key = "old"
+            issuer = "me"
+            issuer_regex = "^me$"
+            audience_regex = "(unclosed"
+            [client.subscription_token]
+            jwks_public_endpoint = "https://kc.example/{{realm}}/certs"
+            "#
+        )
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>(),
+        [
+            "`client.token.hmac_previous_secret_key` needs `client.token.hmac_secret_key`: the \
+             previous secret is only tried after the current one",
+            "`client.token.audience_regex` is not a valid regular expression: regex parse \
+             error:\n    (unclosed\n    ^\nerror: unclosed group",
+            "`client.token.issuer` and `client.token.issuer_regex` cannot be used together: set \
+             the exact value or the regular expression, not both",
+            "`client.subscription_token.jwks_public_endpoint`: {{realm}} is not a named group of \
+             issuer_regex or audience_regex, which fill the endpoint's placeholders",
+        ]
+    );
+    toml_ok(
+        r#"
+        [client.token]
+        hmac_secret_key = "new"
+        hmac_previous_secret_key = "old"
+        hmac_previous_secret_key_valid_until = 1767225600
+        issuer_regex = "^https://auth\\.example\\.com/"
+        audience_regex = "gyre"
+        [client.subscription_token]
+        jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+        issuer_regex = "/realms/(?P<realm>acme|globex)$"
+        "#,
+    );
+    assert_eq!(
+        invalid(
+            r#"
+            [client.token]
+            jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+            issuer_regex = "/realms/(?P<realm>[a-z]+)$"
+            "#
+        )
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>(),
+        [
+            "`client.token.jwks_public_endpoint`: {{realm}} comes from a group of \
+             `client.token.issuer_regex` that matches open-ended values, so a token's issuer \
+             would choose where keys are fetched from: list the values (a|b|c), or set \
+             `client.token.insecure_skip_jwks_endpoint_safety_check`"
+        ]
+    );
+    toml_ok(
+        r#"
+        [client.token]
+        jwks_public_endpoint = "https://kc.example/realms/{{realm}}/certs"
+        issuer_regex = "/realms/(?P<realm>[a-z]+)$"
+        insecure_skip_jwks_endpoint_safety_check = true
+        "#,
+    );
+}
+
+#[test]
+fn connection_rate_limit_is_handshake_rate_limit_by_its_centrifugo_name() {
+    let rate = |text: &str| toml_ok(text).client.handshake_rate();
+    assert_eq!(rate(""), 0);
+    assert_eq!(rate("[client]\nconnection_rate_limit = 50"), 50);
+    assert_eq!(rate("[client]\nhandshake_rate_limit = 40"), 40);
+    assert_eq!(
+        rate("[client]\nhandshake_rate_limit = 40\nconnection_rate_limit = 40"),
+        40
+    );
+    assert_eq!(
+        invalid("[client]\nhandshake_rate_limit = 40\nconnection_rate_limit = 50"),
+        [Invalid::Conflict {
+            first: "client.handshake_rate_limit".into(),
+            second: "client.connection_rate_limit".into(),
+            reason: "they are two names of one limit and disagree; keep one",
+        }]
+    );
+}
+
+#[test]
 fn every_problem_is_listed_in_the_message() {
     let err = Config::from_toml(
         "[client]\nping_interval = \"5s\"\npong_timeout = \"6s\"\n\
