@@ -13,7 +13,7 @@ use super::env::{self, env_var_name};
 const DOCS: &[(&str, &str)] = &[
     (
         "http_server",
-        "The HTTP listener: client transports, the server API (/api), /health and /metrics.",
+        "The HTTP listener: client transports and, unless internal_port is set, the\nserver API (/api), /health, /metrics and the admin UI.",
     ),
     (
         "http_server.address",
@@ -36,6 +36,52 @@ const DOCS: &[(&str, &str)] = &[
         "http_server.max_unauthenticated_connections",
         "TCP connections that have not authenticated yet (no successful connect, no API\nkey); beyond it new connections get 503 and are closed at once. 0 = half of\nthe open-file limit (gyre raises its soft limit to the hard one at start).",
     ),
+    (
+        "http_server.internal_address",
+        "Interface of the internal port; empty means every interface.",
+    ),
+    (
+        "http_server.internal_port",
+        "A second port for /api, /metrics, /health and the admin UI, which then leave\nthe public port (404 there). 0 = none: everything on port.",
+    ),
+    (
+        "http_server.handler_prefix",
+        "A path every endpoint is mounted under, e.g. \"/realtime\" →\n/realtime/connection/websocket, /realtime/api/publish. Empty = none.",
+    ),
+    (
+        "http_server.tls",
+        "TLS of the public port, so clients connect with wss:// and https:// without a\nterminating proxy (Centrifugo's TLS object).",
+    ),
+    (
+        "http_server.tls.enabled",
+        "Serve the public port over TLS (wss://, https://); needs cert_pem and key_pem.",
+    ),
+    (
+        "http_server.tls.server_ca_pem",
+        "No effect here (it is for TLS clients).",
+    ),
+    ("http_server.tls.server_ca_pem_file", "No effect here."),
+    ("http_server.tls.server_ca_pem_b64", "No effect here."),
+    (
+        "http_server.tls.cert_pem",
+        "The server's certificate chain: PEM text, base64 of it, or a file path.",
+    ),
+    ("http_server.tls.cert_pem_file", "The same, from a file."),
+    ("http_server.tls.cert_pem_b64", "The same, base64."),
+    (
+        "http_server.tls.key_pem",
+        "The certificate's private key: PEM text, base64 of it, or a file path.",
+    ),
+    ("http_server.tls.key_pem_file", "The same, from a file."),
+    ("http_server.tls.key_pem_b64", "The same, base64."),
+    (
+        "http_server.tls.client_ca_pem",
+        "No effect (client certificates are not asked for).",
+    ),
+    ("http_server.tls.client_ca_pem_file", "No effect either."),
+    ("http_server.tls.client_ca_pem_b64", "No effect either."),
+    ("http_server.tls.server_name", "No effect here."),
+    ("http_server.tls.insecure_skip_verify", "No effect here."),
     ("log", "Logging."),
     ("log.level", "One of none, trace, debug, info, warn, error."),
     ("node", "This node."),
@@ -649,6 +695,31 @@ const DOCS: &[(&str, &str)] = &[
     (
         "shutdown.timeout",
         "Time for closing connections and draining before the process exits anyway.",
+    ),
+    (
+        "admin",
+        "The admin web UI, served by gyre (on the internal port when there is one).",
+    ),
+    ("admin.enabled", "Serve the admin UI."),
+    (
+        "admin.password",
+        "The password to log in with (required unless insecure).",
+    ),
+    (
+        "admin.secret",
+        "Signs the UI's session tokens (required unless insecure).",
+    ),
+    (
+        "admin.insecure",
+        "No login: anyone who reaches the UI is an operator. Only behind a firewall.",
+    ),
+    (
+        "admin.handler_prefix",
+        "Path of the UI; empty = \"/\" (the page, /admin/auth and /admin/api under it).",
+    ),
+    (
+        "admin.external",
+        "Serve the UI on the public port even when internal_port is set.",
     ),
     (
         "health",

@@ -2,8 +2,8 @@
 //! defaults. Every struct is `#[serde(default, deny_unknown_fields)]`: a missing key takes its
 //! default, a misspelt one is an error.
 //!
-//! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`admin`,
-//! `grpc_api`, …) is an unknown key and stops the start, rather than being silently ignored while
+//! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`grpc_api`,
+//! `consumers`, …) is an unknown key and stops the start, rather than being silently ignored while
 //! the user believes it is in force. The backend hooks' sections are in [`super::proxy`].
 
 use std::time::Duration;
@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::duration;
 use crate::auth::settings::TokenSettings;
 
-/// `http_server`: the one listener for client transports, the server API, `/health` and
-/// `/metrics`.
+/// `http_server`: the listener for client transports and, unless `internal_port` is set, the
+/// server API, `/health`, `/metrics` and the admin UI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpServer {
@@ -41,6 +41,20 @@ pub struct HttpServer {
     /// half-sent connections cannot take every file descriptor. 0 = half of the open-file
     /// limit gyre runs with.
     pub max_unauthenticated_connections: u32,
+    /// Interface of the internal port; empty means every interface.
+    pub internal_address: String,
+    /// A second port for the server API, `/metrics`, `/health` and the admin UI, which then
+    /// leave the public port (404 there). 0 = none: everything on `port`. A string is accepted
+    /// too, as in Centrifugo.
+    #[serde(deserialize_with = "port_number_or_text")]
+    pub internal_port: u16,
+    /// TLS of the public port (Centrifugo's TLS object: `cert_pem` and `key_pem`, as PEM text,
+    /// base64 or a file path, or their `_file` / `_b64` forms): clients connect with `wss://`
+    /// and `https://`.
+    pub tls: TlsConfig,
+    /// A path every endpoint is mounted under (`/realtime` → `/realtime/connection/websocket`,
+    /// `/realtime/api/publish`); empty = none.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpServer {
@@ -52,8 +66,47 @@ impl Default for HttpServer {
             idle_timeout: Duration::from_secs(30),
             read_body_timeout: Duration::from_secs(10),
             max_unauthenticated_connections: 0,
+            internal_address: String::new(),
+            internal_port: 0,
+            tls: TlsConfig::default(),
+            handler_prefix: String::new(),
         }
     }
+}
+
+/// A port as a number or as the text of one (Centrifugo's `internal_port` is a string).
+fn port_number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Port::deserialize(deserializer)? {
+        Port::Number(port) => Ok(port),
+        Port::Text(text) if text.trim().is_empty() => Ok(0),
+        Port::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a port number, got {text:?}"))),
+    }
+}
+
+/// `admin`: the admin web UI, served by gyre itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    pub enabled: bool,
+    /// What the operator types to log in.
+    pub password: String,
+    /// Signs the session tokens the UI holds after a login.
+    pub secret: String,
+    /// No login at all (every request is an operator). Only behind a firewall.
+    pub insecure: bool,
+    /// Path of the UI (its page, `/admin/auth` and `/admin/api` under it); empty = `/`.
+    pub handler_prefix: String,
+    /// Serve the UI on the public port even when `http_server.internal_port` is set.
+    pub external: bool,
 }
 
 /// `log`.

@@ -133,6 +133,7 @@ impl Config {
         self.validate_client(&mut out);
         self.validate_http_api(&mut out);
         self.validate_proxies(&mut out);
+        self.validate_http_server(&mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -238,6 +239,65 @@ impl Config {
             out.push(Invalid::Zero {
                 path: "http_api.batch_max_commands".into(),
             });
+        }
+    }
+}
+
+impl Config {
+    /// The ports, the path prefixes, the server's TLS and the admin UI's login.
+    fn validate_http_server(&self, out: &mut Vec<Invalid>) {
+        let server = &self.http_server;
+        if server.internal_port != 0
+            && server.internal_port == server.port
+            && server.internal_address == server.address
+        {
+            out.push(Invalid::Conflict {
+                first: "http_server.internal_port".into(),
+                second: "http_server.port".into(),
+                reason: "the internal port must be another port than the public one",
+            });
+        }
+        for (path, prefix) in [
+            ("http_server.handler_prefix", &server.handler_prefix),
+            ("admin.handler_prefix", &self.admin.handler_prefix),
+        ] {
+            if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
+                out.push(Invalid::BadText {
+                    path: path.into(),
+                    reason: "a path prefix starts with / and does not end with one, e.g. \"/realtime\"",
+                });
+            }
+        }
+        let tls = &server.tls;
+        tls_keys("http_server.tls", tls, out);
+        if tls.enabled {
+            let missing = |keys: [&str; 3]| keys.iter().all(|k| k.is_empty());
+            if missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
+                || missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64])
+            {
+                out.push(Invalid::Requires {
+                    path: "http_server.tls.enabled".into(),
+                    required: "http_server.tls.cert_pem and key_pem".into(),
+                    reason: "a TLS server shows its certificate and proves it holds the key",
+                });
+            }
+        }
+        let admin = &self.admin;
+        if admin.enabled && !admin.insecure {
+            for (path, value) in [
+                ("admin.password", &admin.password),
+                ("admin.secret", &admin.secret),
+            ] {
+                if value.is_empty() {
+                    out.push(Invalid::Requires {
+                        path: "admin.enabled".into(),
+                        required: path.into(),
+                        reason: "the UI logs operators in with the password and signs their \
+                                 sessions with the secret (or set admin.insecure = true behind \
+                                 a firewall)",
+                    });
+                }
+            }
         }
     }
 }

@@ -1,12 +1,16 @@
-//! The HTTP server: one port for client connections, the server API, health and the demo page;
+//! The HTTP server: a public port for client connections (over TLS with `http_server.tls`) and,
+//! with `http_server.internal_port`, a second one for the server API, `/metrics`, `/health` and
+//! the admin UI (else all on the public port), every endpoint under `http_server.handler_prefix`;
 //! what every connection must do in time (`deadline`), how many may wait unauthenticated
 //! (`transport::admission`), accepting (`listener`), and graceful shutdown.
 
 mod deadline;
 mod listener;
+mod tls;
 
 pub use deadline::{Activity, Deadlines, TimedIo};
 pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
+pub use tls::server_config as tls_server_config;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,25 +39,58 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 const DEMO_PAGE: &str = include_str!("../demo.html");
 
+/// The sockets the server accepts on.
+pub struct Listeners {
+    /// Client endpoints (and everything else unless there is an internal port).
+    pub public: TcpListener,
+    /// `http_server.internal_port`: the server API, `/metrics`, `/health` and the admin UI.
+    pub internal: Option<TcpListener>,
+    /// `http_server.tls`: the public port speaks TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Which listener a connection arrived on: it decides which endpoints the connection reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    Public,
+    Internal,
+}
+
+/// The peer of a request's TCP connection (a request extension); loopback for connections
+/// bridged from the TLS port.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
 pub async fn run(
     node: Arc<Node>,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-) {
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     // Upgraded WebSocket connections leave hyper's view once upgraded; this tracks them so the
     // drain waits until each has written its close frame.
     let sessions = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let deadlines = Deadlines::from_config(&node.config.http_server);
-    let mut acceptor = listener::Acceptor::new(listener);
+    let mut public = listener::Acceptor::new(listeners.public);
+    let mut internal = listeners.internal.map(listener::Acceptor::new);
+    let (bridge, mut bridged) = match listeners.tls {
+        Some(server) => {
+            let timeout = node.config.http_server.read_header_timeout;
+            let (bridge, listener) = tls::Bridge::new(server, timeout).await?;
+            (Some(bridge), Some(listener::Acceptor::new(listener)))
+        }
+        None => (None, None),
+    };
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = acceptor.accept() => accepted,
+        let (stream, peer, port, encrypted) = tokio::select! {
+            (stream, peer) = public.accept() => (stream, peer, Port::Public, bridge.is_some()),
+            (stream, peer) = accept_from(&mut internal) => (stream, peer, Port::Internal, false),
+            (stream, peer) = accept_from(&mut bridged) => (stream, peer, Port::Public, false),
             () = &mut shutdown => break,
         };
         let Some(unauthenticated) = node.unauthenticated.try_acquire() else {
@@ -61,6 +98,10 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if encrypted && let Some(bridge) = &bridge {
+            bridge.spawn(stream, peer, unauthenticated);
+            continue;
+        }
         let slot = ConnectionSlot::new(unauthenticated);
         let activity = Arc::new(Activity::default());
         let io = TimedIo::new(stream, Arc::clone(&activity), deadlines);
@@ -71,7 +112,8 @@ pub async fn run(
             let in_progress = activity.request();
             request.extensions_mut().insert(slot.clone());
             request.extensions_mut().insert(Arc::clone(&activity));
-            let routed = route(Arc::clone(&node), sessions.clone(), request);
+            request.extensions_mut().insert(Peer(peer));
+            let routed = route(Arc::clone(&node), sessions.clone(), port, request);
             async move {
                 let response = routed.await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
@@ -97,15 +139,83 @@ pub async fn run(
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; exiting anyway");
     }
+    Ok(())
+}
+
+/// The next connection of an optional listener; never, without one.
+async fn accept_from(
+    acceptor: &mut Option<listener::Acceptor>,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    match acceptor {
+        Some(acceptor) => acceptor.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `path` without the mount prefix `mount` (`http_server.handler_prefix`), or `None` when it is
+/// not under it.
+fn unmounted<'a>(path: &'a str, mount: &str) -> Option<&'a str> {
+    if mount.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(mount)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
 }
 
 async fn route(
     node: Arc<Node>,
     sessions: TaskTracker,
-    request: Request<Incoming>,
+    port: Port,
+    mut request: Request<Incoming>,
 ) -> Response<Body> {
-    let path = request.uri().path().to_owned();
     let config = &node.config;
+    let Some(path) = unmounted(request.uri().path(), &config.http_server.handler_prefix) else {
+        return text(StatusCode::NOT_FOUND, "not found");
+    };
+    let path = path.to_owned();
+    if !config.http_server.handler_prefix.is_empty() {
+        // Handlers below read the path themselves (`/api/<method>`, SockJS's session paths):
+        // they see it as if there were no prefix.
+        let unmounted_uri = match request.uri().query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path.clone(),
+        };
+        if let Ok(uri) = unmounted_uri.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    let split = config.http_server.internal_port != 0;
+    let internal_here = !split || port == Port::Internal;
+    let admin_here = internal_here || (config.admin.external && port == Port::Public);
+    if config.admin.enabled
+        && admin_here
+        && let Some(rest) = crate::admin::path_in(&path, &config.admin.handler_prefix)
+    {
+        let rest = rest.to_owned();
+        return crate::admin::handle(node, request, &rest).await;
+    }
+    if internal_here {
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/health") => return json(StatusCode::OK, "{}"),
+            (&Method::GET, "/metrics") => {
+                return with_type(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    full(crate::metrics::render(&node)),
+                );
+            }
+            (_, p) if p == "/api" || p.starts_with("/api/") => {
+                return crate::api::handle(node, request).await;
+            }
+            _ => {}
+        }
+    }
+    if split && port == Port::Internal {
+        return text(StatusCode::NOT_FOUND, "not found");
+    }
     match (request.method(), path.as_str()) {
         (_, "/connection/websocket") => {
             websocket_upgrade(node, &sessions, request, Kind::Bidirectional)
@@ -136,14 +246,7 @@ async fn route(
         }
         (_, p) if p.starts_with("/connection/sockjs") => disabled("/connection/sockjs"),
         (_, p) if p.starts_with("/connection/") || p == "/emulation" => disabled(p),
-        (&Method::GET, "/health") => json(StatusCode::OK, "{}"),
-        (&Method::GET, "/metrics") => with_type(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            full(crate::metrics::render(&node)),
-        ),
         (&Method::GET, "/") => html(demo_page(&node.config)),
-        (_, p) if p == "/api" || p.starts_with("/api/") => crate::api::handle(node, request).await,
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -409,11 +512,11 @@ fn redis_cli_command(address: &str, tls: bool, db: u32) -> Option<String> {
     Some(command)
 }
 
-fn html(page: impl Into<Bytes>) -> Response<Body> {
+pub fn html(page: impl Into<Bytes>) -> Response<Body> {
     with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
 }
 
-fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response

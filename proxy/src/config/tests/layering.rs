@@ -133,7 +133,7 @@ fn unknown_env_vars_are_warnings() {
             ("GYRE_HTTP_SERVER_PROT", "1"),
             ("GYRE_CONFIG", "/etc/gyre.toml"),
             ("CENTRIFUGO_HTTP_SERVER_PORT", "8001"),
-            ("CENTRIFUGO_ADMIN_ENABLED", "true"),
+            ("CENTRIFUGO_GRPC_API_ENABLED", "true"),
         ],
         &[],
     )
