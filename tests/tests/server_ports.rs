@@ -1,0 +1,161 @@
+//! Where `gyre` serves what: `http_server.internal_port` takes the API, `/metrics`, `/health`
+//! and the admin UI off the public port; `http_server.handler_prefix` mounts every endpoint
+//! under a path; `http_server.tls` serves the public port over TLS, which centrifuge-js reaches
+//! over wss:// and https:// with a certificate made for the test.
+
+use std::process::Command;
+
+use gyre_proto::Encoding;
+use gyre_tests::ws_client::{WsClient, WsOptions, cmd, hs256_token, unix_now};
+use gyre_tests::{
+    GyreProcess, Namespace, SdkScript, TestPki, gyre_binary, http_request, node_sdk_status,
+    sdk_available,
+};
+use serde_json::{Value, json};
+
+fn status(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    http_request(port, method, path, headers, b"{}")
+        .unwrap_or_else(|e| panic!("{method} {path} on {port}: {e}"))
+        .0
+}
+
+fn token(gyre: &GyreProcess, user: &str) -> String {
+    hs256_token(
+        gyre.hmac_secret(),
+        &json!({"sub": user, "exp": unix_now() + 3600}),
+    )
+}
+
+/// A client connects and subscribes at `url`.
+fn connects(gyre: &GyreProcess, url: &str) {
+    let mut client = WsClient::connect(url, Encoding::Json);
+    let reply = client.call(cmd::connect(0, &token(gyre, "alice")));
+    assert!(reply.connect.is_some(), "connect at {url}: {reply:?}");
+    let reply = client.call(cmd::subscribe(1, "chat:ports"));
+    assert!(reply.error.is_none(), "subscribe at {url}: {reply:?}");
+}
+
+#[test]
+fn the_internal_port_takes_the_api_metrics_and_health() {
+    let gyre = GyreProcess::builder()
+        .namespace(Namespace::full("chat", 10, 300))
+        .internal_port()
+        .start();
+    let (public, internal) = (gyre.port(), gyre.internal_port());
+    assert_ne!(public, internal);
+    let key = [("X-API-Key", gyre.api_key())];
+    for (method, path) in [
+        ("POST", "/api/info"),
+        ("GET", "/metrics"),
+        ("GET", "/health"),
+    ] {
+        assert_eq!(
+            status(public, method, path, &key),
+            404,
+            "{path} on the public port"
+        );
+        assert_eq!(
+            status(internal, method, path, &key),
+            200,
+            "{path} on the internal one"
+        );
+    }
+    // Client endpoints stay public only.
+    connects(&gyre, &gyre.ws_url());
+    let internal_ws = format!("ws://127.0.0.1:{internal}/connection/websocket");
+    let refused = WsClient::connect_with(&internal_ws, WsOptions::for_encoding(Encoding::Json))
+        .err()
+        .expect("no WebSocket on the internal port");
+    assert_eq!(refused.status, Some(404), "{refused:?}");
+    assert_eq!(status(internal, "GET", "/", &[]), 404, "no demo page");
+    assert_eq!(status(public, "GET", "/", &[]), 200, "the demo page");
+}
+
+#[test]
+fn the_handler_prefix_mounts_every_endpoint() {
+    let gyre = GyreProcess::builder()
+        .namespace(Namespace::full("chat", 10, 300))
+        .handler_prefix("/realtime")
+        .start();
+    let port = gyre.port();
+    assert!(gyre.ws_url().contains("/realtime/connection/websocket"));
+    connects(&gyre, &gyre.ws_url());
+    let reply: Value = serde_json::from_str(&gyre.api("info", "{}")).unwrap();
+    assert!(reply["result"]["nodes"].is_array(), "{reply}");
+    assert_eq!(status(port, "GET", "/realtime/health", &[]), 200);
+    assert_eq!(status(port, "GET", "/realtime", &[]), 200, "the demo page");
+    for path in [
+        "/health",
+        "/connection/websocket",
+        "/api/info",
+        "/realtimex/health",
+    ] {
+        assert_eq!(
+            status(port, "GET", path, &[]),
+            404,
+            "{path} outside the prefix"
+        );
+    }
+}
+
+#[test]
+fn clients_connect_over_tls_without_a_terminating_proxy() {
+    let pki = TestPki::new();
+    let server = pki.server();
+    let gyre = GyreProcess::builder()
+        .namespace(Namespace::full("chat", 10, 300))
+        .internal_port()
+        .extra_toml("[http_stream]\nenabled = true")
+        .http_server_option("[http_server.tls]")
+        .http_server_option("enabled = true")
+        .http_server_option(&format!(
+            "cert_pem_file = {:?}",
+            server.cert.display().to_string()
+        ))
+        .http_server_option(&format!("key_pem = {:?}", server.key.display().to_string()))
+        .start();
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    assert!(
+        http_request(gyre.port(), "GET", "/connection/websocket", &[], b"").is_err(),
+        "plain HTTP answered on the TLS port"
+    );
+    if !sdk_available("Node", node_sdk_status()) {
+        return;
+    }
+    let url = format!("wss://localhost:{}/connection/websocket", gyre.port());
+    let output = SdkScript::node("tls.mjs")
+        .gyre(&gyre)
+        .arg("url", &url)
+        .arg("channel", "chat:tls")
+        .env("NODE_EXTRA_CA_CERTS", pki.ca_cert().display())
+        .run();
+    let result: Value = serde_json::from_str(output.expect_success()).unwrap();
+    for transport in ["websocket", "http_stream"] {
+        let received = result[transport]
+            .as_array()
+            .unwrap_or_else(|| panic!("{result}"));
+        assert_eq!(received.len(), 1, "{transport}: {result}");
+        assert_eq!(received[0]["data"], json!({"over": "tls"}), "{transport}");
+    }
+}
+
+#[test]
+fn a_tls_server_without_its_key_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gyre.toml");
+    std::fs::write(
+        &config,
+        "[http_server.tls]\nenabled = true\ncert_pem_file = \"/nonexistent.pem\"\n",
+    )
+    .unwrap();
+    let output = Command::new(gyre_binary())
+        .arg("checkconfig")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("http_server.tls"), "{stderr}");
+    assert!(stderr.contains("key_pem"), "{stderr}");
+}
