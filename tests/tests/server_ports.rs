@@ -106,6 +106,8 @@ fn clients_connect_over_tls_without_a_terminating_proxy() {
         .namespace(Namespace::full("chat", 10, 300))
         .internal_port()
         .extra_toml("[http_stream]\nenabled = true")
+        // The internal port stays plain (Centrifugo's switch), so the API is plain HTTP.
+        .http_server_option("tls_external = true")
         .http_server_option("[http_server.tls]")
         .http_server_option("enabled = true")
         .http_server_option(&format!(

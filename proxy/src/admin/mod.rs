@@ -59,11 +59,11 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>, rest: &str) -> 
         (_, "/admin/auth") => login(&node, request).await,
         (_, "/admin/stats") => match authorized(&node, &request) {
             Ok(()) => json(StatusCode::OK, stats(&node)),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         },
         (_, api) if api.starts_with("/admin/api/") => {
             if let Err(refused) = authorized(&node, &request) {
-                return refused;
+                return *refused;
             }
             if request.method() != Method::POST {
                 return text(StatusCode::METHOD_NOT_ALLOWED, "admin API calls are POSTs");
@@ -175,8 +175,9 @@ fn signing_secret(node: &Node) -> &str {
     }
 }
 
-/// Whether the request carries a valid session token (or no login is needed at all).
-fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Response<Body>> {
+/// Whether the request carries a valid session token (or no login is needed at all); else
+/// the 401 to answer.
+fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Box<Response<Body>>> {
     if node.config.admin.insecure {
         return Ok(());
     }
@@ -187,7 +188,7 @@ fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Response<B
         .and_then(|v| v.strip_prefix("token "))
         .map(str::trim);
     let Some(token) = token else {
-        return Err(text(StatusCode::UNAUTHORIZED, "log in first"));
+        return Err(Box::new(text(StatusCode::UNAUTHORIZED, "log in first")));
     };
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp", "sub"]);
@@ -197,10 +198,10 @@ fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Response<B
         .map(|_| ())
         .map_err(|error| {
             tracing::debug!(%error, "admin session token refused");
-            text(
+            Box::new(text(
                 StatusCode::UNAUTHORIZED,
                 "the session is not valid (expired?): log in again",
-            )
+            ))
         })
 }
 

@@ -144,7 +144,7 @@ fn check_engine(config: Config) -> Result<(), String> {
             eprintln!("warning: {warning}");
         }
     }
-    if let Err(e) = gyre_proxy::server::tls_server_config(&config) {
+    if let Err(e) = gyre_proxy::server::tls_server_configs(&config) {
         problems.push(e);
     }
     if let Err(e) = gyre_proxy::startup::check_proxies(&config) {
@@ -191,7 +191,7 @@ async fn run(config: Config) -> Result<(), String> {
     };
     let server = &config.http_server;
     let address = bind(&server.address, server.port);
-    let tls = gyre_proxy::server::tls_server_config(&config)?;
+    let tls = gyre_proxy::server::tls_server_configs(&config)?;
     let public = gyre_proxy::server::listen(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
@@ -217,7 +217,7 @@ async fn run(config: Config) -> Result<(), String> {
         "open-file limit {} (each connection is one)",
         open_files.now,
     );
-    let (ws, http) = if tls.is_some() {
+    let (ws, http) = if tls.public.is_some() {
         ("wss", "https")
     } else {
         ("ws", "http")

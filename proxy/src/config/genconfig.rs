@@ -49,12 +49,16 @@ const DOCS: &[(&str, &str)] = &[
         "A path every endpoint is mounted under, e.g. \"/realtime\" →\n/realtime/connection/websocket, /realtime/api/publish. Empty = none.",
     ),
     (
+        "http_server.tls_external",
+        "TLS on the public port only: the internal port stays plain (unless internal_tls).",
+    ),
+    (
         "http_server.tls",
-        "TLS of the public port, so clients connect with wss:// and https:// without a\nterminating proxy (Centrifugo's TLS object).",
+        "TLS of the server, so clients connect with wss:// and https:// without a\nterminating proxy (Centrifugo's TLS object). It covers the internal port too,\nunless tls_external or internal_tls.",
     ),
     (
         "http_server.tls.enabled",
-        "Serve the public port over TLS (wss://, https://); needs cert_pem and key_pem.",
+        "Serve over TLS (wss://, https://); needs cert_pem and key_pem.",
     ),
     (
         "http_server.tls.server_ca_pem",
@@ -82,6 +86,70 @@ const DOCS: &[(&str, &str)] = &[
     ("http_server.tls.client_ca_pem_b64", "No effect either."),
     ("http_server.tls.server_name", "No effect here."),
     ("http_server.tls.insecure_skip_verify", "No effect here."),
+    (
+        "http_server.internal_tls",
+        "TLS of the internal port when it differs from tls (the same keys); when not\nenabled the internal port uses tls, unless tls_external.",
+    ),
+    (
+        "http_server.internal_tls.enabled",
+        "Serve over TLS (wss://, https://); needs cert_pem and key_pem.",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem",
+        "No effect here (it is for TLS clients).",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem_file",
+        "No effect here.",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem_b64",
+        "No effect here.",
+    ),
+    (
+        "http_server.internal_tls.cert_pem",
+        "The server's certificate chain: PEM text, base64 of it, or a file path.",
+    ),
+    (
+        "http_server.internal_tls.cert_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "http_server.internal_tls.cert_pem_b64",
+        "The same, base64.",
+    ),
+    (
+        "http_server.internal_tls.key_pem",
+        "The certificate's private key: PEM text, base64 of it, or a file path.",
+    ),
+    (
+        "http_server.internal_tls.key_pem_file",
+        "The same, from a file.",
+    ),
+    (
+        "http_server.internal_tls.key_pem_b64",
+        "The same, base64.",
+    ),
+    (
+        "http_server.internal_tls.client_ca_pem",
+        "No effect (client certificates are not asked for).",
+    ),
+    (
+        "http_server.internal_tls.client_ca_pem_file",
+        "No effect either.",
+    ),
+    (
+        "http_server.internal_tls.client_ca_pem_b64",
+        "No effect either.",
+    ),
+    (
+        "http_server.internal_tls.server_name",
+        "No effect here.",
+    ),
+    (
+        "http_server.internal_tls.insecure_skip_verify",
+        "No effect here.",
+    ),
     ("log", "Logging."),
     ("log.level", "One of none, trace, debug, info, warn, error."),
     ("node", "This node."),

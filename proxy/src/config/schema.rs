@@ -48,10 +48,16 @@ pub struct HttpServer {
     /// too, as in Centrifugo.
     #[serde(deserialize_with = "port_number_or_text")]
     pub internal_port: u16,
-    /// TLS of the public port (Centrifugo's TLS object: `cert_pem` and `key_pem`, as PEM text,
+    /// TLS of the server (Centrifugo's TLS object: `cert_pem` and `key_pem`, as PEM text,
     /// base64 or a file path, or their `_file` / `_b64` forms): clients connect with `wss://`
-    /// and `https://`.
+    /// and `https://`. It covers the internal port too, unless `tls_external` or
+    /// `internal_tls`.
     pub tls: TlsConfig,
+    /// TLS on the public port only: the internal port stays plain (unless `internal_tls`).
+    pub tls_external: bool,
+    /// TLS of the internal port when it differs from `tls` (same keys); when not enabled the
+    /// internal port uses `tls`, unless `tls_external`.
+    pub internal_tls: TlsConfig,
     /// A path every endpoint is mounted under (`/realtime` → `/realtime/connection/websocket`,
     /// `/realtime/api/publish`); empty = none.
     pub handler_prefix: String,
@@ -69,6 +75,8 @@ impl Default for HttpServer {
             internal_address: String::new(),
             internal_port: 0,
             tls: TlsConfig::default(),
+            tls_external: false,
+            internal_tls: TlsConfig::default(),
             handler_prefix: String::new(),
         }
     }

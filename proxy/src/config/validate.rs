@@ -268,16 +268,19 @@ impl Config {
                 });
             }
         }
-        let tls = &server.tls;
-        tls_keys("http_server.tls", tls, out);
-        if tls.enabled {
+        for (path, tls) in [
+            ("http_server.tls", &server.tls),
+            ("http_server.internal_tls", &server.internal_tls),
+        ] {
+            tls_keys(path, tls, out);
             let missing = |keys: [&str; 3]| keys.iter().all(|k| k.is_empty());
-            if missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
-                || missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64])
+            if tls.enabled
+                && (missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
+                    || missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64]))
             {
                 out.push(Invalid::Requires {
-                    path: "http_server.tls.enabled".into(),
-                    required: "http_server.tls.cert_pem and key_pem".into(),
+                    path: format!("{path}.enabled"),
+                    required: format!("{path}.cert_pem and key_pem"),
                     reason: "a TLS server shows its certificate and proves it holds the key",
                 });
             }

@@ -21,10 +21,13 @@ use crate::protocol::node::Node;
 /// that did (and logs the others).
 pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// One node's answer: its id and its channels with their subscriber counts.
+type Answer = (String, Vec<(String, u64)>);
+
 /// The surveys of this node that wait for answers, by id.
 #[derive(Default)]
 pub struct Surveys {
-    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<(String, Vec<(String, u64)>)>>>,
+    waiting: Mutex<HashMap<String, mpsc::UnboundedSender<Answer>>>,
 }
 
 impl Surveys {

@@ -10,7 +10,7 @@ mod tls;
 
 pub use deadline::{Activity, Deadlines, TimedIo};
 pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
-pub use tls::server_config as tls_server_config;
+pub use tls::{ServerTls, server_configs as tls_server_configs};
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,8 +45,8 @@ pub struct Listeners {
     pub public: TcpListener,
     /// `http_server.internal_port`: the server API, `/metrics`, `/health` and the admin UI.
     pub internal: Option<TcpListener>,
-    /// `http_server.tls`: the public port speaks TLS.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `http_server.tls` and `internal_tls`: which ports speak TLS.
+    pub tls: ServerTls,
 }
 
 /// Which listener a connection arrived on: it decides which endpoints the connection reaches.
@@ -77,28 +77,37 @@ pub async fn run(
     let deadlines = Deadlines::from_config(&node.config.http_server);
     let mut public = listener::Acceptor::new(listeners.public);
     let mut internal = listeners.internal.map(listener::Acceptor::new);
-    let (bridge, mut bridged) = match listeners.tls {
-        Some(server) => {
-            let timeout = node.config.http_server.read_header_timeout;
-            let (bridge, listener) = tls::Bridge::new(server, timeout).await?;
-            (Some(bridge), Some(listener::Acceptor::new(listener)))
-        }
-        None => (None, None),
-    };
+    let timeout = node.config.http_server.read_header_timeout;
+    let (public_bridge, mut public_bridged) = bridge(listeners.tls.public, timeout).await?;
+    let (internal_bridge, mut internal_bridged) =
+        bridge(listeners.tls.internal.filter(|_| internal.is_some()), timeout).await?;
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer, port, encrypted) = tokio::select! {
-            (stream, peer) = public.accept() => (stream, peer, Port::Public, bridge.is_some()),
-            (stream, peer) = accept_from(&mut internal) => (stream, peer, Port::Internal, false),
-            (stream, peer) = accept_from(&mut bridged) => (stream, peer, Port::Public, false),
+        // Where it arrived, and the TLS bridge to hand it to (TLS ports) or that it came
+        // through (their loopback listeners).
+        let (stream, peer, port, bridge, encrypted) = tokio::select! {
+            (stream, peer) = public.accept() => (stream, peer, Port::Public, &public_bridge, true),
+            (stream, peer) = accept_from(&mut internal) => {
+                (stream, peer, Port::Internal, &internal_bridge, true)
+            }
+            (stream, peer) = accept_from(&mut public_bridged) => {
+                (stream, peer, Port::Public, &public_bridge, false)
+            }
+            (stream, peer) = accept_from(&mut internal_bridged) => {
+                (stream, peer, Port::Internal, &internal_bridge, false)
+            }
             () = &mut shutdown => break,
+        };
+        let peer = match bridge {
+            Some(bridge) if !encrypted => bridge.client_of(peer).unwrap_or(peer),
+            _ => peer,
         };
         let Some(unauthenticated) = node.unauthenticated.try_acquire() else {
             listener::refuse(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
-        if encrypted && let Some(bridge) = &bridge {
+        if encrypted && let Some(bridge) = bridge {
             bridge.spawn(stream, peer, unauthenticated);
             continue;
         }
@@ -140,6 +149,20 @@ pub async fn run(
         tracing::warn!("connections still open after {drain:?}; exiting anyway");
     }
     Ok(())
+}
+
+/// The TLS bridge of a port with `tls`, and the loopback listener it leads to.
+async fn bridge(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handshake_timeout: Duration,
+) -> std::io::Result<(Option<tls::Bridge>, Option<listener::Acceptor>)> {
+    Ok(match tls {
+        Some(server) => {
+            let (bridge, listener) = tls::Bridge::new(server, handshake_timeout).await?;
+            (Some(bridge), Some(listener::Acceptor::new(listener)))
+        }
+        None => (None, None),
+    })
 }
 
 /// The next connection of an optional listener; never, without one.

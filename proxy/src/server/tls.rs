@@ -9,38 +9,64 @@
 //! limit and every deadline then works on TLS connections unchanged, at the price of one
 //! loopback hop per connection.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::transport::admission::Unauthenticated;
 
 /// Longest TLS handshake when `http_server.read_header_timeout` is 0 (no limit there): a
 /// handshake that stalls would otherwise hold its socket for ever.
 const HANDSHAKE_FALLBACK: Duration = Duration::from_secs(10);
 
-/// The rustls server of `http_server.tls`, or `None` when it is off. `Err` names the key at
-/// fault (unreadable PEM, a key that does not match the certificate).
-pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
-    let tls = &config.http_server.tls;
+/// The TLS of each port: `None` where it is plain.
+#[derive(Clone, Default)]
+pub struct ServerTls {
+    pub public: Option<Arc<rustls::ServerConfig>>,
+    pub internal: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The rustls servers of `http_server.tls` and `internal_tls`, as Centrifugo applies them: `tls`
+/// on the public port, and on the internal one `internal_tls` when enabled, else `tls` unless
+/// `tls_external`. `Err` names the key at fault (unreadable PEM, a key that does not match the
+/// certificate).
+pub fn server_configs(config: &Config) -> Result<ServerTls, String> {
+    let server = &config.http_server;
+    let public = server_config("http_server.tls", &server.tls)?;
+    let internal = if server.internal_tls.enabled {
+        server_config("http_server.internal_tls", &server.internal_tls)?
+    } else if server.tls_external {
+        None
+    } else {
+        public.clone()
+    };
+    Ok(ServerTls { public, internal })
+}
+
+fn server_config(
+    path: &str,
+    tls: &TlsConfig,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
     if !tls.enabled {
         return Ok(None);
     }
-    let options = crate::startup::tls_options("http_server.tls", tls)?;
+    let options = crate::startup::tls_options(path, tls)?;
     let Some(identity) = options.client_identity else {
-        return Err("http_server.tls needs cert_pem and key_pem".to_owned());
+        return Err(format!("{path} needs cert_pem and key_pem"));
     };
     let chain = CertificateDer::pem_slice_iter(&identity.cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("http_server.tls.cert_pem: {e}"))?;
+        .map_err(|e| format!("{path}.cert_pem: {e}"))?;
     let key = PrivateKeyDer::from_pem_slice(identity.key_pem.expose().as_bytes())
-        .map_err(|e| format!("http_server.tls.key_pem: {e}"))?;
+        .map_err(|e| format!("{path}.key_pem: {e}"))?;
     crate::tls::install_crypto_provider();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
@@ -48,18 +74,21 @@ pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| format!("http_server.tls: certificate and key: {e}"))?;
+        .map_err(|e| format!("{path}: certificate and key: {e}"))?;
     // HTTP/1.1 only: browsers then open WebSockets as plain upgrades, which every transport
     // here speaks (over HTTP/2 they would need extended CONNECT).
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(server)))
 }
 
-/// Where TLS connections are bridged to, and how they are decrypted.
+/// Where a port's TLS connections are bridged to, and how they are decrypted.
 pub struct Bridge {
     address: SocketAddr,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    /// The client behind each bridged connection, by the connection's loopback address, until
+    /// the plain server accepts it and asks ([`Bridge::client_of`]).
+    clients: Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>,
 }
 
 impl Bridge {
@@ -78,8 +107,16 @@ impl Bridge {
             } else {
                 handshake_timeout
             },
+            clients: Arc::default(),
         };
         Ok((bridge, listener))
+    }
+
+    /// The client address behind a connection accepted on the bridge's listener from
+    /// `loopback` (so that what is per client, such as the admin login throttle, sees the
+    /// client rather than this process).
+    pub fn client_of(&self, loopback: SocketAddr) -> Option<SocketAddr> {
+        self.clients.lock().remove(&loopback)
     }
 
     /// Completes the handshake of a connection accepted on the TLS port and carries its bytes
@@ -90,6 +127,7 @@ impl Bridge {
         let acceptor = self.acceptor.clone();
         let address = self.address;
         let timeout = self.handshake_timeout;
+        let clients = Arc::clone(&self.clients);
         tokio::spawn(async move {
             let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
             drop(slot);
@@ -104,7 +142,7 @@ impl Bridge {
                     return;
                 }
             };
-            let mut plain = match TcpStream::connect(address).await {
+            let mut plain = match connect_as(address, peer, &clients).await {
                 Ok(plain) => plain,
                 Err(error) => {
                     tracing::warn!(%error, "tls bridge: cannot reach the plain listener");
@@ -117,4 +155,22 @@ impl Bridge {
             }
         });
     }
+}
+
+/// Connects to the plain listener at `address`, recording `client` under the connection's
+/// local address before the listener can accept it.
+async fn connect_as(
+    address: SocketAddr,
+    client: SocketAddr,
+    clients: &Mutex<HashMap<SocketAddr, SocketAddr>>,
+) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let local = socket.local_addr()?;
+    clients.lock().insert(local, client);
+    let connected = socket.connect(address).await;
+    if connected.is_err() {
+        clients.lock().remove(&local);
+    }
+    connected
 }
