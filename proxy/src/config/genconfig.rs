@@ -114,10 +114,7 @@ const DOCS: &[(&str, &str)] = &[
         "http_server.internal_tls.cert_pem_file",
         "The same, from a file.",
     ),
-    (
-        "http_server.internal_tls.cert_pem_b64",
-        "The same, base64.",
-    ),
+    ("http_server.internal_tls.cert_pem_b64", "The same, base64."),
     (
         "http_server.internal_tls.key_pem",
         "The certificate's private key: PEM text, base64 of it, or a file path.",
@@ -126,10 +123,7 @@ const DOCS: &[(&str, &str)] = &[
         "http_server.internal_tls.key_pem_file",
         "The same, from a file.",
     ),
-    (
-        "http_server.internal_tls.key_pem_b64",
-        "The same, base64.",
-    ),
+    ("http_server.internal_tls.key_pem_b64", "The same, base64."),
     (
         "http_server.internal_tls.client_ca_pem",
         "No effect (client certificates are not asked for).",
@@ -142,10 +136,7 @@ const DOCS: &[(&str, &str)] = &[
         "http_server.internal_tls.client_ca_pem_b64",
         "No effect either.",
     ),
-    (
-        "http_server.internal_tls.server_name",
-        "No effect here.",
-    ),
+    ("http_server.internal_tls.server_name", "No effect here."),
     (
         "http_server.internal_tls.insecure_skip_verify",
         "No effect here.",

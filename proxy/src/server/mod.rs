@@ -79,8 +79,11 @@ pub async fn run(
     let mut internal = listeners.internal.map(listener::Acceptor::new);
     let timeout = node.config.http_server.read_header_timeout;
     let (public_bridge, mut public_bridged) = bridge(listeners.tls.public, timeout).await?;
-    let (internal_bridge, mut internal_bridged) =
-        bridge(listeners.tls.internal.filter(|_| internal.is_some()), timeout).await?;
+    let (internal_bridge, mut internal_bridged) = bridge(
+        listeners.tls.internal.filter(|_| internal.is_some()),
+        timeout,
+    )
+    .await?;
     tokio::pin!(shutdown);
     loop {
         // Where it arrived, and the TLS bridge to hand it to (TLS ports) or that it came

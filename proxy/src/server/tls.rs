@@ -14,9 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -51,10 +51,7 @@ pub fn server_configs(config: &Config) -> Result<ServerTls, String> {
     Ok(ServerTls { public, internal })
 }
 
-fn server_config(
-    path: &str,
-    tls: &TlsConfig,
-) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+fn server_config(path: &str, tls: &TlsConfig) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
     if !tls.enabled {
         return Ok(None);
     }
