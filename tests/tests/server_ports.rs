@@ -99,6 +99,27 @@ fn the_handler_prefix_mounts_every_endpoint() {
 }
 
 #[test]
+fn centrifugo_handler_prefixes_move_single_endpoints() {
+    let gyre = GyreProcess::builder()
+        .namespace(Namespace::full("chat", 10, 300))
+        .handler_prefix("/realtime")
+        .http_api_option("handler_prefix = \"/v1/api\"")
+        .extra_toml("[websocket]\nhandler_prefix = \"/ws\"")
+        .start();
+    let port = gyre.port();
+    connects(&gyre, &format!("ws://127.0.0.1:{port}/realtime/ws"));
+    let key = [("X-API-Key", gyre.api_key())];
+    assert_eq!(status(port, "POST", "/realtime/v1/api/info", &key), 200);
+    // Their standard paths are no endpoints any more.
+    assert_eq!(status(port, "POST", "/realtime/api/info", &key), 404);
+    let old = format!("ws://127.0.0.1:{port}/realtime/connection/websocket");
+    let refused = WsClient::connect_with(&old, WsOptions::for_encoding(Encoding::Json))
+        .err()
+        .expect("no WebSocket at the standard path");
+    assert_eq!(refused.status, Some(404), "{refused:?}");
+}
+
+#[test]
 fn clients_connect_over_tls_without_a_terminating_proxy() {
     let pki = TestPki::new();
     let server = pki.server();

@@ -617,6 +617,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     ("http_api", "The server API (POST /api/<method>)."),
     (
+        "http_api.handler_prefix",
+        "The endpoint's path; empty = /api (Centrifugo's key).",
+    ),
+    (
         "http_api.key",
         "API key, sent as X-API-Key or Authorization: apikey <key>.",
     ),
@@ -631,6 +635,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "websocket",
         "The WebSocket transport (/connection/websocket).",
+    ),
+    (
+        "websocket.handler_prefix",
+        "The endpoint's path; empty = /connection/websocket (Centrifugo's key).",
     ),
     (
         "websocket.message_size_limit",
@@ -656,6 +664,10 @@ const DOCS: &[(&str, &str)] = &[
         "http_stream",
         "HTTP-streaming with bidirectional emulation (/connection/http_stream), a\nWebSocket fallback for centrifuge-js; its commands arrive through /emulation.",
     ),
+    (
+        "http_stream.handler_prefix",
+        "The endpoint's path; empty = /connection/http_stream (Centrifugo's key).",
+    ),
     ("http_stream.enabled", "Serve the endpoint."),
     (
         "http_stream.max_request_body_size",
@@ -665,6 +677,10 @@ const DOCS: &[(&str, &str)] = &[
         "sse",
         "Server-Sent Events with bidirectional emulation (/connection/sse), a WebSocket\nfallback for centrifuge-js; its commands arrive through /emulation.",
     ),
+    (
+        "sse.handler_prefix",
+        "The endpoint's path; empty = /connection/sse (Centrifugo's key).",
+    ),
     ("sse.enabled", "Serve the endpoint."),
     (
         "sse.max_request_body_size",
@@ -673,6 +689,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "emulation",
         "The /emulation endpoint: commands of http_stream and sse clients, routed to\nthe node holding the session (through Redis) when it is another.",
+    ),
+    (
+        "emulation.handler_prefix",
+        "The endpoint's path; empty = /emulation (Centrifugo's key).",
     ),
     (
         "emulation.max_request_body_size",
@@ -686,6 +706,10 @@ const DOCS: &[(&str, &str)] = &[
         "uni_websocket",
         "Unidirectional WebSocket (/connection/uni_websocket): a connect request in,\nJSON pushes out; no SDK needed.",
     ),
+    (
+        "uni_websocket.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_websocket (Centrifugo's key).",
+    ),
     ("uni_websocket.enabled", "Serve the endpoint."),
     (
         "uni_websocket.message_size_limit",
@@ -698,6 +722,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "uni_sse",
         "Unidirectional Server-Sent Events (/connection/uni_sse): GET with cf_connect or\nPOST; each event's id lets an EventSource resume every channel with Last-Event-ID.",
+    ),
+    (
+        "uni_sse.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_sse (Centrifugo's key).",
     ),
     ("uni_sse.enabled", "Serve the endpoint."),
     (
@@ -719,6 +747,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "uni_http_stream",
         "Unidirectional HTTP streaming (/connection/uni_http_stream): POST a connect\nrequest, read newline-separated JSON pushes.",
+    ),
+    (
+        "uni_http_stream.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_http_stream (Centrifugo's key).",
     ),
     ("uni_http_stream.enabled", "Serve the endpoint."),
     (
@@ -784,10 +816,18 @@ const DOCS: &[(&str, &str)] = &[
         "health",
         "Accepted for Centrifugo compatibility: Gyre always serves /health.",
     ),
+    (
+        "health.handler_prefix",
+        "The endpoint's path; empty = /health (Centrifugo's key).",
+    ),
     ("health.enabled", "No effect."),
     (
         "prometheus",
         "Accepted for Centrifugo compatibility: Gyre always serves /metrics.",
+    ),
+    (
+        "prometheus.handler_prefix",
+        "The endpoint's path; empty = /metrics (Centrifugo's key).",
     ),
     ("prometheus.enabled", "No effect."),
 ];

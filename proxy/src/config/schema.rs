@@ -586,6 +586,9 @@ pub struct HttpApi {
     pub insecure: bool,
     /// Most commands in one `batch` request; a longer batch is refused with HTTP 400.
     pub batch_max_commands: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/api`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpApi {
@@ -599,6 +602,7 @@ impl Default for HttpApi {
             // (about a second against Redis) while the caller waits, and only 160 KB of command
             // slices kept. Without a cap the 4 MB body limit allowed 350,000 tiny commands.
             batch_max_commands: 10_000,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -618,6 +622,9 @@ pub struct WebSocket {
     pub compression_level: u8,
     /// Messages shorter than this many bytes are sent uncompressed (as stored blocks).
     pub compression_min_size: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/websocket`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for WebSocket {
@@ -628,6 +635,7 @@ impl Default for WebSocket {
             compression: false,
             compression_level: 1,
             compression_min_size: 0,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -654,6 +662,9 @@ pub struct HttpTransport {
     pub enabled: bool,
     /// Largest connect request body (POST), in bytes.
     pub max_request_body_size: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/http_stream` or
+    /// `/connection/sse`. Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpTransport {
@@ -661,6 +672,7 @@ impl Default for HttpTransport {
         Self {
             enabled: false,
             max_request_body_size: 65_536,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -674,6 +686,9 @@ pub struct UniHttpTransport {
     pub max_request_body_size: u32,
     /// A failed connect answered with an HTTP status instead of a disconnect push.
     pub connect_code_to_http_response: super::proxy::ConnectCodeToHttpResponse,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/uni_sse` or
+    /// `/connection/uni_http_stream`. Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for UniHttpTransport {
@@ -682,6 +697,7 @@ impl Default for UniHttpTransport {
             enabled: false,
             max_request_body_size: 65_536,
             connect_code_to_http_response: Default::default(),
+            handler_prefix: String::new(),
         }
     }
 }
@@ -696,6 +712,9 @@ pub struct Emulation {
     /// Requests for sessions on other nodes being forwarded (through the engine) at once;
     /// beyond it they are answered 503 and the client retries.
     pub max_concurrent_forwards: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/emulation`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for Emulation {
@@ -703,6 +722,7 @@ impl Default for Emulation {
         Self {
             max_request_body_size: 65_536,
             max_concurrent_forwards: 1024,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -716,6 +736,9 @@ pub struct UniWebSocket {
     pub message_size_limit: u32,
     /// Send the pushes queued together as one message, separated by `\n`.
     pub join_push_messages: bool,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/uni_websocket`.
+    /// Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl UniWebSocket {
@@ -739,6 +762,7 @@ impl Default for UniWebSocket {
             enabled: false,
             message_size_limit: 65_536,
             join_push_messages: false,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -786,11 +810,14 @@ impl Default for Shutdown {
 }
 
 /// `health` and `prometheus`: accepted so Centrifugo configs load; Gyre always serves
-/// `/health` and `/metrics`, so `enabled` changes nothing.
+/// `/health` and `/metrics`, so `enabled` changes nothing; `handler_prefix` moves them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Endpoint {
     pub enabled: bool,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/health` or `/metrics`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 /// Accepts `"a"` as `["a"]`: Centrifugo (through viper) takes a single string wherever a list

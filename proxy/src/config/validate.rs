@@ -260,6 +260,25 @@ impl Config {
         for (path, prefix) in [
             ("http_server.handler_prefix", &server.handler_prefix),
             ("admin.handler_prefix", &self.admin.handler_prefix),
+            ("websocket.handler_prefix", &self.websocket.handler_prefix),
+            (
+                "http_stream.handler_prefix",
+                &self.http_stream.handler_prefix,
+            ),
+            ("sse.handler_prefix", &self.sse.handler_prefix),
+            ("emulation.handler_prefix", &self.emulation.handler_prefix),
+            (
+                "uni_websocket.handler_prefix",
+                &self.uni_websocket.handler_prefix,
+            ),
+            ("uni_sse.handler_prefix", &self.uni_sse.handler_prefix),
+            (
+                "uni_http_stream.handler_prefix",
+                &self.uni_http_stream.handler_prefix,
+            ),
+            ("http_api.handler_prefix", &self.http_api.handler_prefix),
+            ("health.handler_prefix", &self.health.handler_prefix),
+            ("prometheus.handler_prefix", &self.prometheus.handler_prefix),
         ] {
             if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
                 out.push(Invalid::BadText {

@@ -12,6 +12,7 @@ pub use deadline::{Activity, Deadlines, TimedIo};
 pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
 pub use tls::{ServerTls, server_configs as tls_server_configs};
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -191,6 +192,53 @@ fn unmounted<'a>(path: &'a str, mount: &str) -> Option<&'a str> {
     }
 }
 
+/// Each endpoint whose path Centrifugo lets be set (`<section>.handler_prefix`): the configured
+/// path (empty = the standard one) and the standard path the routes know it by.
+fn endpoint_paths(config: &crate::config::Config) -> [(&str, &'static str); 10] {
+    [
+        (&config.websocket.handler_prefix, "/connection/websocket"),
+        (
+            &config.http_stream.handler_prefix,
+            "/connection/http_stream",
+        ),
+        (&config.sse.handler_prefix, "/connection/sse"),
+        (&config.emulation.handler_prefix, "/emulation"),
+        (
+            &config.uni_websocket.handler_prefix,
+            "/connection/uni_websocket",
+        ),
+        (&config.uni_sse.handler_prefix, "/connection/uni_sse"),
+        (
+            &config.uni_http_stream.handler_prefix,
+            "/connection/uni_http_stream",
+        ),
+        (&config.http_api.handler_prefix, "/api"),
+        (&config.health.handler_prefix, "/health"),
+        (&config.prometheus.handler_prefix, "/metrics"),
+    ]
+}
+
+/// `path` as the routes know it: an endpoint's configured path becomes its standard one (the
+/// API's with the method after it), and the standard path of an endpoint moved elsewhere is
+/// no endpoint at all (`None`), as in Centrifugo.
+fn standard_path<'a>(config: &crate::config::Config, path: &'a str) -> Option<Cow<'a, str>> {
+    let moved = endpoint_paths(config)
+        .into_iter()
+        .filter(|(configured, standard)| !configured.is_empty() && configured != standard);
+    let under = |path: &'a str, base: &str, standard: &str| -> Option<&'a str> {
+        let rest = path.strip_prefix(base)?;
+        (rest.is_empty() || (standard == "/api" && rest.starts_with('/'))).then_some(rest)
+    };
+    let mut vacated = false;
+    for (configured, standard) in moved {
+        if let Some(rest) = under(path, configured, standard) {
+            return Some(Cow::Owned(format!("{standard}{rest}")));
+        }
+        vacated |= under(path, standard, standard).is_some();
+    }
+    (!vacated).then_some(Cow::Borrowed(path))
+}
+
 async fn route(
     node: Arc<Node>,
     sessions: TaskTracker,
@@ -198,18 +246,19 @@ async fn route(
     mut request: Request<Incoming>,
 ) -> Response<Body> {
     let config = &node.config;
-    let Some(path) = unmounted(request.uri().path(), &config.http_server.handler_prefix) else {
+    let path = unmounted(request.uri().path(), &config.http_server.handler_prefix)
+        .and_then(|path| standard_path(config, path));
+    let Some(path) = path.map(Cow::into_owned) else {
         return text(StatusCode::NOT_FOUND, "not found");
     };
-    let path = path.to_owned();
-    if !config.http_server.handler_prefix.is_empty() {
+    if path != request.uri().path() {
         // Handlers below read the path themselves (`/api/<method>`, SockJS's session paths):
-        // they see it as if there were no prefix.
-        let unmounted_uri = match request.uri().query() {
+        // they see the standard one, as if no prefix or custom path were configured.
+        let standard_uri = match request.uri().query() {
             Some(query) => format!("{path}?{query}"),
             None => path.clone(),
         };
-        if let Ok(uri) = unmounted_uri.parse() {
+        if let Ok(uri) = standard_uri.parse() {
             *request.uri_mut() = uri;
         }
     }
@@ -554,6 +603,45 @@ pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_found_under_the_mount_and_at_their_configured_paths() {
+        assert_eq!(unmounted("/rt/api/info", "/rt"), Some("/api/info"));
+        assert_eq!(unmounted("/rt", "/rt"), Some("/"));
+        assert_eq!(unmounted("/rtx/api", "/rt"), None);
+        assert_eq!(unmounted("/api", ""), Some("/api"));
+
+        let mut config = crate::config::Config::default();
+        let standard = |config: &crate::config::Config, path: &str| {
+            standard_path(config, path).map(Cow::into_owned)
+        };
+        assert_eq!(standard(&config, "/api/info").as_deref(), Some("/api/info"));
+        config.websocket.handler_prefix = "/ws".into();
+        config.http_api.handler_prefix = "/v1/api".into();
+        config.health.handler_prefix = "/connection/websocket".into();
+        assert_eq!(
+            standard(&config, "/ws").as_deref(),
+            Some("/connection/websocket")
+        );
+        assert_eq!(
+            standard(&config, "/v1/api/publish").as_deref(),
+            Some("/api/publish")
+        );
+        assert_eq!(standard(&config, "/v1/api").as_deref(), Some("/api"));
+        // The old paths are gone, unless another endpoint took them.
+        assert_eq!(standard(&config, "/api/publish"), None);
+        assert_eq!(standard(&config, "/health"), None);
+        assert_eq!(
+            standard(&config, "/connection/websocket").as_deref(),
+            Some("/health")
+        );
+        assert_eq!(
+            standard(&config, "/ws/x").as_deref(),
+            Some("/ws/x"),
+            "not the endpoint"
+        );
+        assert_eq!(standard(&config, "/metrics").as_deref(), Some("/metrics"));
+    }
 
     #[test]
     fn origins_match_globs() {
