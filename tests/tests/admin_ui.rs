@@ -36,7 +36,7 @@ fn an_operator_runs_the_cluster_from_the_admin_ui() {
     }
     let redis = RedisServer::builder().tcp().start();
     let a = node(&redis, "node-a", true);
-    let b = node(&redis, "node-b", false);
+    let mut b = node(&redis, "node-b", false);
     let admin_port = a.internal_port();
     // Not on the public port: the internal port has it.
     assert_eq!(
@@ -54,7 +54,13 @@ fn an_operator_runs_the_cluster_from_the_admin_ui() {
         .arg("channel", "chat:admin")
         .arg("screenshot", screenshot.display())
         .arg("chromium", CHROMIUM)
-        .run();
+        .run_with(|step| match step {
+            "stop-b" => {
+                b.kill();
+                Ok(())
+            }
+            other => Err(format!("unknown step {other}")),
+        });
     let result: Value = serde_json::from_str(output.expect_success()).unwrap();
 
     assert_eq!(result["unauthenticatedApi"], 401, "{result}");
@@ -95,6 +101,17 @@ fn an_operator_runs_the_cluster_from_the_admin_ui() {
         "the deliveries line never left zero: {chart}"
     );
     assert!(chart["nonWhitePixels"].as_u64().unwrap() > 1000, "{chart}");
+    let after_stop = result["nodesAfterStop"]
+        .as_array()
+        .expect("nodes after the stop");
+    let state = |name: &str| {
+        after_stop
+            .iter()
+            .find(|row| row[0] == name)
+            .map(|row| row[8].clone())
+    };
+    assert_eq!(state("node-a"), Some(json!("up")), "{after_stop:?}");
+    assert_eq!(state("node-b"), Some(json!("down")), "{after_stop:?}");
     if let Ok(keep) = std::env::var("GYRE_ADMIN_SCREENSHOT") {
         std::fs::copy(&screenshot, keep).expect("copy the screenshot");
     }
@@ -129,6 +146,35 @@ fn an_operator_runs_the_cluster_from_the_admin_ui() {
     assert!(statuses.starts_with(&[401]), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     assert_eq!(login(admin_port, PASSWORD).0, 429);
+}
+
+#[test]
+fn an_insecure_admin_ui_at_its_own_path_asks_for_no_login() {
+    let gyre = GyreProcess::builder()
+        .extra_toml("[admin]\nenabled = true\ninsecure = true\nhandler_prefix = \"/ops\"")
+        .start();
+    let port = gyre.port();
+    let (status, page) = http_request(port, "GET", "/ops", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Gyre admin</title>"), "{page}");
+    assert!(
+        page.contains(r#"const BASE = "/ops";"#),
+        "the page knows its path"
+    );
+    assert!(page.contains("const INSECURE = true;"));
+    let (status, body) = http_request(port, "POST", "/ops/admin/api/info", &[], b"{}").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""nodes""#), "{body}");
+    // The demo page keeps `/`; the UI is not served at its default path.
+    let (status, demo) = http_request(port, "GET", "/", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(!demo.contains("Gyre admin"), "the demo page");
+    assert_eq!(
+        http_request(port, "POST", "/admin/auth", &[], b"{}")
+            .unwrap()
+            .0,
+        404
+    );
 }
 
 #[test]

@@ -3,13 +3,14 @@
 //! under a path; `http_server.tls` serves the public port over TLS, which centrifuge-js reaches
 //! over wss:// and https:// with a certificate made for the test.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use gyre_proto::Encoding;
 use gyre_tests::ws_client::{WsClient, WsOptions, cmd, hs256_token, unix_now};
 use gyre_tests::{
-    GyreProcess, Namespace, SdkScript, TestPki, gyre_binary, http_request, node_sdk_status,
-    sdk_available,
+    GyreProcess, Namespace, SdkScript, TestPki, free_port, gyre_binary, http_request,
+    node_sdk_status, sdk_available,
 };
 use serde_json::{Value, json};
 
@@ -160,6 +161,75 @@ fn clients_connect_over_tls_without_a_terminating_proxy() {
         assert_eq!(received.len(), 1, "{transport}: {result}");
         assert_eq!(received[0]["data"], json!({"over": "tls"}), "{transport}");
     }
+}
+
+/// `curl` over HTTPS trusting `ca`: the status, or `None` when no HTTPS answer came.
+fn https_status(ca: &std::path::Path, url: &str) -> Option<u16> {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg(url)
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|status| *status != 0)
+}
+
+/// As in Centrifugo, `http_server.tls` covers the internal port too unless `tls_external`.
+#[test]
+fn the_internal_port_speaks_tls_too_by_default() {
+    let pki = TestPki::new();
+    let server = pki.server();
+    let dir = tempfile::tempdir().unwrap();
+    let (public, internal) = (free_port(), free_port());
+    let config = dir.path().join("gyre.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http_server]\naddress = \"127.0.0.1\"\nport = {public}\n\
+             internal_address = \"127.0.0.1\"\ninternal_port = \"{internal}\"\n\
+             [http_server.tls]\nenabled = true\ncert_pem = {:?}\nkey_pem_file = {:?}\n",
+            server.cert_pem(),
+            server.key.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(gyre_binary())
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gyre");
+    let ca = pki.ca_cert();
+    let health = format!("https://localhost:{internal}/health");
+    let started = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        https_status(&ca, &health) == Some(200)
+    });
+    let public_health = https_status(&ca, &format!("https://localhost:{public}/health"));
+    let plain_internal = http_request(internal, "GET", "/health", &[], b"");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "no HTTPS /health on the internal port");
+    assert_eq!(public_health, Some(404), "/health is internal");
+    assert!(
+        plain_internal.is_err(),
+        "plain HTTP on the internal TLS port"
+    );
 }
 
 #[test]

@@ -171,3 +171,20 @@ async fn connect_as(
     }
     connected
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bridged_connection_is_known_by_its_client() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let clients = Mutex::new(HashMap::new());
+        let client: SocketAddr = "203.0.113.7:50000".parse().unwrap();
+        let _plain = connect_as(address, client, &clients).await.unwrap();
+        let (_, loopback) = listener.accept().await.unwrap();
+        assert_eq!(clients.lock().remove(&loopback), Some(client));
+        assert!(clients.lock().is_empty());
+    }
+}

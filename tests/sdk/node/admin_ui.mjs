@@ -6,8 +6,9 @@
 // Arguments: --admin (URL of the UI) --password --url (ws URL of node A) --url-b (of node B)
 // --secret --api --api-key (node A's API) --channel --screenshot (PNG path) [--chromium PATH]
 // Result: {wrongPassword, unauthenticatedApi, nodes, channelRow, received: {a, b}, history,
-// apiOutput, chart: {deliveryPixelsAboveBaseline, nonWhitePixels}}
-import { main, need, Recorder, newClient, newSub, connToken, apiPublish, launchChromium, sleep } from './lib.mjs';
+// apiOutput, chart: {deliveryPixelsAboveBaseline, nonWhitePixels}, nodesAfterStop}
+// Steps: `stop-b` (the driver stops node B).
+import { main, need, step, Recorder, newClient, newSub, connToken, apiPublish, launchChromium, sleep } from './lib.mjs';
 
 main('admin_ui', async ({ args, result, sdk }) => {
   const admin = need(args, 'admin');
@@ -100,6 +101,14 @@ main('admin_ui', async ({ args, result, sdk }) => {
       return { deliveryPixelsAboveBaseline, nonWhitePixels };
     });
     await page.screenshot({ path: need(args, 'screenshot'), fullPage: true });
+
+    // Node B stops: the page keeps it, marked down, once it no longer announces itself.
+    await step('stop-b');
+    await page.waitForFunction(() => {
+      const rows = [...document.querySelectorAll('#nodes tr')];
+      return rows.some(r => r.cells[0].textContent === 'node-b' && r.cells[8].textContent === 'down');
+    }, null, { timeout: 20000 });
+    result.nodesAfterStop = await page.$$eval('#nodes tr', rows => rows.map(r => [...r.cells].map(c => c.textContent)));
   } finally {
     await browser.close();
   }
