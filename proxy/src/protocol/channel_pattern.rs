@@ -6,9 +6,14 @@
 //! literally. A pattern that does not parse (an unclosed `[` or `{`) is an error rather than a
 //! match of nothing, so a typo is noticed.
 
-/// A parsed pattern.
+/// Most alternatives a pattern may expand to (`{a,b}{c,d}` is four): beyond it the pattern is
+/// refused rather than matched slowly on every node.
+const MAX_EXPANSIONS: usize = 256;
+
+/// A parsed pattern: its `{…}` alternatives expanded into plain globs, each matched in time
+/// proportional to its length times the channel's (no backtracking blow-up on `*a*a*a…`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelPattern(Vec<Token>);
+pub struct ChannelPattern(Vec<Vec<Token>>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -19,61 +24,78 @@ enum Token {
         negated: bool,
         ranges: Vec<(char, char)>,
     },
-    Alternatives(Vec<ChannelPattern>),
+}
+
+impl Token {
+    fn matches_one(&self, c: char) -> bool {
+        match self {
+            Token::Literal(literal) => *literal == c,
+            Token::AnyOne => true,
+            Token::AnyRun => false,
+            Token::Class { negated, ranges } => {
+                ranges.iter().any(|(low, high)| (low..=high).contains(&&c)) != *negated
+            }
+        }
+    }
 }
 
 impl ChannelPattern {
     /// Parses `text`; `Err` says what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
         let chars: Vec<char> = text.chars().collect();
-        let (pattern, end) = parse_seq(&chars, 0, false)?;
+        let (globs, end) = parse_seq(&chars, 0, false)?;
         debug_assert_eq!(end, chars.len());
-        Ok(pattern)
+        Ok(Self(globs))
     }
 
     pub fn matches(&self, channel: &str) -> bool {
         let text: Vec<char> = channel.chars().collect();
-        matches_at(&self.0, &text)
+        self.0.iter().any(|glob| glob_matches(glob, &text))
     }
 }
 
-/// Tokens from `start` until the end, or (inside `{…}`) until an unescaped `,` or `}`; returns
-/// where it stopped.
+/// The globs of the text from `i` to the end, or (inside `{…}`) to an unescaped `,` or `}`,
+/// with alternatives expanded; and where it stopped.
 fn parse_seq(
     chars: &[char],
     mut i: usize,
     in_alternative: bool,
-) -> Result<(ChannelPattern, usize), String> {
-    let mut tokens = Vec::new();
+) -> Result<(Vec<Vec<Token>>, usize), String> {
+    let mut globs: Vec<Vec<Token>> = vec![Vec::new()];
+    let push = |globs: &mut Vec<Vec<Token>>, token: Token| {
+        for glob in globs.iter_mut() {
+            if !(token == Token::AnyRun && glob.last() == Some(&Token::AnyRun)) {
+                glob.push(token.clone());
+            }
+        }
+    };
     while i < chars.len() {
         match chars[i] {
             ',' | '}' if in_alternative => break,
             '\\' => {
                 let next = chars.get(i + 1).ok_or("the pattern ends with a lone \\")?;
-                tokens.push(Token::Literal(*next));
+                push(&mut globs, Token::Literal(*next));
                 i += 2;
             }
             '*' => {
-                if tokens.last() != Some(&Token::AnyRun) {
-                    tokens.push(Token::AnyRun);
-                }
+                push(&mut globs, Token::AnyRun);
                 i += 1;
             }
             '?' => {
-                tokens.push(Token::AnyOne);
+                push(&mut globs, Token::AnyOne);
                 i += 1;
             }
             '[' => {
                 let (token, next) = parse_class(chars, i + 1)?;
-                tokens.push(token);
+                push(&mut globs, token);
                 i = next;
             }
             '{' => {
                 let mut alternatives = Vec::new();
                 i += 1;
                 loop {
-                    let (alternative, next) = parse_seq(chars, i, true)?;
-                    alternatives.push(alternative);
+                    let (mut expanded, next) = parse_seq(chars, i, true)?;
+                    alternatives.append(&mut expanded);
                     match chars.get(next) {
                         Some(',') => i = next + 1,
                         Some('}') => {
@@ -83,15 +105,33 @@ fn parse_seq(
                         _ => return Err("a { has no closing }".to_owned()),
                     }
                 }
-                tokens.push(Token::Alternatives(alternatives));
+                if globs.len() * alternatives.len() > MAX_EXPANSIONS {
+                    return Err(format!(
+                        "more than {MAX_EXPANSIONS} combinations of {{…}} alternatives"
+                    ));
+                }
+                globs = globs
+                    .iter()
+                    .flat_map(|glob| {
+                        alternatives.iter().map(move |alternative| {
+                            let mut joined = glob.clone();
+                            for token in alternative {
+                                if !(*token == Token::AnyRun && joined.last() == Some(token)) {
+                                    joined.push(token.clone());
+                                }
+                            }
+                            joined
+                        })
+                    })
+                    .collect();
             }
             c => {
-                tokens.push(Token::Literal(c));
+                push(&mut globs, Token::Literal(c));
                 i += 1;
             }
         }
     }
-    Ok((ChannelPattern(tokens), i))
+    Ok((globs, i))
 }
 
 /// A `[…]` set whose first character is at `i`; returns the token and the index after `]`.
@@ -127,29 +167,37 @@ fn parse_class(chars: &[char], mut i: usize) -> Result<(Token, usize), String> {
     }
 }
 
-fn matches_at(tokens: &[Token], text: &[char]) -> bool {
-    let Some((first, rest)) = tokens.split_first() else {
-        return text.is_empty();
-    };
-    match first {
-        Token::Literal(c) => text.first() == Some(c) && matches_at(rest, &text[1..]),
-        Token::AnyOne => !text.is_empty() && matches_at(rest, &text[1..]),
-        Token::Class { negated, ranges } => text.first().is_some_and(|c| {
-            let inside = ranges.iter().any(|(low, high)| (low..=high).contains(&c));
-            inside != *negated && matches_at(rest, &text[1..])
-        }),
-        Token::AnyRun => (0..=text.len()).any(|skip| matches_at(rest, &text[skip..])),
-        Token::Alternatives(alternatives) => alternatives.iter().any(|alternative| {
-            let mut joined = alternative.0.clone();
-            joined.extend_from_slice(rest);
-            matches_at(&joined, text)
-        }),
+/// Whether `glob` matches all of `text`: one pass over the pattern, keeping the set of text
+/// positions reachable so far.
+fn glob_matches(glob: &[Token], text: &[char]) -> bool {
+    // reachable[j]: the tokens so far can match exactly text[..j].
+    let mut reachable = vec![false; text.len() + 1];
+    reachable[0] = true;
+    for token in glob {
+        let mut next = vec![false; text.len() + 1];
+        if *token == Token::AnyRun {
+            let mut seen = false;
+            for (j, slot) in next.iter_mut().enumerate() {
+                seen |= reachable[j];
+                *slot = seen;
+            }
+        } else {
+            for (j, c) in text.iter().enumerate() {
+                next[j + 1] = reachable[j] && token.matches_one(*c);
+            }
+        }
+        reachable = next;
+        if !reachable.contains(&true) {
+            return false;
+        }
     }
+    reachable[text.len()]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ops::Add;
 
     fn matches(pattern: &str, channel: &str) -> bool {
         ChannelPattern::parse(pattern).unwrap().matches(channel)
@@ -180,10 +228,25 @@ mod tests {
     }
 
     #[test]
+    fn nested_alternatives_and_stars_that_would_backtrack() {
+        assert!(matches("{chat:{a,b},news}*", "chat:b1"));
+        assert!(matches("{chat:{a,b},news}*", "news"));
+        assert!(!matches("{chat:{a,b},news}*", "chat:c"));
+        assert!(matches("{,x}y", "y"));
+        let channel = "a".repeat(255);
+        assert!(!matches(&"*a".repeat(40).add("b"), &channel));
+        assert!(matches(&"*a".repeat(40), &channel));
+    }
+
+    #[test]
     fn malformed_patterns_are_errors() {
         assert!(ChannelPattern::parse("room[0-9").is_err());
         assert!(ChannelPattern::parse("{chat,news").is_err());
         assert!(ChannelPattern::parse("trailing\\").is_err());
         assert!(ChannelPattern::parse("[z-a]").is_err());
+        assert!(
+            ChannelPattern::parse(&"{a,b}".repeat(9)).is_err(),
+            "512 combinations"
+        );
     }
 }

@@ -124,19 +124,21 @@ pub async fn cluster_channels(
 pub fn handle(node: &Arc<Node>, survey: Survey) {
     match survey {
         Survey::ChannelsQuery { id, from, pattern } => {
-            // A pattern that does not parse was refused by the asker before it asked.
-            let parsed = match pattern.as_str() {
-                "" => None,
-                text => ChannelPattern::parse(text).ok(),
-            };
-            let answer = ControlCommand::Survey(Survey::ChannelsAnswer {
-                id,
-                to: from,
-                node: node.id.clone(),
-                channels: local_channels(node, parsed.as_ref()),
-            });
+            // In a task of its own: listing and matching every channel must not hold up the
+            // dispatcher, which delivers publications.
             let node = Arc::clone(node);
             tokio::spawn(async move {
+                // A pattern that does not parse was refused by the asker before it asked.
+                let parsed = match pattern.as_str() {
+                    "" => None,
+                    text => ChannelPattern::parse(text).ok(),
+                };
+                let answer = ControlCommand::Survey(Survey::ChannelsAnswer {
+                    id,
+                    to: from,
+                    node: node.id.clone(),
+                    channels: local_channels(&node, parsed.as_ref()),
+                });
                 if let Err(error) = node.engine.publish_control(&answer).await {
                     tracing::debug!(%error, "channels survey answer not published");
                 }
