@@ -132,8 +132,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 }
 
 /// What `checkconfig` checks beyond the config itself: the PEM files and certificates of the
-/// Redis engine and of the backend hooks, read and parsed as the start would. Prints the
-/// start's warnings.
+/// Redis engine, of the backend hooks and of the server's TLS, read and parsed as the start
+/// would. Prints the start's warnings.
 fn check_engine(config: Config) -> Result<(), String> {
     let mut problems = Vec::new();
     if config.engine.kind == EngineType::Redis {
@@ -204,8 +204,9 @@ async fn run(config: Config) -> Result<(), String> {
                 .map_err(|e| format!("cannot listen on {internal_address} (internal port): {e}"))?;
             tracing::info!(
                 address = %internal_address,
+                tls = tls.internal.is_some(),
                 "internal port: /api, /metrics, /health{}",
-                if config.admin.enabled && !config.admin.external { " and the admin UI" } else { "" },
+                if config.admin.enabled { " and the admin UI" } else { "" },
             );
             Some(listener)
         }
@@ -223,11 +224,15 @@ async fn run(config: Config) -> Result<(), String> {
         ("ws", "http")
     };
     let mount = &server.handler_prefix;
+    let websocket = match config.websocket.handler_prefix.as_str() {
+        "" => "/connection/websocket",
+        path => path,
+    };
     tracing::info!(
         %address,
         engine = ?config.engine.kind,
         node = %node.name,
-        "gyre {} ready: {ws}://{address}{mount}/connection/websocket, demo at {http}://{address}{mount}/",
+        "gyre {} ready: {ws}://{address}{mount}{websocket}, demo at {http}://{address}{mount}/",
         env!("CARGO_PKG_VERSION"),
     );
     let listeners = gyre_proxy::server::Listeners {
