@@ -538,7 +538,7 @@ pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 /// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there
 /// is exactly one standalone server, not sentinels or clusters), so its publish hint works as
-/// shown.
+/// shown, and the paths of the WebSocket endpoint and the API.
 fn demo_page(config: &crate::config::Config) -> String {
     let redis = &config.engine.redis;
     let standalone = redis.sentinel_address.is_empty() && redis.cluster_address.is_empty();
@@ -552,7 +552,26 @@ fn demo_page(config: &crate::config::Config) -> String {
         || "null".to_owned(),
         |cli| serde_json::json!(cli).to_string(),
     );
-    DEMO_PAGE.replacen("/*REDIS_CLI*/null", &value, 1)
+    let path = |configured: &str, standard: &str| {
+        let path = if configured.is_empty() {
+            standard
+        } else {
+            configured
+        };
+        serde_json::json!(format!("{}{path}", config.http_server.handler_prefix)).to_string()
+    };
+    DEMO_PAGE
+        .replacen("/*REDIS_CLI*/null", &value, 1)
+        .replacen(
+            "/*WS_PATH*/'/connection/websocket'",
+            &path(&config.websocket.handler_prefix, "/connection/websocket"),
+            1,
+        )
+        .replacen(
+            "/*API_PATH*/'/api'",
+            &path(&config.http_api.handler_prefix, "/api"),
+            1,
+        )
 }
 
 /// `redis-cli` with the options that reach `address` (no password: the page is public), with
@@ -679,5 +698,10 @@ mod tests {
         config.engine.redis.address = crate::config::RedisEngine::default_address();
         config.engine.redis.sentinel_address = vec!["127.0.0.1:26379".into()];
         assert!(demo_page(&config).contains("const redisCli = null;"));
+        assert!(demo_page(&config).contains(r#"const wsPath = "/connection/websocket";"#));
+        config.http_server.handler_prefix = "/rt".into();
+        config.websocket.handler_prefix = "/ws".into();
+        assert!(demo_page(&config).contains(r#"const wsPath = "/rt/ws";"#));
+        assert!(demo_page(&config).contains(r#"const apiPath = "/rt/api";"#));
     }
 }
