@@ -232,23 +232,49 @@ fn the_internal_port_speaks_tls_too_by_default() {
     );
 }
 
-#[test]
-fn a_tls_server_without_its_key_is_refused_naming_the_key() {
+/// `gyre checkconfig --config <file with toml>`: success and stderr.
+fn checkconfig(toml: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gyre.toml");
-    std::fs::write(
-        &config,
-        "[http_server.tls]\nenabled = true\ncert_pem_file = \"/nonexistent.pem\"\n",
-    )
-    .unwrap();
+    std::fs::write(&config, toml).unwrap();
     let output = Command::new(gyre_binary())
         .arg("checkconfig")
         .arg("--config")
         .arg(&config)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("http_server.tls"), "{stderr}");
-    assert!(stderr.contains("key_pem"), "{stderr}");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_tls_server_without_its_key_is_refused_naming_the_key_and_client_cas_are_ignored_aloud() {
+    let (ok, stderr) =
+        checkconfig("[http_server.tls]\nenabled = true\ncert_pem_file = \"/nonexistent.pem\"\n");
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("http_server.tls.key_pem"), "{stderr}");
+
+    let (ok, stderr) = checkconfig("[http_server.tls]\nenabled = true\n");
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("http_server.tls.cert_pem and key_pem"),
+        "{stderr}"
+    );
+
+    let pki = TestPki::new();
+    let server = pki.server();
+    let (ok, stderr) = checkconfig(&format!(
+        "[http_server.tls]\nenabled = true\ncert_pem_file = {:?}\nkey_pem_file = {:?}\n\
+         client_ca_pem_file = {:?}\n",
+        server.cert.display().to_string(),
+        server.key.display().to_string(),
+        pki.ca_cert().display().to_string(),
+    ));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: http_server.tls.client_ca_pem is ignored"),
+        "{stderr}"
+    );
 }

@@ -147,6 +147,9 @@ fn check_engine(config: Config) -> Result<(), String> {
     if let Err(e) = gyre_proxy::server::tls_server_configs(&config) {
         problems.push(e);
     }
+    for warning in gyre_proxy::server::tls_warnings(&config) {
+        eprintln!("warning: {warning}");
+    }
     if let Err(e) = gyre_proxy::startup::check_proxies(&config) {
         problems.push(format!("proxies: {e}"));
     }
@@ -192,6 +195,9 @@ async fn run(config: Config) -> Result<(), String> {
     let server = &config.http_server;
     let address = bind(&server.address, server.port);
     let tls = gyre_proxy::server::tls_server_configs(&config)?;
+    for warning in gyre_proxy::server::tls_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let public = gyre_proxy::server::listen(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;

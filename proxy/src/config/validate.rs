@@ -293,9 +293,10 @@ impl Config {
         ] {
             tls_keys(path, tls, out);
             let missing = |keys: [&str; 3]| keys.iter().all(|k| k.is_empty());
+            // One without the other is already reported by `tls_keys`.
             if tls.enabled
-                && (missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
-                    || missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64]))
+                && missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
+                && missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64])
             {
                 out.push(Invalid::Requires {
                     path: format!("{path}.enabled"),

@@ -10,7 +10,7 @@ mod tls;
 
 pub use deadline::{Activity, Deadlines, TimedIo};
 pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
-pub use tls::{ServerTls, server_configs as tls_server_configs};
+pub use tls::{ServerTls, server_configs as tls_server_configs, warnings as tls_warnings};
 
 use std::borrow::Cow;
 use std::convert::Infallible;

@@ -51,6 +51,34 @@ pub fn server_configs(config: &Config) -> Result<ServerTls, String> {
     Ok(ServerTls { public, internal })
 }
 
+/// What the server's TLS tables set that it does not use (printed at start and by
+/// `checkconfig`): the keys of TLS clients, and client certificates, which it does not ask for.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let server = &config.http_server;
+    let mut out = Vec::new();
+    for (path, tls) in [
+        ("http_server.tls", &server.tls),
+        ("http_server.internal_tls", &server.internal_tls),
+    ] {
+        if tls.has_client_ca() {
+            out.push(format!(
+                "{path}.client_ca_pem is ignored: gyre does not ask clients for certificates"
+            ));
+        }
+        let client_keys = [
+            ("server_ca_pem", !tls.server_ca_pem.is_empty()),
+            ("server_ca_pem_file", !tls.server_ca_pem_file.is_empty()),
+            ("server_ca_pem_b64", !tls.server_ca_pem_b64.is_empty()),
+            ("server_name", !tls.server_name.is_empty()),
+            ("insecure_skip_verify", tls.insecure_skip_verify),
+        ];
+        for (key, _) in client_keys.iter().filter(|(_, set)| *set) {
+            out.push(format!("{path}.{key} is ignored: it is for TLS clients"));
+        }
+    }
+    out
+}
+
 fn server_config(path: &str, tls: &TlsConfig) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
     if !tls.enabled {
         return Ok(None);
