@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::node::Node;
 use crate::server::{Body, Peer, html, json, text};
+use crate::transport::admission::ConnectionSlot;
 use crate::transport::http::read_body_within;
 
 const PAGE: &str = include_str!("page.html");
@@ -97,11 +98,17 @@ fn page(node: &Node) -> Response<Body> {
     response
 }
 
+/// What a session token says. The audience keeps it apart from any other token signed with
+/// the same secret (a connection token of a user named "admin", were `admin.secret` reused as
+/// `client.token.hmac_secret_key`).
 #[derive(Serialize, Deserialize)]
 struct SessionClaims {
     sub: String,
+    aud: String,
     exp: u64,
 }
+
+const SESSION_AUDIENCE: &str = "gyre-admin";
 
 #[derive(Deserialize)]
 struct LoginRequest {
@@ -148,13 +155,7 @@ async fn login(node: &Node, request: Request<Incoming>) -> Response<Body> {
         tracing::warn!(%address, "admin login with a wrong password");
         return text(StatusCode::UNAUTHORIZED, "wrong password");
     }
-    let claims = SessionClaims {
-        sub: "admin".to_owned(),
-        exp: unix_now() + SESSION_TTL.as_secs(),
-    };
-    let signed = EncodingKey::from_secret(signing_secret(node).as_bytes())
-        .and_then(|key| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key));
-    match signed {
+    match sign_session(signing_secret(node), unix_now() + SESSION_TTL.as_secs()) {
         Ok(token) => json(
             StatusCode::OK,
             serde_json::json!({ "token": token }).to_string(),
@@ -190,12 +191,11 @@ fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Box<Respon
     let Some(token) = token else {
         return Err(Box::new(text(StatusCode::UNAUTHORIZED, "log in first")));
     };
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    validation.sub = Some("admin".to_owned());
-    DecodingKey::from_secret(signing_secret(node).as_bytes())
-        .and_then(|key| jsonwebtoken::decode::<SessionClaims>(token, &key, &validation))
-        .map(|_| ())
+    verify_session(signing_secret(node), token)
+        .map(|()| {
+            // An operator's connection: no longer one that may be an attacker's holding a slot.
+            ConnectionSlot::authenticated(request);
+        })
         .map_err(|error| {
             tracing::debug!(%error, "admin session token refused");
             Box::new(text(
@@ -203,6 +203,28 @@ fn authorized(node: &Node, request: &Request<Incoming>) -> Result<(), Box<Respon
                 "the session is not valid (expired?): log in again",
             ))
         })
+}
+
+/// A session token valid until `exp` (Unix seconds).
+fn sign_session(secret: &str, exp: u64) -> jsonwebtoken::errors::Result<String> {
+    let claims = SessionClaims {
+        sub: "admin".to_owned(),
+        aud: SESSION_AUDIENCE.to_owned(),
+        exp,
+    };
+    EncodingKey::from_secret(secret.as_bytes())
+        .and_then(|key| jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key))
+}
+
+/// Whether `token` is a session token signed with `secret` and not expired.
+fn verify_session(secret: &str, token: &str) -> jsonwebtoken::errors::Result<()> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+    validation.sub = Some("admin".to_owned());
+    validation.set_audience(&[SESSION_AUDIENCE]);
+    DecodingKey::from_secret(secret.as_bytes())
+        .and_then(|key| jsonwebtoken::decode::<SessionClaims>(token, &key, &validation))
+        .map(|_| ())
 }
 
 fn unix_now() -> u64 {
@@ -307,6 +329,33 @@ mod tests {
         );
         assert_eq!(path_in("/opsx", "/ops"), None);
         assert_eq!(path_in("/", "/ops"), None);
+    }
+
+    #[test]
+    fn only_unexpired_session_tokens_of_this_secret_open_the_ui() {
+        let later = unix_now() + 600;
+        let token = sign_session("s3cret", later).unwrap();
+        assert!(verify_session("s3cret", &token).is_ok());
+        assert!(verify_session("other", &token).is_err(), "another secret");
+        let expired = sign_session("s3cret", unix_now() - 3600).unwrap();
+        assert!(verify_session("s3cret", &expired).is_err(), "expired");
+        // A token of the same secret for something else (no audience): a user's connection
+        // token, were the secret shared.
+        #[derive(Serialize)]
+        struct Connection {
+            sub: String,
+            exp: u64,
+        }
+        let key = EncodingKey::from_secret(b"s3cret").unwrap();
+        let claims = Connection {
+            sub: "admin".into(),
+            exp: later,
+        };
+        let connection = jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+        assert!(
+            verify_session("s3cret", &connection).is_err(),
+            "no audience"
+        );
     }
 
     #[test]
