@@ -57,8 +57,8 @@ pub enum Port {
     Internal,
 }
 
-/// The peer of a request's TCP connection (a request extension); loopback for connections
-/// bridged from the TLS port.
+/// The client address of a request's connection (a request extension): the TCP peer, or for a
+/// connection bridged from a TLS port the client behind the bridge.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
