@@ -14,6 +14,7 @@
 //! - [`queue`]: the bounded per-connection write queue.
 //! - [`transport`]: the WebSocket transport.
 //! - [`api`]: the HTTP server API.
+//! - [`admin`]: the admin web UI (`admin.enabled`).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: the HTTP listener, routing and graceful shutdown.
 //! - [`startup`]: turns the configuration into the engines' settings (reads the files it names).
@@ -21,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;

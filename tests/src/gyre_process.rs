@@ -241,6 +241,10 @@ pub struct GyreBuilder {
     http_api_extra: Vec<String>,
     extra_toml: String,
     open_files: Option<u64>,
+    /// `http_server.internal_port`: `Some(0)` until [`GyreBuilder::start`] picks a free port.
+    internal_port: Option<u16>,
+    /// `http_server.handler_prefix`.
+    handler_prefix: String,
 }
 
 impl Default for GyreBuilder {
@@ -256,6 +260,8 @@ impl Default for GyreBuilder {
             http_api_extra: Vec::new(),
             extra_toml: String::new(),
             open_files: None,
+            internal_port: None,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -332,6 +338,19 @@ impl GyreBuilder {
         self
     }
 
+    /// A free `http_server.internal_port`: the API, `/health` and `/metrics` move there (the
+    /// process's [`GyreProcess::api`] and health checks follow them).
+    pub fn internal_port(mut self) -> Self {
+        self.internal_port = Some(0);
+        self
+    }
+
+    /// `http_server.handler_prefix` (e.g. `/rt`): every URL of the process is under it.
+    pub fn handler_prefix(mut self, prefix: &str) -> Self {
+        self.handler_prefix = prefix.to_owned();
+        self
+    }
+
     /// Raw TOML appended at the end of the file (new tables only).
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
@@ -346,6 +365,13 @@ impl GyreBuilder {
         let _ = writeln!(out, "[http_server]");
         let _ = writeln!(out, "address = \"127.0.0.1\"");
         let _ = writeln!(out, "port = {port}");
+        if let Some(internal) = self.internal_port.filter(|p| *p != 0) {
+            let _ = writeln!(out, "internal_address = \"127.0.0.1\"");
+            let _ = writeln!(out, "internal_port = {internal}");
+        }
+        if !self.handler_prefix.is_empty() {
+            let _ = writeln!(out, "handler_prefix = {}", toml_str(&self.handler_prefix));
+        }
         for line in &self.http_server_extra {
             let _ = writeln!(out, "{line}");
         }
@@ -407,14 +433,18 @@ impl GyreBuilder {
         let attempts = 5;
         for attempt in 1..=attempts {
             let port = free_port();
+            let mut config = self.clone();
+            if config.internal_port.is_some() {
+                config.internal_port = Some(free_port());
+            }
             let mut gyre = GyreProcess {
                 child: None,
                 dir: dir.take(),
                 port,
                 binary: binary.clone(),
-                config: self.clone(),
+                config: config.clone(),
             };
-            std::fs::write(gyre.config_path(), self.config_toml(port)).expect("write gyre.toml");
+            std::fs::write(gyre.config_path(), config.config_toml(port)).expect("write gyre.toml");
             match gyre.spawn() {
                 Ok(()) => return gyre,
                 Err(log) if attempt < attempts && log.to_ascii_lowercase().contains("in use") => {
@@ -474,14 +504,36 @@ impl GyreProcess {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `ws://127.0.0.1:<port>/connection/websocket`.
+    /// `ws://127.0.0.1:<port>[prefix]/connection/websocket`.
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+        format!(
+            "ws://127.0.0.1:{}{}/connection/websocket",
+            self.port, self.config.handler_prefix
+        )
     }
 
-    /// `http://127.0.0.1:<port>/api` (methods are POSTed to `<api_url>/<method>`).
+    /// `http://127.0.0.1:<port>[prefix]/api` (methods are POSTed to `<api_url>/<method>`), on
+    /// the internal port when there is one.
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}/api", self.port)
+        format!(
+            "http://127.0.0.1:{}{}/api",
+            self.internal_port(),
+            self.config.handler_prefix
+        )
+    }
+
+    /// The port of the API, `/health`, `/metrics` and the admin UI: `http_server.internal_port`
+    /// when set, else the public port.
+    pub fn internal_port(&self) -> u16 {
+        self.config
+            .internal_port
+            .filter(|p| *p != 0)
+            .unwrap_or(self.port)
+    }
+
+    /// `http_server.handler_prefix` ("" when none).
+    pub fn handler_prefix(&self) -> &str {
+        &self.config.handler_prefix
     }
 
     pub fn api_key(&self) -> &str {
@@ -545,7 +597,9 @@ impl GyreProcess {
                     self.log()
                 ));
             }
-            if let Ok((200, _)) = self.http("GET", "/health", &[], b"") {
+            let health = format!("{}/health", self.config.handler_prefix);
+            let internal = self.internal_port();
+            if let Ok((200, _)) = http_request(internal, "GET", &health, &[], b"") {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -566,7 +620,12 @@ impl GyreProcess {
             Some(c) => c.try_wait().map(|s| s.is_none()).unwrap_or(false),
             None => false,
         };
-        running && matches!(self.http("GET", "/health", &[], b""), Ok((200, _)))
+        let health = format!("{}/health", self.config.handler_prefix);
+        running
+            && matches!(
+                http_request(self.internal_port(), "GET", &health, &[], b""),
+                Ok((200, _))
+            )
     }
 
     /// One HTTP request to this server; `(status, body)`.
@@ -583,8 +642,9 @@ impl GyreProcess {
     /// POSTs `body` (JSON text) to `/api/<method>` with the API key; returns the response body.
     /// Panics unless the status is 200.
     pub fn api(&self, method: &str, body: &str) -> String {
-        let path = format!("/api/{method}");
-        match self.http(
+        let path = format!("{}/api/{method}", self.config.handler_prefix);
+        match http_request(
+            self.internal_port(),
             "POST",
             &path,
             &[
@@ -847,6 +907,7 @@ pub struct SdkScript {
     cwd: PathBuf,
     label: String,
     timeout: Duration,
+    env: Vec<(String, String)>,
 }
 
 /// What a script run produced.
@@ -907,6 +968,7 @@ impl SdkScript {
             label: format!("node {script}"),
             cwd: dir,
             timeout: Duration::from_secs(60),
+            env: Vec::new(),
         }
     }
 
@@ -919,6 +981,7 @@ impl SdkScript {
             label: format!("python {script}"),
             cwd: dir,
             timeout: Duration::from_secs(60),
+            env: Vec::new(),
         }
     }
 
@@ -935,6 +998,12 @@ impl SdkScript {
             .arg("secret", gyre.hmac_secret())
             .arg("api", gyre.api_url())
             .arg("api-key", gyre.api_key())
+    }
+
+    /// An environment variable of the script's process (e.g. `NODE_EXTRA_CA_CERTS`).
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_owned(), value.to_string()));
+        self
     }
 
     /// The script's own `--timeout` (ms) is `timeout`; the driver kills it 10 s later.
@@ -958,6 +1027,7 @@ impl SdkScript {
         let mut child = Command::new(&self.program)
             .args(&args)
             .current_dir(&self.cwd)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

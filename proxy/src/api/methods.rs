@@ -13,9 +13,11 @@ use super::{
     UNKNOWN_CHANNEL, UNRECOVERABLE_POSITION,
 };
 use crate::engine::{ControlCommand, HistoryQuery, PublishOptions, StreamPosition};
+use crate::protocol::channel_pattern::ChannelPattern;
 use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::history_options;
+use crate::protocol::survey;
 
 /// Runs one method on its JSON body. `batch` is not one of them: it runs only at the top level
 /// (`super::batch`), so a `batch` command inside a batch is "method not found" and batches
@@ -53,10 +55,16 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
             }))
         }
         "channels" => {
-            let _: NoParams = parse(body)?;
-            let channels: HashMap<String, serde_json::Value> = node
-                .hub
-                .channels()
+            let request: ChannelsRequest = parse(body)?;
+            if !request.pattern.is_empty()
+                && let Err(reason) = ChannelPattern::parse(&request.pattern)
+            {
+                tracing::debug!(pattern = %request.pattern, %reason, "api: bad channels pattern");
+                return Err(BAD_REQUEST.into());
+            }
+            // Every node's subscribers, not only this node's.
+            let totals = survey::cluster_channels(node, &request.pattern).await?;
+            let channels: HashMap<String, serde_json::Value> = totals
                 .into_iter()
                 .map(|(channel, n)| (channel, serde_json::json!({ "num_clients": n })))
                 .collect();
@@ -79,10 +87,16 @@ pub async fn call(node: &Node, method: &str, body: &[u8]) -> MethodResult {
     }
 }
 
-/// The request of a method without parameters: any JSON object (fields are ignored, as
-/// Centrifugo's optional ones like `channels`' `pattern` are not implemented).
+/// The request of a method without parameters: any JSON object (fields are ignored).
 #[derive(Deserialize)]
 struct NoParams {}
+
+/// `channels`: an optional glob pattern (`protocol::channel_pattern`).
+#[derive(Deserialize)]
+struct ChannelsRequest {
+    #[serde(default)]
+    pattern: String,
+}
 
 #[derive(Deserialize)]
 struct ControlRequest {

@@ -143,8 +143,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 }
 
 /// What `checkconfig` checks beyond the config itself: the PEM files and certificates of the
-/// Redis engine and of the backend hooks, read and parsed as the start would. Prints the
-/// start's warnings.
+/// Redis engine, of the backend hooks and of the server's TLS, read and parsed as the start
+/// would. Prints the start's warnings.
 fn check_engine(config: Config) -> Result<(), String> {
     let mut problems = Vec::new();
     if config.engine.kind == EngineType::Redis {
@@ -154,6 +154,12 @@ fn check_engine(config: Config) -> Result<(), String> {
         for warning in gyre_proxy::startup::redis_warnings(&config) {
             eprintln!("warning: {warning}");
         }
+    }
+    if let Err(e) = gyre_proxy::server::tls_server_configs(&config) {
+        problems.push(e);
+    }
+    for warning in gyre_proxy::server::tls_warnings(&config) {
+        eprintln!("warning: {warning}");
     }
     if let Err(e) = gyre_proxy::startup::check_proxies(&config) {
         problems.push(format!("proxies: {e}"));
@@ -193,14 +199,35 @@ async fn run(config: Config) -> Result<(), String> {
     node.spawn_announcer();
 
     // An empty address means every interface, as in Centrifugo.
-    let host = match config.http_server.address.as_str() {
-        "" => "0.0.0.0",
-        host => host,
+    let bind = |host: &str, port: u16| {
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        format!("{host}:{port}")
     };
-    let address = format!("{host}:{}", config.http_server.port);
-    let listener = gyre_proxy::server::listen(&address)
+    let server = &config.http_server;
+    let address = bind(&server.address, server.port);
+    let tls = gyre_proxy::server::tls_server_configs(&config)?;
+    for warning in gyre_proxy::server::tls_warnings(&config) {
+        tracing::warn!("{warning}");
+    }
+    let public = gyre_proxy::server::listen(&address)
         .await
         .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let internal = match server.internal_port {
+        0 => None,
+        port => {
+            let internal_address = bind(&server.internal_address, port);
+            let listener = gyre_proxy::server::listen(&internal_address)
+                .await
+                .map_err(|e| format!("cannot listen on {internal_address} (internal port): {e}"))?;
+            tracing::info!(
+                address = %internal_address,
+                tls = tls.internal.is_some(),
+                "internal port: /api, /metrics, /health{}",
+                if config.admin.enabled { " and the admin UI" } else { "" },
+            );
+            Some(listener)
+        }
+    };
     tracing::info!(
         open_files = open_files.now,
         raised_from = open_files.before,
@@ -208,14 +235,31 @@ async fn run(config: Config) -> Result<(), String> {
         "open-file limit {} (each connection is one)",
         open_files.now,
     );
+    let (ws, http) = if tls.public.is_some() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let mount = &server.handler_prefix;
+    let websocket = match config.websocket.handler_prefix.as_str() {
+        "" => "/connection/websocket",
+        path => path,
+    };
     tracing::info!(
         %address,
         engine = ?config.engine.kind,
         node = %node.name,
-        "gyre {} ready: ws://{address}/connection/websocket, demo at http://{address}/",
+        "gyre {} ready: {ws}://{address}{mount}{websocket}, demo at {http}://{address}{mount}/",
         env!("CARGO_PKG_VERSION"),
     );
-    gyre_proxy::server::run(node, listener, shutdown_signal(), config.shutdown.timeout).await;
+    let listeners = gyre_proxy::server::Listeners {
+        public,
+        internal,
+        tls,
+    };
+    gyre_proxy::server::run(node, listeners, shutdown_signal(), config.shutdown.timeout)
+        .await
+        .map_err(|e| format!("cannot start the TLS bridge: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,7 +13,7 @@ use super::env::{self, env_var_name};
 const DOCS: &[(&str, &str)] = &[
     (
         "http_server",
-        "The HTTP listener: client transports, the server API (/api), /health and /metrics.",
+        "The HTTP listener: client transports and, unless internal_port is set, the\nserver API (/api), /health, /metrics and the admin UI.",
     ),
     (
         "http_server.address",
@@ -35,6 +35,111 @@ const DOCS: &[(&str, &str)] = &[
     (
         "http_server.max_unauthenticated_connections",
         "TCP connections that have not authenticated yet (no successful connect, no API\nkey); beyond it new connections get 503 and are closed at once. 0 = half of\nthe open-file limit (gyre raises its soft limit to the hard one at start).",
+    ),
+    (
+        "http_server.internal_address",
+        "Interface of the internal port; empty means every interface.",
+    ),
+    (
+        "http_server.internal_port",
+        "A second port for /api, /metrics, /health and the admin UI, which then leave\nthe public port (404 there). 0 = none: everything on port.",
+    ),
+    (
+        "http_server.handler_prefix",
+        "A path every endpoint is mounted under, e.g. \"/realtime\" →\n/realtime/connection/websocket, /realtime/api/publish. Empty = none.",
+    ),
+    (
+        "http_server.tls_external",
+        "TLS on the public port only: the internal port stays plain (unless internal_tls).",
+    ),
+    (
+        "http_server.tls",
+        "TLS of the server, so clients connect with wss:// and https:// without a\nterminating proxy (Centrifugo's TLS object). It covers the internal port too,\nunless tls_external or internal_tls.",
+    ),
+    (
+        "http_server.tls.enabled",
+        "Serve over TLS (wss://, https://); needs cert_pem and key_pem.",
+    ),
+    (
+        "http_server.tls.server_ca_pem",
+        "No effect here (it is for TLS clients).",
+    ),
+    ("http_server.tls.server_ca_pem_file", "No effect here."),
+    ("http_server.tls.server_ca_pem_b64", "No effect here."),
+    (
+        "http_server.tls.cert_pem",
+        "The server's certificate chain: PEM text, base64 of it, or a file path.",
+    ),
+    ("http_server.tls.cert_pem_file", "The same, from a file."),
+    ("http_server.tls.cert_pem_b64", "The same, base64."),
+    (
+        "http_server.tls.key_pem",
+        "The certificate's private key: PEM text, base64 of it, or a file path.",
+    ),
+    ("http_server.tls.key_pem_file", "The same, from a file."),
+    ("http_server.tls.key_pem_b64", "The same, base64."),
+    (
+        "http_server.tls.client_ca_pem",
+        "No effect (client certificates are not asked for).",
+    ),
+    ("http_server.tls.client_ca_pem_file", "No effect either."),
+    ("http_server.tls.client_ca_pem_b64", "No effect either."),
+    ("http_server.tls.server_name", "No effect here."),
+    ("http_server.tls.insecure_skip_verify", "No effect here."),
+    (
+        "http_server.internal_tls",
+        "TLS of the internal port when it differs from tls (the same keys); when not\nenabled the internal port uses tls, unless tls_external.",
+    ),
+    (
+        "http_server.internal_tls.enabled",
+        "Serve over TLS (wss://, https://); needs cert_pem and key_pem.",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem",
+        "No effect here (it is for TLS clients).",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem_file",
+        "No effect here.",
+    ),
+    (
+        "http_server.internal_tls.server_ca_pem_b64",
+        "No effect here.",
+    ),
+    (
+        "http_server.internal_tls.cert_pem",
+        "The server's certificate chain: PEM text, base64 of it, or a file path.",
+    ),
+    (
+        "http_server.internal_tls.cert_pem_file",
+        "The same, from a file.",
+    ),
+    ("http_server.internal_tls.cert_pem_b64", "The same, base64."),
+    (
+        "http_server.internal_tls.key_pem",
+        "The certificate's private key: PEM text, base64 of it, or a file path.",
+    ),
+    (
+        "http_server.internal_tls.key_pem_file",
+        "The same, from a file.",
+    ),
+    ("http_server.internal_tls.key_pem_b64", "The same, base64."),
+    (
+        "http_server.internal_tls.client_ca_pem",
+        "No effect (client certificates are not asked for).",
+    ),
+    (
+        "http_server.internal_tls.client_ca_pem_file",
+        "No effect either.",
+    ),
+    (
+        "http_server.internal_tls.client_ca_pem_b64",
+        "No effect either.",
+    ),
+    ("http_server.internal_tls.server_name", "No effect here."),
+    (
+        "http_server.internal_tls.insecure_skip_verify",
+        "No effect here.",
     ),
     ("log", "Logging."),
     ("log.level", "One of none, trace, debug, info, warn, error."),
@@ -556,6 +661,10 @@ const DOCS: &[(&str, &str)] = &[
     ),
     ("http_api", "The server API (POST /api/<method>)."),
     (
+        "http_api.handler_prefix",
+        "The endpoint's path; empty = /api (Centrifugo's key).",
+    ),
+    (
         "http_api.key",
         "API key, sent as X-API-Key or Authorization: apikey <key>.",
     ),
@@ -570,6 +679,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "websocket",
         "The WebSocket transport (/connection/websocket).",
+    ),
+    (
+        "websocket.handler_prefix",
+        "The endpoint's path; empty = /connection/websocket (Centrifugo's key).",
     ),
     (
         "websocket.message_size_limit",
@@ -595,6 +708,10 @@ const DOCS: &[(&str, &str)] = &[
         "http_stream",
         "HTTP-streaming with bidirectional emulation (/connection/http_stream), a\nWebSocket fallback for centrifuge-js; its commands arrive through /emulation.",
     ),
+    (
+        "http_stream.handler_prefix",
+        "The endpoint's path; empty = /connection/http_stream (Centrifugo's key).",
+    ),
     ("http_stream.enabled", "Serve the endpoint."),
     (
         "http_stream.max_request_body_size",
@@ -604,6 +721,10 @@ const DOCS: &[(&str, &str)] = &[
         "sse",
         "Server-Sent Events with bidirectional emulation (/connection/sse), a WebSocket\nfallback for centrifuge-js; its commands arrive through /emulation.",
     ),
+    (
+        "sse.handler_prefix",
+        "The endpoint's path; empty = /connection/sse (Centrifugo's key).",
+    ),
     ("sse.enabled", "Serve the endpoint."),
     (
         "sse.max_request_body_size",
@@ -612,6 +733,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "emulation",
         "The /emulation endpoint: commands of http_stream and sse clients, routed to\nthe node holding the session (through Redis) when it is another.",
+    ),
+    (
+        "emulation.handler_prefix",
+        "The endpoint's path; empty = /emulation (Centrifugo's key).",
     ),
     (
         "emulation.max_request_body_size",
@@ -625,6 +750,10 @@ const DOCS: &[(&str, &str)] = &[
         "uni_websocket",
         "Unidirectional WebSocket (/connection/uni_websocket): a connect request in,\nJSON pushes out; no SDK needed.",
     ),
+    (
+        "uni_websocket.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_websocket (Centrifugo's key).",
+    ),
     ("uni_websocket.enabled", "Serve the endpoint."),
     (
         "uni_websocket.message_size_limit",
@@ -637,6 +766,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "uni_sse",
         "Unidirectional Server-Sent Events (/connection/uni_sse): GET with cf_connect or\nPOST; each event's id lets an EventSource resume every channel with Last-Event-ID.",
+    ),
+    (
+        "uni_sse.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_sse (Centrifugo's key).",
     ),
     ("uni_sse.enabled", "Serve the endpoint."),
     (
@@ -658,6 +791,10 @@ const DOCS: &[(&str, &str)] = &[
     (
         "uni_http_stream",
         "Unidirectional HTTP streaming (/connection/uni_http_stream): POST a connect\nrequest, read newline-separated JSON pushes.",
+    ),
+    (
+        "uni_http_stream.handler_prefix",
+        "The endpoint's path; empty = /connection/uni_http_stream (Centrifugo's key).",
     ),
     ("uni_http_stream.enabled", "Serve the endpoint."),
     (
@@ -695,13 +832,46 @@ const DOCS: &[(&str, &str)] = &[
         "Time for closing connections and draining before the process exits anyway.",
     ),
     (
+        "admin",
+        "The admin web UI, served by gyre (on the internal port when there is one).",
+    ),
+    ("admin.enabled", "Serve the admin UI."),
+    (
+        "admin.password",
+        "The password to log in with (required unless insecure).",
+    ),
+    (
+        "admin.secret",
+        "Signs the UI's session tokens (required unless insecure).",
+    ),
+    (
+        "admin.insecure",
+        "No login: anyone who reaches the UI is an operator. Only behind a firewall.",
+    ),
+    (
+        "admin.handler_prefix",
+        "Path of the UI; empty = \"/\" (the page, /admin/auth and /admin/api under it).",
+    ),
+    (
+        "admin.external",
+        "Serve the UI on the public port even when internal_port is set.",
+    ),
+    (
         "health",
         "Accepted for Centrifugo compatibility: Gyre always serves /health.",
+    ),
+    (
+        "health.handler_prefix",
+        "The endpoint's path; empty = /health (Centrifugo's key).",
     ),
     ("health.enabled", "No effect."),
     (
         "prometheus",
         "Accepted for Centrifugo compatibility: Gyre always serves /metrics.",
+    ),
+    (
+        "prometheus.handler_prefix",
+        "The endpoint's path; empty = /metrics (Centrifugo's key).",
     ),
     ("prometheus.enabled", "No effect."),
 ];

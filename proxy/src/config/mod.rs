@@ -78,6 +78,8 @@ pub struct Config {
     pub rpc: Rpc,
     /// Named proxies that namespaces refer to by `*_proxy_name` (Centrifugo's granular mode).
     pub proxies: Vec<NamedProxy>,
+    /// The admin web UI.
+    pub admin: Admin,
     #[serde(skip)]
     index: ChannelIndex,
 }

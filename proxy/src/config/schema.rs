@@ -2,8 +2,8 @@
 //! defaults. Every struct is `#[serde(default, deny_unknown_fields)]`: a missing key takes its
 //! default, a misspelt one is an error.
 //!
-//! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`admin`,
-//! `grpc_api`, …) is an unknown key and stops the start, rather than being silently ignored while
+//! Only options Gyre acts on are here. A Centrifugo key for a feature Gyre lacks (`grpc_api`,
+//! `consumers`, …) is an unknown key and stops the start, rather than being silently ignored while
 //! the user believes it is in force. The backend hooks' sections are in [`super::proxy`].
 
 use std::time::Duration;
@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::duration;
 use crate::auth::settings::TokenSettings;
 
-/// `http_server`: the one listener for client transports, the server API, `/health` and
-/// `/metrics`.
+/// `http_server`: the listener for client transports and, unless `internal_port` is set, the
+/// server API, `/health`, `/metrics` and the admin UI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpServer {
@@ -41,6 +41,26 @@ pub struct HttpServer {
     /// half-sent connections cannot take every file descriptor. 0 = half of the open-file
     /// limit gyre runs with.
     pub max_unauthenticated_connections: u32,
+    /// Interface of the internal port; empty means every interface.
+    pub internal_address: String,
+    /// A second port for the server API, `/metrics`, `/health` and the admin UI, which then
+    /// leave the public port (404 there). 0 = none: everything on `port`. A string is accepted
+    /// too, as in Centrifugo.
+    #[serde(deserialize_with = "port_number_or_text")]
+    pub internal_port: u16,
+    /// TLS of the server (Centrifugo's TLS object: `cert_pem` and `key_pem`, as PEM text,
+    /// base64 or a file path, or their `_file` / `_b64` forms): clients connect with `wss://`
+    /// and `https://`. It covers the internal port too, unless `tls_external` or
+    /// `internal_tls`.
+    pub tls: TlsConfig,
+    /// TLS on the public port only: the internal port stays plain (unless `internal_tls`).
+    pub tls_external: bool,
+    /// TLS of the internal port when it differs from `tls` (same keys); when not enabled the
+    /// internal port uses `tls`, unless `tls_external`.
+    pub internal_tls: TlsConfig,
+    /// A path every endpoint is mounted under (`/realtime` → `/realtime/connection/websocket`,
+    /// `/realtime/api/publish`); empty = none.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpServer {
@@ -52,8 +72,49 @@ impl Default for HttpServer {
             idle_timeout: Duration::from_secs(30),
             read_body_timeout: Duration::from_secs(10),
             max_unauthenticated_connections: 0,
+            internal_address: String::new(),
+            internal_port: 0,
+            tls: TlsConfig::default(),
+            tls_external: false,
+            internal_tls: TlsConfig::default(),
+            handler_prefix: String::new(),
         }
     }
+}
+
+/// A port as a number or as the text of one (Centrifugo's `internal_port` is a string).
+fn port_number_or_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Number(u16),
+        Text(String),
+    }
+    match Port::deserialize(deserializer)? {
+        Port::Number(port) => Ok(port),
+        Port::Text(text) if text.trim().is_empty() => Ok(0),
+        Port::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| de::Error::custom(format!("expected a port number, got {text:?}"))),
+    }
+}
+
+/// `admin`: the admin web UI, served by gyre itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    pub enabled: bool,
+    /// What the operator types to log in.
+    pub password: String,
+    /// Signs the session tokens the UI holds after a login.
+    pub secret: String,
+    /// No login at all (every request is an operator). Only behind a firewall.
+    pub insecure: bool,
+    /// Path of the UI (its page, `/admin/auth` and `/admin/api` under it); empty = `/`.
+    pub handler_prefix: String,
+    /// Serve the UI on the public port even when `http_server.internal_port` is set.
+    pub external: bool,
 }
 
 /// `log`.
@@ -539,6 +600,9 @@ pub struct HttpApi {
     pub insecure: bool,
     /// Most commands in one `batch` request; a longer batch is refused with HTTP 400.
     pub batch_max_commands: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/api`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpApi {
@@ -552,6 +616,7 @@ impl Default for HttpApi {
             // (about a second against Redis) while the caller waits, and only 160 KB of command
             // slices kept. Without a cap the 4 MB body limit allowed 350,000 tiny commands.
             batch_max_commands: 10_000,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -571,6 +636,9 @@ pub struct WebSocket {
     pub compression_level: u8,
     /// Messages shorter than this many bytes are sent uncompressed (as stored blocks).
     pub compression_min_size: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/websocket`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for WebSocket {
@@ -581,6 +649,7 @@ impl Default for WebSocket {
             compression: false,
             compression_level: 1,
             compression_min_size: 0,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -607,6 +676,9 @@ pub struct HttpTransport {
     pub enabled: bool,
     /// Largest connect request body (POST), in bytes.
     pub max_request_body_size: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/http_stream` or
+    /// `/connection/sse`. Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for HttpTransport {
@@ -614,6 +686,7 @@ impl Default for HttpTransport {
         Self {
             enabled: false,
             max_request_body_size: 65_536,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -627,6 +700,9 @@ pub struct UniHttpTransport {
     pub max_request_body_size: u32,
     /// A failed connect answered with an HTTP status instead of a disconnect push.
     pub connect_code_to_http_response: super::proxy::ConnectCodeToHttpResponse,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/uni_sse` or
+    /// `/connection/uni_http_stream`. Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for UniHttpTransport {
@@ -635,6 +711,7 @@ impl Default for UniHttpTransport {
             enabled: false,
             max_request_body_size: 65_536,
             connect_code_to_http_response: Default::default(),
+            handler_prefix: String::new(),
         }
     }
 }
@@ -649,6 +726,9 @@ pub struct Emulation {
     /// Requests for sessions on other nodes being forwarded (through the engine) at once;
     /// beyond it they are answered 503 and the client retries.
     pub max_concurrent_forwards: u32,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/emulation`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl Default for Emulation {
@@ -656,6 +736,7 @@ impl Default for Emulation {
         Self {
             max_request_body_size: 65_536,
             max_concurrent_forwards: 1024,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -669,6 +750,9 @@ pub struct UniWebSocket {
     pub message_size_limit: u32,
     /// Send the pushes queued together as one message, separated by `\n`.
     pub join_push_messages: bool,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/connection/uni_websocket`.
+    /// Under `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 impl UniWebSocket {
@@ -692,6 +776,7 @@ impl Default for UniWebSocket {
             enabled: false,
             message_size_limit: 65_536,
             join_push_messages: false,
+            handler_prefix: String::new(),
         }
     }
 }
@@ -739,11 +824,14 @@ impl Default for Shutdown {
 }
 
 /// `health` and `prometheus`: accepted so Centrifugo configs load; Gyre always serves
-/// `/health` and `/metrics`, so `enabled` changes nothing.
+/// `/health` and `/metrics`, so `enabled` changes nothing; `handler_prefix` moves them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Endpoint {
     pub enabled: bool,
+    /// The endpoint's path (Centrifugo's `handler_prefix`); empty = `/health` or `/metrics`. Under
+    /// `http_server.handler_prefix` when that is set too.
+    pub handler_prefix: String,
 }
 
 /// Accepts `"a"` as `["a"]`: Centrifugo (through viper) takes a single string wherever a list

@@ -151,6 +151,7 @@ impl Config {
         self.validate_client(&mut out);
         self.validate_http_api(&mut out);
         self.validate_proxies(&mut out);
+        self.validate_http_server(&mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -264,6 +265,88 @@ impl Config {
             out.push(Invalid::Zero {
                 path: "http_api.batch_max_commands".into(),
             });
+        }
+    }
+}
+
+impl Config {
+    /// The ports, the path prefixes, the server's TLS and the admin UI's login.
+    fn validate_http_server(&self, out: &mut Vec<Invalid>) {
+        let server = &self.http_server;
+        if server.internal_port != 0
+            && server.internal_port == server.port
+            && server.internal_address == server.address
+        {
+            out.push(Invalid::Conflict {
+                first: "http_server.internal_port".into(),
+                second: "http_server.port".into(),
+                reason: "the internal port must be another port than the public one",
+            });
+        }
+        for (path, prefix) in [
+            ("http_server.handler_prefix", &server.handler_prefix),
+            ("admin.handler_prefix", &self.admin.handler_prefix),
+            ("websocket.handler_prefix", &self.websocket.handler_prefix),
+            (
+                "http_stream.handler_prefix",
+                &self.http_stream.handler_prefix,
+            ),
+            ("sse.handler_prefix", &self.sse.handler_prefix),
+            ("emulation.handler_prefix", &self.emulation.handler_prefix),
+            (
+                "uni_websocket.handler_prefix",
+                &self.uni_websocket.handler_prefix,
+            ),
+            ("uni_sse.handler_prefix", &self.uni_sse.handler_prefix),
+            (
+                "uni_http_stream.handler_prefix",
+                &self.uni_http_stream.handler_prefix,
+            ),
+            ("http_api.handler_prefix", &self.http_api.handler_prefix),
+            ("health.handler_prefix", &self.health.handler_prefix),
+            ("prometheus.handler_prefix", &self.prometheus.handler_prefix),
+        ] {
+            if !prefix.is_empty() && (!prefix.starts_with('/') || prefix.ends_with('/')) {
+                out.push(Invalid::BadText {
+                    path: path.into(),
+                    reason: "a path prefix starts with / and does not end with one, e.g. \"/realtime\"",
+                });
+            }
+        }
+        for (path, tls) in [
+            ("http_server.tls", &server.tls),
+            ("http_server.internal_tls", &server.internal_tls),
+        ] {
+            tls_keys(path, tls, out);
+            let missing = |keys: [&str; 3]| keys.iter().all(|k| k.is_empty());
+            // One without the other is already reported by `tls_keys`.
+            if tls.enabled
+                && missing([&tls.cert_pem, &tls.cert_pem_file, &tls.cert_pem_b64])
+                && missing([&tls.key_pem, &tls.key_pem_file, &tls.key_pem_b64])
+            {
+                out.push(Invalid::Requires {
+                    path: format!("{path}.enabled"),
+                    required: format!("{path}.cert_pem and key_pem"),
+                    reason: "a TLS server shows its certificate and proves it holds the key",
+                });
+            }
+        }
+        let admin = &self.admin;
+        if admin.enabled && !admin.insecure {
+            for (path, value) in [
+                ("admin.password", &admin.password),
+                ("admin.secret", &admin.secret),
+            ] {
+                if value.is_empty() {
+                    out.push(Invalid::Requires {
+                        path: "admin.enabled".into(),
+                        required: path.into(),
+                        reason: "the UI logs operators in with the password and signs their \
+                                 sessions with the secret (or set admin.insecure = true behind \
+                                 a firewall)",
+                    });
+                }
+            }
         }
     }
 }

@@ -163,6 +163,29 @@ pub enum ControlCommand {
     /// [`NODE_INFO_INTERVAL`], so each knows the others (server API `info`, `/emulation`
     /// forwarding only to nodes that exist).
     Node(NodeInfo),
+    /// A question one node asks every node (the server API's `channels`), or one node's answer
+    /// to it (see `protocol::survey`).
+    Survey(Survey),
+}
+
+/// A survey message: a query every node answers, or an answer meant for the node that asked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "survey", rename_all = "snake_case")]
+pub enum Survey {
+    /// Which channels have subscribers on your node (those matching `pattern`, if not empty)?
+    ChannelsQuery {
+        id: String,
+        from: String,
+        #[serde(default)]
+        pattern: String,
+    },
+    /// Node `node`'s channels and their subscriber counts, for survey `id` of node `to`.
+    ChannelsAnswer {
+        id: String,
+        to: String,
+        node: String,
+        channels: Vec<(String, u64)>,
+    },
 }
 
 /// How often a node announces itself on the control channel.

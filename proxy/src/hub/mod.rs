@@ -274,7 +274,9 @@ impl Hub {
             ControlCommand::Unsubscribe { user, client, .. }
             | ControlCommand::Subscribe { user, client, .. }
             | ControlCommand::Refresh { user, client, .. } => (user, client, &[][..]),
-            ControlCommand::Emulation { .. } | ControlCommand::Node(_) => return,
+            ControlCommand::Emulation { .. }
+            | ControlCommand::Node(_)
+            | ControlCommand::Survey(_) => return,
         };
         let control = match &command {
             ControlCommand::Disconnect { code, reason, .. } => {
@@ -299,7 +301,9 @@ impl Hub {
                 expired: *expired,
                 expires_at: (*expire_at > 0).then_some(*expire_at),
             },
-            ControlCommand::Emulation { .. } | ControlCommand::Node(_) => return,
+            ControlCommand::Emulation { .. }
+            | ControlCommand::Node(_)
+            | ControlCommand::Survey(_) => return,
         };
         let connections = self.connections.lock();
         let Some(ids) = connections.by_user.get(user) else {

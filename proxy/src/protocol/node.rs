@@ -31,6 +31,8 @@ pub struct Node {
     pub unauthenticated: Arc<crate::transport::admission::UnauthenticatedLimit>,
     /// The nodes that announced themselves on the control channel (this one included).
     pub nodes: Nodes,
+    /// This node's questions to the cluster that wait for answers (`protocol::survey`).
+    pub surveys: crate::protocol::survey::Surveys,
     /// Wakes the announcer out of turn: a new node appeared and should learn of this one now
     /// rather than at the next tick.
     announce_now: tokio::sync::Notify,
@@ -78,6 +80,7 @@ impl Node {
             handshakes,
             unauthenticated,
             nodes: Nodes::default(),
+            surveys: Default::default(),
             announce_now: tokio::sync::Notify::new(),
             emulation_forwards,
             next_connection: AtomicU64::new(1),
@@ -157,6 +160,10 @@ impl Node {
                     if node.nodes.heard(info) && stranger {
                         node.announce_now.notify_one();
                     }
+                    continue;
+                }
+                if let EngineEvent::Control(ControlCommand::Survey(survey)) = event {
+                    crate::protocol::survey::handle(&node, survey);
                     continue;
                 }
                 // Direct writes while the dispatcher keeps up; queued once events pile up. A

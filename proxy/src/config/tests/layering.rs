@@ -132,7 +132,8 @@ fn unknown_env_vars_are_warnings() {
         &[
             ("GYRE_HTTP_SERVER_PROT", "1"),
             ("GYRE_CONFIG", "/etc/gyre.toml"),
-            ("CENTRIFUGO_ADMIN_ENABLED", "true"),
+            // `admin` is known since the admin UI; GRPC API is not.
+            ("CENTRIFUGO_GRPC_API_ENABLED", "true"),
         ],
         &[],
     )
@@ -142,7 +143,7 @@ fn unknown_env_vars_are_warnings() {
         loaded.warnings,
         [
             Warning::UnknownCentrifugoEnv {
-                var: "CENTRIFUGO_ADMIN_ENABLED".into()
+                var: "CENTRIFUGO_GRPC_API_ENABLED".into()
             },
             Warning::UnknownEnv {
                 var: "GYRE_HTTP_SERVER_PROT".into()
