@@ -461,7 +461,7 @@ fn centrifugo_environment_variables() {
             ),
             ("CENTRIFUGO_HTTP_API_KEY", "centrifugo-key"),
             ("GYRE_HTTP_API_KEY", "gyre-key"),
-            ("CENTRIFUGO_ADMIN_PASSWORD", "unused"),
+            ("CENTRIFUGO_GRPC_API_KEY", "unused"),
         ],
         |port| format!("[http_server]\naddress = \"127.0.0.1\"\nport = {port}\n"),
     );
@@ -492,7 +492,7 @@ fn centrifugo_environment_variables() {
         "{log}"
     );
     assert!(
-        log.contains("CENTRIFUGO_ADMIN_PASSWORD names no Gyre option"),
+        log.contains("CENTRIFUGO_GRPC_API_KEY names no Gyre option"),
         "{log}"
     );
 
