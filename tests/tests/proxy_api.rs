@@ -1,5 +1,6 @@
-//! The HTTP server API of `gyre` (`POST /api/<method>`, reference §5.5): authentication, every
-//! implemented method's request and response shape, and errors. Run on both engines.
+//! The HTTP server API of `gyre` (`POST /api/<method>`,
+//! docs/protocol.md#server-api-and-the-client-protocol): authentication, every implemented method's
+//! request and response shape, and errors. Run on both engines.
 
 use std::time::{Duration, Instant};
 
@@ -271,7 +272,7 @@ fn presence_channels_info(engine: EngineKind) {
     });
 }
 
-/// `info` reports the node fields Centrifugo's does (reference §5.5).
+/// `info` reports the node fields Centrifugo's does.
 fn info_has_every_node_field(engine: EngineKind) {
     let env = env(engine);
     let _client = env.client("alice");
@@ -293,7 +294,7 @@ fn info_has_every_node_field(engine: EngineKind) {
 }
 
 /// `batch` answers with a top-level `replies` array, one `{<method>: result}` or `{error}` per
-/// command, in order (reference §5.5; what the `cent` clients parse).
+/// command, in order (what the `cent` clients parse).
 fn batch_replies_are_top_level(engine: EngineKind) {
     let env = env(engine);
     let reply = env.api(

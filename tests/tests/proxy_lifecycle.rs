@@ -1,6 +1,6 @@
-//! Connection life cycle of `gyre` (reference §1.7, §1.10, §2.2, §5.7): ping/pong, stale
-//! connections, slow clients, the Origin check and graceful shutdown. Memory engine: none of it
-//! depends on the engine.
+//! Connection life cycle of `gyre` (docs/protocol.md#ping-and-pong, #disconnect-codes,
+//! #origins-and-cors): ping/pong, stale connections, slow clients, the Origin check and graceful
+//! shutdown. Memory engine: none of it depends on the engine.
 
 use std::time::{Duration, Instant};
 

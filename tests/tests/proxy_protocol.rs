@@ -1,5 +1,5 @@
-//! The client protocol of `gyre` over WebSocket, at the wire level (reference
-//! `centrifugo-protocol.md` §1, §4.3, §5.3): connect and tokens, framing, publications, errors and
+//! The client protocol of `gyre` over WebSocket, at the wire level (what
+//! docs/protocol.md describes): connect and tokens, framing, publications, errors and
 //! recovery. A raw client (`gyre_tests::ws_client`) sends exact JSON or Protobuf frames and checks
 //! exact codes and fields. Tests that depend on the engine run on both (`memory::*`, `redis::*`).
 
@@ -436,8 +436,8 @@ fn read_varint(bytes: &[u8]) -> (u64, usize) {
 }
 
 /// A payload that is not JSON cannot reach a JSON client: Centrifugo closes such a client with
-/// 3506 "inappropriate protocol" (reference §1.4) rather than skip the publication silently.
-/// Protobuf subscribers get the bytes.
+/// 3506 "inappropriate protocol" (docs/protocol.md#json-encoding) rather than skip the publication
+/// silently. Protobuf subscribers get the bytes.
 #[test]
 fn binary_data_closes_json_subscribers_with_3506() {
     let env = memory_env();
@@ -554,10 +554,10 @@ fn error_replies(engine: EngineKind) {
     assert!(c.closed().is_none());
 }
 
-/// `allow_history_for_subscriber` and `allow_presence_for_subscriber` (reference §4.2, §5.3): the
-/// subscribe command counts the client as a subscriber of that channel, so `positioned`,
-/// `recoverable` and `join_leave` are granted when asked for; the history and presence commands
-/// still need a subscription to the channel they name.
+/// `allow_history_for_subscriber` and `allow_presence_for_subscriber`
+/// (docs/protocol.md#subscribe-permissions): the subscribe command counts the client as a
+/// subscriber of that channel, so `positioned`, `recoverable` and `join_leave` are granted when
+/// asked for; the history and presence commands still need a subscription to the channel they name.
 fn subscriber_permissions_count_while_subscribing(engine: EngineKind) {
     let env = env(engine);
     let mut alice = env.client("alice");
@@ -703,8 +703,9 @@ fn recovery_fails_when_history_is_gone(engine: EngineKind) {
     assert_eq!((result.offset, result.epoch.as_str()), (7, epoch.as_str()));
 }
 
-/// Centrifuge answers a successful recovery with the REQUEST's offset (reference §4.3 step 4):
-/// the client reaches the top by processing the recovered publications.
+/// Centrifuge answers a successful recovery with the REQUEST's offset
+/// (docs/protocol.md#recovery-on-subscribe): the client reaches the top by processing the recovered
+/// publications.
 fn recovered_reply_carries_the_request_offset(engine: EngineKind) {
     let env = env(engine);
     let (_, epoch) = env.publish("chat:off", json!({"n": 1}));
@@ -737,9 +738,9 @@ fn positioned_subscribe_on_a_fresh_channel_gets_an_epoch(engine: EngineKind) {
     assert_eq!(result.epoch, epoch);
 }
 
-/// Subscribing while publications flow (reference §1.6, §4.3): the subscribe reply comes before
-/// any publication of the channel, and reply + live publications continue the stream without
-/// gap or duplicate — recovering or not.
+/// Subscribing while publications flow (docs/protocol.md#recovery-on-subscribe): the subscribe
+/// reply comes before any publication of the channel, and reply + live publications continue the
+/// stream without gap or duplicate — recovering or not.
 fn subscribe_under_load_is_seamless(engine: EngineKind) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let env = env(engine);

@@ -1,4 +1,4 @@
-//! JSON encoding of the client protocol (reference §1.4, §1.5).
+//! JSON encoding of the client protocol (docs/protocol.md#json-encoding).
 //!
 //! The shape comes from the serde attributes `build.rs` puts on every generated message: keys are
 //! the proto field names, zero values are omitted, 64-bit integers are plain JSON numbers, and

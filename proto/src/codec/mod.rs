@@ -9,7 +9,7 @@
 //!
 //! A *message* is one `Command`, `Reply` or `Push`. A *frame* is what one transport unit carries
 //! (a WebSocket message, a batch written to an HTTP stream, an `/emulation` body) and holds one
-//! or more messages (reference §1.5):
+//! or more messages (docs/protocol.md#frames-and-batching):
 //!
 //! | encoding | one message | frame |
 //! |---|---|---|
@@ -214,7 +214,8 @@ pub fn encode_reply(encoding: Encoding, reply: &Reply) -> Result<Bytes, EncodeEr
     encode(encoding, reply)
 }
 
-/// Encodes one bare Push, as unidirectional transports send them (reference §2.6).
+/// Encodes one bare Push, as unidirectional transports send them
+/// (docs/protocol.md#unidirectional-transports).
 pub fn encode_push(encoding: Encoding, push: &Push) -> Result<Bytes, EncodeError> {
     encode(encoding, push)
 }
@@ -438,8 +439,8 @@ pub fn decode_message<T: WireMessage>(encoding: Encoding, bytes: Bytes) -> Resul
     }
 }
 
-/// Decodes the body of an `/emulation` POST (reference §2.5) and returns it with `data` holding
-/// the frame of Commands, ready for [`decode_commands`].
+/// Decodes the body of an `/emulation` POST (docs/protocol.md#the-emulation-endpoint) and
+/// returns it with `data` holding the frame of Commands, ready for [`decode_commands`].
 ///
 /// The JSON form carries that frame as a JSON *string* (`"data":"{\"id\":2,…}"`), which is
 /// unescaped here; the Protobuf form carries the varint-delimited frame as plain bytes.

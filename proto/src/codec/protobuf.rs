@@ -1,4 +1,4 @@
-//! Protobuf encoding of the client protocol (reference §1.5).
+//! Protobuf encoding of the client protocol (docs/protocol.md#protobuf-encoding).
 //!
 //! Every message in a frame, even the only one, is prefixed with its length as an unsigned varint
 //! (Centrifuge `ProtobufDataEncoder`, JS `encodeDelimited`). An empty message has length 0, so a

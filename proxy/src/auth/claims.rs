@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::error::InvalidReason;
 
-/// A verified connection token (protocol §3.2).
+/// A verified connection token (docs/protocol.md#tokens).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectToken {
     /// User id from `user_id_claim` (default `sub`); empty = anonymous.
@@ -43,9 +43,9 @@ impl ConnectToken {
     }
 }
 
-/// A verified subscription token (protocol §3.3). The session must still check that `channel`
-/// equals the requested channel, `user` the connection's user and `client` (when set) the client
-/// id; a mismatch is disconnect 3500.
+/// A verified subscription token (docs/protocol.md#tokens). The session must still check that
+/// `channel` equals the requested channel, `user` the connection's user and `client` (when set)
+/// the client id; a mismatch is disconnect 3500.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscribeToken {
     /// User id from `user_id_claim` (default `sub`); empty = anonymous.

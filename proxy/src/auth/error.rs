@@ -1,11 +1,12 @@
-//! Why a token was refused, and what the session answers for each case (protocol §3.4).
+//! Why a token was refused, and what the session answers for each case
+//! (docs/protocol.md#token-failures).
 //!
 //! Verification never decides wire behaviour itself: it returns a [`TokenError`], and the session
 //! asks [`TokenError::outcome`] what to send for the command it is handling. Codes are
-//! Centrifugo's numbers (§1.8 client errors, §1.10 disconnects), so they line up with
+//! Centrifugo's numbers (docs/protocol.md#error-codes, #disconnect-codes), so they line up with
 //! `protocol::codes`.
 
-/// A token was refused. Variants map one-to-one onto the rows of §3.4.
+/// A token was refused; docs/protocol.md#token-failures says what each variant is answered with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// `exp` has passed. The SDK fetches a new token and retries (error 109).
@@ -84,7 +85,8 @@ impl From<InvalidReason> for TokenError {
     }
 }
 
-/// The command a token came with: the same failure is answered differently for each (§3.4).
+/// The command a token came with: the same failure is answered differently for each
+/// (docs/protocol.md#token-failures).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenUse {
     /// `connect` command.
@@ -100,9 +102,10 @@ pub enum TokenUse {
 /// What the session does with a refused token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reject {
-    /// Reply to the command with this client error code (§1.8).
+    /// Reply to the command with this client error code (docs/protocol.md#error-codes).
     Error(u32),
-    /// Close the connection with this disconnect code and reason (§1.10).
+    /// Close the connection with this disconnect code and reason
+    /// (docs/protocol.md#disconnect-codes).
     Disconnect(u16, &'static str),
     /// `sub_refresh` only: answer without a new expiry and let the subscription's existing expiry
     /// timer end it (Centrifugo's handler returns an `Expired` reply that nothing acts on).
@@ -121,7 +124,8 @@ pub const DISCONNECT_EXPIRED: (u16, &str) = (3005, "connection expired");
 pub const DISCONNECT_INVALID_TOKEN: (u16, &str) = (3500, "invalid token");
 
 impl TokenError {
-    /// The answer for this failure when the token came with `usage` (protocol §3.4).
+    /// The answer for this failure when the token came with `usage`
+    /// (docs/protocol.md#token-failures).
     pub fn outcome(&self, usage: TokenUse) -> Reject {
         let (code, reason) = DISCONNECT_INVALID_TOKEN;
         match (self, usage) {

@@ -1,5 +1,5 @@
 //! Connection and subscription tokens: JWT verification compatible with Centrifugo v6
-//! (protocol fact sheet §3).
+//! (docs/protocol.md#tokens).
 //!
 //! - [`Verifier`] is built once from `client.token` (and, when
 //!   `client.subscription_token.enabled`, `client.subscription_token`) and shared by every
@@ -7,10 +7,10 @@
 //! - [`Verifier::verify_connect`] / [`Verifier::verify_subscribe`] return typed claims
 //!   ([`ConnectToken`], [`SubscribeToken`]) or a [`TokenError`]; the caller passes `now` so the
 //!   checks are deterministic in tests.
-//! - [`TokenError::outcome`] says what the session answers (§3.4): expired → error 109;
-//!   invalid → disconnect 3500 (connect, refresh, sub_refresh) or error 103 (subscribe). A
-//!   subscription token whose channel/user/client differ from the request is the session's
-//!   check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
+//! - [`TokenError::outcome`] says what the session answers (docs/protocol.md#token-failures):
+//!   expired → error 109; invalid → disconnect 3500 (connect, refresh, sub_refresh) or error
+//!   103 (subscribe). A subscription token whose channel/user/client differ from the request is
+//!   the session's check and is answered with disconnect 3500 ([`DISCONNECT_INVALID_TOKEN`]).
 //!
 //! `audience_regex` / `issuer_regex` stand in for `audience` / `issuer` (one of each pair):
 //! some `aud` value, or `iss`, must match the regular expression. Their named groups fill the

@@ -1,9 +1,9 @@
 //! Gyre's configuration: typed sections with Centrifugo v6's key names, nesting and defaults,
 //! so a Centrifugo user's config file carries over.
 //!
-//! This module is a leaf (style guide §7): it reads no files, environment or flags. The bin
-//! hands it the file text, the environment pairs and the flag overrides, and gets back a
-//! validated [`Config`] or a [`ConfigError`] listing every problem found.
+//! This module is a leaf (nothing below it in the crate): it reads no files, environment or
+//! flags. The bin hands it the file text, the environment pairs and the flag overrides, and gets
+//! back a validated [`Config`] or a [`ConfigError`] listing every problem found.
 //!
 //! - [`schema`]: the section structs and their defaults.
 //! - [`load`](load()): layering defaults < file (TOML, JSON or YAML) < `CENTRIFUGO_*` and

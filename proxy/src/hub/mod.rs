@@ -373,7 +373,8 @@ impl Hub {
                     subscriber.deliver_publication(publication.offset, epoch, message, now, direct)
                 }
                 // Binary data for a JSON client: nothing valid can be sent, and skipping it
-                // would lose it silently (§1.4: "inappropriate protocol").
+                // would lose it silently ("inappropriate protocol",
+                // docs/protocol.md#json-encoding).
                 None => subscriber.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL),
             }
         }

@@ -182,7 +182,7 @@ pub const DISCONNECT_PERMISSION_DENIED: Disconnect = Disconnect::new(3507, "perm
 pub const DISCONNECT_NOT_AVAILABLE: Disconnect = Disconnect::new(3508, "not available");
 
 /// The disconnect that tells a unidirectional client why its connect failed, since it cannot
-/// receive an error reply (reference §2.6).
+/// receive an error reply (docs/protocol.md#unidirectional-transports).
 pub fn unidirectional_disconnect(code: u32) -> Disconnect {
     match code {
         109 | 110 => CONNECTION_EXPIRED,

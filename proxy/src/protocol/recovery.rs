@@ -1,5 +1,5 @@
-//! Recovery decisions (§4.3 of the protocol notes): given where a client was and what the
-//! stream holds, is the client's view continuous, and what must it receive?
+//! Recovery decisions (docs/protocol.md#recovery-on-subscribe): given where a client was and what
+//! the stream holds, is the client's view continuous, and what must it receive?
 
 use gyre_proto::Publication;
 

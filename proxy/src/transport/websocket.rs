@@ -83,7 +83,7 @@ pub enum BadHandshake {
 }
 
 impl BadHandshake {
-    /// The answer: 405, 400, or 426 naming the version we speak (§4.4).
+    /// The answer: 405, 400, or 426 naming the version we speak (RFC 6455 §4.4).
     pub fn response(self) -> Response<Body> {
         match self {
             BadHandshake::NotGet => {

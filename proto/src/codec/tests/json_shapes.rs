@@ -1,4 +1,5 @@
-//! Every concrete line of the JSON cheat-sheet (reference §1.12), with `…` filled in.
+//! The exact JSON shape of every message type Gyre sends or reads (examples in
+//! docs/protocol.md#json-examples).
 //!
 //! Replies and pushes are encoded from Rust values and compared with the expected text: as an exact
 //! string when the reference's key order is proto declaration order (the order serde writes), as

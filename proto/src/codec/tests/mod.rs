@@ -1,4 +1,5 @@
-//! Tests of the codec API: exact JSON shapes of reference §1.12 and frame-level behaviour.
+//! Tests of the codec API: exact JSON shapes (docs/protocol.md#json-examples) and frame-level
+//! behaviour.
 
 mod framing;
 mod json_shapes;

@@ -1,4 +1,5 @@
-//! `publish`, `history`, `presence` and `presence_stats`, with their permission rules (§5.3):
+//! `publish`, `history`, `presence` and `presence_stats`, with their permission rules
+//! (docs/protocol.md#channel-command-permissions):
 //! the namespace's `allow_*_for_client`, or `allow_*_for_subscriber` when subscribed (or while
 //! subscribing, for what the subscribe command grants); anonymous users also need
 //! `allow_*_for_anonymous`; `client.insecure` allows everything.

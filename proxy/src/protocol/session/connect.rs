@@ -239,7 +239,7 @@ impl Session {
     }
 
     /// The token's claims; without a token, the connect proxy's answer; else anonymous when
-    /// allowed (§3.6).
+    /// allowed (docs/protocol.md#connecting).
     async fn credentials(&mut self, request: &ConnectRequest) -> CommandResult<Credentials> {
         let node = std::sync::Arc::clone(&self.node);
         let config = &node.config.client;

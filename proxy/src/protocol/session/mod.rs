@@ -61,7 +61,7 @@ impl From<crate::engine::EngineError> for CommandError {
 
 pub type CommandResult<T> = Result<T, CommandError>;
 
-/// The answer to a refused token, as §3.4 wants it for the command it came with.
+/// The answer to a refused token, for the command it came with (docs/protocol.md#token-failures).
 fn token_rejected(error: &crate::auth::TokenError, usage: crate::auth::TokenUse) -> CommandError {
     use crate::auth::Reject;
     tracing::debug!(%error, ?usage, "token rejected");

@@ -298,8 +298,8 @@ impl Session {
         Ok((result, live))
     }
 
-    /// §5.3: token, user-limited channel, subscribe proxy, namespace permissions, insecure mode —
-    /// in that order.
+    /// docs/protocol.md#subscribe-permissions: token, user-limited channel, subscribe proxy,
+    /// namespace permissions, insecure mode — in that order.
     pub(super) async fn authorize_subscribe(
         &self,
         request: &SubscribeRequest,
@@ -375,7 +375,8 @@ impl Session {
         Ok(grant)
     }
 
-    /// Reads the stream for a positioned subscription and decides about recovery (§4.3).
+    /// Reads the stream for a positioned subscription and decides about recovery
+    /// (docs/protocol.md#recovery-on-subscribe).
     /// The stream position always comes with a real epoch (created if the channel has none
     /// yet), so an empty epoch never reaches a client as "any stream".
     async fn read_position(
