@@ -252,9 +252,9 @@ impl SourceIndex {
 /// The hash of the `BLOCK` bytes at `pos` (0 when fewer remain: the scan never uses it then).
 fn window_hash(bytes: &[u8], pos: usize) -> u32 {
     bytes.get(pos..pos + BLOCK).map_or(0, |window| {
-        window
-            .iter()
-            .fold(0u32, |h, &b| h.wrapping_mul(HASH_BASE).wrapping_add(u32::from(b)))
+        window.iter().fold(0u32, |h, &b| {
+            h.wrapping_mul(HASH_BASE).wrapping_add(u32::from(b))
+        })
     })
 }
 
@@ -404,7 +404,14 @@ mod tests {
             out.clear();
             put_number(&mut out, n);
             assert_eq!(out.len(), digit_count(n));
-            assert_eq!(Reader { delta: &out, pos: 0 }.number(), Ok(n));
+            assert_eq!(
+                Reader {
+                    delta: &out,
+                    pos: 0
+                }
+                .number(),
+                Ok(n)
+            );
         }
         out.clear();
         put_number(&mut out, 64);
@@ -455,7 +462,9 @@ mod tests {
         let mut rng = Lcg(7);
         for _ in 0..300 {
             let len = rng.below(3000);
-            let source: Vec<u8> = (0..len).map(|_| b"abcdefgh {}\":,"[rng.below(14)]).collect();
+            let source: Vec<u8> = (0..len)
+                .map(|_| b"abcdefgh {}\":,"[rng.below(14)])
+                .collect();
             let mut target = source.clone();
             for _ in 0..rng.below(20) {
                 let at = rng.below(target.len() + 1);
@@ -514,7 +523,10 @@ mod tests {
         }
         assert_eq!(
             apply(source, b"Z\n", 10),
-            Err(ApplyError::TooLarge { size: 35, limit: 10 })
+            Err(ApplyError::TooLarge {
+                size: 35,
+                limit: 10
+            })
         );
     }
 }
