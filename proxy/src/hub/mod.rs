@@ -281,6 +281,24 @@ impl Hub {
         removed && !shard.channels.contains_key(channel)
     }
 
+    /// Tells the channel's delta state the publication a delta subscriber just recovered (the
+    /// last of its subscribe reply), unless the channel already knows a publication: the next
+    /// live one can then be a patch, also when this subscriber is the channel's first again.
+    pub fn seed_delta_base(&self, channel: &str, publication: &Publication, epoch: &str) {
+        let mut shard = self.shards[Self::index(channel)].lock();
+        if let Some(channel) = shard.channels.get_mut(channel)
+            && channel.patch_subscribers > 0
+            && channel.last.is_none()
+            && publication.offset > 0
+        {
+            channel.last = Some(Last {
+                offset: publication.offset,
+                epoch: epoch.to_owned(),
+                data: publication.data.clone(),
+            });
+        }
+    }
+
     pub fn num_channels(&self) -> usize {
         self.shards.iter().map(|s| s.lock().channels.len()).sum()
     }

@@ -313,6 +313,11 @@ impl Session {
                 .publications
                 .iter()
                 .filter(|p| grant.filter.as_ref().is_none_or(|f| f.matches(&p.tags)));
+            if grant.delta
+                && let Some(last) = outcome.publications.last()
+            {
+                node.hub.seed_delta_base(channel, last, &outcome.top.epoch);
+            }
             result.publications = if grant.delta {
                 delta_chain(recovered, self.wire().encoding)
             } else {
