@@ -149,7 +149,7 @@ fn string_data(publication: &Value) -> String {
 
 fn board(turn: u32) -> Value {
     let cells: Vec<Value> = (0..40)
-        .map(|i| json!({"cell": i, "mark": if (i + turn) % 13 == 0 { "X" } else { "." }}))
+        .map(|i| json!({"cell": i, "mark": if (i + turn).is_multiple_of(13) { "X" } else { "." }}))
         .collect();
     json!({"turn": turn, "cells": cells, "title": "naïve café ☕"})
 }
