@@ -318,7 +318,50 @@ fn sdk_tags_filter(protocol: &str) {
     assert_eq!(r["refused"]["code"], 107, "{r}");
 }
 
+fn python_ready() -> bool {
+    sdk_available("Python", python_sdk_status())
+}
+
+/// centrifuge-python applies the deltas too (its own fossil decoder).
+fn python_delta(protocol: &str) {
+    let env = sdk_env();
+    let r = SdkScript::python("delta.py")
+        .gyre(&env.gyre)
+        .arg("protocol", protocol)
+        .arg("channel", format!("deltas:py-{protocol}"))
+        .run()
+        .json();
+    assert_eq!(r["ok"], true, "{r}");
+    let received: Vec<&Value> = r["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["data"])
+        .collect();
+    let published: Vec<&Value> = r["published"].as_array().unwrap().iter().collect();
+    assert_eq!(received.len(), 16, "{r}");
+    assert_eq!(
+        received, published,
+        "every document arrives intact, in order"
+    );
+    assert_eq!(r["subscribedAgain"]["recovered"], true, "{r}");
+}
+
 mod sdk {
+    #[test]
+    fn python_delta_json() {
+        if super::python_ready() {
+            super::python_delta("json");
+        }
+    }
+
+    #[test]
+    fn python_delta_protobuf() {
+        if super::python_ready() {
+            super::python_delta("protobuf");
+        }
+    }
+
     #[test]
     fn delta_json() {
         if super::node_ready() {
