@@ -195,7 +195,13 @@ impl Channel {
     /// The patch of `publication` against the previous publication, when patches are made and
     /// that one is known (it is remembered for the next call); `None` means "send it whole".
     fn patch(&mut self, publication: &Publication, epoch: &str) -> Option<Bytes> {
-        if self.patch_subscribers == 0 || publication.offset == 0 {
+        if self.patch_subscribers == 0 {
+            return None;
+        }
+        if publication.offset == 0 {
+            // Not in the stream (skip_history), yet delivered: clients now hold its data, which
+            // no later patch is based on. The next publication goes whole.
+            self.last = None;
             return None;
         }
         let data = &publication.data;
@@ -868,6 +874,12 @@ mod tests {
         assert!(patch.len() < second.len());
         let applied = gyre_proto::fossil::apply(first.as_bytes(), patch.as_bytes(), 1 << 16);
         assert_eq!(applied.unwrap(), second.as_bytes());
+        // A publication outside the stream replaces the clients' base: the next one is whole.
+        publish(&hub, 0, r#"{"off":"stream"}"#, &[]);
+        publish(&hub, 3, second, &[]);
+        let after = all(&outboxes[0]).await;
+        let reply: Reply = gyre_proto::codec::json::decode_message(&after[1]).unwrap();
+        assert!(!reply.push.unwrap().r#pub.unwrap().delta);
     }
 
     async fn single(outbox: &Outbox) -> Bytes {
