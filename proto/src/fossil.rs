@@ -17,6 +17,8 @@
 const BLOCK: usize = 16;
 /// How many candidate blocks one target position tries (bounds the work on repetitive input).
 const MAX_CANDIDATES: usize = 64;
+/// A match this long ends the search for a longer one.
+const GOOD_ENOUGH: usize = 256;
 /// Multiplier of the rolling hash (odd, so the hash keeps every bit of information).
 const HASH_BASE: u32 = 0x0100_0193;
 /// `HASH_BASE^(BLOCK-1)`: the weight of the byte leaving the window.
@@ -184,7 +186,10 @@ impl SourceIndex {
             previous: vec![u32::MAX; blocks],
             mask: buckets as u32 - 1,
         };
-        for block in 0..blocks {
+        // Inserted last to first, so each chain lists its blocks from the start of the source:
+        // in repetitive input the earliest block tends to give the longest match, which ends the
+        // search early (see `longest_match`).
+        for block in (0..blocks).rev() {
             let bucket = index.bucket(window_hash(source, block * BLOCK));
             index.previous[block] = index.heads[bucket];
             index.heads[bucket] = block as u32;
@@ -243,6 +248,12 @@ impl SourceIndex {
                     source_start: start - back,
                     len,
                 });
+            }
+            if pos + forward == target.len() || len >= GOOD_ENOUGH {
+                // Nothing can copy past the end of the target; and past a few hundred bytes a
+                // longer copy saves little, while trying every candidate of a repetitive run
+                // would cost a full extension each.
+                break;
             }
         }
         best
