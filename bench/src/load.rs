@@ -50,6 +50,10 @@ pub enum Target {
     GyreWs,
     /// gyre /connection/websocket, JSON like gyre-ws, offering permessage-deflate (own client).
     GyreWsDeflate,
+    /// gyre /connection/websocket, JSON like gyre-ws, subscribing with `delta: "fossil"`: the
+    /// client applies every patch to its previous payload before reading the timestamp (the
+    /// namespace needs positioning, `allowed_delta_types = ["fossil"]` and `delta_publish`).
+    GyreWsDelta,
     /// gyre /connection/websocket, subprotocol centrifuge-protobuf.
     GyreWsProtobuf,
     /// gyre /connection/uni_websocket: a ConnectRequest with subs.
@@ -346,6 +350,8 @@ pub(crate) fn ws_config() -> WebSocketConfig {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WsKind {
     GyreJson,
+    /// JSON with fossil deltas: publications are decoded against the previous payload.
+    GyreJsonDelta,
     GyreProtobuf,
     Passive,
 }
@@ -436,17 +442,46 @@ async fn open_ws(
     Ok(ws)
 }
 
-/// The JSON connect + subscribe frame of gyre-ws.
-fn json_connect_subscribe(token: &str, channel: &str) -> String {
+/// The JSON connect + subscribe frame of gyre-ws (with `delta`: asking for fossil deltas).
+fn json_connect_subscribe(token: &str, channel: &str, delta: bool) -> String {
     let mut connect = json!({});
     if !token.is_empty() {
         connect["token"] = json!(token);
     }
+    let mut subscribe = json!({"channel": channel});
+    if delta {
+        subscribe["delta"] = json!("fossil");
+    }
     format!(
         "{}\n{}",
         json!({"id": 1, "connect": connect}),
-        json!({"id": 2, "subscribe": {"channel": channel}})
+        json!({"id": 2, "subscribe": subscribe})
     )
+}
+
+/// The payloads of a JSON frame of a delta subscription, each rebuilt from `base` (the previous
+/// payload, updated): `data` is a JSON string, the whole payload or, with `"delta":true`, a
+/// fossil patch against the previous one. Lines without a publication are skipped.
+pub(crate) fn delta_payloads(frame: &[u8], base: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for line in frame.split(|&b| b == b'\n') {
+        let Ok(reply) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let publication = &reply["push"]["pub"];
+        let Some(data) = publication["data"].as_str() else {
+            continue;
+        };
+        let payload = if publication["delta"] == true {
+            gyre_proto::fossil::apply(base, data.as_bytes(), 1 << 24)
+                .map_err(|e| format!("delta: {e}"))?
+        } else {
+            data.as_bytes().to_vec()
+        };
+        base.clone_from(&payload);
+        out.push(payload);
+    }
+    Ok(out)
 }
 
 /// Connects and subscribes connection `i`; returns once the subscription is live.
@@ -469,7 +504,7 @@ async fn open(i: usize, cfg: &Cfg, shared: &Shared) -> Result<Conn, String> {
                 .lock()
                 .unwrap()
                 .get_or_insert_with(|| ws.extensions.clone());
-            ws.send_text(&json_connect_subscribe(&token, &channel))
+            ws.send_text(&json_connect_subscribe(&token, &channel, false))
                 .await?;
             // The replies are not data for the phase counters: count them aside.
             let setup = WireCounters::default();
@@ -491,9 +526,10 @@ async fn open(i: usize, cfg: &Cfg, shared: &Shared) -> Result<Conn, String> {
                 }
             }
         }
-        Target::GyreWs => {
+        Target::GyreWs | Target::GyreWsDelta => {
+            let delta = cfg.target == Target::GyreWsDelta;
             let mut ws = open_ws(cfg, "/connection/websocket", false).await?;
-            let frame = json_connect_subscribe(&token, &channel);
+            let frame = json_connect_subscribe(&token, &channel, delta);
             ws.send(Message::text(frame))
                 .await
                 .map_err(|e| format!("send: {e}"))?;
@@ -514,9 +550,17 @@ async fn open(i: usize, cfg: &Cfg, shared: &Shared) -> Result<Conn, String> {
                                 return Err(format!("reply {}: error {err}", v["id"]));
                             }
                             if v["id"] == 2 {
+                                if delta && v["subscribe"]["delta"] != true {
+                                    return Err(format!("delta not negotiated: {v}"));
+                                }
+                                let kind = if delta {
+                                    WsKind::GyreJsonDelta
+                                } else {
+                                    WsKind::GyreJson
+                                };
                                 return Ok(Conn::Ws {
                                     ws: Box::new(ws),
-                                    kind: WsKind::GyreJson,
+                                    kind,
                                 });
                             }
                         }
@@ -691,34 +735,49 @@ fn connect_request(token: &str, channel: &str) -> String {
 /// Reads deliveries until the connection ends; returns why it ended.
 async fn receive(conn: Conn, shard: usize, shared: &Shared) -> String {
     match conn {
-        Conn::Ws { mut ws, kind } => loop {
-            match ws.next().await {
-                None => return "eof".into(),
-                Some(Err(e)) => return format!("read: {e}"),
-                Some(Ok(Message::Text(t))) => {
-                    shared.count_plain(t.len());
-                    shared.deliver(shard, t.as_bytes());
-                    if kind == WsKind::GyreJson
-                        && json_has_ping(t.as_bytes())
-                        && let Err(e) = ws.send(Message::text("{}")).await
-                    {
-                        return format!("pong: {e}");
+        Conn::Ws { mut ws, kind } => {
+            // The previous payload of a delta subscription: what the next patch applies to.
+            let mut base = Vec::new();
+            loop {
+                match ws.next().await {
+                    None => return "eof".into(),
+                    Some(Err(e)) => return format!("read: {e}"),
+                    Some(Ok(Message::Text(t))) => {
+                        shared.count_plain(t.len());
+                        if kind == WsKind::GyreJsonDelta {
+                            match delta_payloads(t.as_bytes(), &mut base) {
+                                Ok(payloads) => {
+                                    for payload in payloads {
+                                        shared.deliver(shard, &payload);
+                                    }
+                                }
+                                Err(why) => return why,
+                            }
+                        } else {
+                            shared.deliver(shard, t.as_bytes());
+                        }
+                        if matches!(kind, WsKind::GyreJson | WsKind::GyreJsonDelta)
+                            && json_has_ping(t.as_bytes())
+                            && let Err(e) = ws.send(Message::text("{}")).await
+                        {
+                            return format!("pong: {e}");
+                        }
                     }
-                }
-                Some(Ok(Message::Binary(b))) => {
-                    shared.count_plain(b.len());
-                    shared.deliver(shard, &b);
-                    if kind == WsKind::GyreProtobuf
-                        && protobuf_has_ping(&b)
-                        && let Err(e) = ws.send(Message::binary(vec![0u8])).await
-                    {
-                        return format!("pong: {e}");
+                    Some(Ok(Message::Binary(b))) => {
+                        shared.count_plain(b.len());
+                        shared.deliver(shard, &b);
+                        if kind == WsKind::GyreProtobuf
+                            && protobuf_has_ping(&b)
+                            && let Err(e) = ws.send(Message::binary(vec![0u8])).await
+                        {
+                            return format!("pong: {e}");
+                        }
                     }
+                    Some(Ok(Message::Close(f))) => return close_reason(f),
+                    Some(Ok(_)) => {}
                 }
-                Some(Ok(Message::Close(f))) => return close_reason(f),
-                Some(Ok(_)) => {}
             }
-        },
+        }
         Conn::Raw(mut ws) => loop {
             match ws.next_message(&shared.wire).await {
                 Err(why) => return why,
@@ -1280,6 +1339,25 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_payloads_are_rebuilt_from_the_previous_one() {
+        let first = payload::make(200, 1_700_000_000_000_000_001);
+        let second = payload::make(200, 1_700_000_000_000_000_002);
+        let patch = gyre_proto::fossil::create(&first, &second);
+        let text = |data: &[u8]| String::from_utf8(data.to_vec()).unwrap();
+        let frame = format!(
+            "{}\n{{}}\n{}",
+            json!({"push": {"channel": "c", "pub": {"data": text(&first), "offset": 1}}}),
+            json!({"push": {"channel": "c", "pub": {"data": text(&patch), "offset": 2, "delta": true}}})
+        );
+        let mut base = Vec::new();
+        let payloads = delta_payloads(frame.as_bytes(), &mut base).unwrap();
+        assert_eq!(payloads, [first, second.clone()]);
+        assert_eq!(base, second);
+        let broken = json!({"push": {"pub": {"data": "1\n2@999,0;", "delta": true}}}).to_string();
+        assert!(delta_payloads(broken.as_bytes(), &mut base).is_err());
+    }
 
     #[test]
     fn ping_detection() {

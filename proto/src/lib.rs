@@ -3,6 +3,7 @@
 //! - [`protocol`]: the Centrifugo client protocol messages, generated from `proto/client.proto`.
 //! - [`codec`]: the JSON and Protobuf encodings of those messages, used by every transport.
 //! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
+//! - [`fossil`]: Fossil deltas, for subscribers that negotiated delta compression.
 //! - [`keys`]: the Redis Cluster hash-tag rule both sides name a channel's slot with.
 //! - [`proxy`]: the backend hook messages (`proto/proxy.proto`), shared by the proxy's HTTP and
 //!   GRPC clients and the tests' backends.
@@ -10,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod fossil;
 pub mod keys;
 pub mod redis_payload;
 

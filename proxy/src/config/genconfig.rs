@@ -432,6 +432,18 @@ const DOCS: &[(&str, &str)] = &[
         "Allow channels like news#42 or dialog#42,43 that only the listed users\nmay subscribe to.",
     ),
     (
+        "channel.without_namespace.allow_tags_filter",
+        "Clients may subscribe with a tags filter (tf): they receive only the\npublications whose tags match. Without it such a subscribe gets error 107.",
+    ),
+    (
+        "channel.without_namespace.allowed_delta_types",
+        "[\"fossil\"] lets subscribers ask for delta compression (delta: \"fossil\"); needs\npositioning or recovery on the subscription, and no tags filter.",
+    ),
+    (
+        "channel.without_namespace.delta_publish",
+        "Send publications as fossil deltas against the previous one to subscribers that\nnegotiated delta compression (the first one after subscribing is whole).",
+    ),
+    (
         "channel.without_namespace.subscribe_proxy_enabled",
         "Ask the subscribe proxy whether a client may subscribe (not asked for\nsubscriptions with a token and for user-limited channels).",
     ),

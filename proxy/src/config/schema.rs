@@ -544,6 +544,15 @@ channel_options! {
     /// warning at start when on).
     state_proxy_enabled: bool,
     state_proxy_name: String,
+    /// Clients may subscribe with a publication tags filter (`tf`); without it such a subscribe
+    /// is refused with 107, as in Centrifugo.
+    allow_tags_filter: bool,
+    /// Delta types a subscriber may negotiate (`delta` in its subscribe request): `["fossil"]`
+    /// or none.
+    allowed_delta_types: Vec<String>,
+    /// Every publication is sent as a delta against the previous one to subscribers that
+    /// negotiated deltas (Centrifugo's per-publication `delta` flag for the whole namespace).
+    delta_publish: bool,
 }
 
 impl ChannelOptions {

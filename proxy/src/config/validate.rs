@@ -140,6 +140,8 @@ pub enum Invalid {
     BadText { path: String, reason: &'static str },
     #[error("`{path}`: {what} is not supported by Gyre")]
     Unsupported { path: String, what: &'static str },
+    #[error("`{path}` = `{value}`: unknown delta type (the only one is \"fossil\")")]
+    UnknownDeltaType { path: String, value: String },
 }
 
 impl Config {
@@ -936,6 +938,14 @@ fn channel_options(
             if set {
                 out.push(Invalid::NeedsHistory { path: key(name) });
             }
+        }
+    }
+    for (i, value) in options.allowed_delta_types.iter().enumerate() {
+        if value != "fossil" {
+            out.push(Invalid::UnknownDeltaType {
+                path: key(&format!("allowed_delta_types[{i}]")),
+                value: value.clone(),
+            });
         }
     }
 }

@@ -5,7 +5,13 @@
 //! `Bytes` goes to every subscriber's queue. The registry is sharded by channel so that
 //! broadcasts on different channels never wait for each other, and a broadcast holds only its
 //! shard's lock while it pushes to the (never blocking) queues.
+//!
+//! Tags filters are grouped per channel: each distinct filter is evaluated once per
+//! publication, whatever the number of subscribers using it. Delta subscribers share one patch
+//! per publication, made against the channel's previous publication, which the channel keeps
+//! while it has such subscribers.
 
+pub mod filter;
 mod subscription;
 
 use std::collections::hash_map::DefaultHasher;
@@ -19,9 +25,10 @@ use gyre_proto::protocol::{Join, Leave, Push, Reply};
 use gyre_proto::{ClientInfo, Encoding, Publication};
 use parking_lot::Mutex;
 
+pub use filter::TagsFilter;
 pub use subscription::{
-    ConnectionId, Control, ControlReceiver, ControlSender, LivePosition, Subscription,
-    control_channel,
+    ConnectionId, Control, ControlReceiver, ControlSender, Delivery, Interest, LivePosition,
+    Subscription, control_channel,
 };
 
 use crate::engine::{ControlCommand, EngineEvent};
@@ -73,7 +80,156 @@ impl Identity {
 
 #[derive(Default)]
 struct Shard {
-    channels: HashMap<String, Vec<Arc<Subscription>>>,
+    channels: HashMap<String, Channel>,
+}
+
+/// One channel's subscribers on this node.
+#[derive(Default)]
+struct Channel {
+    subscribers: Vec<Subscriber>,
+    filters: Filters,
+    /// Subscribers that negotiated delta compression, and those of them in a `delta_publish`
+    /// namespace (the ones patches are made for).
+    delta_subscribers: usize,
+    patch_subscribers: usize,
+    /// The last positioned publication, while patches are made: the base of the next patch.
+    last: Option<Last>,
+}
+
+struct Subscriber {
+    subscription: Arc<Subscription>,
+    /// Index of its tags filter in [`Channel::filters`].
+    filter: Option<usize>,
+}
+
+/// The distinct tags filters of a channel's subscribers, each with how many use it.
+#[derive(Default)]
+struct Filters {
+    slots: Vec<Option<(Arc<TagsFilter>, usize)>>,
+    by_filter: HashMap<Arc<TagsFilter>, usize>,
+}
+
+impl Filters {
+    fn acquire(&mut self, filter: &Arc<TagsFilter>) -> usize {
+        if let Some(&slot) = self.by_filter.get(filter) {
+            if let Some((_, users)) = &mut self.slots[slot] {
+                *users += 1;
+            }
+            return slot;
+        }
+        let entry = Some((Arc::clone(filter), 1));
+        let slot = match self.slots.iter().position(Option::is_none) {
+            Some(free) => {
+                self.slots[free] = entry;
+                free
+            }
+            None => {
+                self.slots.push(entry);
+                self.slots.len() - 1
+            }
+        };
+        self.by_filter.insert(Arc::clone(filter), slot);
+        slot
+    }
+
+    fn release(&mut self, slot: usize) {
+        if let Some((filter, users)) = &mut self.slots[slot] {
+            *users -= 1;
+            if *users == 0 {
+                self.by_filter.remove(&**filter);
+                self.slots[slot] = None;
+            }
+        }
+    }
+}
+
+struct Last {
+    offset: u64,
+    epoch: String,
+    data: Bytes,
+}
+
+impl Channel {
+    fn insert(&mut self, subscription: Arc<Subscription>) {
+        let filter = subscription
+            .filter
+            .as_ref()
+            .map(|f| self.filters.acquire(f));
+        if subscription.delta {
+            self.delta_subscribers += 1;
+            if subscription.delta_publish {
+                self.patch_subscribers += 1;
+            }
+        }
+        self.subscribers.push(Subscriber {
+            subscription,
+            filter,
+        });
+    }
+
+    /// Removes `connection`'s subscription; whether there was one.
+    fn remove(&mut self, connection: ConnectionId) -> bool {
+        let Some(index) = self
+            .subscribers
+            .iter()
+            .position(|s| s.subscription.connection == connection)
+        else {
+            return false;
+        };
+        let removed = self.subscribers.remove(index);
+        if let Some(slot) = removed.filter {
+            self.filters.release(slot);
+        }
+        if removed.subscription.delta {
+            self.delta_subscribers -= 1;
+            if removed.subscription.delta_publish {
+                self.patch_subscribers -= 1;
+            }
+        }
+        if self.patch_subscribers == 0 {
+            self.last = None;
+        }
+        true
+    }
+
+    /// The patch of `publication` against the previous publication, when patches are made and
+    /// that one is known (it is remembered for the next call); `None` means "send it whole".
+    fn patch(&mut self, publication: &Publication, epoch: &str) -> Option<Bytes> {
+        if self.patch_subscribers == 0 {
+            return None;
+        }
+        if publication.offset == 0 {
+            // Not in the stream (skip_history), yet delivered: clients now hold its data, which
+            // no later patch is based on. The next publication goes whole.
+            self.last = None;
+            return None;
+        }
+        let data = &publication.data;
+        let patch = match &self.last {
+            Some(last) if last.offset + 1 == publication.offset && last.epoch == epoch => {
+                let patch = gyre_proto::fossil::create(&last.data, data);
+                (patch.len() < data.len()).then(|| Bytes::from(patch))
+            }
+            _ => None,
+        };
+        match &mut self.last {
+            Some(last) => {
+                last.offset = publication.offset;
+                last.data = data.clone();
+                if last.epoch != epoch {
+                    epoch.clone_into(&mut last.epoch);
+                }
+            }
+            None => {
+                self.last = Some(Last {
+                    offset: publication.offset,
+                    epoch: epoch.to_owned(),
+                    data: data.clone(),
+                })
+            }
+        }
+        patch
+    }
 }
 
 impl Default for Hub {
@@ -108,13 +264,13 @@ impl Hub {
     /// engine, holding [`Self::channel_gate`]).
     pub fn add(&self, subscription: Arc<Subscription>) -> bool {
         let mut shard = self.shards[Self::index(&subscription.channel)].lock();
-        let subscribers = shard
+        let channel = shard
             .channels
             .entry(subscription.channel.clone())
             .or_default();
-        subscribers.retain(|s| s.connection != subscription.connection);
-        subscribers.push(subscription);
-        subscribers.len() == 1
+        channel.remove(subscription.connection);
+        channel.insert(subscription);
+        channel.subscribers.len() == 1
     }
 
     /// Removes a connection's subscription; true if the channel has no subscriber left on this
@@ -124,13 +280,29 @@ impl Hub {
         let Some(subscribers) = shard.channels.get_mut(channel) else {
             return false;
         };
-        let before = subscribers.len();
-        subscribers.retain(|s| s.connection != connection);
-        let removed = subscribers.len() < before;
-        if subscribers.is_empty() {
+        let removed = subscribers.remove(connection);
+        if subscribers.subscribers.is_empty() {
             shard.channels.remove(channel);
         }
         removed && !shard.channels.contains_key(channel)
+    }
+
+    /// Tells the channel's delta state the publication a delta subscriber just recovered (the
+    /// last of its subscribe reply), unless the channel already knows a publication: the next
+    /// live one can then be a patch, also when this subscriber is the channel's first again.
+    pub fn seed_delta_base(&self, channel: &str, publication: &Publication, epoch: &str) {
+        let mut shard = self.shards[Self::index(channel)].lock();
+        if let Some(channel) = shard.channels.get_mut(channel)
+            && channel.patch_subscribers > 0
+            && channel.last.is_none()
+            && publication.offset > 0
+        {
+            channel.last = Some(Last {
+                offset: publication.offset,
+                epoch: epoch.to_owned(),
+                data: publication.data.clone(),
+            });
+        }
     }
 
     pub fn num_channels(&self) -> usize {
@@ -141,7 +313,14 @@ impl Hub {
     pub fn num_subscriptions(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().channels.values().map(Vec::len).sum::<usize>())
+            .map(|s| {
+                let shard = s.lock();
+                shard
+                    .channels
+                    .values()
+                    .map(|c| c.subscribers.len())
+                    .sum::<usize>()
+            })
             .sum()
     }
 
@@ -150,7 +329,7 @@ impl Hub {
             .lock()
             .channels
             .get(channel)
-            .map_or(0, Vec::len)
+            .map_or(0, |c| c.subscribers.len())
     }
 
     /// The channels with local subscribers and their counts.
@@ -161,7 +340,7 @@ impl Hub {
                 s.lock()
                     .channels
                     .iter()
-                    .map(|(c, subs)| (c.clone(), subs.len()))
+                    .map(|(c, channel)| (c.clone(), channel.subscribers.len()))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -356,27 +535,72 @@ impl Hub {
         epoch: &str,
         direct: bool,
     ) {
-        let shard = self.shards[Self::index(channel)].lock();
-        let Some(subscribers) = shard.channels.get(channel) else {
+        let mut shard = self.shards[Self::index(channel)].lock();
+        let Some(subscribers) = shard.channels.get_mut(channel) else {
             return;
         };
-        let mut encoded = Encoded::new(|| Push {
-            channel: channel.to_owned(),
-            r#pub: Some(client_publication(publication)),
-            ..Default::default()
+        let patch = subscribers.patch(publication, epoch);
+        let mut plain = Encoded::new(|_| {
+            Some(Push {
+                channel: channel.to_owned(),
+                r#pub: Some(client_publication(publication)),
+                ..Default::default()
+            })
         });
+        // What delta subscribers get: the data as a JSON string for JSON clients (whole, or the
+        // patch); Protobuf clients take the plain push's bytes when it is whole.
+        let delta_push = |data: &Bytes, delta: bool, encoding: Encoding| {
+            Some(Push {
+                channel: channel.to_owned(),
+                r#pub: Some(delta_publication(publication, data, delta, encoding)?),
+                ..Default::default()
+            })
+        };
+        let mut whole = Encoded::new(|encoding| delta_push(&publication.data, false, encoding));
+        let mut patched = Encoded::new(|encoding| {
+            patch
+                .as_ref()
+                .and_then(|patch| delta_push(patch, true, encoding))
+        });
+        // Each distinct filter's verdict, computed when a subscriber first needs it.
+        let mut verdicts = vec![None; subscribers.filters.slots.len()];
         // One clock read per publication, not per subscriber.
         let now = std::time::Instant::now();
-        for subscriber in subscribers {
-            match encoded.get(subscriber.wire) {
-                Some(message) => {
-                    subscriber.deliver_publication(publication.offset, epoch, message, now, direct)
-                }
+        for subscriber in &subscribers.subscribers {
+            let subscription = &subscriber.subscription;
+            let passes = subscriber.filter.is_none_or(|slot| {
+                *verdicts[slot].get_or_insert_with(|| {
+                    subscribers.filters.slots[slot]
+                        .as_ref()
+                        .is_some_and(|(filter, _)| filter.matches(&publication.tags))
+                })
+            });
+            let wire = subscription.wire;
+            let (message, patch) = if !passes {
+                (None, None)
+            } else if subscription.delta {
+                let whole = match wire.encoding {
+                    Encoding::Json => whole.get(wire).cloned(),
+                    Encoding::Protobuf => plain.get(wire).cloned(),
+                };
+                (whole, patched.get(wire).cloned())
+            } else {
+                (plain.get(wire).cloned(), None)
+            };
+            if passes && message.is_none() {
                 // Binary data for a JSON client: nothing valid can be sent, and skipping it
                 // would lose it silently ("inappropriate protocol",
                 // docs/protocol.md#json-encoding).
-                None => subscriber.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL),
+                subscription.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL);
+                continue;
             }
+            let delivery = Delivery {
+                offset: publication.offset,
+                epoch,
+                message: message.as_ref(),
+                patch: patch.as_ref(),
+            };
+            subscription.deliver_publication(delivery, now, direct);
         }
     }
 
@@ -385,17 +609,24 @@ impl Hub {
         let Some(subscribers) = shard.channels.get(channel) else {
             return;
         };
-        let mut encoded = Encoded::new(|| Push {
-            channel: channel.to_owned(),
-            join: join.then(|| Join {
-                info: Some(info.clone()),
-            }),
-            leave: (!join).then(|| Leave {
-                info: Some(info.clone()),
-            }),
-            ..Default::default()
+        let mut encoded = Encoded::new(|_| {
+            Some(Push {
+                channel: channel.to_owned(),
+                join: join.then(|| Join {
+                    info: Some(info.clone()),
+                }),
+                leave: (!join).then(|| Leave {
+                    info: Some(info.clone()),
+                }),
+                ..Default::default()
+            })
         });
-        for subscriber in subscribers.iter().filter(|s| s.join_leave) {
+        for subscriber in subscribers
+            .subscribers
+            .iter()
+            .map(|s| &s.subscription)
+            .filter(|s| s.join_leave)
+        {
             if let Some(message) = encoded.get(subscriber.wire) {
                 subscriber.deliver_presence(message, direct);
             }
@@ -413,11 +644,38 @@ pub fn client_publication(publication: &Publication) -> Publication {
     }
 }
 
+/// A publication as a delta subscriber receives it: `data` (the whole payload or a patch) as a
+/// JSON string for JSON clients, raw for Protobuf ones. `None` for a JSON client when `data` is
+/// not text (or, whole, not JSON): nothing valid can be sent.
+pub fn delta_publication(
+    publication: &Publication,
+    data: &Bytes,
+    delta: bool,
+    encoding: Encoding,
+) -> Option<Publication> {
+    let data = match encoding {
+        Encoding::Protobuf => data.clone(),
+        Encoding::Json => {
+            let text = std::str::from_utf8(data).ok()?;
+            if !delta && serde_json::from_str::<&serde_json::value::RawValue>(text).is_err() {
+                return None;
+            }
+            Bytes::from(serde_json::to_vec(text).ok()?)
+        }
+    };
+    Some(Publication {
+        data,
+        delta,
+        ..client_publication(publication)
+    })
+}
+
 /// A push encoded lazily, at most once per encoding, and compressed at most once per encoding
 /// for the connections that negotiated permessage-deflate.
 struct Encoded<F> {
-    build: Option<F>,
-    reply: Reply,
+    /// The push for an encoding; `None` when there is none to send (no patch, or data a JSON
+    /// client cannot receive).
+    build: F,
     /// Indexed by [`slot`]: JSON, Protobuf, then the same deflated.
     slots: [Option<Option<Bytes>>; 4],
 }
@@ -431,11 +689,10 @@ fn slot(encoding: Encoding, deflated: bool) -> usize {
     encoding + if deflated { 2 } else { 0 }
 }
 
-impl<F: FnOnce() -> Push> Encoded<F> {
+impl<F: FnMut(Encoding) -> Option<Push>> Encoded<F> {
     fn new(build: F) -> Self {
         Self {
-            build: Some(build),
-            reply: Reply::default(),
+            build,
             slots: Default::default(),
         }
     }
@@ -445,19 +702,21 @@ impl<F: FnOnce() -> Push> Encoded<F> {
     fn get(&mut self, wire: Wire) -> Option<&Bytes> {
         let plain = slot(wire.encoding, false);
         if self.slots[plain].is_none() {
-            if let Some(build) = self.build.take() {
-                self.reply.push = Some(build());
-            }
             let encoding = wire.encoding;
-            self.slots[plain] = Some(
-                match gyre_proto::codec::encode_reply(encoding, &self.reply) {
-                    Ok(bytes) => Some(bytes),
-                    Err(error) => {
-                        tracing::warn!(%error, "push not encodable for {encoding:?} clients");
-                        None
+            let reply = (self.build)(encoding).map(|push| Reply {
+                push: Some(push),
+                ..Default::default()
+            });
+            self.slots[plain] =
+                Some(reply.and_then(|reply| {
+                    match gyre_proto::codec::encode_reply(encoding, &reply) {
+                        Ok(bytes) => Some(bytes),
+                        Err(error) => {
+                            tracing::warn!(%error, "push not encodable for {encoding:?} clients");
+                            None
+                        }
                     }
-                },
-            );
+                }));
         }
         let Some(deflate) = wire.deflate else {
             return self.slots[plain].as_ref().and_then(Option::as_ref);
@@ -479,19 +738,153 @@ mod tests {
 
     /// A live subscriber of `channel` on `hub` with its own outbox.
     fn subscriber(hub: &Hub, connection: ConnectionId, wire: Wire) -> Arc<Outbox> {
+        subscriber_with(hub, connection, wire, Interest::default())
+    }
+
+    fn subscriber_with(
+        hub: &Hub,
+        connection: ConnectionId,
+        wire: Wire,
+        interest: Interest,
+    ) -> Arc<Outbox> {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let (control, _receiver) = control_channel();
+        let (control, receiver) = control_channel();
+        // Kept alive: a positioned subscriber must be able to report gaps.
+        std::mem::forget(receiver);
         let subscription = Arc::new(Subscription::new(
             connection,
             "news".into(),
             wire,
-            false,
+            interest,
             Arc::clone(&outbox),
             control,
         ));
-        subscription.go_live(None, LivePosition::default());
+        subscription.go_live(
+            None,
+            LivePosition {
+                positioned: true,
+                offset: 0,
+                epoch: "e".into(),
+            },
+        );
         hub.add(subscription);
         outbox
+    }
+
+    fn publish(hub: &Hub, offset: u64, data: &str, tags: &[(&str, &str)]) {
+        hub.dispatch(
+            EngineEvent::Publication {
+                channel: "news".into(),
+                publication: Box::new(Publication {
+                    data: Bytes::copy_from_slice(data.as_bytes()),
+                    offset,
+                    tags: tags
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                epoch: "e".into(),
+            },
+            true,
+        );
+    }
+
+    async fn all(outbox: &Outbox) -> Vec<Bytes> {
+        match outbox.next_batch(100).await {
+            Batch::Messages(messages) => messages,
+            other => panic!("expected messages, got {other:?}"),
+        }
+    }
+
+    fn filter(key: &str, value: &str) -> Option<Arc<TagsFilter>> {
+        let node = gyre_proto::protocol::FilterNode {
+            key: key.into(),
+            cmp: "eq".into(),
+            val: value.into(),
+            ..Default::default()
+        };
+        Some(Arc::new(TagsFilter::compile(&node).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn equal_filters_share_one_slot_and_only_matches_are_delivered() {
+        let hub = Hub::new();
+        let json = Wire::plain(Encoding::Json);
+        let wants = |value| Interest {
+            filter: filter("ticker", value),
+            ..Interest::default()
+        };
+        let aapl = [
+            subscriber_with(&hub, 1, json, wants("AAPL")),
+            subscriber_with(&hub, 2, json, wants("AAPL")),
+        ];
+        let msft = subscriber_with(&hub, 3, json, wants("MSFT"));
+        let everything = subscriber(&hub, 4, json);
+        {
+            let shard = hub.shards[Hub::index("news")].lock();
+            let filters = &shard.channels["news"].filters;
+            assert_eq!(filters.by_filter.len(), 2, "one slot per distinct filter");
+        }
+        publish(&hub, 1, r#"{"p":1}"#, &[("ticker", "AAPL")]);
+        publish(&hub, 2, r#"{"p":2}"#, &[("ticker", "MSFT")]);
+        publish(&hub, 3, r#"{"p":3}"#, &[]);
+        for outbox in &aapl {
+            let got = all(outbox).await;
+            assert_eq!(got.len(), 1);
+            assert!(
+                String::from_utf8_lossy(&got[0]).contains(r#"{"p":1}"#),
+                "{got:?}"
+            );
+        }
+        assert_eq!(all(&msft).await.len(), 1);
+        assert_eq!(all(&everything).await.len(), 3);
+        hub.remove("news", 1);
+        hub.remove("news", 3);
+        let shard = hub.shards[Hub::index("news")].lock();
+        assert_eq!(shard.channels["news"].filters.by_filter.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn delta_subscribers_share_one_patch_per_publication() {
+        let hub = Hub::new();
+        let delta = Interest {
+            delta: true,
+            delta_publish: true,
+            ..Interest::default()
+        };
+        let json = Wire::plain(Encoding::Json);
+        let outboxes = [
+            subscriber_with(&hub, 1, json, delta.clone()),
+            subscriber_with(&hub, 2, json, delta.clone()),
+        ];
+        let first = r#"{"board":"........................................","turn":1}"#;
+        let second = r#"{"board":"..........X.............................","turn":2}"#;
+        publish(&hub, 1, first, &[]);
+        publish(&hub, 2, second, &[]);
+        let received = [all(&outboxes[0]).await, all(&outboxes[1]).await];
+        assert_eq!(received[0][1].as_ptr(), received[1][1].as_ptr(), "shared");
+        let pushes: Vec<Publication> = received[0]
+            .iter()
+            .map(|bytes| {
+                let reply: Reply = gyre_proto::codec::json::decode_message(bytes).unwrap();
+                reply.push.unwrap().r#pub.unwrap()
+            })
+            .collect();
+        let text = |p: &Publication| serde_json::from_slice::<String>(&p.data).unwrap();
+        assert!(!pushes[0].delta, "the first one is whole");
+        assert_eq!(text(&pushes[0]), first);
+        assert!(pushes[1].delta);
+        let patch = text(&pushes[1]);
+        assert!(patch.len() < second.len());
+        let applied = gyre_proto::fossil::apply(first.as_bytes(), patch.as_bytes(), 1 << 16);
+        assert_eq!(applied.unwrap(), second.as_bytes());
+        // A publication outside the stream replaces the clients' base: the next one is whole.
+        publish(&hub, 0, r#"{"off":"stream"}"#, &[]);
+        publish(&hub, 3, second, &[]);
+        let after = all(&outboxes[0]).await;
+        let reply: Reply = gyre_proto::codec::json::decode_message(&after[1]).unwrap();
+        assert!(!reply.push.unwrap().r#pub.unwrap().delta);
     }
 
     async fn single(outbox: &Outbox) -> Bytes {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
+use super::filter::TagsFilter;
 use crate::queue::Outbox;
 
 /// Something the hub tells a connection's session outside of the message stream.
@@ -123,6 +124,20 @@ impl Drop for ControlReceiver {
 /// Identifies a connection on this node.
 pub type ConnectionId = u64;
 
+/// What a subscriber asked for beyond the channel's publications, as its grant allows.
+#[derive(Debug, Clone, Default)]
+pub struct Interest {
+    /// The client receives join and leave pushes.
+    pub join_leave: bool,
+    /// Only publications whose tags match are delivered.
+    pub filter: Option<Arc<TagsFilter>>,
+    /// Fossil delta compression was negotiated: publication data travels as a JSON string (JSON
+    /// clients) and, once the client holds a base, as a patch when one is available.
+    pub delta: bool,
+    /// The namespace's `delta_publish`: publications are patched against their predecessor.
+    pub delta_publish: bool,
+}
+
 pub struct Subscription {
     pub connection: ConnectionId,
     pub channel: String,
@@ -130,6 +145,9 @@ pub struct Subscription {
     pub wire: Wire,
     /// The client receives join and leave pushes.
     pub join_leave: bool,
+    pub filter: Option<Arc<TagsFilter>>,
+    pub delta: bool,
+    pub delta_publish: bool,
     outbox: Arc<Outbox>,
     control: ControlSender,
     state: Mutex<State>,
@@ -139,7 +157,21 @@ pub struct Subscription {
 struct Buffered {
     offset: u64,
     epoch: String,
-    message: Bytes,
+    message: Option<Bytes>,
+    patch: Option<Bytes>,
+}
+
+/// One publication for one subscriber, encoded for its wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub offset: u64,
+    pub epoch: &'a str,
+    /// What to queue; `None` when the subscriber's tags filter rejects the publication (its
+    /// offset still counts, so the position stays continuous).
+    pub message: Option<&'a Bytes>,
+    /// For a delta subscriber: the publication as a patch against the previous one, when the
+    /// hub could make one. Sent instead of `message` once the client holds that base.
+    pub patch: Option<&'a Bytes>,
 }
 
 #[derive(Default)]
@@ -157,6 +189,9 @@ struct State {
     /// subscription idle for long is checked against the stream, since PUB/SUB may have lost
     /// its last publications without any gap to show it.
     advanced_at: Option<Instant>,
+    /// A delta subscriber's client holds the data of the last publication it was sent, so the
+    /// next one may come as a patch.
+    delta_base: bool,
 }
 
 /// Where a subscription's stream stands once it goes live.
@@ -172,7 +207,7 @@ impl Subscription {
         connection: ConnectionId,
         channel: String,
         wire: Wire,
-        join_leave: bool,
+        interest: Interest,
         outbox: Arc<Outbox>,
         control: ControlSender,
     ) -> Self {
@@ -180,7 +215,10 @@ impl Subscription {
             connection,
             channel,
             wire,
-            join_leave,
+            join_leave: interest.join_leave,
+            filter: interest.filter,
+            delta: interest.delta,
+            delta_publish: interest.delta_publish,
             outbox,
             control,
             state: Mutex::new(State {
@@ -193,27 +231,28 @@ impl Subscription {
     /// Queues a publication (already encoded for this subscription's encoding), after the
     /// position checks of a positioned subscription; `direct`: it may be written straight into
     /// the socket (see [`Outbox::push`]) rather than left to the connection's task.
-    pub fn deliver_publication(
-        &self,
-        offset: u64,
-        epoch: &str,
-        message: &Bytes,
-        now: Instant,
-        direct: bool,
-    ) {
+    pub fn deliver_publication(&self, delivery: Delivery<'_>, now: Instant, direct: bool) {
         let mut state = self.state.lock();
         if state.broken {
             return;
         }
         if let Some(buffer) = &mut state.buffer {
             buffer.push(Buffered {
-                offset,
-                epoch: epoch.to_owned(),
-                message: message.clone(),
+                offset: delivery.offset,
+                epoch: delivery.epoch.to_owned(),
+                message: delivery.message.cloned(),
+                patch: delivery.patch.cloned(),
             });
             return;
         }
-        self.deliver_live(&mut state, offset, epoch, message, now, direct);
+        self.deliver_live(&mut state, delivery, now, direct);
+    }
+
+    /// The client already holds the data of the publication at its position (it recovered
+    /// publications in the subscribe reply): live publications may come as patches at once.
+    /// Called before [`Self::go_live`].
+    pub fn hold_delta_base(&self) {
+        self.state.lock().delta_base = true;
     }
 
     /// Closes this subscriber's connection (e.g. a publication that cannot be encoded for it).
@@ -253,14 +292,13 @@ impl Subscription {
                 // Already part of the reply (recovered) or before the position the client has.
                 continue;
             }
-            self.deliver_live(
-                &mut state,
-                item.offset,
-                &item.epoch,
-                &item.message,
-                now,
-                true,
-            );
+            let delivery = Delivery {
+                offset: item.offset,
+                epoch: &item.epoch,
+                message: item.message.as_ref(),
+                patch: item.patch.as_ref(),
+            };
+            self.deliver_live(&mut state, delivery, now, true);
         }
         !state.broken
     }
@@ -298,15 +336,8 @@ impl Subscription {
         self.break_locked(&mut state);
     }
 
-    fn deliver_live(
-        &self,
-        state: &mut State,
-        offset: u64,
-        epoch: &str,
-        message: &Bytes,
-        now: Instant,
-        direct: bool,
-    ) {
+    fn deliver_live(&self, state: &mut State, delivery: Delivery<'_>, now: Instant, direct: bool) {
+        let Delivery { offset, epoch, .. } = delivery;
         if state.positioned && offset > 0 {
             if !state.epoch.is_empty() && state.epoch != epoch {
                 self.break_locked(state);
@@ -324,6 +355,16 @@ impl Subscription {
             if state.epoch.is_empty() {
                 state.epoch = epoch.to_owned();
             }
+        }
+        let Some(whole) = delivery.message else {
+            return;
+        };
+        let message = match delivery.patch {
+            Some(patch) if self.delta && state.delta_base => patch,
+            _ => whole,
+        };
+        if self.delta {
+            state.delta_base = true;
         }
         self.outbox.push_or_queue(message.clone(), direct);
     }
@@ -350,7 +391,7 @@ mod tests {
             1,
             "ch".into(),
             Wire::plain(gyre_proto::Encoding::Json),
-            false,
+            Interest::default(),
             outbox.clone(),
             tx,
         );
@@ -365,6 +406,17 @@ mod tests {
         }
     }
 
+    fn send(sub: &Subscription, offset: u64, epoch: &str, message: &str, now: Instant) {
+        let message = Bytes::copy_from_slice(message.as_bytes());
+        let delivery = Delivery {
+            offset,
+            epoch,
+            message: Some(&message),
+            patch: None,
+        };
+        sub.deliver_publication(delivery, now, true);
+    }
+
     async fn drain(outbox: &Outbox) -> Vec<Bytes> {
         match outbox.next_batch(100).await {
             Batch::Messages(m) => m,
@@ -376,16 +428,10 @@ mod tests {
     async fn publications_wait_for_the_reply_and_skip_what_it_covered() {
         let (sub, outbox, _rx) = subscription();
         for offset in [3, 4, 5] {
-            sub.deliver_publication(
-                offset,
-                "e",
-                &Bytes::from(format!("p{offset}")),
-                Instant::now(),
-                true,
-            );
+            send(&sub, offset, "e", &format!("p{offset}"), Instant::now());
         }
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4)));
-        sub.deliver_publication(6, "e", &Bytes::from_static(b"p6"), Instant::now(), true);
+        send(&sub, 6, "e", "p6", Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
     }
 
@@ -393,8 +439,8 @@ mod tests {
     async fn a_gap_breaks_the_subscription_once() {
         let (sub, outbox, mut rx) = subscription();
         assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
-        sub.deliver_publication(3, "e", &Bytes::from_static(b"p3"), Instant::now(), true);
-        sub.deliver_publication(4, "e", &Bytes::from_static(b"p4"), Instant::now(), true);
+        send(&sub, 3, "e", "p3", Instant::now());
+        send(&sub, 4, "e", "p4", Instant::now());
         assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
         assert_eq!(
             rx.try_recv(),
@@ -410,7 +456,7 @@ mod tests {
     async fn an_epoch_change_breaks_the_subscription() {
         let (sub, _outbox, mut rx) = subscription();
         sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
-        sub.deliver_publication(2, "other", &Bytes::from_static(b"p"), Instant::now(), true);
+        send(&sub, 2, "other", "p", Instant::now());
         assert!(rx.try_recv().is_some());
     }
 
@@ -429,7 +475,7 @@ mod tests {
             sub.idle_position(Duration::from_secs(40), later),
             Some(live(1))
         );
-        sub.deliver_publication(2, "e", &Bytes::from_static(b"p2"), later, true);
+        send(&sub, 2, "e", "p2", later);
         assert_eq!(
             sub.idle_position(Duration::from_secs(40), later),
             None,
@@ -447,9 +493,65 @@ mod tests {
     #[tokio::test]
     async fn unpositioned_subscriptions_get_everything() {
         let (sub, outbox, _rx) = subscription();
-        sub.deliver_publication(0, "", &Bytes::from_static(b"a"), Instant::now(), true);
+        send(&sub, 0, "", "a", Instant::now());
         sub.go_live(Some(Bytes::from_static(b"reply")), LivePosition::default());
-        sub.deliver_publication(0, "", &Bytes::from_static(b"b"), Instant::now(), true);
+        send(&sub, 0, "", "b", Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
+    }
+
+    #[tokio::test]
+    async fn a_filtered_out_publication_moves_the_position_without_a_message() {
+        let (sub, outbox, mut rx) = subscription();
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        let filtered = Delivery {
+            offset: 2,
+            epoch: "e",
+            message: None,
+            patch: None,
+        };
+        sub.deliver_publication(filtered, Instant::now(), true);
+        send(&sub, 3, "e", "p3", Instant::now());
+        assert_eq!(drain(&outbox).await, ["reply", "p3"].map(Bytes::from));
+        assert!(rx.try_recv().is_none(), "no gap");
+        assert_eq!(sub.position().offset, 3);
+    }
+
+    #[tokio::test]
+    async fn a_delta_subscriber_gets_patches_once_it_holds_a_base() {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        let (tx, _rx) = control_channel();
+        let interest = Interest {
+            delta: true,
+            delta_publish: true,
+            ..Interest::default()
+        };
+        let sub = Subscription::new(
+            1,
+            "ch".into(),
+            Wire::plain(gyre_proto::Encoding::Json),
+            interest,
+            outbox.clone(),
+            tx,
+        );
+        let (whole, patch) = (Bytes::from_static(b"whole"), Bytes::from_static(b"patch"));
+        let delivery = |offset| Delivery {
+            offset,
+            epoch: "e",
+            message: Some(&whole),
+            patch: Some(&patch),
+        };
+        // Buffered while subscribing: the first one after the reply is whole.
+        sub.deliver_publication(delivery(2), Instant::now(), true);
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        sub.deliver_publication(delivery(3), Instant::now(), true);
+        let without_base = Delivery {
+            patch: None,
+            ..delivery(4)
+        };
+        sub.deliver_publication(without_base, Instant::now(), true);
+        assert_eq!(
+            drain(&outbox).await,
+            ["reply", "whole", "patch", "whole"].map(Bytes::from)
+        );
     }
 }

@@ -100,6 +100,9 @@ allow_presence_for_subscriber = true
 allow_presence_for_client = true
 allow_presence_for_anonymous = true
 allow_user_limited_channels = true
+allow_tags_filter = true
+allowed_delta_types = ["fossil"]
+delta_publish = true
 "#;
 
 /// The same, converted to JSON by hand the way a Centrifugo user writes `config.json`.
@@ -170,7 +173,10 @@ const ISSUE_KEYS_JSON: &str = r#"{
       "allow_presence_for_subscriber": true,
       "allow_presence_for_client": true,
       "allow_presence_for_anonymous": true,
-      "allow_user_limited_channels": true
+      "allow_user_limited_channels": true,
+      "allow_tags_filter": true,
+      "allowed_delta_types": ["fossil"],
+      "delta_publish": true
     }]
   }
 }"#;
@@ -241,6 +247,7 @@ fn every_issue_key_reads_from_toml_and_json() {
     assert_eq!(chat.history_size, 100);
     assert_eq!(chat.history_ttl, secs(300));
     assert_eq!(chat.history_meta_ttl, secs(24 * 3600));
+    assert_eq!(chat.allowed_delta_types, ["fossil"]);
     // Every boolean option of the namespace was set: compare against all-true (the proxy
     // switches have their own test, `centrifugo_v6_proxy_config_loads`).
     let json = serde_json::to_value(chat.options()).unwrap();
@@ -796,5 +803,21 @@ fn proxy_maps_and_lists_come_from_the_environment() {
     assert!(
         bad[0].to_string().contains("expected a JSON object"),
         "{bad:?}"
+    );
+}
+
+#[test]
+fn an_unknown_delta_type_names_its_key() {
+    let problems = toml_problems(
+        r#"
+[[channel.namespaces]]
+name = "doc"
+allowed_delta_types = ["fossil", "xdelta"]
+"#,
+    );
+    let error = format!("{problems:?}");
+    assert!(
+        error.contains("channel.namespaces[0].allowed_delta_types[1]") && error.contains("xdelta"),
+        "{error}"
     );
 }

@@ -13,7 +13,9 @@ use super::{ChannelState, CommandResult, Session, token_rejected, unix_now};
 use crate::auth::{Overrides, Reject, SubOptions, TokenUse};
 use crate::config::ChannelOptions;
 use crate::engine::{HistoryQuery, StreamPosition};
-use crate::hub::{LivePosition, Subscription, client_publication};
+use crate::hub::{
+    Interest, LivePosition, Subscription, TagsFilter, client_publication, delta_publication,
+};
 use crate::protocol::codes::{self, Disconnect, UnsubscribeCode};
 use crate::protocol::recovery::{self, Recovery};
 
@@ -36,6 +38,12 @@ pub(super) struct Grant {
     pub client_refresh: bool,
     /// How long the channel's stream position lives (for an epoch created on subscribe).
     pub meta_ttl: std::time::Duration,
+    /// The client's tags filter (`tf`), when the namespace allows one.
+    pub filter: Option<Arc<TagsFilter>>,
+    /// Fossil delta compression negotiated.
+    pub delta: bool,
+    /// The namespace's `delta_publish`.
+    pub delta_publish: bool,
 }
 
 impl Grant {
@@ -56,6 +64,9 @@ impl Grant {
             expires_at: sub.expires_at,
             client_refresh: false,
             meta_ttl: options.history_meta_ttl,
+            filter: None,
+            delta: false,
+            delta_publish: false,
         }
     }
 }
@@ -106,7 +117,8 @@ impl Session {
         if connected.subscriptions.len() >= node.config.client.channel_limit as usize {
             return Err(codes::LIMIT_EXCEEDED.into());
         }
-        let grant = self.authorize_subscribe(&request, options).await?;
+        let mut grant = self.authorize_subscribe(&request, options).await?;
+        tags_filter_and_delta(&request, options, &mut grant)?;
         // A broken subscription (after a gap) is replaced by this one.
         if self.connected()?.subscriptions.contains_key(&channel) {
             self.leave_channel(&channel).await;
@@ -205,11 +217,17 @@ impl Session {
         server_side: bool,
     ) -> CommandResult<Joined> {
         let node = Arc::clone(&self.node);
+        let interest = Interest {
+            join_leave: grant.join_leave_pushes,
+            filter: grant.filter.clone(),
+            delta: grant.delta,
+            delta_publish: grant.delta_publish,
+        };
         let subscription = Arc::new(Subscription::new(
             self.id,
             channel.to_owned(),
             self.wire(),
-            grant.join_leave_pushes,
+            interest,
             Arc::clone(&self.outbox),
             self.control.clone(),
         ));
@@ -232,11 +250,17 @@ impl Session {
         };
         self.connected_mut()?.subscriptions.insert(state);
         match self.position_channel(channel, grant, recover).await {
-            Ok((result, live)) => Ok(Joined {
-                subscription,
-                result,
-                live,
-            }),
+            Ok((result, live)) => {
+                if grant.delta && !result.publications.is_empty() {
+                    // The last recovered publication is the client's base for the next patch.
+                    subscription.hold_delta_base();
+                }
+                Ok(Joined {
+                    subscription,
+                    result,
+                    live,
+                })
+            }
             Err(error) => {
                 self.leave_channel(channel).await;
                 Err(error)
@@ -264,6 +288,7 @@ impl Session {
                 (at - unix_now()).clamp(0, i64::from(u32::MAX)) as u32
             }),
             data: grant.data.clone(),
+            delta: grant.delta,
             ..Default::default()
         };
         let mut live = LivePosition::default();
@@ -284,11 +309,22 @@ impl Session {
                 metrics::counter!(crate::metrics::RECOVERIES, "outcome" => label).increment(1);
             }
             result.recovered = outcome.recovered;
-            result.publications = outcome
+            // Centrifugo filters recovered publications too; their offsets still move the
+            // position the reply announces.
+            let recovered = outcome
                 .publications
                 .iter()
-                .map(client_publication)
-                .collect();
+                .filter(|p| grant.filter.as_ref().is_none_or(|f| f.matches(&p.tags)));
+            if grant.delta
+                && let Some(last) = outcome.publications.last()
+            {
+                node.hub.seed_delta_base(channel, last, &outcome.top.epoch);
+            }
+            result.publications = if grant.delta {
+                delta_chain(recovered, self.wire().encoding)
+            } else {
+                recovered.map(client_publication).collect()
+            };
             live = LivePosition {
                 positioned: true,
                 offset: outcome.top.offset,
@@ -320,6 +356,9 @@ impl Session {
             expires_at: None,
             client_refresh: !options.sub_refresh_proxy_enabled,
             meta_ttl: options.history_meta_ttl,
+            filter: None,
+            delta: false,
+            delta_publish: false,
         };
         let user_limited = options.allow_user_limited_channels && channel.contains('#');
         if !request.token.is_empty() {
@@ -662,6 +701,62 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The request's tags filter and delta wish, checked once the client may subscribe (as in
+/// Centrifugo): a `tf` needs the namespace's `allow_tags_filter` and must be valid (else 107);
+/// delta compression is negotiated when the namespace allows fossil, the subscription is
+/// positioned (deltas chain through offsets) and no tags filter thins the stream.
+fn tags_filter_and_delta(
+    request: &SubscribeRequest,
+    options: &ChannelOptions,
+    grant: &mut Grant,
+) -> CommandResult<()> {
+    let channel = &request.channel;
+    if let Some(node) = &request.tf {
+        if !options.allow_tags_filter {
+            tracing::debug!(%channel, "tags filter refused: allow_tags_filter is off");
+            return Err(codes::BAD_REQUEST.into());
+        }
+        let filter = TagsFilter::compile(node).map_err(|error| {
+            tracing::debug!(%channel, %error, "invalid tags filter");
+            codes::BAD_REQUEST
+        })?;
+        grant.filter = Some(Arc::new(filter));
+    }
+    grant.delta = request.delta == "fossil"
+        && options.allowed_delta_types.iter().any(|t| t == "fossil")
+        && grant.positioned
+        && grant.filter.is_none();
+    grant.delta_publish = options.delta_publish;
+    Ok(())
+}
+
+/// Recovered publications for a delta subscriber: the first whole, each next one as a patch
+/// against its predecessor when that is smaller (JSON clients get the data as JSON strings).
+fn delta_chain<'a>(
+    publications: impl Iterator<Item = &'a gyre_proto::Publication>,
+    encoding: gyre_proto::Encoding,
+) -> Vec<gyre_proto::Publication> {
+    let mut previous: Option<&Bytes> = None;
+    let mut out = Vec::new();
+    for publication in publications {
+        let data = &publication.data;
+        let patched = previous.and_then(|base| {
+            let patch = gyre_proto::fossil::create(base, data);
+            (patch.len() < data.len())
+                .then(|| delta_publication(publication, &Bytes::from(patch), true, encoding))
+                .flatten()
+        });
+        out.push(
+            patched
+                .or_else(|| delta_publication(publication, data, false, encoding))
+                // Data a JSON client cannot take: the reply fails to encode, as without delta.
+                .unwrap_or_else(|| client_publication(publication)),
+        );
+        previous = Some(data);
+    }
+    out
 }
 
 /// `news#42,43`: only the users listed after `#` may subscribe.
