@@ -247,3 +247,49 @@ cluster_flush() {
   local port
   for port in $(cluster_primaries); do redis-cli -p "$port" FLUSHALL >/dev/null; done
 }
+
+# --- One load, two targets (bench-deflate.sh, bench-delta.sh) ---------------------------------
+# ab_rounds TAG TARGET...: ROUNDS rounds of one reference-load run per target, alternating, each
+# against a fresh gyre (start_gyre on REDIS_PORT/GYRE_PORT); results in
+# $RESULTS/ref-<round>-<target>.json. Reads CONNECTIONS CHANNELS PAYLOAD THREADS DRAIN_TIMEOUT
+# MESSAGES RATE.
+ab_rounds() {
+  local tag=$1 r target out
+  shift
+  for r in $(seq "$ROUNDS"); do
+    for target in "$@"; do
+      log "round $r/$ROUNDS: $target"
+      out="$RESULTS/ref-$r-$target.json"
+      start_gyre "$REDIS_PORT" "$GYRE_PORT"
+      "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+        --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$GYRE_PID" \
+        --redis-pid "$GYRE_REDIS_PID" --label "$target" --tag "$tag" --out "$out" \
+        --connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size "$PAYLOAD" \
+        --threads "$THREADS" --drain-timeout "$DRAIN_TIMEOUT" --messages "$MESSAGES" \
+        --rate "$RATE" || log "FAILED: $target run ($out)"
+      stop_gyre
+    done
+  done
+}
+
+# Over the first phase of those results, per target:
+ab_median() { # target jq-path -> median or "–"
+  jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2 | select(. != null)] | sort |
+    if length == 0 then \"–\" elif length % 2 == 1 then .[length / 2 | floor]
+    else (.[length / 2 - 1] + .[length / 2]) / 2 end" "$RESULTS"/ref-*.json
+}
+ab_sum() { jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2] | add // 0" "$RESULTS"/ref-*.json; }
+ab_runs() { jq -rs --arg t "$1" '[.[] | select(.target == $t)] | length' "$RESULTS"/ref-*.json; }
+ab_per_run() { # target jq-path -> "v1, v2, …"
+  jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2] | map(tostring) | join(\", \")" "$RESULTS"/ref-*.json
+}
+ab_errors() { jq -rs '[.[] | .errors | to_entries[] | "\(.key): \(.value)"] | unique | join("; ")' "$RESULTS"/ref-*.json; }
+ab_ratio() { # a b
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || b == "–" || b == 0) print "–"; else printf "%.2f×", a / b }'
+}
+ab_fmt() { # value digits
+  awk -v v="$1" -v d="$2" 'BEGIN { if (v == "–") print v; else printf "%.*f", d, v }'
+}
+ab_ms() { # µs value digits -> ms
+  ab_fmt "$(awk -v v="$1" 'BEGIN { print (v == "–") ? v : v / 1000 }')" "$2"
+}

@@ -59,51 +59,19 @@ force_positioning = true
 allowed_delta_types = ["fossil"]
 delta_publish = true'
 
-run() { # target out
-  local target=$1 out=$2
-  start_gyre "$REDIS_PORT" "$GYRE_PORT"
-  "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
-    --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$GYRE_PID" \
-    --redis-pid "$GYRE_REDIS_PID" --label "$target" --tag delta --out "$out" \
-    --connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size "$PAYLOAD" \
-    --threads "$THREADS" --drain-timeout "$DRAIN_TIMEOUT" --messages "$MESSAGES" --rate "$RATE" \
-    || log "FAILED: $target run ($out)"
-  stop_gyre
-}
-
-for r in $(seq "$ROUNDS"); do
-  for target in gyre-ws gyre-ws-delta; do
-    log "round $r/$ROUNDS: $target"
-    run "$target" "$RESULTS/ref-$r-$target.json"
-  done
-done
+ab_rounds delta gyre-ws gyre-ws-delta
 
 # --- report -----------------------------------------------------------------------------------
-# Medians over the runs of each target (first phase of each result).
-median() { # target jq-path -> median or "–"
-  jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2 | select(. != null)] | sort |
-    if length == 0 then \"–\" elif length % 2 == 1 then .[length / 2 | floor]
-    else (.[length / 2 - 1] + .[length / 2]) / 2 end" "$RESULTS"/ref-*.json
-}
-ratio() { # a b
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "–" || b == "–" || b == 0) print "–"; else printf "%.2f×", a / b }'
-}
-fmt() { # value digits
-  awk -v v="$1" -v d="$2" 'BEGIN { if (v == "–") print v; else printf "%.*f", d, v }'
-}
-runs() { jq -rs --arg t "$1" '[.[] | select(.target == $t)] | length' "$RESULTS"/ref-*.json; }
-sum() { jq -rs --arg t "$1" "[.[] | select(.target == \$t) | $2] | add // 0" "$RESULTS"/ref-*.json; }
-
 declare -A CPU BYTES P50 P99 LOST DELIV CCPU N
 for t in gyre-ws gyre-ws-delta; do
-  N[$t]="$(runs "$t")"
-  CPU[$t]="$(median "$t" '.phases[0].server_cpu_us_per_delivery')"
-  BYTES[$t]="$(median "$t" '.phases[0].wire_bytes_per_delivery')"
-  P50[$t]="$(median "$t" '.phases[0].latency.p50_us')"
-  P99[$t]="$(median "$t" '.phases[0].latency.p99_us')"
-  CCPU[$t]="$(median "$t" '.phases[0].client_cpu_us_per_delivery')"
-  LOST[$t]="$(sum "$t" '.phases[0].lost')"
-  DELIV[$t]="$(sum "$t" '.phases[0].delivered')"
+  N[$t]="$(ab_runs "$t")"
+  CPU[$t]="$(ab_median "$t" '.phases[0].server_cpu_us_per_delivery')"
+  BYTES[$t]="$(ab_median "$t" '.phases[0].wire_bytes_per_delivery')"
+  P50[$t]="$(ab_median "$t" '.phases[0].latency.p50_us')"
+  P99[$t]="$(ab_median "$t" '.phases[0].latency.p99_us')"
+  CCPU[$t]="$(ab_median "$t" '.phases[0].client_cpu_us_per_delivery')"
+  LOST[$t]="$(ab_sum "$t" '.phases[0].lost')"
+  DELIV[$t]="$(ab_sum "$t" '.phases[0].delivered')"
 done
 P=gyre-ws D=gyre-ws-delta
 {
@@ -113,11 +81,11 @@ P=gyre-ws D=gyre-ws-delta
   echo "| target | runs | server CPU µs/delivery | vs plain | wire B/delivery | vs plain | p50 ms | p99 ms | lost / delivered | client CPU µs/delivery |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for t in $P $D; do
-    echo "| $t | ${N[$t]} | **$(fmt "${CPU[$t]}" 2)** | $(ratio "${CPU[$t]}" "${CPU[$P]}") | $(fmt "${BYTES[$t]}" 1) | $(ratio "${BYTES[$t]}" "${BYTES[$P]}") | $(fmt "$(awk -v v="${P50[$t]}" 'BEGIN{print (v=="–")?v:v/1000}')" 2) | $(fmt "$(awk -v v="${P99[$t]}" 'BEGIN{print (v=="–")?v:v/1000}')" 2) | ${LOST[$t]} / ${DELIV[$t]} | $(fmt "${CCPU[$t]}" 2) |"
+    echo "| $t | ${N[$t]} | **$(ab_fmt "${CPU[$t]}" 2)** | $(ab_ratio "${CPU[$t]}" "${CPU[$P]}") | $(ab_fmt "${BYTES[$t]}" 1) | $(ab_ratio "${BYTES[$t]}" "${BYTES[$P]}") | $(ab_ms "${P50[$t]}" 2) | $(ab_ms "${P99[$t]}" 2) | ${LOST[$t]} / ${DELIV[$t]} | $(ab_fmt "${CCPU[$t]}" 2) |"
   done
   echo
-  echo "Per run, server CPU µs/delivery: plain $(jq -rs '[.[] | select(.target == "gyre-ws") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json); delta $(jq -rs '[.[] | select(.target == "gyre-ws-delta") | .phases[0].server_cpu_us_per_delivery] | map(tostring) | join(", ")' "$RESULTS"/ref-*.json)"
-  errors="$(jq -rs '[.[] | .errors | to_entries[] | "\(.key): \(.value)"] | unique | join("; ")' "$RESULTS"/ref-*.json)"
+  echo "Per run, server CPU µs/delivery: plain $(ab_per_run gyre-ws '.phases[0].server_cpu_us_per_delivery'); delta $(ab_per_run gyre-ws-delta '.phases[0].server_cpu_us_per_delivery')"
+  errors="$(ab_errors)"
   if [ -n "$errors" ]; then echo && echo "Errors reported by the tool: $errors"; fi
 } | tee "$RESULTS/report.md"
 log "results in $RESULTS"

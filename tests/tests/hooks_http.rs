@@ -75,6 +75,23 @@ fn stream(gyre: &GyreProcess, head: &str, body: &[u8], until: &str) -> String {
     String::from_utf8_lossy(&received).into_owned()
 }
 
+/// The next push that has `kind` (`"unsubscribe"`, `"pub"`, ...), skipping others, within
+/// `within`.
+fn next_push_of(client: &mut WsClient, kind: &str, within: Duration) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let message = client
+            .next_push(Duration::from_millis(500))
+            .map(|m| m.json().clone());
+        if let Some(message) = message
+            && message["push"].get(kind).is_some()
+        {
+            return message;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {kind} push");
+    }
+}
+
 fn api(gyre: &GyreProcess, method: &str, body: Value) -> Value {
     serde_json::from_str(&gyre.api(method, &body.to_string())).expect("API JSON")
 }
@@ -425,18 +442,7 @@ fn sub_refresh_proxy_prolongs_subscriptions_until_the_backend_expires_them() {
     assert_eq!(refreshes[0]["body"]["channel"], "hooks:expiring-1");
 
     backend.control(json!({"expire_subscriptions": true}));
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    let unsubscribe = loop {
-        let message = client
-            .next_push(Duration::from_millis(500))
-            .map(|m| m.json().clone());
-        if let Some(message) = message
-            && message["push"].get("unsubscribe").is_some()
-        {
-            break message;
-        }
-        assert!(std::time::Instant::now() < deadline, "no unsubscribe");
-    };
+    let unsubscribe = next_push_of(&mut client, "unsubscribe", Duration::from_secs(8));
     assert_eq!(
         unsubscribe["push"],
         json!({"channel": "hooks:expiring-1", "unsubscribe": {"code": 2501, "reason": "subscription expired"}})
@@ -486,18 +492,7 @@ fn server_side_subscriptions_from_the_connect_proxy_expire_through_sub_refresh()
     );
 
     backend.control(json!({"expire_subscriptions": true}));
-    let deadline = std::time::Instant::now() + Duration::from_secs(8);
-    let unsubscribe = loop {
-        let message = client
-            .next_push(Duration::from_millis(500))
-            .map(|m| m.json().clone());
-        if let Some(message) = message
-            && message["push"].get("unsubscribe").is_some()
-        {
-            break message;
-        }
-        assert!(std::time::Instant::now() < deadline, "no unsubscribe");
-    };
+    let unsubscribe = next_push_of(&mut client, "unsubscribe", Duration::from_secs(8));
     assert_eq!(
         unsubscribe["push"],
         json!({"channel": "hooks:expiring-srv", "unsubscribe": {"code": 2501, "reason": "subscription expired"}})
@@ -508,18 +503,7 @@ fn server_side_subscriptions_from_the_connect_proxy_expire_through_sub_refresh()
         "publish",
         json!({"channel": "hooks:plain-srv", "data": {"n": 1}}),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let publication = loop {
-        let message = client
-            .next_push(Duration::from_millis(500))
-            .map(|m| m.json().clone());
-        if let Some(message) = message
-            && message["push"].get("pub").is_some()
-        {
-            break message;
-        }
-        assert!(std::time::Instant::now() < deadline, "no publication");
-    };
+    let publication = next_push_of(&mut client, "pub", Duration::from_secs(5));
     assert_eq!(
         publication["push"],
         json!({"channel": "hooks:plain-srv", "pub": {"data": {"n": 1}}})
