@@ -16,44 +16,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use gyre_proto::keys::{SLOTS, key_slot};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::Mutex;
 
-/// Slots of a Redis Cluster.
-pub const SLOTS: usize = 16384;
-
 /// Shortest pause between two topology refreshes (a failing node makes every command ask).
 pub const REFRESH_PAUSE: Duration = Duration::from_millis(20);
-
-/// CRC16/XMODEM, the one Redis Cluster hashes keys with.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &b in data {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc
-}
-
-/// The hash slot of `key`: of its hash tag (the bytes between the first `{` and the next `}`,
-/// when not empty), or of the whole key.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = match key.iter().position(|&b| b == b'{') {
-        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
-            _ => key,
-        },
-        None => key,
-    };
-    crc16(hashed) % SLOTS as u16
-}
 
 /// Where publications go.
 #[derive(Debug, Clone)]
@@ -126,7 +95,7 @@ impl Router {
             topology,
             timeout,
             state: Mutex::new(State {
-                slots: vec![None; SLOTS],
+                slots: vec![None; usize::from(SLOTS)],
                 nodes,
                 primary: None,
                 conns: HashMap::new(),
@@ -238,7 +207,7 @@ impl Router {
                                 st.nodes.len() - 1
                             }
                         };
-                        for slot in from..=to.min(SLOTS as u16 - 1) {
+                        for slot in from..=to.min(SLOTS - 1) {
                             st.slots[slot as usize] = Some(idx as u16);
                         }
                     }
@@ -415,16 +384,6 @@ fn parse_cluster_slots(v: &Value) -> Result<Vec<(u16, u16, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slots_match_redis() {
-        // Values from CLUSTER KEYSLOT on Redis 7.
-        assert_eq!(key_slot(b"123456789"), 12739);
-        assert_eq!(key_slot(b"foo"), 12182);
-        assert_eq!(key_slot(b"foo{hash_tag}"), key_slot(b"hash_tag"));
-        assert_eq!(key_slot(b"{}foo"), key_slot(b"{}foo"));
-        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
-    }
 
     #[test]
     fn cluster_slots_reply() {

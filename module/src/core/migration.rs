@@ -28,10 +28,7 @@
 //! Without a mark and without such a key, the node owns the slot and no migration of it is going
 //! on, so a missing key does not exist anywhere.
 use super::error::{GyreError, GyreResult};
-use super::keys::has_hash_tag;
-
-/// Number of hash slots of Redis Cluster.
-pub const SLOTS: u16 = 16384;
+pub use gyre_proto::keys::{SLOTS, key_slot};
 
 /// Whether a command must ask Redis about its slot before it goes on. Only in cluster mode, and
 /// only when one of the keys it needs (`here`: one flag per key) is not on this node. When none of
@@ -58,66 +55,10 @@ pub fn after_check(stable: bool, slot: u16) -> GyreResult<()> {
     }
 }
 
-/// The hash slot of a key as Redis Cluster computes it: CRC16 (XMODEM) of the key, or of its hash
-/// tag (the bytes between the first `{` and the next `}`, if not empty), modulo 16384. For a GYRE
-/// command the key is the channel name, whose slot every key of the channel shares.
-pub fn key_slot(key: &[u8]) -> u16 {
-    let hashed = if has_hash_tag(key) {
-        let open = key.iter().position(|&b| b == b'{').unwrap_or(0);
-        let len = key[open + 1..].iter().position(|&b| b == b'}').unwrap_or(0);
-        &key[open + 1..open + 1 + len]
-    } else {
-        key
-    };
-    crc16(hashed) % SLOTS
-}
-
-/// CRC16/XMODEM (polynomial 0x1021, initial value 0), the checksum of Redis Cluster's key slots.
-fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, &byte| {
-        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
-    })
-}
-
-/// The CRC16/XMODEM value of every byte.
-const CRC16_TABLE: [u16; 256] = {
-    let mut table = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u16) << 8;
-        let mut bit = 0;
-        while bit < 8 {
-            crc = if crc & 0x8000 != 0 {
-                (crc << 1) ^ 0x1021
-            } else {
-                crc << 1
-            };
-            bit += 1;
-        }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::keys::ChannelKeys;
-
-    #[test]
-    fn slots_are_redis_clusters() {
-        // The check value of CRC16/XMODEM, and slots reported by CLUSTER KEYSLOT on Redis 7.0.
-        assert_eq!(crc16(b"123456789"), 0x31c3);
-        assert_eq!(key_slot(b"123456789"), 12739);
-        assert_eq!(key_slot(b"chat:a"), 14206);
-        assert_eq!(key_slot(b"b"), 3300);
-        assert_eq!(key_slot(b"gyre.namespaces"), 12676);
-        assert_eq!(key_slot(b"{}b"), 6680, "an empty tag does not count");
-        assert_eq!(key_slot(b"a{b}c"), key_slot(b"b"));
-        assert_eq!(key_slot(b""), 0);
-        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
-    }
 
     #[test]
     fn every_key_of_a_channel_is_in_the_channels_slot() {
