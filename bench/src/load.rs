@@ -285,15 +285,7 @@ impl Shared {
     }
 
     fn error(&self, what: impl Into<String>) {
-        let mut what: String = what.into();
-        if what.len() > 160 {
-            let mut cut = 160;
-            while !what.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            what.truncate(cut);
-        }
-        *self.errors.lock().unwrap().entry(what).or_default() += 1;
+        crate::stats::count_error(&self.errors, what);
     }
 
     fn take_latency(&self) -> Histogram<u64> {

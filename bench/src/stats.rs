@@ -1,10 +1,27 @@
-//! Latency percentiles (hdrhistogram) and process accounting read from `/proc`.
+//! Latency percentiles (hdrhistogram), process accounting read from `/proc`, and error counts.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Highest latency the histograms track, in microseconds (10 minutes); larger values are clamped.
 pub const MAX_LATENCY_US: u64 = 600_000_000;
+
+/// Counts one occurrence of the error `what`, cut to 160 bytes so that errors carrying details
+/// (addresses, payloads) still group.
+pub fn count_error(errors: &Mutex<BTreeMap<String, u64>>, what: impl Into<String>) {
+    let mut what: String = what.into();
+    if what.len() > 160 {
+        let mut cut = 160;
+        while !what.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        what.truncate(cut);
+    }
+    *errors.lock().unwrap().entry(what).or_default() += 1;
+}
 
 /// A latency histogram in microseconds with 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {

@@ -301,15 +301,7 @@ struct Shared {
 
 impl Shared {
     fn error(&self, map: &Mutex<BTreeMap<String, u64>>, what: impl Into<String>) {
-        let mut what: String = what.into();
-        if what.len() > 160 {
-            let mut cut = 160;
-            while !what.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            what.truncate(cut);
-        }
-        *map.lock().unwrap().entry(what).or_default() += 1;
+        crate::stats::count_error(map, what);
     }
 }
 
