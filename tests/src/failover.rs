@@ -23,10 +23,9 @@ use std::time::Duration;
 use redis::Connection;
 use serde_json::{Value as Json, json};
 
-use crate::gyre_process::{
-    GyreProcess, SDK_HISTORY, SdkScript, json_array, json_data, json_offsets,
-};
+use crate::gyre::GyreProcess;
 use crate::replies::{as_array, as_int, as_string, cmd};
+use crate::sdk::{SDK_HISTORY, SdkScript, json_array, json_data, json_offsets};
 use crate::wait::now_ms;
 
 /// API publications before the failover and during it; publications straight into the new

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::gyre_process::http_request;
+use crate::http::http_request;
 use crate::module_build::workspace_root;
 use crate::tls_pki::{CertFiles, TestPki};
 

@@ -30,8 +30,12 @@
 //! - `failover` — [`FailoverScenario`], [`run_failover_scenario`]: the SDK's view of a primary
 //!   failover or a slot migration, and what it must show (no silent gap, no reused (epoch,
 //!   offset) pair); [`window_writer`] publishes during a tail-loss window.
-//! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
-//!   it must refuse to start.
+//! - `gyre` — [`GyreProcess`]: the `gyre` binary as a child process, configured by
+//!   [`GyreBuilder`] or by a config text; [`GyreBuilder::start_failure`] and
+//!   [`GyreBuilder::checkconfig`] where it must refuse to start.
+//! - `http` — [`http_request`]: one request to a local server (ureq).
+//! - `sdk` — the Centrifugo SDKs (Node and Python) and Chromium as test clients: [`SdkScript`],
+//!   [`SdkEnv`], [`sdk_expect`].
 //! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
 //!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
@@ -39,12 +43,13 @@ mod cluster;
 mod cluster_client;
 mod failover;
 mod grpc_backend;
-mod gyre_failure;
-mod gyre_process;
+mod gyre;
 mod hook_backend;
+mod http;
 mod module_build;
 mod pubsub;
 mod replies;
+mod sdk;
 mod sentinel_group;
 mod server;
 mod tail_loss;
@@ -67,13 +72,9 @@ pub use failover::{
     Ack, FailoverOutcome, FailoverScenario, publish_acked, run_failover_scenario, window_writer,
 };
 pub use grpc_backend::{GrpcBackend, GrpcOptions};
-pub use gyre_process::{
-    CHROMIUM, GyreBuilder, GyreProcess, Namespace, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS,
-    SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv, SdkScript, chromium_ready, gyre_binary, http_request,
-    http_request_with_timeout, json_array, json_data, json_offsets, json_str, node_sdk_status,
-    python_sdk_status, python_venv, sdk_available, sdk_basic_scenarios, sdk_dir, sdk_expect,
-};
+pub use gyre::{GyreBuilder, GyreProcess, Namespace, gyre_binary, gyre_command};
 pub use hook_backend::HttpBackend;
+pub use http::{http_request, http_request_with_timeout};
 pub use module_build::{module_path, workspace_root};
 pub use pubsub::{Subscriber, decode_payload};
 pub use replies::{
@@ -81,6 +82,12 @@ pub use replies::{
     assert_ping, cmd, cmd_bytes, decode_client_info, decode_publication, error_text, exists,
     expect_error, hgetall, history, history_raw, info_section, publish, publish_hist, try_cmd, ttl,
     xrange,
+};
+pub use sdk::expect as sdk_expect;
+pub use sdk::{
+    CHROMIUM, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS, SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv,
+    SdkScript, chromium_ready, json_array, json_data, json_offsets, json_str, node_sdk_status,
+    python_sdk_status, python_venv, sdk_available, sdk_basic_scenarios, sdk_dir,
 };
 pub use sentinel_group::{SentinelGroup, SentinelSecurity, SentinelTls, wait_for_replica};
 pub use server::{RedisServer, ServerBuilder, free_port};

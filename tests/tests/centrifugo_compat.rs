@@ -6,11 +6,10 @@
 use std::process::Command as Process;
 
 use gyre_proto::protocol::{Command, SubscribeRequest};
-use gyre_tests::ws_client::{
-    Encoding, ProxyProcess, WAIT, WsClient, WsOptions, cmd, hs256_token, unix_now,
-};
+use gyre_tests::ws_client::{Encoding, WAIT, WsClient, WsOptions, cmd, hs256_token, unix_now};
 use gyre_tests::{
-    SdkScript, free_port, gyre_binary, http_request, node_sdk_status, sdk_available, workspace_root,
+    GyreProcess, SdkScript, free_port, gyre_binary, http_request, node_sdk_status, sdk_available,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -57,7 +56,7 @@ fn connect(url: &str, encoding: Encoding, token: &str) -> Result<(WsClient, Stri
 /// token signed with a previous secret whose `valid_until` has passed is refused (error 103).
 #[test]
 fn token_rotation_and_issuer_regex() {
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             r#"
@@ -127,7 +126,7 @@ fn sdk_key_rotation(protocol: &str) {
         return;
     }
     let issuer = "https://auth.example.com/realms/app";
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             r#"
@@ -182,7 +181,7 @@ fn sdk_jwks_endpoint_per_realm() {
         return;
     }
     let jwks_port = free_port();
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             &format!(
@@ -225,7 +224,7 @@ issuer_regex = '^https://kc\.example/realms/(?P<realm>acme|beta)$'
 /// through `publish` and `broadcast`; exactly one of `data` and `b64data` must be given.
 #[test]
 fn b64data_reaches_protobuf_subscribers() {
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             "[client.token]\nhmac_secret_key = \"s\"\n\
@@ -283,7 +282,7 @@ fn b64data_reaches_protobuf_subscribers() {
 /// API before v5 answers.
 #[test]
 fn legacy_api_endpoint() {
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             "[channel.without_namespace]\nhistory_size = 10\nhistory_ttl = \"60s\"\n",
@@ -346,7 +345,7 @@ fn legacy_api_endpoint() {
 /// `handshake_rate_limit`: beyond the burst (one second's worth) clients get 503.
 #[test]
 fn connection_rate_limit_refuses_handshakes_beyond_it() {
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         toml_config(
             port,
             "[client]\nconnection_rate_limit = 1\nallow_anonymous_connect_without_token = true\n",
@@ -402,7 +401,7 @@ fn contradicting_rate_limits_are_a_config_error() {
 /// A YAML config file runs gyre like its TOML twin; its mistakes are named by key.
 #[test]
 fn yaml_config_files() {
-    let gyre = ProxyProcess::start_with("config.yaml", &[], |port| {
+    let gyre = GyreProcess::start_text_with("config.yaml", &[], |port| {
         format!(
             r#"# Centrifugo v6 keys in YAML
 http_server:
@@ -452,7 +451,7 @@ channel:
 /// its twin; gyre says once which `CENTRIFUGO_*` ones it read.
 #[test]
 fn centrifugo_environment_variables() {
-    let gyre = ProxyProcess::start_with(
+    let gyre = GyreProcess::start_text_with(
         "gyre.toml",
         &[
             (

@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use gyre_tests::ws_client::{
-    Encoding, EngineKind, ProxyEnv, ProxyProcess, WAIT, WsClient, WsOptions, cmd,
-};
+use gyre_tests::ws_client::{Encoding, EngineKind, ProxyEnv, WAIT, WsClient, WsOptions, cmd};
 use gyre_tests::{GyreBuilder, GyreProcess, Namespace};
 use serde_json::json;
 
@@ -236,7 +234,7 @@ fn a_client_that_pauses_reading_gets_everything_in_order() {
 #[test]
 fn origins_outside_allowed_origins_get_403() {
     let config = builder();
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         let toml = config.config_toml(port);
         let patched = toml.replace(
             "allowed_origins = [\"*\"]",
@@ -283,7 +281,7 @@ fn origins_outside_allowed_origins_get_403() {
 #[test]
 fn an_empty_allowed_origins_admits_only_the_same_host() {
     let config = builder();
-    let gyre = ProxyProcess::start(|port| {
+    let gyre = GyreProcess::start_text(|port| {
         let toml = config.config_toml(port);
         let patched = toml.replace("allowed_origins = [\"*\"]", "allowed_origins = []");
         assert_ne!(toml, patched, "allowed_origins line not found in {toml}");
@@ -376,7 +374,7 @@ fn sigterm_with_clients() -> (
     let config = builder()
         .hmac_secret(secret)
         .extra_toml("[shutdown]\ntimeout = \"5s\"");
-    let mut gyre = ProxyProcess::start(|port| config.config_toml(port));
+    let mut gyre = GyreProcess::start_text(|port| config.config_toml(port));
     let url = gyre.ws_url();
     let token = gyre_tests::ws_client::hs256_token(secret, &json!({"sub": "alice"}));
     let mut clients: Vec<WsClient> = [Encoding::Json, Encoding::Protobuf, Encoding::Json]

@@ -1,10 +1,10 @@
 //! `gyre` where it must refuse to start, and `gyre checkconfig`: the tests of start errors read
 //! what it printed.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::gyre_process::{GyreBuilder, gyre_binary};
+use super::binary::gyre_command;
+use super::config::GyreBuilder;
 use crate::server::free_port;
 
 impl GyreBuilder {
@@ -38,23 +38,8 @@ impl GyreBuilder {
         let config = dir.path().join("gyre.toml");
         std::fs::write(&config, self.config_toml(free_port())).expect("write gyre.toml");
         let log_path = dir.path().join("gyre.log");
-        let log = std::fs::File::create(&log_path).expect("create gyre.log");
-        let mut command = Command::new(gyre_binary());
-        command
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup gyre.log"))
-            .stderr(log)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("GYRE_") || name.starts_with("CENTRIFUGO_") {
-                command.env_remove(name.as_ref());
-            }
-        }
+        let mut command =
+            gyre_command(args, &config, &log_path, &[], None).expect("create gyre.log");
         let mut child = command.spawn().expect("spawn gyre");
         let deadline = Instant::now() + within;
         let status = loop {
