@@ -9,8 +9,7 @@
 //!   the close frame's code and reason are kept. JSON messages are also kept as
 //!   `serde_json::Value`, so tests can assert exact wire shapes.
 //! - [`hs256_token`] signs connection/subscription JWTs (HS256) without depending on the proxy.
-//! - [`ProxyProcess`] runs `gyre` from a config text when [`crate::GyreProcess`] does not fit:
-//!   it keeps the child so a test can send SIGTERM and read the exit status.
+//! - [`ProxyEnv`] is `gyre` on either engine with the helpers the protocol tests share.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
