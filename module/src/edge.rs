@@ -89,6 +89,7 @@ fn reply_error(error: GyreError) -> RedisError {
         TagsCountMismatch => {
             "ERR TAGS count does not match the number of key/value arguments".into()
         }
+        VersionEpochNeedsVersion => "ERR VERSION-EPOCH needs VERSION".into(),
         NotUtf8(what) => format!("ERR {what} must be valid UTF-8"),
         UnslottableChannel => {
             "ERR channel name has '}' but no hash tag: it cannot be used in cluster mode".into()
@@ -165,6 +166,7 @@ mod tests {
             GyreError::MissingValue(b"HISTORY".to_vec()),
             GyreError::DefaultHistoryNeedsTtl,
             GyreError::TagsCountMismatch,
+            GyreError::VersionEpochNeedsVersion,
             GyreError::NotUtf8("x"),
             GyreError::UnslottableChannel,
             GyreError::NamespaceNameHasColon,

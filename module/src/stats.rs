@@ -12,6 +12,8 @@ use crate::config::CONFIG;
 pub struct Counters {
     pub publications: AtomicU64,
     pub deduplicated: AtomicU64,
+    /// Publications `VERSION` skipped (not newer than the channel's stored version).
+    pub version_skipped: AtomicU64,
     /// Channels whose epoch was replaced because their meta was written under another lineage.
     pub epoch_rotations: AtomicU64,
     pub history_reads: AtomicU64,
@@ -30,6 +32,7 @@ pub struct Counters {
 pub static COUNTERS: Counters = Counters {
     publications: AtomicU64::new(0),
     deduplicated: AtomicU64::new(0),
+    version_skipped: AtomicU64::new(0),
     epoch_rotations: AtomicU64::new(0),
     history_reads: AtomicU64::new(0),
     presence_updates: AtomicU64::new(0),
@@ -60,6 +63,7 @@ fn fill_info(ctx: &InfoContext) -> RedisResult<()> {
         .add_section("stats")
         .field("publications", v(&c.publications))?
         .field("publications_deduplicated", v(&c.deduplicated))?
+        .field("publications_version_skipped", v(&c.version_skipped))?
         .field("epoch_rotations", v(&c.epoch_rotations))?
         .field("history_reads", v(&c.history_reads))?
         .field("presence_updates", v(&c.presence_updates))?

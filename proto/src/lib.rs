@@ -5,6 +5,7 @@
 //! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
 //! - [`fossil`]: Fossil deltas, for subscribers that negotiated delta compression.
 //! - [`keys`]: the Redis Cluster hash-tag rule both sides name a channel's slot with.
+//! - [`version`]: when a versioned publication is skipped, the rule of both engines.
 //! - [`proxy`]: the backend hook messages (`proto/proxy.proto`), shared by the proxy's HTTP and
 //!   GRPC clients and the tests' backends.
 
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod fossil;
 pub mod keys;
 pub mod redis_payload;
+pub mod version;
 
 /// Messages of the client protocol (prost types with serde for the JSON codec).
 pub mod protocol {

@@ -46,6 +46,8 @@ conformance!(
     subscribed_publication_carries_everything,
     unsubscribe_stops_delivery,
     idempotent_publish_returns_first_result,
+    versioned_publish_skips_what_is_not_newer,
+    delta_mark_travels_with_the_publication,
     remove_history_keeps_position,
     presence_lists_clients_and_counts_users,
     join_and_leave_events_exactly_once,
@@ -177,6 +179,64 @@ async fn idempotent_publish_returns_first_result(mut s: Subject) {
     let events = s.events_until_marker("idem").await;
     let delivered: Vec<String> = events.iter().map(|e| publication(e).3).collect();
     assert_eq!(delivered, ["once", "other"]);
+}
+
+async fn versioned_publish_skips_what_is_not_newer(mut s: Subject) {
+    s.engine.subscribe("ver").await.unwrap();
+    let versioned = |version: u64, epoch: &str| PublishOptions {
+        version,
+        version_epoch: epoch.into(),
+        ..with_history()
+    };
+    let first = s.publish("ver", "v2", &versioned(2, "")).await;
+    assert_eq!(first.offset, 1);
+    let skipped = s.publish("ver", "v2 again", &versioned(2, "")).await;
+    assert_eq!(
+        skipped,
+        StreamPosition::default(),
+        "no position for a skipped one"
+    );
+    let older = s.publish("ver", "v1", &versioned(1, "")).await;
+    assert_eq!(older, StreamPosition::default());
+    let newer = s.publish("ver", "v3", &versioned(3, "")).await;
+    assert_eq!((newer.offset, &newer.epoch), (2, &first.epoch));
+    let reset = s.publish("ver", "x1", &versioned(1, "x")).await;
+    assert_eq!(reset.offset, 3, "a new version epoch starts over");
+    let unversioned = s.publish("ver", "plain", &with_history()).await;
+    assert_eq!(unversioned.offset, 4, "no version: never skipped");
+    let h = s.history("ver", HistoryQuery::default()).await;
+    assert_eq!(data(&h), ["v2", "v3", "x1", "plain"]);
+    let events = s.events_until_marker("ver").await;
+    let delivered: Vec<String> = events.iter().map(|e| publication(e).3).collect();
+    assert_eq!(delivered, ["v2", "v3", "x1", "plain"]);
+}
+
+async fn delta_mark_travels_with_the_publication(mut s: Subject) {
+    s.engine.subscribe("dm").await.unwrap();
+    let marked = PublishOptions {
+        delta: true,
+        ..with_history()
+    };
+    s.publish("dm", "whole", &with_history()).await;
+    s.publish("dm", "patchable", &marked).await;
+    s.publish(
+        "dm",
+        "no history",
+        &PublishOptions {
+            delta: true,
+            ..PublishOptions::default()
+        },
+    )
+    .await;
+    let events = s.events_until_marker("dm").await;
+    let marks: Vec<bool> = events
+        .iter()
+        .map(|event| match event {
+            EngineEvent::Publication { publication, .. } => publication.delta_allowed,
+            other => panic!("expected a publication, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(marks, [false, true, true]);
 }
 
 async fn remove_history_keeps_position(s: Subject) {

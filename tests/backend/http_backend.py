@@ -8,14 +8,17 @@ It is the example of the README ("Backend hooks") and the backend of the hook te
                                   emulated `Authorization: Bearer t-<user>` header; else a
                                   disconnect 4501. The `hooks:` channels the client names become
                                   server-side subscriptions (`hooks:expiring-*` ones expire in
-                                  SUB_TTL seconds). For tests of failed connects,
+                                  SUB_TTL seconds; `cached:` ones recover in cache mode,
+                                  `cache_recover`). For tests of failed connects,
                                   `session=e-<code>` is answered with error <code> and
                                   `session=h-<status>` with that HTTP status
     POST /centrifugo/refresh      prolongs the connection by REFRESH_TTL seconds, unless the user is
                                   in the `expire_users` list (then `expired`)
     POST /centrifugo/subscribe    `hooks:denied-*` → error 403; `hooks:expiring-*` → expires in
                                   SUB_TTL seconds; channel data in the subscribe result
-    POST /centrifugo/publish      `hooks:readonly-*` → error 403; else the data rewritten
+    POST /centrifugo/publish      `hooks:readonly-*` → error 403; `hookdelta:` channels keep
+                                  the client's data, sent as a delta where possible (`delta`)
+                                  and versioned by its `version` field; else the data rewritten
     POST /centrifugo/sub_refresh  prolongs by SUB_TTL, unless `expire_subscriptions` is set
     POST /centrifugo/rpc          methods `echo`, `whoami`, `fail` (error 1001), `bye` (disconnect
                                   4501), `slow` (answers after 3 s), `garbage` (not JSON), `boom`
@@ -113,10 +116,13 @@ def connect(body, headers):
     channels = [c for c in body.get("channels", []) if c.startswith("hooks:")]
     plain = [c for c in channels if not c.startswith("hooks:expiring")]
     expiring = [c for c in channels if c.startswith("hooks:expiring")]
+    cached = [c for c in body.get("channels", []) if c.startswith("cached:")]
     if plain:
         result["channels"] = plain
-    if expiring:
-        result["subs"] = {c: {"expire_at": int(time.time()) + SUB_TTL} for c in expiring}
+    subs = {c: {"expire_at": int(time.time()) + SUB_TTL} for c in expiring}
+    subs.update({c: {"cache_recover": True} for c in cached})
+    if subs:
+        result["subs"] = subs
     return {"result": result}
 
 
@@ -143,6 +149,11 @@ def publish(body, headers):
     if channel.startswith("hooks:readonly"):
         return {"error": {"code": 403, "message": "read only"}}
     data = body.get("data")
+    if channel.startswith("hookdelta:"):
+        result = {"delta": True}
+        if isinstance(data, dict) and data.get("version"):
+            result["version"] = data["version"]
+        return {"result": result}
     text = data.get("text") if isinstance(data, dict) else data
     return {"result": {"data": {"text": text, "by": body.get("user"), "checked": True}}}
 

@@ -652,3 +652,116 @@ fn unidirectional_and_emulated_transports_run_the_connect_proxy() {
         },
     );
 }
+
+/// Namespaces for the publish proxy's `delta`/`version` and the connect proxy's
+/// `cache_recover`: both keep history and recover (in stream mode: `cache_recover` is what
+/// switches the server-side subscription to cache mode).
+const DELTA_AND_CACHE: &str = r#"
+[[channel.namespaces]]
+name = "hookdelta"
+history_size = 10
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allowed_delta_types = ["fossil"]
+publish_proxy_enabled = true
+
+[[channel.namespaces]]
+name = "cached"
+history_size = 10
+history_ttl = "300s"
+force_recovery = true
+"#;
+
+/// A document that changes a little from version to version.
+fn document(version: u64) -> Value {
+    let cells: Vec<Value> = (0..40)
+        .map(
+            |i| json!({"cell": i, "mark": if (i + version).is_multiple_of(9) { "X" } else { "." }}),
+        )
+        .collect();
+    json!({"version": version, "cells": cells})
+}
+
+#[test]
+fn publish_proxy_delta_and_version_take_effect() {
+    let backend = HttpBackend::start();
+    let gyre = start(&backend, DELTA_AND_CACHE);
+    let (mut alice, _) = connected(&gyre, "session=s-alice");
+    let (mut bob, _) = connected(&gyre, "session=s-bob");
+    let reply = call(
+        &mut bob,
+        2,
+        json!({"subscribe": {"channel": "hookdelta:doc", "delta": "fossil"}}),
+    );
+    assert_eq!(reply["subscribe"]["delta"], true, "{reply}");
+    // The backend answers `delta: true` and the document's version; version 2 comes twice.
+    for (id, version) in (2..).zip([1, 2, 2, 3]) {
+        let reply = call(
+            &mut alice,
+            id,
+            json!({"publish": {"channel": "hookdelta:doc", "data": document(version)}}),
+        );
+        assert_eq!(reply["publish"], json!({}), "{reply}");
+    }
+    let got = bob.publications("hookdelta:doc", 3, Duration::from_secs(5));
+    let mut base: Option<Vec<u8>> = None;
+    for (message, version) in got.iter().zip([1, 2, 3]) {
+        let publication = &message.json()["push"]["pub"];
+        assert_eq!(publication["offset"], version, "{publication}");
+        let data = publication["data"]
+            .as_str()
+            .expect("a delta subscriber's data");
+        let whole = match &base {
+            None => {
+                assert!(publication.get("delta").is_none(), "the first is whole");
+                data.as_bytes().to_vec()
+            }
+            Some(base) => {
+                assert_eq!(publication["delta"], true, "{publication}");
+                gyre_proto::fossil::apply(base, data.as_bytes(), 1 << 20).expect("applies")
+            }
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&whole).unwrap(),
+            document(version)
+        );
+        base = Some(whole);
+    }
+    let asked = backend.requests_to("publish");
+    assert_eq!(asked.len(), 4, "the skipped one was asked for too");
+}
+
+#[test]
+fn connect_proxy_cache_recover_gives_a_server_side_subscription_only_the_latest() {
+    let backend = HttpBackend::start();
+    let gyre = start(&backend, DELTA_AND_CACHE);
+    let first = api(
+        &gyre,
+        "publish",
+        json!({"channel": "cached:now", "data": {"song": 1}}),
+    );
+    let epoch = first["result"]["epoch"].as_str().unwrap().to_owned();
+    for song in 2..=5 {
+        api(
+            &gyre,
+            "publish",
+            json!({"channel": "cached:now", "data": {"song": song}}),
+        );
+    }
+    // The SDK comes back from offset 1: in stream mode it would get 2..5, in cache mode only 5.
+    let mut client = ws(&gyre, &[("Cookie", "session=s-alice")]);
+    let reply = call(
+        &mut client,
+        1,
+        json!({"connect": {"subs": {"cached:now": {"recover": true, "offset": 1, "epoch": epoch}}}}),
+    );
+    let sub = &reply["connect"]["subs"]["cached:now"];
+    assert_eq!(sub["recovered"], true, "{reply}");
+    let publications = sub["publications"].as_array().expect("publications");
+    assert_eq!(publications.len(), 1, "{reply}");
+    assert_eq!(publications[0]["data"], json!({"song": 5}));
+    assert_eq!(publications[0]["offset"], 5);
+    let connect = backend.requests_to("connect").pop().unwrap();
+    assert_eq!(connect["body"]["channels"], json!(["cached:now"]));
+}

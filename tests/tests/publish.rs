@@ -565,3 +565,110 @@ fn keywords_are_case_insensitive() {
     let t = ttl(&mut con, "gyre.result.ch.k");
     assert!((1..=50).contains(&t), "idempotency-ttl 50, got {t}");
 }
+
+#[test]
+fn a_skipped_version_takes_no_offset_and_reaches_nobody() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let mut sub = server.subscribe("gyre.client.doc");
+    let mut send = |version: &str, epoch: Option<&str>, data: &str| {
+        let mut args = vec!["GYRE.PUBLISH", "doc", data, "HISTORY", "10", "60"];
+        args.extend(["VERSION", version]);
+        if let Some(epoch) = epoch {
+            args.extend(["VERSION-EPOCH", epoch]);
+        }
+        cmd(&mut con, &args)
+    };
+    let first = send("5", None, "v5");
+    assert_eq!(as_int(&as_array(&first)[0]), 1, "{first:?}");
+    // Not newer in the same (empty) version epoch: skipped, answered with nil.
+    assert_eq!(send("5", None, "v5 again"), Value::Nil);
+    assert_eq!(send("4", None, "v4"), Value::Nil);
+    let newer = send("6", None, "v6");
+    assert_eq!(
+        as_int(&as_array(&newer)[0]),
+        2,
+        "the skipped ones took no offset"
+    );
+    // A new version epoch starts over; in it, versions compare again.
+    let reset = send("1", Some("b"), "b1");
+    assert_eq!(as_int(&as_array(&reset)[0]), 3, "{reset:?}");
+    assert_eq!(send("1", Some("b"), "b1 again"), Value::Nil);
+    // Without VERSION-EPOCH a version compares with whatever epoch is stored.
+    assert_eq!(send("1", None, "b1 without epoch"), Value::Nil);
+
+    let meta = hgetall(&mut con, "gyre.stream.meta.doc");
+    assert_eq!(meta.get("s").map(String::as_str), Some("3"), "{meta:?}");
+    assert_eq!(meta.get("v").map(String::as_str), Some("1"), "{meta:?}");
+    assert_eq!(meta.get("ve").map(String::as_str), Some("b"), "{meta:?}");
+    let stored: Vec<Vec<u8>> = xrange(&mut con, "gyre.stream.doc")
+        .into_iter()
+        .map(|(_, fields)| decode_publication(&fields[0].1).data.to_vec())
+        .collect();
+    assert_eq!(stored, [b"v5".to_vec(), b"v6".to_vec(), b"b1".to_vec()]);
+    let delivered: Vec<u64> = sub
+        .payloads_until_barrier(&mut con)
+        .iter()
+        .map(|payload| match decode_payload(payload) {
+            ChannelEvent::Publication { publication, .. } => publication.offset,
+            other => panic!("expected a publication, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [1, 2, 3],
+        "skipped publications are not published"
+    );
+
+    // Without history there is no stored version: VERSION changes nothing.
+    let plain = publish(
+        &mut con,
+        "plain",
+        "x",
+        &["HISTORY", "0", "0", "VERSION", "1"],
+    );
+    assert_eq!(plain, (0, String::new()));
+    let again = publish(
+        &mut con,
+        "plain",
+        "x",
+        &["HISTORY", "0", "0", "VERSION", "1"],
+    );
+    assert_eq!(again, (0, String::new()));
+}
+
+#[test]
+fn delta_marks_the_stored_and_published_publication() {
+    let server = RedisServer::start();
+    let mut con = server.connection();
+    let mut sub = server.subscribe("gyre.client.doc");
+    publish(&mut con, "doc", "whole", &["HISTORY", "10", "60"]);
+    publish(
+        &mut con,
+        "doc",
+        "patchable",
+        &["HISTORY", "10", "60", "DELTA"],
+    );
+    let published: Vec<bool> = sub
+        .payloads_until_barrier(&mut con)
+        .iter()
+        .map(|payload| match decode_payload(payload) {
+            ChannelEvent::Publication { publication, .. } => publication.delta_allowed,
+            other => panic!("expected a publication, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(published, [false, true]);
+    let stored: Vec<bool> = xrange(&mut con, "gyre.stream.doc")
+        .iter()
+        .map(|(_, fields)| decode_publication(&fields[0].1).delta_allowed)
+        .collect();
+    assert_eq!(stored, [false, true]);
+    let refused = try_cmd(
+        &mut con,
+        &["GYRE.PUBLISH", "doc", "x", "VERSION-EPOCH", "e"],
+    );
+    assert_eq!(
+        error_text(&refused.unwrap_err()),
+        "ERR VERSION-EPOCH needs VERSION"
+    );
+}

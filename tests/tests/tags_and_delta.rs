@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 /// `tags` (history, recovery, tags filters allowed), `notags` (the same without filters),
 /// `deltas` (history, recovery, fossil deltas published; filters allowed too, to show that a
-/// filter turns deltas off).
+/// filter turns deltas off), `flagged` (deltas negotiable but not `delta_publish`: only
+/// publications published with `delta: true` become patches).
 const NAMESPACES: &str = r#"
 [[channel.namespaces]]
 name = "tags"
@@ -36,6 +37,14 @@ allow_subscribe_for_client = true
 allowed_delta_types = ["fossil"]
 delta_publish = true
 allow_tags_filter = true
+
+[[channel.namespaces]]
+name = "flagged"
+history_size = 100
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allowed_delta_types = ["fossil"]
 "#;
 
 fn env(engine: EngineKind) -> ProxyEnv {
@@ -208,6 +217,63 @@ fn fossil_deltas_are_negotiated_and_apply_to_the_previous_publication() {
     assert_eq!(plain[0].json()["push"]["pub"]["data"], board(7));
 }
 
+/// The publish API's `delta` in a namespace without `delta_publish`: exactly the flagged
+/// publications reach a delta subscriber as patches (once it holds a base), and they apply.
+fn the_publish_delta_flag_patches_only_flagged_publications(engine: EngineKind) {
+    let env = env(engine);
+    let mut client = env.client("alice");
+    let reply = subscribe(
+        &mut client,
+        2,
+        json!({"channel": "flagged:doc", "delta": "fossil"}),
+    );
+    assert_eq!(reply["subscribe"]["delta"], true, "{reply}");
+    let flags = [true, true, false, true, true];
+    for (turn, flag) in (1..).zip(flags) {
+        let reply = env.api(
+            "publish",
+            json!({"channel": "flagged:doc", "data": board(turn), "delta": flag}),
+        );
+        assert_eq!(reply["result"]["offset"], turn, "{reply}");
+    }
+    let got = client.publications("flagged:doc", flags.len(), WAIT);
+    let mut previous: Option<Vec<u8>> = None;
+    for ((message, flag), turn) in got.iter().zip(flags).zip(1..) {
+        let publication = &message.json()["push"]["pub"];
+        let data = string_data(publication);
+        let patched = publication["delta"] == true;
+        // The first one is whole whatever its flag: the client holds no base yet.
+        assert_eq!(
+            patched,
+            flag && turn > 1,
+            "publication {turn}: {publication}"
+        );
+        let whole = match (&previous, patched) {
+            (Some(base), true) => gyre_proto::fossil::apply(base, data.as_bytes(), 1 << 20)
+                .expect("the patch applies"),
+            _ => data.into_bytes(),
+        };
+        assert_eq!(
+            serde_json::from_slice::<Value>(&whole).unwrap(),
+            board(turn)
+        );
+        previous = Some(whole);
+    }
+    // A subscriber that did not negotiate deltas gets every one of them whole.
+    let mut plain = env.client("bob");
+    subscribe(&mut plain, 2, json!({"channel": "flagged:doc"}));
+    env.api(
+        "publish",
+        json!({"channel": "flagged:doc", "data": board(6), "delta": true}),
+    );
+    let got = plain.publications("flagged:doc", 1, WAIT);
+    assert_eq!(got[0].json()["push"]["pub"]["data"], board(6));
+}
+
+gyre_tests::on_both_engines! {
+    the_publish_delta_flag_patches_only_flagged_publications,
+}
+
 #[test]
 fn recovered_publications_of_a_delta_subscriber_chain_from_a_whole_one() {
     let env = env(EngineKind::Memory);
@@ -269,6 +335,50 @@ fn node_ready() -> bool {
 
 fn sdk_env() -> SdkEnv {
     SdkEnv::redis_configured(|builder| builder.extra_toml(NAMESPACES))
+}
+
+fn sdk_env_on(engine: EngineKind) -> SdkEnv {
+    match engine {
+        EngineKind::Redis => sdk_env(),
+        EngineKind::Memory => SdkEnv {
+            gyre: SdkEnv::gyre_builder()
+                .extra_toml(NAMESPACES)
+                .memory()
+                .start(),
+            redis: None,
+        },
+    }
+}
+
+/// centrifuge-js in a namespace without `delta_publish`, every publication sent with the
+/// publish API's `delta: true`: the SDK gets patches (its own counters say so) and decodes every
+/// document intact, live and after recovery.
+fn sdk_delta_flag(protocol: &str, engine: EngineKind) {
+    let env = sdk_env_on(engine);
+    let r = SdkScript::node("delta.mjs")
+        .gyre(&env.gyre)
+        .arg("protocol", protocol)
+        .arg("channel", format!("flagged:doc-{protocol}"))
+        .arg("publish-delta", "true")
+        .run()
+        .json();
+    assert_eq!(r["ok"], true, "{r}");
+    let received: Vec<&Value> = r["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["data"])
+        .collect();
+    let published: Vec<&Value> = r["published"].as_array().unwrap().iter().collect();
+    assert_eq!(received.len(), 30, "{r}");
+    assert_eq!(
+        received, published,
+        "every document arrives intact, in order"
+    );
+    assert_eq!(r["subscribedAgain"]["recovered"], true, "{r}");
+    assert_eq!(r["statsLive"]["numFullPayloads"], 1, "{r}");
+    assert_eq!(r["statsLive"]["numDeltaPayloads"], 19, "{r}");
+    assert_eq!(r["stats"]["numFullPayloads"], 2, "{r}");
 }
 
 fn sdk_delta(protocol: &str) {
@@ -359,6 +469,27 @@ mod sdk {
     fn python_delta_protobuf() {
         if super::python_ready() {
             super::python_delta("protobuf");
+        }
+    }
+
+    #[test]
+    fn delta_flag_json_redis() {
+        if super::node_ready() {
+            super::sdk_delta_flag("json", super::EngineKind::Redis);
+        }
+    }
+
+    #[test]
+    fn delta_flag_protobuf_redis() {
+        if super::node_ready() {
+            super::sdk_delta_flag("protobuf", super::EngineKind::Redis);
+        }
+    }
+
+    #[test]
+    fn delta_flag_json_memory() {
+        if super::node_ready() {
+            super::sdk_delta_flag("json", super::EngineKind::Memory);
         }
     }
 

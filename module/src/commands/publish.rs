@@ -1,4 +1,8 @@
-//! `GYRE.PUBLISH <channel> <data> [HISTORY …] [META-TTL …] [IDEMPOTENCY …] [INFO …] [TAGS …]`
+//! `GYRE.PUBLISH <channel> <data> [HISTORY …] [META-TTL …] [IDEMPOTENCY …] [INFO …] [TAGS …]
+//! [DELTA] [VERSION <n> [VERSION-EPOCH <e>]]`
+//!
+//! Replies `[offset, epoch]` (`[0, ""]` without history), or nil when `VERSION` skipped the
+//! publication: nothing was written or published.
 //!
 //! The hot path, so it writes through the low-level key API instead of `RM_Call` (several times
 //! faster) and owns the side effects itself: each write is replicated as the concrete command
@@ -12,7 +16,9 @@ use crate::config::Settings;
 use crate::core::epoch::new_epoch;
 use crate::core::keys::{ChannelKeys, namespaces_key};
 use crate::core::namespace::namespace_of;
-use crate::core::publish::{History, PublishArgs, deadline_ms, parse_result, plan_append};
+use crate::core::publish::{
+    History, PublishArgs, deadline_ms, parse_result, parse_version, plan_append,
+};
 use crate::core::{GyreError, GyreResult};
 use crate::lineage;
 use crate::stats::{COUNTERS, bump};
@@ -57,15 +63,19 @@ pub fn publish(ctx: &Context, args: &[&[u8]]) -> GyreResult<RedisValue> {
                 channel: args.channel,
                 new_result,
             };
-            let (offset, epoch) = append(
+            let version = args.version.map(|v| (v, args.version_epoch));
+            let Some((offset, epoch)) = append(
                 ctx,
                 &keys,
                 place,
                 history,
-                retention.meta_ttl,
+                (retention.meta_ttl, version),
                 &publication,
                 now,
-            )?;
+            )?
+            else {
+                return Ok(RedisValue::Null);
+            };
             let payload = encode_positioned(offset, &epoch, &publication);
             (offset, epoch, payload)
         }
@@ -139,19 +149,21 @@ struct Placement<'a> {
     new_result: Option<&'a [u8]>,
 }
 
-/// Appends to the history stream and advances the meta hash; returns the new position. The epoch
-/// follows the lineage rule (`core::lineage`): a meta written under another lineage continues its
-/// offsets under a rotated epoch, stamped with the current lineage. In cluster mode, a meta, a
-/// stream or a result that is not on this node makes it check the slot first (slot migration).
+/// Appends to the history stream and advances the meta hash; returns the new position, or `None`
+/// when `version` (with its version epoch) is not newer than the meta's: then nothing is written.
+/// The epoch follows the lineage rule (`core::lineage`): a meta written under another lineage
+/// continues its offsets under a rotated epoch, stamped with the current lineage. In cluster
+/// mode, a meta, a stream or a result that is not on this node makes it check the slot first
+/// (slot migration).
 fn append(
     ctx: &Context,
     keys: &ChannelKeys,
     place: Placement,
     history: History,
-    meta_ttl: u64,
+    (meta_ttl, version): (u64, Option<(u64, &str)>),
     publication: &[u8],
     now: i64,
-) -> GyreResult<(u64, String)> {
+) -> GyreResult<Option<(u64, String)>> {
     let meta_name = string(ctx, &keys.meta());
     let stream_name = string(ctx, &keys.stream());
     let meta = Key::write(ctx, &meta_name);
@@ -177,6 +189,18 @@ fn append(
         &here[..needed],
         &needed_keys[..needed],
     )?;
+    if let Some((version, version_epoch)) = version {
+        let (v, ve) = meta.hash_get_pair(c"v", c"ve");
+        let stored = parse_version(
+            v.as_ref().map(|v| v.as_slice()),
+            ve.as_ref().map(|v| v.as_slice()),
+        )?;
+        let stored = stored.as_ref().map(|(v, e)| (*v, e.as_str()));
+        if gyre_proto::version::is_stale(stored, version, version_epoch) {
+            bump(&COUNTERS.version_skipped);
+            return Ok(None);
+        }
+    }
     let lineage_here = lineage::current();
     let step = plan_append(
         stored.next_epoch(lineage_here, lineage::arrived(meta_key)),
@@ -201,6 +225,16 @@ fn append(
         }
     } else {
         hash_set(ctx, &meta, &meta_name, &[(&w.s, &offset)]);
+    }
+    if let Some((version, version_epoch)) = version {
+        let version = number(ctx, version.min(i64::MAX as u64) as i64);
+        let version_epoch = string(ctx, version_epoch.as_bytes());
+        hash_set(
+            ctx,
+            &meta,
+            &meta_name,
+            &[(&w.v, &version), (&w.ve, &version_epoch)],
+        );
     }
     if meta_ttl > 0 {
         expire_at(ctx, &meta, &meta_name, deadline_ms(now, meta_ttl));
@@ -247,7 +281,7 @@ fn append(
         notify(ctx, NotifyEvent::STREAM, c"xtrim", &stream_name);
     }
     expire_at(ctx, &stream, &stream_name, deadline_ms(now, history.ttl));
-    Ok((step.offset, step.epoch))
+    Ok(Some((step.offset, step.epoch)))
 }
 
 /// `HSET key f v [f v [f v]]` through an open key.

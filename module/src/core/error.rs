@@ -24,6 +24,8 @@ pub enum GyreError {
     DefaultHistoryNeedsTtl,
     /// `TAGS <count>` is followed by a different number of key/value pairs.
     TagsCountMismatch,
+    /// `VERSION-EPOCH` without `VERSION`: an epoch alone orders nothing.
+    VersionEpochNeedsVersion,
     /// The named argument must be UTF-8 because the protobuf field is a `string`.
     NotUtf8(&'static str),
     /// A channel with `}` but no hash tag, in cluster mode: no key layout shares its slot.

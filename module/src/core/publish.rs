@@ -31,15 +31,25 @@ pub struct PublishArgs<'a> {
     pub info: Option<ClientInfoArgs<'a>>,
     /// In argument order; a repeated key keeps its last value when encoded.
     pub tags: Vec<(&'a str, &'a str)>,
+    /// `DELTA`: the publication may reach delta subscribers as a patch (stored and published as
+    /// `Publication::delta_allowed`).
+    pub delta: bool,
+    /// `VERSION <n>` (n > 0) and `VERSION-EPOCH <e>`: with history, the publication is skipped
+    /// unless it is newer than the channel's stored version (`gyre_proto::version::is_stale`).
+    pub version: Option<u64>,
+    pub version_epoch: &'a str,
 }
 
-const OPTIONS: [&str; 6] = [
+const OPTIONS: [&str; 9] = [
     "HISTORY",
     "META-TTL",
     "IDEMPOTENCY",
     "IDEMPOTENCY-TTL",
     "INFO",
     "TAGS",
+    "DELTA",
+    "VERSION",
+    "VERSION-EPOCH",
 ];
 
 impl<'a> PublishArgs<'a> {
@@ -55,7 +65,11 @@ impl<'a> PublishArgs<'a> {
             idempotency_ttl: None,
             info: None,
             tags: Vec::new(),
+            delta: false,
+            version: None,
+            version_epoch: "",
         };
+        let mut version_epoch = None;
         while let Some(option) = c.next_opt() {
             if is_keyword(option, "HISTORY") {
                 let size = c.next_u64("history size")?;
@@ -86,9 +100,25 @@ impl<'a> PublishArgs<'a> {
                 });
             } else if is_keyword(option, "TAGS") {
                 parse_tags(&mut c, &mut parsed.tags)?;
+            } else if is_keyword(option, "DELTA") {
+                parsed.delta = true;
+            } else if is_keyword(option, "VERSION") {
+                let version = c.next_u64("VERSION")?;
+                if version == 0 {
+                    return Err(GyreError::MustBePositive("VERSION"));
+                }
+                parsed.version = Some(version);
+            } else if is_keyword(option, "VERSION-EPOCH") {
+                version_epoch = Some(c.next_utf8("VERSION-EPOCH")?);
             } else {
                 return Err(GyreError::Syntax(option.to_vec()));
             }
+        }
+        if let Some(epoch) = version_epoch {
+            if parsed.version.is_none() {
+                return Err(GyreError::VersionEpochNeedsVersion);
+            }
+            parsed.version_epoch = epoch;
         }
         Ok(parsed)
     }
@@ -181,6 +211,7 @@ impl PublishArgs<'_> {
             info: self.info.map(ClientInfoArgs::to_client_info),
             tags,
             time: now_ms,
+            delta_allowed: self.delta,
             ..Default::default()
         }
         .encode_to_vec()
@@ -270,6 +301,15 @@ pub fn parse_epoch(value: Option<&[u8]>) -> GyreResult<Option<String>> {
         .transpose()
 }
 
+/// The last accepted version (`v`) and version epoch (`ve`) of a meta hash; `None` when no
+/// versioned publication was accepted.
+pub fn parse_version(v: Option<&[u8]>, ve: Option<&[u8]>) -> GyreResult<Option<(u64, String)>> {
+    let Some(v) = v else { return Ok(None) };
+    let version = parse_top(Some(v))?;
+    let epoch = parse_epoch(ve)?.unwrap_or_default();
+    Ok(Some((version, epoch)))
+}
+
 /// An idempotency result hash: `None` when no result is remembered (no `e` field).
 pub fn parse_result(e: Option<&[u8]>, s: Option<&[u8]>) -> GyreResult<Option<(u64, String)>> {
     let Some(e) = e else { return Ok(None) };
@@ -347,6 +387,80 @@ mod tests {
             })
         );
         assert_eq!(a.tags, vec![("a", "1"), ("b", "2")]);
+    }
+
+    #[test]
+    fn parses_delta_and_versions() {
+        let plain = parse(&["ch", "d"]).unwrap();
+        assert_eq!(
+            (plain.delta, plain.version, plain.version_epoch),
+            (false, None, "")
+        );
+        let a = parse(&[
+            "ch",
+            "d",
+            "delta",
+            "VERSION",
+            "42",
+            "version-epoch",
+            "e2",
+            "TAGS",
+            "1",
+            "k",
+            "v",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.delta, a.version, a.version_epoch),
+            (true, Some(42), "e2")
+        );
+        assert_eq!(a.tags, vec![("k", "v")]);
+        // The options may come in any order, and TAGS may end right before one of them.
+        let b = parse(&[
+            "ch",
+            "d",
+            "TAGS",
+            "1",
+            "k",
+            "v",
+            "VERSION-EPOCH",
+            "x",
+            "VERSION",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!((b.version, b.version_epoch), (Some(1), "x"));
+        let stored = Publication::decode(&a.encode_publication(1)[..]).unwrap();
+        assert!(stored.delta_allowed, "DELTA travels in the Publication");
+        assert!(
+            !Publication::decode(&plain.encode_publication(1)[..])
+                .unwrap()
+                .delta_allowed
+        );
+    }
+
+    #[test]
+    fn rejects_bad_versions() {
+        assert_eq!(
+            parse(&["ch", "d", "VERSION", "0"]),
+            Err(GyreError::MustBePositive("VERSION"))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "VERSION", "-3"]),
+            Err(GyreError::NotANonNegativeInteger("VERSION"))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "VERSION"]),
+            Err(GyreError::MissingValue(b"VERSION".to_vec()))
+        );
+        assert_eq!(
+            parse(&["ch", "d", "VERSION-EPOCH", "e"]),
+            Err(GyreError::VersionEpochNeedsVersion)
+        );
+        assert_eq!(
+            parse(&["ch", "d", "DELTA", "yes"]),
+            Err(GyreError::Syntax(b"yes".to_vec()))
+        );
     }
 
     #[test]

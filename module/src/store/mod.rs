@@ -133,6 +133,9 @@ pub struct Words {
     pub s: Constant,
     /// The lineage field of the meta hash.
     pub l: Constant,
+    /// The last accepted publication version and its version epoch, in the meta hash.
+    pub v: Constant,
+    pub ve: Constant,
     pub maxlen: Constant,
 }
 
@@ -150,6 +153,8 @@ pub fn words() -> &'static Words {
             e: c(b"e"),
             s: c(b"s"),
             l: c(b"l"),
+            v: c(b"v"),
+            ve: c(b"ve"),
             maxlen: c(b"MAXLEN"),
         }
     })

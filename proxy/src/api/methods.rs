@@ -217,6 +217,12 @@ struct PublishRequest {
     tags: HashMap<String, String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    delta: bool,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    version_epoch: String,
 }
 
 #[derive(Serialize, Default)]
@@ -233,15 +239,15 @@ fn is_zero(n: &u64) -> bool {
 
 async fn publish(node: &Node, request: PublishRequest) -> Result<PublishResult, ApiError> {
     let data = payload(request.data.as_deref(), request.b64data.as_deref())?;
-    publish_payload(
-        node,
-        &request.channel,
-        data,
-        request.skip_history,
-        request.tags,
-        request.idempotency_key,
-    )
-    .await
+    let options = PublishOptions {
+        tags: request.tags,
+        idempotency_key: request.idempotency_key,
+        delta: request.delta,
+        version: request.version,
+        version_epoch: request.version_epoch,
+        ..Default::default()
+    };
+    publish_payload(node, &request.channel, data, request.skip_history, options).await
 }
 
 /// The bytes to publish: `data` as its JSON text, or `b64data` decoded (binary payloads, for
@@ -264,27 +270,24 @@ fn payload(data: Option<&RawValue>, b64data: Option<&str>) -> Result<Bytes, ApiE
     Ok(bytes)
 }
 
+/// Publishes with `publish_options` (their `history` comes from the channel's namespace). A
+/// publication its `version` skipped answers like one without history: no offset, no epoch
+/// (Centrifugo answers it with success too, and it took no position).
 async fn publish_payload(
     node: &Node,
     channel: &str,
     data: Bytes,
     skip_history: bool,
-    tags: HashMap<String, String>,
-    idempotency_key: Option<String>,
+    mut publish_options: PublishOptions,
 ) -> Result<PublishResult, ApiError> {
     let options = node
         .config
         .channel_options(channel)
         .map_err(|_| UNKNOWN_CHANNEL)?;
-    let publish_options = PublishOptions {
-        history: if skip_history {
-            None
-        } else {
-            history_options(options)
-        },
-        tags,
-        idempotency_key,
-        ..Default::default()
+    publish_options.history = if skip_history {
+        None
+    } else {
+        history_options(options)
     };
     let StreamPosition { offset, epoch } =
         node.engine.publish(channel, data, &publish_options).await?;
@@ -304,6 +307,12 @@ struct BroadcastRequest {
     tags: HashMap<String, String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    #[serde(default)]
+    delta: bool,
+    #[serde(default)]
+    version: u64,
+    #[serde(default)]
+    version_epoch: String,
 }
 
 async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
@@ -312,15 +321,16 @@ async fn broadcast(node: &Node, request: BroadcastRequest) -> MethodResult {
     // Written as they come, like batch replies: a 4 MB body can name 400,000 channels.
     let mut responses = ReplyList::new("responses", request.channels.len() * 16);
     for channel in &request.channels {
-        let published = publish_payload(
-            node,
-            channel,
-            data.clone(),
-            request.skip_history,
-            request.tags.clone(),
-            request.idempotency_key.clone(),
-        )
-        .await;
+        let options = PublishOptions {
+            tags: request.tags.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            delta: request.delta,
+            version: request.version,
+            version_epoch: request.version_epoch.clone(),
+            ..Default::default()
+        };
+        let published =
+            publish_payload(node, channel, data.clone(), request.skip_history, options).await;
         match published.and_then(|result| encode(&result)) {
             Ok(result) => responses.push_result("result", &result),
             Err(error) => responses.push_error(error),

@@ -84,6 +84,9 @@ pub struct SubOptions {
     /// Unix seconds; `None` = never expires. Only the connect proxy sets it (tokens have no
     /// such claim per subscription).
     pub expires_at: Option<i64>,
+    /// Recover in cache mode (only the latest publication), whatever the namespace's
+    /// `force_recovery_mode`: the connect proxy's `cache_recover`.
+    pub cache_recover: bool,
 }
 
 /// Channel option overrides (`override` claim); `None` = use the namespace's setting.
@@ -251,6 +254,7 @@ impl RawConnect<'_> {
                 data: payload(raw.data, raw.b64data.as_deref(), "subs.b64data")?,
                 overrides: raw.overrides.into(),
                 expires_at: None,
+                cache_recover: false,
             };
             subs.insert(channel, opts);
         }

@@ -372,6 +372,10 @@ const DOCS: &[(&str, &str)] = &[
         "Check every subscriber for missed publications. Needs history.",
     ),
     (
+        "channel.without_namespace.force_recovery_mode",
+        "\"stream\" (or empty): recovery replays every missed publication; \"cache\": a\nrecovering subscriber gets only the latest one (history_size = 1 is enough).",
+    ),
+    (
         "channel.without_namespace.allow_positioning",
         "Let subscribers ask for positioning. Needs history.",
     ),

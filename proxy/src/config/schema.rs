@@ -553,9 +553,17 @@ channel_options! {
     /// Every publication is sent as a delta against the previous one to subscribers that
     /// negotiated deltas (Centrifugo's per-publication `delta` flag for the whole namespace).
     delta_publish: bool,
+    /// `"stream"` (or empty): recovery replays every missed publication; `"cache"`: only the
+    /// latest one (the channel works as a key-value cell).
+    force_recovery_mode: String,
 }
 
 impl ChannelOptions {
+    /// Whether recovery gives only the latest publication (`force_recovery_mode = "cache"`).
+    pub fn cache_recovery(&self) -> bool {
+        self.force_recovery_mode == "cache"
+    }
+
     /// Whether the channel keeps history (size and TTL both set).
     pub fn has_history(&self) -> bool {
         self.history_size > 0 && !self.history_ttl.is_zero()

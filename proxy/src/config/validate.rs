@@ -142,6 +142,8 @@ pub enum Invalid {
     Unsupported { path: String, what: &'static str },
     #[error("`{path}` = `{value}`: unknown delta type (the only one is \"fossil\")")]
     UnknownDeltaType { path: String, value: String },
+    #[error("`{path}` = `{value}`: unknown recovery mode (\"stream\" or \"cache\")")]
+    UnknownRecoveryMode { path: String, value: String },
 }
 
 impl Config {
@@ -947,6 +949,15 @@ fn channel_options(
                 value: value.clone(),
             });
         }
+    }
+    if !matches!(
+        options.force_recovery_mode.as_str(),
+        "" | "stream" | "cache"
+    ) {
+        out.push(Invalid::UnknownRecoveryMode {
+            path: key("force_recovery_mode"),
+            value: options.force_recovery_mode.clone(),
+        });
     }
 }
 

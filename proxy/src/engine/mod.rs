@@ -51,6 +51,17 @@ pub struct PublishOptions {
     /// Publishes with the same key within [`Self::idempotency_ttl`] return the first result.
     pub idempotency_key: Option<String>,
     pub idempotency_ttl: Option<Duration>,
+    /// The publication may reach delta subscribers as a patch even when its namespace's
+    /// `delta_publish` is off (carried as `Publication::delta_allowed`, so every node decides
+    /// the same).
+    pub delta: bool,
+    /// When > 0 and the channel has history: the publication is skipped, atomically with the
+    /// append, unless `version` is greater than the channel's stored version of the same
+    /// `version_epoch` (an empty `version_epoch` compares with whatever epoch is stored). A
+    /// skipped publication takes no offset, reaches nobody, and the publish returns
+    /// `StreamPosition::default()`, as a publication outside the stream would.
+    pub version: u64,
+    pub version_epoch: String,
 }
 
 /// Which publications a history call returns.
@@ -259,7 +270,7 @@ macro_rules! dispatch {
 impl Engine {
     /// Publishes to a channel: appends to its history when `options.history` is set, delivers
     /// to every node subscribed to it, and returns the publication's position (offset 0 and an
-    /// empty epoch without history).
+    /// empty epoch without history, or when its `version` skipped it).
     pub async fn publish(
         &self,
         channel: &str,

@@ -186,6 +186,7 @@ pub fn connected(result: wire::ConnectResult) -> Result<Connected, Refusal> {
                 data: payload(options.data, &options.b64data)?,
                 overrides: overrides(options.r#override),
                 expires_at: (options.expire_at > 0).then_some(options.expire_at),
+                cache_recover: options.cache_recover,
             },
         ));
     }
@@ -242,6 +243,11 @@ pub struct Publish {
     pub skip_history: bool,
     pub tags: HashMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// May reach delta subscribers as a patch (as the publish API's `delta`).
+    pub delta: bool,
+    /// Skipped unless newer than the channel's version (as the publish API's `version`).
+    pub version: u64,
+    pub version_epoch: String,
 }
 
 pub fn publish(result: Option<wire::PublishResult>) -> Result<Publish, Refusal> {
@@ -254,6 +260,9 @@ pub fn publish(result: Option<wire::PublishResult>) -> Result<Publish, Refusal> 
         skip_history: result.skip_history,
         tags: result.tags,
         idempotency_key: (!result.idempotency_key.is_empty()).then_some(result.idempotency_key),
+        delta: result.delta,
+        version: result.version,
+        version_epoch: result.version_epoch,
     })
 }
 
@@ -551,12 +560,16 @@ mod tests {
             data: Bytes::from_static(b"{\"x\":1}"),
             skip_history: true,
             idempotency_key: "k".into(),
+            delta: true,
+            version: 3,
+            version_epoch: "e".into(),
             ..Default::default()
         }))
         .unwrap();
         assert_eq!(p.data.unwrap(), "{\"x\":1}");
-        assert!(p.skip_history);
+        assert!(p.skip_history && p.delta);
         assert_eq!(p.idempotency_key.as_deref(), Some("k"));
+        assert_eq!((p.version, p.version_epoch.as_str()), (3, "e"));
         assert_eq!(request_payload(&Bytes::from_static(b"hi"), true).1, "aGk=");
         assert_eq!(request_payload(&Bytes::from_static(b"{}"), false).0, "{}");
     }

@@ -89,10 +89,12 @@ struct Channel {
     subscribers: Vec<Subscriber>,
     filters: Filters,
     /// Subscribers that negotiated delta compression, and those of them in a `delta_publish`
-    /// namespace (the ones patches are made for).
+    /// namespace (every publication is patched for them; for the others only publications
+    /// marked `delta_allowed`).
     delta_subscribers: usize,
     patch_subscribers: usize,
-    /// The last positioned publication, while patches are made: the base of the next patch.
+    /// The last positioned publication, while there are delta subscribers: the base of the next
+    /// patch.
     last: Option<Last>,
 }
 
@@ -186,16 +188,17 @@ impl Channel {
                 self.patch_subscribers -= 1;
             }
         }
-        if self.patch_subscribers == 0 {
+        if self.delta_subscribers == 0 {
             self.last = None;
         }
         true
     }
 
-    /// The patch of `publication` against the previous publication, when patches are made and
-    /// that one is known (it is remembered for the next call); `None` means "send it whole".
+    /// The patch of `publication` against the previous publication, when this one is patched
+    /// (`delta_publish`, or marked `delta_allowed`) and that one is known (it is remembered for
+    /// the next call, patched or not); `None` means "send it whole".
     fn patch(&mut self, publication: &Publication, epoch: &str) -> Option<Bytes> {
-        if self.patch_subscribers == 0 {
+        if self.delta_subscribers == 0 {
             return None;
         }
         if publication.offset == 0 {
@@ -205,8 +208,11 @@ impl Channel {
             return None;
         }
         let data = &publication.data;
+        let patched = self.patch_subscribers > 0 || publication.delta_allowed;
         let patch = match &self.last {
-            Some(last) if last.offset + 1 == publication.offset && last.epoch == epoch => {
+            Some(last)
+                if patched && last.offset + 1 == publication.offset && last.epoch == epoch =>
+            {
                 let patch = gyre_proto::fossil::create(&last.data, data);
                 (patch.len() < data.len()).then(|| Bytes::from(patch))
             }
@@ -293,7 +299,7 @@ impl Hub {
     pub fn seed_delta_base(&self, channel: &str, publication: &Publication, epoch: &str) {
         let mut shard = self.shards[Self::index(channel)].lock();
         if let Some(channel) = shard.channels.get_mut(channel)
-            && channel.patch_subscribers > 0
+            && channel.delta_subscribers > 0
             && channel.last.is_none()
             && publication.offset > 0
         {
@@ -640,6 +646,7 @@ pub fn client_publication(publication: &Publication) -> Publication {
         epoch: String::new(),
         prev_data: Bytes::new(),
         time: 0,
+        delta_allowed: false,
         ..publication.clone()
     }
 }

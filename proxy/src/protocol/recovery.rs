@@ -58,6 +58,34 @@ pub fn recover(since: &StreamPosition, history: HistoryResult, limit: usize) -> 
     }
 }
 
+/// A recovering subscribe in cache mode (`force_recovery_mode = "cache"`, the connect proxy's
+/// `cache_recover`): `history` holds at most the latest publication. The client gets it unless it
+/// already holds it, and counts as recovered when it is the stream's top, or when the stream is
+/// empty of publications and the client stands at its top already. Missed publications before
+/// the latest are skipped on purpose: the latest one carries the whole state.
+pub fn recover_cache(since: &StreamPosition, history: HistoryResult) -> Recovery {
+    let HistoryResult {
+        position: top,
+        publications,
+    } = history;
+    let holds_top = since.offset > 0 && since.offset == top.offset && since.epoch == top.epoch;
+    let (recovered, publications) = match publications.into_iter().next() {
+        Some(latest) if latest.offset == top.offset => {
+            let missed = if holds_top { Vec::new() } else { vec![latest] };
+            (true, missed)
+        }
+        Some(_) => (false, Vec::new()),
+        None => (holds_top, Vec::new()),
+    };
+    Recovery {
+        reply_offset: top.offset,
+        top,
+        publications,
+        recovered,
+        was_recovering: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +137,36 @@ mod tests {
     #[test]
     fn more_than_the_limit_is_not_recovered() {
         assert!(!recover(&position(5, "e"), history(8, &[6, 7, 8]), 2).recovered);
+    }
+
+    #[test]
+    fn cache_mode_gives_only_the_latest_publication() {
+        let r = recover_cache(&position(2, "e"), history(9, &[9]));
+        assert!(r.recovered && r.was_recovering);
+        let offsets: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [9]);
+        assert_eq!((r.top.offset, r.reply_offset), (9, 9));
+        // A first subscribe (no position) and another epoch get it too.
+        assert_eq!(
+            recover_cache(&position(0, ""), history(9, &[9]))
+                .publications
+                .len(),
+            1
+        );
+        assert!(recover_cache(&position(3, "old"), history(9, &[9])).recovered);
+    }
+
+    #[test]
+    fn cache_mode_sends_nothing_the_client_holds() {
+        let r = recover_cache(&position(9, "e"), history(9, &[9]));
+        assert!(r.recovered && r.publications.is_empty());
+    }
+
+    #[test]
+    fn cache_mode_without_a_publication_is_recovered_only_at_the_top() {
+        assert!(!recover_cache(&position(0, ""), history(0, &[])).recovered);
+        assert!(!recover_cache(&position(3, "e"), history(9, &[])).recovered);
+        assert!(recover_cache(&position(9, "e"), history(9, &[])).recovered);
     }
 
     #[test]

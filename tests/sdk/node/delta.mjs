@@ -4,7 +4,10 @@
 // she is offline, she reconnects and recovers them, then 5 more arrive live. The SDK applies the
 // patches itself; the driver compares every document she got with what was published.
 //
-// Arguments: --url --protocol --secret --api --api-key --channel [--timeout]
+// With --publish-delta true every publication goes out with the publish API's `delta: true`
+// (for a namespace without delta_publish, where only such publications become patches).
+//
+// Arguments: --url --protocol --secret --api --api-key --channel [--publish-delta] [--timeout]
 // Result: {published, received, subscribedFirst, subscribedAgain, stats, events}
 import { main, need, Recorder, newClient, newSub, connToken, apiPublish, sleep } from './lib.mjs';
 
@@ -38,7 +41,7 @@ main('delta', async ({ args, result, sdk }) => {
     n += 1;
     const data = documentVersion(n);
     result.published.push(data);
-    await apiPublish(args, channel, data);
+    await apiPublish(args, channel, data, args['publish-delta'] === 'true' ? { delta: true } : {});
   };
   for (let i = 0; i < 20; i++) await publish();
   await rec.pubCount('alice', channel, 20);

@@ -43,6 +43,8 @@ struct Stream {
     data_expires: Instant,
     /// When offset and epoch expire; `None` = never.
     meta_expires: Option<Instant>,
+    /// The last accepted publication version and its version epoch (lives with the position).
+    version: Option<(u64, String)>,
 }
 
 struct PresenceEntry {
@@ -82,6 +84,7 @@ impl MemoryEngine {
             info: options.info.clone(),
             tags: options.tags.clone(),
             time: unix_ms(),
+            delta_allowed: options.delta,
             ..Default::default()
         };
         let position = match options.history {
@@ -91,6 +94,17 @@ impl MemoryEngine {
                     .streams
                     .entry(channel.to_owned())
                     .or_insert_with(|| Stream::new(now));
+                if options.version > 0 {
+                    let stored = stream.version.as_ref().map(|(v, e)| (*v, e.as_str()));
+                    if gyre_proto::version::is_stale(
+                        stored,
+                        options.version,
+                        &options.version_epoch,
+                    ) {
+                        return Ok(StreamPosition::default());
+                    }
+                    stream.version = Some((options.version, options.version_epoch.clone()));
+                }
                 if stream.data_expires <= now {
                     stream.publications.clear();
                 }
@@ -332,6 +346,7 @@ impl Stream {
             publications: VecDeque::new(),
             data_expires: now,
             meta_expires: None,
+            version: None,
         }
     }
 }

@@ -39,7 +39,8 @@ fn history_args(cmd: &mut Cmd, history: Option<HistoryOptions>) {
     }
 }
 
-/// `GYRE.PUBLISH <channel> <data> HISTORY … [INFO …] [TAGS …] [IDEMPOTENCY …]`.
+/// `GYRE.PUBLISH <channel> <data> HISTORY … [INFO …] [TAGS …] [IDEMPOTENCY …] [DELTA]
+/// [VERSION … [VERSION-EPOCH …]]`.
 pub(super) fn publish(channel: &str, data: &[u8], options: &PublishOptions) -> Cmd {
     let mut cmd = redis::cmd("GYRE.PUBLISH");
     cmd.arg(channel).arg(data);
@@ -61,6 +62,15 @@ pub(super) fn publish(channel: &str, data: &[u8], options: &PublishOptions) -> C
         cmd.arg("IDEMPOTENCY").arg(key);
         if let Some(ttl) = options.idempotency_ttl {
             cmd.arg("IDEMPOTENCY-TTL").arg(seconds(ttl).max(1));
+        }
+    }
+    if options.delta {
+        cmd.arg("DELTA");
+    }
+    if options.version > 0 {
+        cmd.arg("VERSION").arg(options.version);
+        if !options.version_epoch.is_empty() {
+            cmd.arg("VERSION-EPOCH").arg(&options.version_epoch);
         }
     }
     cmd
@@ -185,7 +195,16 @@ fn array<'a>(value: &'a Value, what: &str) -> Result<&'a [Value], EngineError> {
     }
 }
 
-/// `[offset, epoch]` of `GYRE.PUBLISH`.
+/// `[offset, epoch]` of `GYRE.PUBLISH`, or nil for a publication its version skipped (no
+/// position, as without history).
+pub(super) fn parse_publish(value: &Value) -> Result<StreamPosition, EngineError> {
+    match value {
+        Value::Nil => Ok(StreamPosition::default()),
+        _ => parse_position(value),
+    }
+}
+
+/// `[offset, epoch]` of `GYRE.PUBLISH` and `GYRE.POSITION`.
 pub(super) fn parse_position(value: &Value) -> Result<StreamPosition, EngineError> {
     match array(value, "publish reply")? {
         [offset, epoch] => Ok(StreamPosition {
@@ -296,6 +315,9 @@ mod tests {
             tags: HashMap::from([("k".to_string(), "v".to_string())]),
             idempotency_key: Some("key".into()),
             idempotency_ttl: Some(Duration::from_secs(30)),
+            delta: true,
+            version: 7,
+            version_epoch: "v2".into(),
         };
         assert_eq!(
             args(&publish("ch", b"data", &options)),
@@ -320,7 +342,12 @@ mod tests {
                 "IDEMPOTENCY",
                 "key",
                 "IDEMPOTENCY-TTL",
-                "30"
+                "30",
+                "DELTA",
+                "VERSION",
+                "7",
+                "VERSION-EPOCH",
+                "v2"
             ]
         );
         assert_eq!(

@@ -234,7 +234,7 @@ impl RedisEngine {
         let reply = self
             .query(channel, &commands::publish(channel, &data, options))
             .await?;
-        commands::parse_position(&reply)
+        commands::parse_publish(&reply)
     }
 
     pub async fn history(

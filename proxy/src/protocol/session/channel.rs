@@ -110,6 +110,9 @@ impl Session {
             }
             publish_options.tags = change.tags;
             publish_options.idempotency_key = change.idempotency_key;
+            publish_options.delta = change.delta;
+            publish_options.version = change.version;
+            publish_options.version_epoch = change.version_epoch;
         } else {
             let connected = self.connected()?;
             let permitted = self.allowed(

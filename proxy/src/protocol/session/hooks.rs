@@ -174,6 +174,7 @@ impl Session {
             data: subscribed.data,
             overrides: subscribed.overrides,
             expires_at: subscribed.expires_at,
+            cache_recover: false,
         };
         // A client-side subscription: the client refreshes it unless the proxy does.
         let mut grant = Grant::server_side(options, &sub);

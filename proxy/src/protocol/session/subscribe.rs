@@ -44,6 +44,8 @@ pub(super) struct Grant {
     pub delta: bool,
     /// The namespace's `delta_publish`.
     pub delta_publish: bool,
+    /// Recovery gives only the latest publication (`force_recovery_mode = "cache"`).
+    pub cache_recovery: bool,
 }
 
 impl Grant {
@@ -67,6 +69,7 @@ impl Grant {
             filter: None,
             delta: false,
             delta_publish: false,
+            cache_recovery: sub.cache_recover || options.cache_recovery(),
         }
     }
 }
@@ -171,6 +174,7 @@ impl Session {
             data,
             overrides: Overrides::default(),
             expires_at: None,
+            cache_recover: false,
         };
         let grant = Grant::server_side(options, &sub);
         let joined = match self.join_channel(channel, &grant, None, true).await {
@@ -294,7 +298,9 @@ impl Session {
         let mut live = LivePosition::default();
         if grant.positioned {
             let recover = recover.filter(|_| grant.recoverable);
-            let outcome = self.read_position(channel, recover, grant.meta_ttl).await?;
+            let outcome = self
+                .read_position(channel, recover, grant.meta_ttl, grant.cache_recovery)
+                .await?;
             result.positioned = true;
             result.recoverable = grant.recoverable;
             result.epoch = outcome.top.epoch.clone();
@@ -359,6 +365,7 @@ impl Session {
             filter: None,
             delta: false,
             delta_publish: false,
+            cache_recovery: options.cache_recovery(),
         };
         let user_limited = options.allow_user_limited_channels && channel.contains('#');
         if !request.token.is_empty() {
@@ -417,16 +424,30 @@ impl Session {
     /// Reads the stream for a positioned subscription and decides about recovery
     /// (docs/protocol.md#recovery-on-subscribe).
     /// The stream position always comes with a real epoch (created if the channel has none
-    /// yet), so an empty epoch never reaches a client as "any stream".
+    /// yet), so an empty epoch never reaches a client as "any stream". In cache mode only the
+    /// latest publication is read.
     async fn read_position(
         &self,
         channel: &str,
         recover: Option<StreamPosition>,
         meta_ttl: std::time::Duration,
+        cache: bool,
     ) -> CommandResult<Recovery> {
         let engine = &self.node.engine;
         let limit = self.node.config.client.recovery_max_publication_limit as usize;
         match recover {
+            Some(since) if cache => {
+                let latest = HistoryQuery {
+                    since: None,
+                    limit: Some(1),
+                    reverse: true,
+                };
+                let mut history = engine.history(channel, latest).await?;
+                if history.position.epoch.is_empty() {
+                    history.position = engine.position(channel, meta_ttl).await?;
+                }
+                Ok(recovery::recover_cache(&since, history))
+            }
             Some(since) => {
                 let query = HistoryQuery {
                     since: Some(since.offset),
