@@ -32,9 +32,13 @@
 //!   offset) pair); [`window_writer`] publishes during a tail-loss window.
 //! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
 //!   it must refuse to start.
+//! - `chaos_check` — [`ChaosRecord`]: what every fault of the chaos suite must leave true
+//!   (no silent gap, no reused position, no duplicate, offsets rising), checked from what every
+//!   publisher and subscriber recorded.
 //! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
 //!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
+mod chaos_check;
 mod cluster;
 mod cluster_client;
 mod failover;
@@ -57,6 +61,9 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
+pub use chaos_check::{
+    Acked, CLOCK_SLACK_MS, ChaosRecord, Position, Seen, SubscriberLog, Summary, Unacked, Violation,
+};
 pub use cluster::{
     Migration, NODE_TIMEOUT, NodeView, RedisCluster, Reshard, SETTLE_TIMEOUT, SharedCluster,
 };
