@@ -32,12 +32,14 @@
 //!   offset) pair); [`window_writer`] publishes during a tail-loss window.
 //! - `gyre_failure` — [`GyreBuilder::start_failure`] and [`GyreBuilder::checkconfig`]: gyre where
 //!   it must refuse to start.
-//! - `chaos_check` — [`ChaosRecord`]: what every fault of the chaos suite must leave true
+//! - `chaos` — [`ChaosEnv`] (Redis + two gyre nodes) and [`ChaosScenario`], the `chaos.mjs`
+//!   run of the chaos suite; `chaos_check` — [`ChaosRecord`]: what every fault must leave true
 //!   (no silent gap, no reused position, no duplicate, offsets rising), checked from what every
 //!   publisher and subscriber recorded.
 //! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
 //!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
+mod chaos;
 mod chaos_check;
 mod cluster;
 mod cluster_client;
@@ -61,6 +63,9 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
+pub use chaos::{
+    CHAOS_HISTORY, CHAOS_NS, ChaosEnv, ChaosOutcome, ChaosScenario, metric, parse_record, rss_kib,
+};
 pub use chaos_check::{
     Acked, CLOCK_SLACK_MS, ChaosRecord, Position, Seen, SubscriberLog, Summary, Unacked, Violation,
 };
