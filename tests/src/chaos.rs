@@ -1,7 +1,9 @@
 //! Gyre's chaos suite (tests/tests/chaos.rs): one `redis-server` with the module, two `gyre` nodes
 //! on it, and the `chaos.mjs` scenario of the unmodified centrifuge-js SDK (subscribers on both
 //! nodes, publishers through both APIs recording every acknowledgement), while the test injects a
-//! fault. What the run recorded is checked by [`crate::ChaosRecord`].
+//! fault. What gyre sent each subscriber, in the order it arrived, is checked by
+//! [`crate::ChaosRecord`]; that the SDK emitted the same publications, by
+//! [`ChaosOutcome::assert_sdk_saw_the_wire`].
 
 use std::time::Duration;
 
@@ -182,6 +184,7 @@ impl ChaosOutcome {
             }
         }
         let summary = self.record.assert_consistent();
+        self.assert_sdk_saw_the_wire();
         let unsettled = json_array(&self.result["unsettled"]);
         assert!(
             unsettled.is_empty(),
@@ -189,6 +192,38 @@ impl ChaosOutcome {
         );
         eprintln!("chaos run: {summary}");
         summary
+    }
+
+    /// The SDK emitted every publication that reached its client, and nothing else (in whatever
+    /// order: see `chaos.mjs` on why order is judged on the wire).
+    pub fn assert_sdk_saw_the_wire(&self) {
+        let ids = |list: &Json| -> Vec<String> {
+            let mut ids: Vec<String> = json_array(list)
+                .iter()
+                .filter(|e| e["ev"] == "pub")
+                .map(|e| json_str(e, "id").to_owned())
+                .collect();
+            ids.sort();
+            ids
+        };
+        for s in json_array(&self.result["subscriptions"]) {
+            let (sdk, wire) = (ids(&s["seen"]), ids(&s["wire"]));
+            assert!(
+                sdk == wire,
+                "{} {}: the SDK emitted {} publications, {} arrived; emitted only: {:?}; arrived \
+                 only: {:?}",
+                s["who"],
+                s["channel"],
+                sdk.len(),
+                wire.len(),
+                sdk.iter()
+                    .filter(|id| !wire.contains(id))
+                    .collect::<Vec<_>>(),
+                wire.iter()
+                    .filter(|id| !sdk.contains(id))
+                    .collect::<Vec<_>>()
+            );
+        }
     }
 
     /// Connections each client made (its `connected` events), by client label.
@@ -286,7 +321,7 @@ fn offset(v: &Json) -> u64 {
         .unwrap_or_else(|| panic!("expected an offset in {v}"))
 }
 
-/// The script's result as a [`ChaosRecord`].
+/// The script's result as a [`ChaosRecord`]: each subscription as gyre sent it (`wire`).
 pub fn parse_record(result: &Json) -> ChaosRecord {
     let acked = json_array(&result["acked"])
         .iter()
@@ -311,7 +346,7 @@ pub fn parse_record(result: &Json) -> ChaosRecord {
         .map(|s| SubscriberLog {
             who: json_str(s, "who").to_owned(),
             channel: json_str(s, "channel").to_owned(),
-            seen: json_array(&s["seen"])
+            seen: json_array(&s["wire"])
                 .iter()
                 .map(|e| match e["ev"].as_str() {
                     Some("subscribed") => Seen::Subscribed {

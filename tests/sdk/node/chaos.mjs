@@ -3,9 +3,16 @@
 //
 // --clients-per-node clients connect to each node of --urls (comma-separated); client i of a node
 // subscribes to --subs-per-client of the --channels (comma-separated), round robin, so every
-// channel has subscribers on every node. Odd clients speak Protobuf, even ones JSON. A client
-// whose connection drops reconnects to the next node of --urls in turn (its WebSocket constructor
-// picks the URL; the SDK itself is untouched), so after a node dies its clients go on elsewhere.
+// channel has subscribers on every node (JSON protocol). A client whose connection drops
+// reconnects to the next node of --urls in turn (its WebSocket constructor picks the URL; the SDK
+// itself is untouched), so after a node dies its clients go on elsewhere.
+//
+// Each subscription is recorded twice: `seen`, what the SDK emitted (subscribed events and
+// publications), and `wire`, what gyre sent in the order it arrived (subscribe replies with their
+// recovered publications, publication pushes), read from the socket before the SDK. Order is
+// judged on the wire: centrifuge-js 5.7.4 dispatches WebSocket messages that arrive together
+// concurrently (a message's replies start before the previous message's are done), so its
+// publication events can come out of order although the server sent them in order.
 //
 // One publisher per node of --apis publishes {id, pad} to the channels in turn, one every --pace
 // ms, and records every acknowledgement (channel, id, epoch, offset, sentAt) and every failure
@@ -21,14 +28,19 @@
 //   [--subs-per-client 2] [--pace 20] [--pad 0] [--warmup 30] [--after 20]
 //   [--fault-timeout 60000] [--settle 30000] [--timeout]
 // Result: {acked: [{channel, id, epoch, offset, sentAt}], failed: [{channel, id, sentAt, error}],
-//   subscriptions: [{who, channel, seen: [{ev: 'subscribed', t, wasRecovering, recovered, epoch,
-//   offset} | {ev: 'pub', t, offset, id}]}], clients: [{who, home, urls, events}], unsettled,
+//   subscriptions: [{who, channel, seen, wire}] (both lists of {ev: 'subscribed', t, wasRecovering,
+//   recovered, epoch, offset} | {ev: 'pub', t, offset, id}), clients: [{who, home, urls, events}], unsettled,
 //   faultAt, faultDoneAt}. Times are unix ms.
 import WebSocket from 'ws';
-import { main, need, connToken, loadSdk, num, decodeData, step, sleep, log } from './lib.mjs';
+import { main, need, connToken, num, step, sleep, log } from './lib.mjs';
 
-/** A WebSocket class that starts on `urls[home]` and moves to the next URL at every reconnect. */
-function rotatingWebSocket(urls, home, record) {
+/**
+ * A WebSocket class that starts on `urls[home]` and moves to the next URL at every reconnect, and
+ * records what gyre sent, in the order it arrived, before the SDK sees it: `wire(channel)` is the
+ * log of the client's subscription to `channel`, which gets the subscribe replies (matched to
+ * their commands by id) with their recovered publications, and the publication pushes.
+ */
+function rotatingWebSocket(urls, home, record, wire) {
   let attempt = 0;
   return class extends WebSocket {
     constructor(_address, protocols) {
@@ -36,8 +48,50 @@ function rotatingWebSocket(urls, home, record) {
       attempt += 1;
       record.urls.push(url);
       super(url, protocols);
+      this.subscribing = new Map();
+      // Registered before the SDK's own handler, so it runs first.
+      this.on('message', (data, isBinary) => {
+        if (!isBinary) this.received(String(data));
+      });
+    }
+
+    send(data, ...rest) {
+      if (typeof data === 'string') {
+        for (const line of data.split('\n')) {
+          const command = line ? JSON.parse(line) : {};
+          if (command.subscribe) this.subscribing.set(command.id, command.subscribe.channel);
+        }
+      }
+      return super.send(data, ...rest);
+    }
+
+    received(text) {
+      const t = Date.now();
+      for (const line of text.split('\n')) {
+        if (!line) continue;
+        const message = JSON.parse(line);
+        const pubOf = p => ({ ev: 'pub', t, offset: num(p.offset) ?? 0, id: idOf(p.data) });
+        if (message.push && message.push.pub) {
+          const log_ = wire(message.push.channel);
+          if (log_) log_.push(pubOf(message.push.pub));
+        } else if (message.id && message.subscribe && this.subscribing.has(message.id)) {
+          const log_ = wire(this.subscribing.get(message.id));
+          const s = message.subscribe;
+          if (!log_) continue;
+          log_.push({
+            ev: 'subscribed', t, wasRecovering: !!s.was_recovering, recovered: !!s.recovered,
+            epoch: s.epoch || '', offset: num(s.offset) ?? 0,
+          });
+          for (const p of s.publications || []) log_.push(pubOf(p));
+        }
+      }
     }
   };
+}
+
+/** The `id` of a publication's data, or the whole data as text when it has none. */
+function idOf(data) {
+  return data && typeof data.id === 'string' ? data.id : JSON.stringify(data);
 }
 
 /** POST {api}/publish; resolves to {offset, epoch}; throws on any failure. */
@@ -57,7 +111,7 @@ async function publish(api, key, body) {
   return { offset: num(r.offset) ?? 0, epoch: r.epoch };
 }
 
-main('chaos', async ({ args, result }) => {
+main('chaos', async ({ args, result, sdk }) => {
   const urls = need(args, 'urls').split(',');
   const apis = need(args, 'apis').split(',');
   const apiKey = need(args, 'api-key');
@@ -71,7 +125,6 @@ main('chaos', async ({ args, result }) => {
   const after = Number(args.after || 20);
   const faultTimeout = Number(args['fault-timeout'] || 60000);
   const settleMs = Number(args.settle || 30000);
-  const sdks = { json: await loadSdk('json'), protobuf: await loadSdk('protobuf') };
 
   result.acked = [];
   result.failed = [];
@@ -93,11 +146,11 @@ main('chaos', async ({ args, result }) => {
   for (let node = 0; node < urls.length; node++) {
     for (let i = 0; i < perNode; i++, c++) {
       const who = `n${node}c${i}`;
-      const protocol = c % 2 === 1 ? 'protobuf' : 'json';
-      const record = { who, home: node, protocol, urls: [], events: [] };
+      const record = { who, home: node, urls: [], events: [] };
       result.clients.push(record);
-      const client = new sdks[protocol].Centrifuge(urls[node], {
-        websocket: rotatingWebSocket(urls, node, record),
+      const wires = {};
+      const client = new sdk.Centrifuge(urls[node], {
+        websocket: rotatingWebSocket(urls, node, record, channel => wires[channel]),
         token: connToken(secret, who),
         name: 'gyre-chaos',
         minReconnectDelay: 100,
@@ -110,7 +163,8 @@ main('chaos', async ({ args, result }) => {
       client.on('error', ctx => record.events.push({ ev: 'error', t: Date.now(), type: ctx.type, message: String(ctx.error && ctx.error.message) }));
       for (let k = 0; k < subsPerClient; k++) {
         const channel = channels[(c + k) % channels.length];
-        const log_ = { who, channel, seen: [], other: [] };
+        const log_ = { who, channel, seen: [], wire: [], other: [] };
+        wires[channel] = log_.wire;
         result.subscriptions.push(log_);
         const sub = client.newSubscription(channel, { minResubscribeDelay: 100, maxResubscribeDelay: 1000 });
         sub.on('subscribed', ctx => {
@@ -122,9 +176,7 @@ main('chaos', async ({ args, result }) => {
           poke();
         });
         sub.on('publication', ctx => {
-          const data = decodeData(ctx.data);
-          const id = data && typeof data.id === 'string' ? data.id : JSON.stringify(data);
-          log_.seen.push({ ev: 'pub', t: Date.now(), offset: num(ctx.offset) ?? 0, id });
+          log_.seen.push({ ev: 'pub', t: Date.now(), offset: num(ctx.offset) ?? 0, id: idOf(ctx.data) });
           poke();
         });
         for (const ev of ['subscribing', 'unsubscribed']) {
