@@ -1,7 +1,6 @@
 //! Gyre's chaos suite: one `redis-server` with the module, two `gyre` nodes on it, centrifuge-js
-//! subscribers on both (several per node, over three channels, JSON and Protobuf), publishers
-//! through both nodes' APIs recording every acknowledgement, and one fault per test while
-//! publications flow:
+//! subscribers on both (several per node, over three channels), publishers through both nodes'
+//! APIs recording every acknowledgement, and one fault per test while publications flow:
 //!
 //! 1. Redis's PUB/SUB connections killed again and again (`CLIENT KILL TYPE pubsub`);
 //! 2. a gyre node killed -9 and started again (its clients reconnect to the other node);
