@@ -36,9 +36,15 @@
 //! - `http` — [`http_request`]: one request to a local server (ureq).
 //! - `sdk` — the Centrifugo SDKs (Node and Python) and Chromium as test clients: [`SdkScript`],
 //!   [`SdkEnv`], [`sdk_expect`].
+//! - `chaos` — [`ChaosEnv`] (Redis + two gyre nodes) and [`ChaosScenario`], the `chaos.mjs`
+//!   run of the chaos suite; `chaos_check` — [`ChaosRecord`]: what every fault must leave true
+//!   (no silent gap, no reused position, no duplicate, offsets rising), checked from what every
+//!   publisher and subscriber recorded.
 //! - `hook_backend` — [`HttpBackend`]: the Python application backend of the proxy hook tests;
 //!   `grpc_backend` — [`GrpcBackend`]: the same rules over GRPC (tonic, from `proxy.proto`).
 
+mod chaos;
+mod chaos_check;
 mod cluster;
 mod cluster_client;
 mod failover;
@@ -62,6 +68,12 @@ pub use gyre_proto::redis_payload::{ChannelEvent, decode};
 pub use gyre_proto::{ClientInfo, Publication};
 pub use redis::{Connection, RedisError, RedisResult, Value};
 
+pub use chaos::{
+    CHAOS_HISTORY, CHAOS_NS, ChaosEnv, ChaosOutcome, ChaosScenario, metric, parse_record, rss_kib,
+};
+pub use chaos_check::{
+    Acked, CLOCK_SLACK_MS, ChaosRecord, Position, Seen, SubscriberLog, Summary, Unacked, Violation,
+};
 pub use cluster::{
     Migration, NODE_TIMEOUT, NodeView, RedisCluster, Reshard, SETTLE_TIMEOUT, SharedCluster,
 };

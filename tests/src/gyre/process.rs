@@ -314,6 +314,15 @@ impl GyreProcess {
         }
     }
 
+    /// Starts the process again with the same config and port after [`GyreProcess::kill`] (a
+    /// `kill -9`), and waits for `GET /health` = 200.
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "respawn: gyre is still running");
+        if let Err(log) = self.spawn() {
+            panic!("gyre did not start again:\n{log}");
+        }
+    }
+
     /// Stops the process and starts it again with the same config and port.
     pub fn restart(&mut self) {
         self.stop(Duration::from_secs(10));
