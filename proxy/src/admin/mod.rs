@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::node::Node;
-use crate::server::{Body, Peer, html, json, text};
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::http::read_body_within;
+use crate::transport::http::{Body, Peer, html, json, text};
 
 const PAGE: &str = include_str!("page.html");
 

@@ -21,7 +21,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use gyre_proto::Encoding;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,13 +29,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::transport::admission::ConnectionSlot;
+use crate::transport::http::{Body, Peer, empty, full, html, json, text, with_type};
 use crate::transport::{self, http_stream, websocket};
 use deadline::TrackedBody;
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
+use gyre_proto::codes;
 
 const DEMO_PAGE: &str = include_str!("../demo.html");
 
@@ -56,11 +54,6 @@ pub enum Port {
     Public,
     Internal,
 }
-
-/// The client address of a request's connection (a request extension): the TCP peer, or for a
-/// connection bridged from a TLS port the client behind the bridge.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
 
 /// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
@@ -479,63 +472,6 @@ fn websocket_upgrade(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
 }
 
-/// `client.allowed_origins`: `*` wildcards; an empty list allows only requests without an
-/// Origin header (i.e. no browsers).
-pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
-    let origin = origin.to_ascii_lowercase();
-    patterns
-        .iter()
-        .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &origin))
-}
-
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(mut remaining) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob_match(rest, remaining) {
-                    return true;
-                }
-                let mut chars = remaining.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                remaining = chars.as_str();
-            }
-        }
-    }
-}
-
-pub fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    with_type(
-        status,
-        "text/plain; charset=utf-8",
-        full(format!("{message}\n")),
-    )
-}
-
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    with_type(status, "application/json", full(body))
-}
-
 /// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there
 /// is exactly one standalone server, not sentinels or clusters), so its publish hint works as
 /// shown, and the paths of the WebSocket endpoint and the API.
@@ -606,19 +542,6 @@ fn redis_cli_command(address: &str, tls: bool, db: u32) -> Option<String> {
     Some(command)
 }
 
-pub fn html(page: impl Into<Bytes>) -> Response<Body> {
-    with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
-}
-
-pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,19 +583,6 @@ mod tests {
             "not the endpoint"
         );
         assert_eq!(standard(&config, "/metrics").as_deref(), Some("/metrics"));
-    }
-
-    #[test]
-    fn origins_match_globs() {
-        let patterns = vec![
-            "https://*.example.com".to_owned(),
-            "http://localhost:*".to_owned(),
-        ];
-        assert!(origin_allowed(&patterns, "https://app.example.com"));
-        assert!(origin_allowed(&patterns, "HTTP://LOCALHOST:3000"));
-        assert!(!origin_allowed(&patterns, "https://example.org"));
-        assert!(origin_allowed(&["*".to_owned()], "https://any.where"));
-        assert!(!origin_allowed(&[], "https://any.where"));
     }
 
     #[test]

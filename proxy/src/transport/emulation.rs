@@ -19,7 +19,7 @@ use super::admission::ConnectionSlot;
 use super::http as shared;
 use crate::engine::{ControlCommand, Engine};
 use crate::protocol::node::Node;
-use crate::server::{Body, empty, text};
+use crate::transport::http::{Body, empty, text};
 
 pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
     if request.method() == Method::OPTIONS {

@@ -40,11 +40,11 @@ use super::http as shared;
 use super::uni;
 use crate::config::ConnectCodeToHttpResponse;
 use crate::hooks::headers::ClientContext;
-use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::{ConnectOutcome, Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
-use crate::server::{Body, text};
+use crate::transport::http::{Body, text};
+use gyre_proto::codes;
 
 /// Most queued messages written in one chunk.
 const MAX_MESSAGES_PER_CHUNK: usize = 64;
@@ -202,7 +202,7 @@ async fn uni_response(
         // The stream is dropped: its writer finds no reader, the session ends on its own.
         drop(body);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = Response::new(crate::server::full(text));
+        let mut response = Response::new(crate::transport::http::full(text));
         *response.status_mut() = status;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,

@@ -45,8 +45,8 @@ pub use self::session::Sessions;
 use super::http as shared;
 use super::websocket::BadHandshake;
 use crate::protocol::node::Node;
-use crate::server::{Body, empty, full, text};
 use crate::transport::admission::ConnectionSlot;
+use crate::transport::http::{Body, empty, full, text};
 
 const PREFIX: &str = "/connection/sockjs";
 

@@ -20,12 +20,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::frames;
-use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
 use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
+use gyre_proto::codes::{self, Disconnect};
 
 /// Most queued replies carried by one `a[...]` frame.
 const MAX_MESSAGES_PER_FRAME: usize = 64;
