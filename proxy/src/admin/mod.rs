@@ -278,7 +278,7 @@ impl LoginThrottle {
 /// This node's counters as the chart needs them (totals since start; the page derives rates):
 /// connections accepted, client messages received, messages delivered, errors.
 fn stats(node: &Node) -> String {
-    let exposition = crate::metrics::render(node);
+    let exposition = crate::metrics::render();
     let total = |names: &[&str]| -> f64 {
         names
             .iter()

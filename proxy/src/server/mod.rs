@@ -9,7 +9,7 @@ mod listener;
 mod tls;
 
 pub use deadline::{Activity, Deadlines, TimedIo};
-pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
+pub use listener::{OpenFiles, listen, raise_open_files_limit};
 pub use tls::{ServerTls, server_configs as tls_server_configs, warnings as tls_warnings};
 
 use std::borrow::Cow;
@@ -27,12 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
 use crate::protocol::node::Node;
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::http::{Body, Peer, empty, full, html, json, text, with_type};
-use crate::transport::{self, http_stream, websocket};
+use crate::transport::{self, Transports, http_stream, websocket};
 use deadline::TrackedBody;
 use gyre_proto::codes;
 
@@ -59,14 +58,12 @@ pub enum Port {
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
 pub async fn run(
     node: Arc<Node>,
+    transports: Arc<Transports>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    // Upgraded WebSocket connections leave hyper's view once upgraded; this tracks them so the
-    // drain waits until each has written its close frame.
-    let sessions = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let deadlines = Deadlines::from_config(&node.config.http_server);
     let mut public = listener::Acceptor::new(listeners.public);
@@ -99,7 +96,7 @@ pub async fn run(
             Some(bridge) if !encrypted => bridge.client_of(peer).unwrap_or(peer),
             _ => peer,
         };
-        let Some(unauthenticated) = node.unauthenticated.try_acquire() else {
+        let Some(unauthenticated) = transports.unauthenticated.try_acquire() else {
             listener::refuse(stream);
             continue;
         };
@@ -112,14 +109,14 @@ pub async fn run(
         let activity = Arc::new(Activity::default());
         let io = TimedIo::new(stream, Arc::clone(&activity), deadlines);
         let node = Arc::clone(&node);
-        let sessions = sessions.clone();
+        let transports = Arc::clone(&transports);
         let service = service_fn(move |mut request: Request<Incoming>| {
             // From here until its response body is dropped, the connection owes nothing.
             let in_progress = activity.request();
             request.extensions_mut().insert(slot.clone());
             request.extensions_mut().insert(Arc::clone(&activity));
             request.extensions_mut().insert(Peer(peer));
-            let routed = route(Arc::clone(&node), sessions.clone(), port, request);
+            let routed = route(Arc::clone(&node), Arc::clone(&transports), port, request);
             async move {
                 let response = routed.await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
@@ -137,10 +134,11 @@ pub async fn run(
     }
     tracing::info!("shutting down: closing client connections");
     node.hub.disconnect_all(&codes::SHUTDOWN);
-    sessions.close();
+    // Connections that left hyper's view (upgraded, streaming) drain here.
+    transports.tasks.close();
     let drained = async {
         graceful.shutdown().await;
-        sessions.wait().await;
+        transports.tasks.wait().await;
     };
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; exiting anyway");
@@ -234,7 +232,7 @@ fn standard_path<'a>(config: &crate::config::Config, path: &'a str) -> Option<Co
 
 async fn route(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     port: Port,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
@@ -269,11 +267,16 @@ async fn route(
         match (request.method(), path.as_str()) {
             (&Method::GET, "/health") => return json(StatusCode::OK, "{}"),
             (&Method::GET, "/metrics") => {
-                return with_type(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    full(crate::metrics::render(&node)),
-                );
+                return with_type(StatusCode::OK, "text/plain; version=0.0.4", {
+                    crate::metrics::set_node_gauges(crate::metrics::NodeGauges {
+                        unauthenticated_connections: transports.unauthenticated.held(),
+                        clients: node.hub.num_connections(),
+                        users: node.hub.num_users(),
+                        channels: node.hub.num_channels(),
+                        subscriptions: node.hub.num_subscriptions(),
+                    });
+                    full(crate::metrics::render())
+                });
             }
             (_, p) if p == "/api" || p.starts_with("/api/") => {
                 return crate::api::handle(node, request).await;
@@ -286,31 +289,31 @@ async fn route(
     }
     match (request.method(), path.as_str()) {
         (_, "/connection/websocket") => {
-            websocket_upgrade(node, &sessions, request, Kind::Bidirectional)
+            websocket_upgrade(node, &transports, request, Kind::Bidirectional)
         }
         (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
-            websocket_upgrade(node, &sessions, request, Kind::Unidirectional)
+            websocket_upgrade(node, &transports, request, Kind::Unidirectional)
         }
         (_, p) if p.starts_with("/connection/sockjs") && config.sockjs.enabled => {
-            transport::sockjs::handle(node, sessions, request).await
+            transport::sockjs::handle(node, transports, request).await
         }
         (&Method::OPTIONS, p) if p.starts_with("/connection/") => {
             transport::http::preflight(&node, &request, "GET, POST, OPTIONS")
         }
         (_, "/connection/http_stream") if config.http_stream.enabled => {
-            http_stream::http_stream(node, sessions, request).await
+            http_stream::http_stream(node, transports, request).await
         }
         (_, "/connection/sse") if config.sse.enabled => {
-            http_stream::sse(node, sessions, request).await
+            http_stream::sse(node, transports, request).await
         }
         (_, "/connection/uni_http_stream") if config.uni_http_stream.enabled => {
-            http_stream::uni_http_stream(node, sessions, request).await
+            http_stream::uni_http_stream(node, transports, request).await
         }
         (_, "/connection/uni_sse") if config.uni_sse.enabled => {
-            http_stream::uni_sse(node, sessions, request).await
+            http_stream::uni_sse(node, transports, request).await
         }
         (_, "/emulation") if config.http_stream.enabled || config.sse.enabled => {
-            transport::emulation::handle(node, request).await
+            transport::emulation::handle(node, &transports, request).await
         }
         (_, p) if p.starts_with("/connection/sockjs") => disabled("/connection/sockjs"),
         (_, p) if p.starts_with("/connection/") || p == "/emulation" => disabled(p),
@@ -360,7 +363,7 @@ enum Kind {
 
 fn websocket_upgrade(
     node: Arc<Node>,
-    sessions: &TaskTracker,
+    transports: &Transports,
     mut request: Request<Incoming>,
     kind: Kind,
 ) -> Response<Body> {
@@ -369,7 +372,7 @@ fn websocket_upgrade(
         Ok(key) => key,
         Err(bad) => return bad.response(),
     };
-    if let Err(refused) = transport::http::admit(&node, headers) {
+    if let Err(refused) = transport::http::admit(&node, transports, headers) {
         return refused;
     }
     let offered: Vec<String> = headers
@@ -433,7 +436,7 @@ fn websocket_upgrade(
     // The session authenticates the connection (or it closes): its slot goes along.
     let unauthenticated = ConnectionSlot::take(&request);
     upgrading(&request);
-    sessions.spawn(async move {
+    transports.tasks.spawn(async move {
         // Scoped so that nothing of the upgrade stays in the task (and in every idle
         // connection's memory) while the connection is served.
         let upgraded = match upgrade.await {

@@ -39,7 +39,11 @@ impl Cors {
 /// The checks every connection endpoint makes before anything else: the origin
 /// (`client.allowed_origins`; requests without an Origin pass) and the node's connection limit.
 /// Returns the CORS headers to send, or the response that refuses the request.
-pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
+pub fn admit(
+    node: &Node,
+    transports: &super::Transports,
+    headers: &HeaderMap,
+) -> Result<Cors, Response<Body>> {
     let cors = cors(node, headers)?;
     let limit = node.config.client.connection_limit as usize;
     if limit > 0 && node.hub.num_connections() >= limit {
@@ -50,7 +54,7 @@ pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
         cors.apply(&mut response);
         return Err(response);
     }
-    if !node.handshakes.admit() {
+    if !transports.handshakes.admit() {
         metrics::counter!(crate::metrics::HANDSHAKES_REFUSED).increment(1);
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
