@@ -2,6 +2,7 @@
 //!
 //! - [`protocol`]: the Centrifugo client protocol messages, generated from `proto/client.proto`.
 //! - [`codec`]: the JSON and Protobuf encodings of those messages, used by every transport.
+//! - [`codes`]: the protocol's error, unsubscribe and disconnect codes.
 //! - [`redis_payload`]: the bytes the module publishes on Redis PUB/SUB and the proxy decodes.
 //! - [`fossil`]: Fossil deltas, for subscribers that negotiated delta compression.
 //! - [`keys`]: the Redis Cluster hash-tag rule both sides name a channel's slot with.
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codec;
+pub mod codes;
 pub mod fossil;
 pub mod keys;
 pub mod redis_payload;

@@ -8,8 +8,6 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::protocol::node::Node;
-
 pub const CONNECTIONS_ACCEPTED: &str = "gyre_client_connections_accepted_total";
 pub const COMMANDS: &str = "gyre_client_commands_total";
 pub const COMMAND_DURATION: &str = "gyre_client_command_duration_seconds";
@@ -72,15 +70,28 @@ pub fn install() {
     });
 }
 
-/// The text exposition, with the node gauges taken from `node` now.
-pub fn render(node: &Node) -> String {
-    let hub = &node.hub;
+/// What the node gauges say at a scrape, counted by whoever owns the things counted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeGauges {
+    pub unauthenticated_connections: usize,
+    pub clients: usize,
+    pub users: usize,
+    pub channels: usize,
+    pub subscriptions: usize,
+}
+
+/// Sets the node gauges, read from their owners when Prometheus scrapes.
+pub fn set_node_gauges(gauges: NodeGauges) {
     metrics::gauge!("gyre_http_unauthenticated_connections")
-        .set(node.unauthenticated.held() as f64);
-    metrics::gauge!("gyre_node_num_clients").set(hub.num_connections() as f64);
-    metrics::gauge!("gyre_node_num_users").set(hub.num_users() as f64);
-    metrics::gauge!("gyre_node_num_channels").set(hub.num_channels() as f64);
-    metrics::gauge!("gyre_node_num_subscriptions").set(hub.num_subscriptions() as f64);
+        .set(gauges.unauthenticated_connections as f64);
+    metrics::gauge!("gyre_node_num_clients").set(gauges.clients as f64);
+    metrics::gauge!("gyre_node_num_users").set(gauges.users as f64);
+    metrics::gauge!("gyre_node_num_channels").set(gauges.channels as f64);
+    metrics::gauge!("gyre_node_num_subscriptions").set(gauges.subscriptions as f64);
+}
+
+/// The text exposition of every metric as it stands.
+pub fn render() -> String {
     HANDLE
         .get()
         .map(PrometheusHandle::render)

@@ -24,9 +24,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::node::Node;
-use crate::server::{Body, Peer, html, json, text};
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::http::read_body_within;
+use crate::transport::http::{Body, Peer, html, json, text};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -278,7 +278,7 @@ impl LoginThrottle {
 /// This node's counters as the chart needs them (totals since start; the page derives rates):
 /// connections accepted, client messages received, messages delivered, errors.
 fn stats(node: &Node) -> String {
-    let exposition = crate::metrics::render(node);
+    let exposition = crate::metrics::render();
     let total = |names: &[&str]| -> f64 {
         names
             .iter()

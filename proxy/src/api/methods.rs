@@ -14,10 +14,10 @@ use super::{
 };
 use crate::engine::{ControlCommand, HistoryQuery, PublishOptions, StreamPosition};
 use crate::protocol::channel_pattern::ChannelPattern;
-use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::history_options;
 use crate::protocol::survey;
+use gyre_proto::codes;
 
 /// Runs one method on its JSON body. `batch` is not one of them: it runs only at the top level
 /// (`super::batch`), so a `batch` command inside a batch is "method not found" and batches

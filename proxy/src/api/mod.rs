@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::protocol::codes::{self, ErrorCode};
 use crate::protocol::node::Node;
-use crate::server::{Body, json, text};
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::http::read_body_within;
+use crate::transport::http::{Body, json, text};
+use gyre_proto::codes::{self, ErrorCode};
 
 /// Largest API request body (a `batch` of publications can be large, but not unbounded).
 const MAX_BODY: usize = 4 << 20;

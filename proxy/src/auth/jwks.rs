@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use parking_lot::RwLock;
 
 use super::error::{AuthConfigError, InvalidReason, TokenError};
+use crate::config::token::jwks_placeholders as placeholders;
 
 /// Timing knobs; [`Default`] is the production behaviour, tests shrink them.
 #[derive(Debug, Clone)]
@@ -344,15 +345,6 @@ impl JwksTemplate {
     }
 }
 
-/// The names between `{{` and `}}`, in order.
-pub(super) fn placeholders(template: &str) -> impl Iterator<Item = &str> {
-    template
-        .split("{{")
-        .skip(1)
-        .filter_map(|rest| rest.split_once("}}"))
-        .map(|(name, _)| name.trim())
-}
-
 /// The template with every placeholder replaced by its value. A value comes from a token that
 /// is not verified yet (and, with `insecure_skip_jwks_endpoint_safety_check`, from a group that
 /// captures anything), so it may only be a host, port or path segment: letters, digits, `-`,
@@ -387,66 +379,4 @@ fn fill(template: &str, vars: &HashMap<String, String>) -> Result<String, Invali
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// The placeholders of `template` whose named group (in `issuer_regex` or `audience_regex`) can
-/// capture values nobody listed: a token's issuer would then choose where gyre fetches keys
-/// from. Safe groups match a fixed set of strings (`acme|globex`, `eu|us`); `[a-z]+`, `.+`,
-/// `\w*` or a class of more than a few characters are not. Each entry is (placeholder, regex
-/// key name). A placeholder without any group is not listed here (see `JwksTemplate::new`).
-pub(super) fn unsafe_placeholders<'a>(
-    template: &'a str,
-    regexes: &[(&'static str, &str)],
-) -> Vec<(&'a str, &'static str)> {
-    let parsed: Vec<(&'static str, regex_syntax::hir::Hir)> = regexes
-        .iter()
-        .filter(|(_, pattern)| !pattern.is_empty())
-        .filter_map(|(key, pattern)| Some((*key, regex_syntax::parse(pattern).ok()?)))
-        .collect();
-    let mut out = Vec::new();
-    for name in placeholders(template) {
-        for (key, hir) in &parsed {
-            if let Some(group) = named_group(hir, name)
-                && !fixed_strings(group)
-            {
-                out.push((name, *key));
-            }
-        }
-    }
-    out
-}
-
-fn named_group<'h>(
-    hir: &'h regex_syntax::hir::Hir,
-    name: &str,
-) -> Option<&'h regex_syntax::hir::Hir> {
-    use regex_syntax::hir::HirKind;
-    match hir.kind() {
-        HirKind::Capture(capture) if capture.name.as_deref() == Some(name) => Some(&capture.sub),
-        HirKind::Capture(capture) => named_group(&capture.sub, name),
-        HirKind::Repetition(repetition) => named_group(&repetition.sub, name),
-        HirKind::Concat(items) | HirKind::Alternation(items) => {
-            items.iter().find_map(|item| named_group(item, name))
-        }
-        _ => None,
-    }
-}
-
-/// Whether `hir` matches only strings from a short fixed list.
-fn fixed_strings(hir: &regex_syntax::hir::Hir) -> bool {
-    use regex_syntax::hir::{Class, HirKind};
-    /// `a|b|c` may be written (or parsed) as a class; a longer class is a pattern.
-    const MAX_CLASS: usize = 8;
-    match hir.kind() {
-        HirKind::Empty | HirKind::Literal(_) | HirKind::Look(_) => true,
-        HirKind::Class(Class::Unicode(class)) => {
-            class.iter().map(|r| r.len()).sum::<usize>() <= MAX_CLASS
-        }
-        HirKind::Class(Class::Bytes(class)) => {
-            class.iter().map(|r| r.len()).sum::<usize>() <= MAX_CLASS
-        }
-        HirKind::Repetition(_) => false,
-        HirKind::Capture(capture) => fixed_strings(&capture.sub),
-        HirKind::Concat(items) | HirKind::Alternation(items) => items.iter().all(fixed_strings),
-    }
 }

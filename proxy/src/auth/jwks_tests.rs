@@ -465,7 +465,7 @@ fn template_groups_must_list_their_values() {
         "/realms/(?P<realm>dev[12])/(?P<other>.+)",
     ] {
         let s = settings(safe, "");
-        assert!(unsafe_jwks_placeholders(&s).is_empty(), "{safe}");
+        assert!(s.unsafe_jwks_placeholders().is_empty(), "{safe}");
         assert!(Verifier::new(&s).is_ok(), "{safe}");
     }
     for open in [
@@ -479,7 +479,7 @@ fn template_groups_must_list_their_values() {
     ] {
         let s = settings(open, "");
         assert_eq!(
-            unsafe_jwks_placeholders(&s),
+            s.unsafe_jwks_placeholders(),
             [("realm", "issuer_regex")],
             "{open}"
         );
@@ -495,5 +495,5 @@ fn template_groups_must_list_their_values() {
         assert!(Verifier::new(&skipped).is_ok(), "{open}");
     }
     let s = settings("", "^(?P<realm>[a-z]+)$");
-    assert_eq!(unsafe_jwks_placeholders(&s), [("realm", "audience_regex")]);
+    assert_eq!(s.unsafe_jwks_placeholders(), [("realm", "audience_regex")]);
 }

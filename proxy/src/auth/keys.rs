@@ -7,7 +7,7 @@
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use super::error::{AuthConfigError, InvalidReason};
-use super::settings::TokenSettings;
+use crate::config::TokenSettings;
 
 /// The configured static keys; `None` = that family is disabled.
 pub(super) struct StaticKeys {

@@ -32,7 +32,6 @@ mod claims;
 mod error;
 mod jwks;
 mod keys;
-pub mod settings;
 
 #[cfg(test)]
 mod jwks_tests;
@@ -46,12 +45,12 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::value::RawValue;
 
+pub use crate::config::TokenSettings;
 pub use claims::{ConnectToken, Overrides, SubOptions, SubscribeToken};
 pub use error::{
     AuthConfigError, DISCONNECT_EXPIRED, DISCONNECT_INVALID_TOKEN, ERROR_INTERNAL,
     ERROR_PERMISSION_DENIED, ERROR_TOKEN_EXPIRED, InvalidReason, Reject, TokenError, TokenUse,
 };
-pub use settings::TokenSettings;
 
 use claims::{RawConnect, RawSubscribe, Registered};
 use jwks::{Jwks, JwksOptions, JwksTemplate};
@@ -200,7 +199,7 @@ impl KeyRing {
             let unsafe_groups = if s.insecure_skip_jwks_endpoint_safety_check {
                 Vec::new()
             } else {
-                unsafe_jwks_placeholders(s)
+                s.unsafe_jwks_placeholders()
             };
             KeySource::JwksTemplate(JwksTemplate::new(
                 &s.jwks_public_endpoint,
@@ -317,24 +316,6 @@ impl KeyRing {
             Some(claim) => claims::custom_user_id(payload, claim),
         }
     }
-}
-
-/// The `{{name}}` placeholders of a templated `jwks_public_endpoint`, for config validation.
-pub fn jwks_placeholders(template: &str) -> Vec<&str> {
-    jwks::placeholders(template).collect()
-}
-
-/// The placeholders of `settings.jwks_public_endpoint` filled from a named group that matches
-/// open-ended values, with the key of its regex (`issuer_regex` / `audience_regex`): Centrifugo's
-/// JWKS endpoint safety check, which `insecure_skip_jwks_endpoint_safety_check` turns off.
-pub fn unsafe_jwks_placeholders(settings: &TokenSettings) -> Vec<(&str, &'static str)> {
-    jwks::unsafe_placeholders(
-        &settings.jwks_public_endpoint,
-        &[
-            ("issuer_regex", settings.issuer_regex.as_str()),
-            ("audience_regex", settings.audience_regex.as_str()),
-        ],
-    )
 }
 
 /// The key of the header's `kid` in `jwks`, if it may verify the header's algorithm.

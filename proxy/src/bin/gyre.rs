@@ -197,6 +197,7 @@ async fn run(config: Config) -> Result<(), String> {
     let node = Arc::new(Node::new(Arc::clone(&config), engine, verifier, hooks));
     node.spawn_dispatcher(events_rx);
     node.spawn_announcer();
+    let transports = gyre_proxy::transport::Transports::new(&config, open_files.now);
 
     // An empty address means every interface, as in Centrifugo.
     let bind = |host: &str, port: u16| {
@@ -231,7 +232,7 @@ async fn run(config: Config) -> Result<(), String> {
     tracing::info!(
         open_files = open_files.now,
         raised_from = open_files.before,
-        max_unauthenticated_connections = node.unauthenticated.max(),
+        max_unauthenticated_connections = transports.unauthenticated.max(),
         "open-file limit {} (each connection is one)",
         open_files.now,
     );
@@ -257,9 +258,15 @@ async fn run(config: Config) -> Result<(), String> {
         internal,
         tls,
     };
-    gyre_proxy::server::run(node, listeners, shutdown_signal(), config.shutdown.timeout)
-        .await
-        .map_err(|e| format!("cannot start the TLS bridge: {e}"))?;
+    gyre_proxy::server::run(
+        node,
+        transports,
+        listeners,
+        shutdown_signal(),
+        config.shutdown.timeout,
+    )
+    .await
+    .map_err(|e| format!("cannot start the TLS bridge: {e}"))?;
     tracing::info!("stopped");
     Ok(())
 }

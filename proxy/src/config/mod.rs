@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+pub mod token;
 pub mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,8 @@ pub use self::proxy::{
     Proxy, Rpc, RpcNamespace, RpcOptions, StatusTransform, SwitchedProxy, UniDisconnectTransform,
 };
 pub use self::schema::*;
+pub use self::token::TokenSettings;
 pub use self::validate::Invalid;
-pub use crate::auth::settings::TokenSettings;
 
 use self::channel::ChannelIndex;
 

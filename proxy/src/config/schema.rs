@@ -12,7 +12,7 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use super::duration;
-use crate::auth::settings::TokenSettings;
+use super::token::TokenSettings;
 
 /// `http_server`: the listener for client transports and, unless `internal_port` is set, the
 /// server API, `/health`, `/metrics` and the admin UI.

@@ -985,7 +985,7 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
                 names
             })
             .collect();
-        for name in crate::auth::jwks_placeholders(url) {
+        for name in super::token::jwks_placeholders(url) {
             if !groups.iter().any(|g| g == name) {
                 out.push(Invalid::JwksTemplate {
                     path: format!("{path}.jwks_public_endpoint"),
@@ -994,7 +994,7 @@ fn token(path: &str, token: &TokenSettings, out: &mut Vec<Invalid>) {
             }
         }
         if !token.insecure_skip_jwks_endpoint_safety_check {
-            for (name, regex) in crate::auth::unsafe_jwks_placeholders(token) {
+            for (name, regex) in token.unsafe_jwks_placeholders() {
                 out.push(Invalid::UnsafeJwksTemplate {
                     path: format!("{path}.jwks_public_endpoint"),
                     name: name.to_owned(),

@@ -32,7 +32,7 @@ pub use subscription::{
 };
 
 use crate::engine::{ControlCommand, EngineEvent};
-use crate::protocol::codes::Disconnect;
+use gyre_proto::codes::Disconnect;
 
 const SHARDS: usize = 64;
 
@@ -597,7 +597,7 @@ impl Hub {
                 // Binary data for a JSON client: nothing valid can be sent, and skipping it
                 // would lose it silently ("inappropriate protocol",
                 // docs/protocol.md#json-encoding).
-                subscription.close_connection(crate::protocol::codes::INAPPROPRIATE_PROTOCOL);
+                subscription.close_connection(gyre_proto::codes::INAPPROPRIATE_PROTOCOL);
                 continue;
             }
             let delivery = Delivery {

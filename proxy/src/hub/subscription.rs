@@ -24,7 +24,7 @@ pub enum Control {
     /// Live messages may have been lost: the session compares its positions with the streams.
     Resync,
     /// End the connection with this code (shutdown, server API disconnect).
-    Disconnect(crate::protocol::codes::Disconnect),
+    Disconnect(gyre_proto::codes::Disconnect),
     /// Server API: end this subscription (unsubscribe push 2000).
     Unsubscribe { channel: String },
     /// Server API: add a server-side subscription (subscribe push).
@@ -256,7 +256,7 @@ impl Subscription {
     }
 
     /// Closes this subscriber's connection (e.g. a publication that cannot be encoded for it).
-    pub fn close_connection(&self, disconnect: crate::protocol::codes::Disconnect) {
+    pub fn close_connection(&self, disconnect: gyre_proto::codes::Disconnect) {
         self.outbox.close(disconnect);
     }
 

@@ -4,12 +4,10 @@
 //! - [`session`]: one client's session (commands, pings, expiry) — transport-independent.
 //! - [`recovery`]: recovery decisions from positions and history.
 //! - [`node`]: what all sessions of this node share.
-//! - [`codes`]: error, unsubscribe and disconnect codes.
 //! - [`nodes`], [`survey`]: the other nodes of the cluster, and questions asked to all of them.
 //! - [`channel_pattern`]: the glob syntax of the server API's `channels` pattern.
 
 pub mod channel_pattern;
-pub mod codes;
 pub mod node;
 pub mod nodes;
 pub mod recovery;

@@ -23,12 +23,6 @@ pub struct Node {
     pub hooks: crate::hooks::Hooks,
     /// When this node started (server API `info`: uptime).
     pub started: std::time::Instant,
-    /// The sessions of SockJS's HTTP sub-transports, which outlive their requests.
-    pub sockjs: crate::transport::sockjs::Sessions,
-    /// `client.handshake_rate_limit` (or `connection_rate_limit`).
-    pub handshakes: crate::transport::admission::HandshakeLimiter,
-    /// `http_server.max_unauthenticated_connections`.
-    pub unauthenticated: Arc<crate::transport::admission::UnauthenticatedLimit>,
     /// The nodes that announced themselves on the control channel (this one included).
     pub nodes: Nodes,
     /// This node's questions to the cluster that wait for answers (`protocol::survey`).
@@ -36,9 +30,6 @@ pub struct Node {
     /// Wakes the announcer out of turn: a new node appeared and should learn of this one now
     /// rather than at the next tick.
     announce_now: tokio::sync::Notify,
-    /// `/emulation` requests being forwarded to other nodes now
-    /// (`emulation.max_concurrent_forwards`).
-    pub emulation_forwards: tokio::sync::Semaphore,
     next_connection: AtomicU64,
 }
 
@@ -53,16 +44,6 @@ impl Node {
         verifier: Verifier,
         hooks: crate::hooks::Hooks,
     ) -> Self {
-        let handshakes = crate::transport::admission::HandshakeLimiter::new(
-            config.client.handshake_rate(),
-            config.client.handshake_burst,
-        );
-        let unauthenticated = crate::transport::admission::UnauthenticatedLimit::new(
-            config.http_server.max_unauthenticated_connections,
-            crate::server::current_open_files_limit(),
-        );
-        let emulation_forwards =
-            tokio::sync::Semaphore::new(config.emulation.max_concurrent_forwards as usize);
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             name: if config.node.name.is_empty() {
@@ -76,13 +57,9 @@ impl Node {
             verifier,
             hooks,
             started: std::time::Instant::now(),
-            sockjs: crate::transport::sockjs::Sessions::default(),
-            handshakes,
-            unauthenticated,
             nodes: Nodes::default(),
             surveys: Default::default(),
             announce_now: tokio::sync::Notify::new(),
-            emulation_forwards,
             next_connection: AtomicU64::new(1),
         }
     }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::protocol::codes::{self, Disconnect};
+use gyre_proto::codes::{self, Disconnect};
 
 /// Writes into a connection's socket without waiting (see the module docs).
 pub trait DirectWrite: Send + Sync {

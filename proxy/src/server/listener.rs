@@ -59,7 +59,7 @@ pub fn raise_open_files_limit() -> OpenFiles {
 }
 
 /// The soft open-file limit now (`u64::MAX` when unlimited or unknown).
-pub fn current_open_files_limit() -> u64 {
+fn current_open_files_limit() -> u64 {
     rlimit::getrlimit(rlimit::Resource::NOFILE)
         .map(|(soft, _hard)| soft)
         .unwrap_or(u64::MAX)

@@ -9,7 +9,7 @@ mod listener;
 mod tls;
 
 pub use deadline::{Activity, Deadlines, TimedIo};
-pub use listener::{OpenFiles, current_open_files_limit, listen, raise_open_files_limit};
+pub use listener::{OpenFiles, listen, raise_open_files_limit};
 pub use tls::{ServerTls, server_configs as tls_server_configs, warnings as tls_warnings};
 
 use std::borrow::Cow;
@@ -21,22 +21,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use gyre_proto::Encoding;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio_util::task::TaskTracker;
 
-use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::transport::admission::ConnectionSlot;
-use crate::transport::{self, http_stream, websocket};
+use crate::transport::http::{Body, Peer, empty, full, html, json, text, with_type};
+use crate::transport::{self, Transports, http_stream, websocket};
 use deadline::TrackedBody;
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
+use gyre_proto::codes;
 
 const DEMO_PAGE: &str = include_str!("../demo.html");
 
@@ -57,23 +54,16 @@ pub enum Port {
     Internal,
 }
 
-/// The client address of a request's connection (a request extension): the TCP peer, or for a
-/// connection bridged from a TLS port the client behind the bridge.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
-
 /// Serves until `shutdown` resolves, then closes every client connection with 3001 (the SDKs
 /// reconnect, to another node if there is one) and waits for them for at most `drain`.
 pub async fn run(
     node: Arc<Node>,
+    transports: Arc<Transports>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    // Upgraded WebSocket connections leave hyper's view once upgraded; this tracks them so the
-    // drain waits until each has written its close frame.
-    let sessions = TaskTracker::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     let deadlines = Deadlines::from_config(&node.config.http_server);
     let mut public = listener::Acceptor::new(listeners.public);
@@ -106,7 +96,7 @@ pub async fn run(
             Some(bridge) if !encrypted => bridge.client_of(peer).unwrap_or(peer),
             _ => peer,
         };
-        let Some(unauthenticated) = node.unauthenticated.try_acquire() else {
+        let Some(unauthenticated) = transports.unauthenticated.try_acquire() else {
             listener::refuse(stream);
             continue;
         };
@@ -119,14 +109,14 @@ pub async fn run(
         let activity = Arc::new(Activity::default());
         let io = TimedIo::new(stream, Arc::clone(&activity), deadlines);
         let node = Arc::clone(&node);
-        let sessions = sessions.clone();
+        let transports = Arc::clone(&transports);
         let service = service_fn(move |mut request: Request<Incoming>| {
             // From here until its response body is dropped, the connection owes nothing.
             let in_progress = activity.request();
             request.extensions_mut().insert(slot.clone());
             request.extensions_mut().insert(Arc::clone(&activity));
             request.extensions_mut().insert(Peer(peer));
-            let routed = route(Arc::clone(&node), sessions.clone(), port, request);
+            let routed = route(Arc::clone(&node), Arc::clone(&transports), port, request);
             async move {
                 let response = routed.await;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_progress)))
@@ -144,10 +134,11 @@ pub async fn run(
     }
     tracing::info!("shutting down: closing client connections");
     node.hub.disconnect_all(&codes::SHUTDOWN);
-    sessions.close();
+    // Connections that left hyper's view (upgraded, streaming) drain here.
+    transports.tasks.close();
     let drained = async {
         graceful.shutdown().await;
-        sessions.wait().await;
+        transports.tasks.wait().await;
     };
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("connections still open after {drain:?}; exiting anyway");
@@ -241,7 +232,7 @@ fn standard_path<'a>(config: &crate::config::Config, path: &'a str) -> Option<Co
 
 async fn route(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     port: Port,
     mut request: Request<Incoming>,
 ) -> Response<Body> {
@@ -276,11 +267,16 @@ async fn route(
         match (request.method(), path.as_str()) {
             (&Method::GET, "/health") => return json(StatusCode::OK, "{}"),
             (&Method::GET, "/metrics") => {
-                return with_type(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    full(crate::metrics::render(&node)),
-                );
+                return with_type(StatusCode::OK, "text/plain; version=0.0.4", {
+                    crate::metrics::set_node_gauges(crate::metrics::NodeGauges {
+                        unauthenticated_connections: transports.unauthenticated.held(),
+                        clients: node.hub.num_connections(),
+                        users: node.hub.num_users(),
+                        channels: node.hub.num_channels(),
+                        subscriptions: node.hub.num_subscriptions(),
+                    });
+                    full(crate::metrics::render())
+                });
             }
             (_, p) if p == "/api" || p.starts_with("/api/") => {
                 return crate::api::handle(node, request).await;
@@ -293,31 +289,31 @@ async fn route(
     }
     match (request.method(), path.as_str()) {
         (_, "/connection/websocket") => {
-            websocket_upgrade(node, &sessions, request, Kind::Bidirectional)
+            websocket_upgrade(node, &transports, request, Kind::Bidirectional)
         }
         (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
-            websocket_upgrade(node, &sessions, request, Kind::Unidirectional)
+            websocket_upgrade(node, &transports, request, Kind::Unidirectional)
         }
         (_, p) if p.starts_with("/connection/sockjs") && config.sockjs.enabled => {
-            transport::sockjs::handle(node, sessions, request).await
+            transport::sockjs::handle(node, transports, request).await
         }
         (&Method::OPTIONS, p) if p.starts_with("/connection/") => {
             transport::http::preflight(&node, &request, "GET, POST, OPTIONS")
         }
         (_, "/connection/http_stream") if config.http_stream.enabled => {
-            http_stream::http_stream(node, sessions, request).await
+            http_stream::http_stream(node, transports, request).await
         }
         (_, "/connection/sse") if config.sse.enabled => {
-            http_stream::sse(node, sessions, request).await
+            http_stream::sse(node, transports, request).await
         }
         (_, "/connection/uni_http_stream") if config.uni_http_stream.enabled => {
-            http_stream::uni_http_stream(node, sessions, request).await
+            http_stream::uni_http_stream(node, transports, request).await
         }
         (_, "/connection/uni_sse") if config.uni_sse.enabled => {
-            http_stream::uni_sse(node, sessions, request).await
+            http_stream::uni_sse(node, transports, request).await
         }
         (_, "/emulation") if config.http_stream.enabled || config.sse.enabled => {
-            transport::emulation::handle(node, request).await
+            transport::emulation::handle(node, &transports, request).await
         }
         (_, p) if p.starts_with("/connection/sockjs") => disabled("/connection/sockjs"),
         (_, p) if p.starts_with("/connection/") || p == "/emulation" => disabled(p),
@@ -367,7 +363,7 @@ enum Kind {
 
 fn websocket_upgrade(
     node: Arc<Node>,
-    sessions: &TaskTracker,
+    transports: &Transports,
     mut request: Request<Incoming>,
     kind: Kind,
 ) -> Response<Body> {
@@ -376,7 +372,7 @@ fn websocket_upgrade(
         Ok(key) => key,
         Err(bad) => return bad.response(),
     };
-    if let Err(refused) = transport::http::admit(&node, headers) {
+    if let Err(refused) = transport::http::admit(&node, transports, headers) {
         return refused;
     }
     let offered: Vec<String> = headers
@@ -440,7 +436,7 @@ fn websocket_upgrade(
     // The session authenticates the connection (or it closes): its slot goes along.
     let unauthenticated = ConnectionSlot::take(&request);
     upgrading(&request);
-    sessions.spawn(async move {
+    transports.tasks.spawn(async move {
         // Scoped so that nothing of the upgrade stays in the task (and in every idle
         // connection's memory) while the connection is served.
         let upgraded = match upgrade.await {
@@ -477,63 +473,6 @@ fn websocket_upgrade(
     response
         .body(empty())
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
-}
-
-/// `client.allowed_origins`: `*` wildcards; an empty list allows only requests without an
-/// Origin header (i.e. no browsers).
-pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
-    let origin = origin.to_ascii_lowercase();
-    patterns
-        .iter()
-        .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &origin))
-}
-
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            let Some(mut remaining) = text.strip_prefix(prefix) else {
-                return false;
-            };
-            if rest.is_empty() {
-                return true;
-            }
-            loop {
-                if glob_match(rest, remaining) {
-                    return true;
-                }
-                let mut chars = remaining.chars();
-                if chars.next().is_none() {
-                    return false;
-                }
-                remaining = chars.as_str();
-            }
-        }
-    }
-}
-
-pub fn empty() -> Body {
-    Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    with_type(
-        status,
-        "text/plain; charset=utf-8",
-        full(format!("{message}\n")),
-    )
-}
-
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    with_type(status, "application/json", full(body))
 }
 
 /// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there
@@ -606,19 +545,6 @@ fn redis_cli_command(address: &str, tls: bool, db: u32) -> Option<String> {
     Some(command)
 }
 
-pub fn html(page: impl Into<Bytes>) -> Response<Body> {
-    with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
-}
-
-pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,19 +586,6 @@ mod tests {
             "not the endpoint"
         );
         assert_eq!(standard(&config, "/metrics").as_deref(), Some("/metrics"));
-    }
-
-    #[test]
-    fn origins_match_globs() {
-        let patterns = vec![
-            "https://*.example.com".to_owned(),
-            "http://localhost:*".to_owned(),
-        ];
-        assert!(origin_allowed(&patterns, "https://app.example.com"));
-        assert!(origin_allowed(&patterns, "HTTP://LOCALHOST:3000"));
-        assert!(!origin_allowed(&patterns, "https://example.org"));
-        assert!(origin_allowed(&["*".to_owned()], "https://any.where"));
-        assert!(!origin_allowed(&[], "https://any.where"));
     }
 
     #[test]

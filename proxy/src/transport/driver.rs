@@ -11,11 +11,11 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 
 use crate::hub::{ControlReceiver, control_channel};
-use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Session, TransportInfo};
 use crate::queue::{Outbox, Writes};
 use crate::transport::admission::Unauthenticated;
+use gyre_proto::codes::{self, Disconnect};
 
 pub struct Connection {
     session: Session,

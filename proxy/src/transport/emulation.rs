@@ -19,9 +19,14 @@ use super::admission::ConnectionSlot;
 use super::http as shared;
 use crate::engine::{ControlCommand, Engine};
 use crate::protocol::node::Node;
-use crate::server::{Body, empty, text};
+use crate::transport::Transports;
+use crate::transport::http::{Body, empty, text};
 
-pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    node: Arc<Node>,
+    transports: &Transports,
+    request: Request<Incoming>,
+) -> Response<Body> {
     if request.method() == Method::OPTIONS {
         return shared::preflight(&node, &request, "POST, OPTIONS");
     }
@@ -32,12 +37,12 @@ pub async fn handle(node: Arc<Node>, request: Request<Incoming>) -> Response<Bod
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
-    let mut response = route(&node, request).await;
+    let mut response = route(&node, transports, request).await;
     cors.apply(&mut response);
     response
 }
 
-async fn route(node: &Node, request: Request<Incoming>) -> Response<Body> {
+async fn route(node: &Node, transports: &Transports, request: Request<Incoming>) -> Response<Body> {
     let encoding = if shared::is_protobuf(request.headers()) {
         Encoding::Protobuf
     } else {
@@ -78,7 +83,7 @@ async fn route(node: &Node, request: Request<Incoming>) -> Response<Body> {
     if matches!(node.engine, Engine::Memory(_)) || !node.nodes.is_alive(&request.node) {
         return text(StatusCode::NOT_FOUND, "unknown node");
     }
-    let Ok(_forwarding) = node.emulation_forwards.try_acquire() else {
+    let Ok(_forwarding) = transports.emulation_forwards.try_acquire() else {
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many requests being forwarded to other nodes (emulation.max_concurrent_forwards)",

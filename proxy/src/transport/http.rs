@@ -10,11 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
 use hyper::body::Incoming;
 
 use crate::protocol::node::Node;
-use crate::server::{Body, empty, text};
 
 /// CORS response headers for a request whose origin passed [`admit`].
 #[derive(Debug, Default, Clone)]
@@ -40,7 +39,11 @@ impl Cors {
 /// The checks every connection endpoint makes before anything else: the origin
 /// (`client.allowed_origins`; requests without an Origin pass) and the node's connection limit.
 /// Returns the CORS headers to send, or the response that refuses the request.
-pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
+pub fn admit(
+    node: &Node,
+    transports: &super::Transports,
+    headers: &HeaderMap,
+) -> Result<Cors, Response<Body>> {
     let cors = cors(node, headers)?;
     let limit = node.config.client.connection_limit as usize;
     if limit > 0 && node.hub.num_connections() >= limit {
@@ -51,7 +54,7 @@ pub fn admit(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
         cors.apply(&mut response);
         return Err(response);
     }
-    if !node.handshakes.admit() {
+    if !transports.handshakes.admit() {
         metrics::counter!(crate::metrics::HANDSHAKES_REFUSED).increment(1);
         let mut response = text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -88,7 +91,7 @@ pub fn cors(node: &Node, headers: &HeaderMap) -> Result<Cors, Response<Body>> {
         if patterns.is_empty() {
             same_host(origin, headers.get(header::HOST))
         } else {
-            crate::server::origin_allowed(patterns, origin)
+            origin_allowed(patterns, origin)
         }
     });
     if !allowed {
@@ -239,4 +242,100 @@ pub fn stream_response(content_type: &'static str, cors: &Cors, body: Body) -> R
         HeaderValue::from_static("no"),
     );
     response
+}
+
+/// The client address of a request's connection (a request extension): the TCP peer, or for a
+/// connection bridged from a TLS port the client behind the bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// The body of every response gyre sends: fixed bytes, or a stream of a transport's frames.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// `client.allowed_origins`: `*` wildcards; an empty list allows only requests without an
+/// Origin header (i.e. no browsers).
+pub fn origin_allowed(patterns: &[String], origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    patterns
+        .iter()
+        .any(|pattern| glob_match(&pattern.to_ascii_lowercase(), &origin))
+}
+
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(mut remaining) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            loop {
+                if glob_match(rest, remaining) {
+                    return true;
+                }
+                let mut chars = remaining.chars();
+                if chars.next().is_none() {
+                    return false;
+                }
+                remaining = chars.as_str();
+            }
+        }
+    }
+}
+
+pub fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub fn text(status: StatusCode, message: &str) -> Response<Body> {
+    with_type(
+        status,
+        "text/plain; charset=utf-8",
+        full(format!("{message}\n")),
+    )
+}
+
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, "application/json", full(body))
+}
+
+pub fn html(page: impl Into<Bytes>) -> Response<Body> {
+    with_type(StatusCode::OK, "text/html; charset=utf-8", full(page))
+}
+
+pub fn with_type(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_globs() {
+        let patterns = vec![
+            "https://*.example.com".to_owned(),
+            "http://localhost:*".to_owned(),
+        ];
+        assert!(origin_allowed(&patterns, "https://app.example.com"));
+        assert!(origin_allowed(&patterns, "HTTP://LOCALHOST:3000"));
+        assert!(!origin_allowed(&patterns, "https://example.org"));
+        assert!(origin_allowed(&["*".to_owned()], "https://any.where"));
+        assert!(!origin_allowed(&[], "https://any.where"));
+    }
 }

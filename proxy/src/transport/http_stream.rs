@@ -31,7 +31,6 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::task::TaskTracker;
 
 use super::admission::{ConnectionSlot, Unauthenticated};
 use super::cursor::{self, Cursor};
@@ -40,11 +39,12 @@ use super::http as shared;
 use super::uni;
 use crate::config::ConnectCodeToHttpResponse;
 use crate::hooks::headers::ClientContext;
-use crate::protocol::codes;
 use crate::protocol::node::Node;
 use crate::protocol::session::{ConnectOutcome, Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
-use crate::server::{Body, text};
+use crate::transport::Transports;
+use crate::transport::http::{Body, text};
+use gyre_proto::codes;
 
 /// Most queued messages written in one chunk.
 const MAX_MESSAGES_PER_CHUNK: usize = 64;
@@ -149,7 +149,7 @@ impl http_body::Body for StreamBody {
 #[allow(clippy::too_many_arguments)]
 fn start(
     node: &Arc<Node>,
-    sessions: &TaskTracker,
+    transports: &Transports,
     transport: TransportInfo,
     mut framing: Framing,
     connect: Bytes,
@@ -164,7 +164,7 @@ fn start(
     let (chunks, rx) = mpsc::channel(1);
     let write_timeout = node.config.websocket.write_timeout;
     let encoding = transport.encoding;
-    sessions.spawn(async move {
+    transports.tasks.spawn(async move {
         let writer = tokio::spawn(async move {
             write_loop(&outbox, &mut framing, encoding, &chunks, write_timeout).await;
         });
@@ -202,7 +202,7 @@ async fn uni_response(
         // The stream is dropped: its writer finds no reader, the session ends on its own.
         drop(body);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = Response::new(crate::server::full(text));
+        let mut response = Response::new(crate::transport::http::full(text));
         *response.status_mut() = status;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -272,13 +272,13 @@ async fn send(
 /// `/connection/http_stream` (bidirectional emulation).
 pub async fn http_stream(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     if request.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let cors = match shared::admit(&node, request.headers()) {
+    let cors = match shared::admit(&node, &transports, request.headers()) {
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
@@ -311,7 +311,7 @@ pub async fn http_stream(
     };
     let (body, _) = start(
         &node,
-        &sessions,
+        &transports,
         transport,
         framing,
         connect,
@@ -325,10 +325,10 @@ pub async fn http_stream(
 /// `/connection/sse` (bidirectional emulation, JSON).
 pub async fn sse(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let cors = match shared::admit(&node, request.headers()) {
+    let cors = match shared::admit(&node, &transports, request.headers()) {
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
@@ -351,7 +351,7 @@ pub async fn sse(
     };
     let (body, _) = start(
         &node,
-        &sessions,
+        &transports,
         transport,
         framing,
         connect,
@@ -365,13 +365,13 @@ pub async fn sse(
 /// `/connection/uni_http_stream`.
 pub async fn uni_http_stream(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     if request.method() != Method::POST {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
-    let cors = match shared::admit(&node, request.headers()) {
+    let cors = match shared::admit(&node, &transports, request.headers()) {
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
@@ -389,7 +389,7 @@ pub async fn uni_http_stream(
     let transforms = &node.config.uni_http_stream.connect_code_to_http_response;
     let started = start(
         &node,
-        &sessions,
+        &transports,
         uni_transport("uni_http_stream"),
         Framing::Lines { uni: true },
         connect,
@@ -404,10 +404,10 @@ pub async fn uni_http_stream(
 /// channel named in it from the position it holds.
 pub async fn uni_sse(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let cors = match shared::admit(&node, request.headers()) {
+    let cors = match shared::admit(&node, &transports, request.headers()) {
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
@@ -444,7 +444,7 @@ pub async fn uni_sse(
     let transforms = &node.config.uni_sse.connect_code_to_http_response;
     let started = start(
         &node,
-        &sessions,
+        &transports,
         uni_transport("uni_sse"),
         framing,
         connect,

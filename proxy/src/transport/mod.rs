@@ -12,7 +12,10 @@
 //!   that let an EventSource resume every channel.
 //! - [`sockjs`]: the SockJS protocol and its sub-transports.
 //! - [`admission`]: the handshake rate limit that spreads reconnect storms out.
-//! - [`http`]: CORS, body limits and headers the HTTP transports share.
+//! - [`http`]: CORS, body limits and headers the HTTP transports share, and the response
+//!   helpers of every HTTP answer.
+//!
+//! [`Transports`] is what the transports of a node share beyond the session's `Node`.
 
 pub mod admission;
 pub mod cursor;
@@ -24,3 +27,47 @@ pub mod permessage_deflate;
 pub mod sockjs;
 pub mod uni;
 pub mod websocket;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// What this node's transports share beyond the sessions' `Node`: the tasks of the connections
+/// they serve (the shutdown drain waits for them), admission, and the SockJS sessions that
+/// outlive their requests.
+pub struct Transports {
+    /// Connections that left hyper's view (upgraded WebSockets, streams, SockJS sessions).
+    pub tasks: TaskTracker,
+    /// The sessions of SockJS's HTTP sub-transports.
+    pub sockjs: sockjs::Sessions,
+    /// `client.handshake_rate_limit` (or `connection_rate_limit`).
+    pub handshakes: admission::HandshakeLimiter,
+    /// `http_server.max_unauthenticated_connections`.
+    pub unauthenticated: Arc<admission::UnauthenticatedLimit>,
+    /// `/emulation` requests being forwarded to other nodes now
+    /// (`emulation.max_concurrent_forwards`).
+    pub emulation_forwards: Semaphore,
+}
+
+impl Transports {
+    /// From the config; `open_files` is the process's open-file limit, which bounds the
+    /// default of `max_unauthenticated_connections`.
+    pub fn new(config: &Config, open_files: u64) -> Arc<Self> {
+        Arc::new(Self {
+            tasks: TaskTracker::new(),
+            sockjs: sockjs::Sessions::default(),
+            handshakes: admission::HandshakeLimiter::new(
+                config.client.handshake_rate(),
+                config.client.handshake_burst,
+            ),
+            unauthenticated: admission::UnauthenticatedLimit::new(
+                config.http_server.max_unauthenticated_connections,
+                open_files,
+            ),
+            emulation_forwards: Semaphore::new(config.emulation.max_concurrent_forwards as usize),
+        })
+    }
+}

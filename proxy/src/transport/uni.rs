@@ -10,7 +10,7 @@ use gyre_proto::Encoding;
 use gyre_proto::codec::{self, json};
 use gyre_proto::protocol::{Command, ConnectRequest, Push, Reply};
 
-use crate::protocol::codes::{self, Disconnect};
+use gyre_proto::codes::{self, Disconnect};
 
 /// The Push a unidirectional client receives for a queued message.
 pub fn push_of(message: &Bytes) -> Bytes {

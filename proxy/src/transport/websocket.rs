@@ -40,13 +40,14 @@ use super::driver::{Connection, Duplex, End};
 use super::permessage_deflate::InflatingIo;
 use super::uni;
 use crate::hooks::headers::ClientContext;
-use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Direct, DirectWrite, Outbox, Writes};
-use crate::server::{Body, TimedIo, text};
+use crate::server::TimedIo;
 use crate::transport::admission::Unauthenticated;
+use crate::transport::http::{Body, text};
 use gyre_proto::codec::deflate::{self, Deflate};
+use gyre_proto::codes::{self, Disconnect};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);

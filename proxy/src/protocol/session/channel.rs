@@ -13,7 +13,7 @@ use super::{CommandResult, Connected, Session};
 use crate::config::ChannelOptions;
 use crate::engine::{HistoryOptions, HistoryQuery, PublishOptions};
 use crate::hub::client_publication;
-use crate::protocol::codes;
+use gyre_proto::codes;
 
 /// One permission family of a namespace: `allow_<what>_for_client|subscriber|anonymous`.
 struct Permission {

@@ -13,7 +13,7 @@ use super::subscribe::{Grant, Joined};
 use super::{CommandResult, Connected, Mode, Session, State, token_rejected, unix_now};
 use crate::auth::{ConnectToken, SubOptions, TokenUse};
 use crate::engine::StreamPosition;
-use crate::protocol::codes;
+use gyre_proto::codes;
 
 /// Who a connect command proved to be.
 struct Credentials {

@@ -24,7 +24,7 @@ use crate::auth::SubOptions;
 use crate::config::ChannelOptions;
 use crate::hooks::outcome::{self, Refusal};
 use crate::hooks::{Backend, Caller};
-use crate::protocol::codes::{self, Disconnect};
+use gyre_proto::codes::{self, Disconnect};
 
 impl From<Refusal> for CommandError {
     fn from(refusal: Refusal) -> Self {

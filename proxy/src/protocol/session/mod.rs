@@ -25,10 +25,10 @@ use gyre_proto::codec::{FrameDecoder, Wire};
 use gyre_proto::protocol::{Command, Reply};
 use gyre_proto::{ClientInfo, Encoding};
 
-use super::codes::{self, Disconnect, ErrorCode};
 use super::node::Node;
 use crate::hub::{ConnectionId, Control, ControlSender, Subscription};
 use crate::queue::Outbox;
+use gyre_proto::codes::{self, Disconnect, ErrorCode};
 
 /// Why a command failed: an error reply to it (ours, or the backend's), or the end of the
 /// connection.

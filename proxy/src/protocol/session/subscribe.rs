@@ -16,8 +16,8 @@ use crate::engine::{HistoryQuery, StreamPosition};
 use crate::hub::{
     Interest, LivePosition, Subscription, TagsFilter, client_publication, delta_publication,
 };
-use crate::protocol::codes::{self, Disconnect, UnsubscribeCode};
 use crate::protocol::recovery::{self, Recovery};
+use gyre_proto::codes::{self, Disconnect, UnsubscribeCode};
 
 /// What a subscription was granted: the channel's options with the token's overrides applied,
 /// and the request's wishes where the options allow them.

@@ -6,7 +6,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::codes::Disconnect;
+use gyre_proto::codes::Disconnect;
 
 pub const OPEN: &[u8] = b"o";
 pub const HEARTBEAT: &[u8] = b"h";
@@ -87,7 +87,7 @@ pub fn client_messages(payload: &[u8]) -> Result<Vec<Bytes>, PayloadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::codes;
+    use gyre_proto::codes;
 
     #[test]
     fn a_batch_is_one_escaped_message() {

@@ -38,21 +38,21 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
-use tokio_util::task::TaskTracker;
 
 use self::session::Receiver;
 pub use self::session::Sessions;
 use super::http as shared;
 use super::websocket::BadHandshake;
 use crate::protocol::node::Node;
-use crate::server::{Body, empty, full, text};
+use crate::transport::Transports;
 use crate::transport::admission::ConnectionSlot;
+use crate::transport::http::{Body, empty, full, text};
 
 const PREFIX: &str = "/connection/sockjs";
 
 pub async fn handle(
     node: Arc<Node>,
-    sessions: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let path = request.uri().path().to_owned();
@@ -62,11 +62,11 @@ pub async fn handle(
     match rest {
         "" | "/" => text(StatusCode::OK, "Welcome to SockJS!"),
         "/info" => info(&node, &request),
-        "/websocket" => upgrade(node, &sessions, request, Upgrade::Raw),
+        "/websocket" => upgrade(node, &transports, request, Upgrade::Raw),
         _ => match session_path(rest) {
             Some((session_id, transport)) => {
                 let session_id = session_id.to_owned();
-                session_request(node, sessions, request, &session_id, transport.to_owned()).await
+                session_request(node, transports, request, &session_id, transport.to_owned()).await
             }
             None => not_found(),
         },
@@ -83,14 +83,14 @@ fn session_path(rest: &str) -> Option<(&str, &str)> {
 
 async fn session_request(
     node: Arc<Node>,
-    tracker: TaskTracker,
+    transports: Arc<Transports>,
     request: Request<Incoming>,
     session_id: &str,
     transport: String,
 ) -> Response<Body> {
     let (receiver, method) = match transport.as_str() {
-        "websocket" => return upgrade(node, &tracker, request, Upgrade::SockJs),
-        "xhr_send" => return xhr_send(&node, request, session_id).await,
+        "websocket" => return upgrade(node, &transports, request, Upgrade::SockJs),
+        "xhr_send" => return xhr_send(&node, &transports, request, session_id).await,
         "xhr" => (Receiver::Polling, Method::POST),
         "xhr_streaming" => (Receiver::XhrStreaming, Method::POST),
         "eventsource" => (Receiver::EventSource, Method::GET),
@@ -110,13 +110,13 @@ async fn session_request(
     // A new session is a new connection: the node's connection limit applies.
     let mut refused = None;
     let unauthenticated = ConnectionSlot::take(&request);
-    let lookup = node.sockjs.get_or_create(
+    let lookup = transports.sockjs.get_or_create(
         &node,
-        &tracker,
+        &transports,
         session_id,
         unauthenticated,
         request.headers(),
-        || match shared::admit(&node, request.headers()) {
+        || match shared::admit(&node, &transports, request.headers()) {
             Ok(_) => true,
             Err(response) => {
                 refused = Some(response);
@@ -147,7 +147,12 @@ async fn session_request(
 }
 
 /// `xhr_send`: the client's messages, handed to the session in order before answering 204.
-async fn xhr_send(node: &Node, request: Request<Incoming>, session_id: &str) -> Response<Body> {
+async fn xhr_send(
+    node: &Node,
+    transports: &Transports,
+    request: Request<Incoming>,
+    session_id: &str,
+) -> Response<Body> {
     if request.method() == Method::OPTIONS {
         return options(node, &request, "OPTIONS, POST");
     }
@@ -158,7 +163,7 @@ async fn xhr_send(node: &Node, request: Request<Incoming>, session_id: &str) -> 
         Ok(cors) => cors,
         Err(refused) => return refused,
     };
-    let response = match deliver(node, request, session_id).await {
+    let response = match deliver(node, transports, request, session_id).await {
         Ok(()) => {
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::NO_CONTENT;
@@ -171,10 +176,11 @@ async fn xhr_send(node: &Node, request: Request<Incoming>, session_id: &str) -> 
 
 async fn deliver(
     node: &Node,
+    transports: &Transports,
     request: Request<Incoming>,
     session_id: &str,
 ) -> Result<(), Response<Body>> {
-    let session = node.sockjs.get(session_id).ok_or_else(not_found)?;
+    let session = transports.sockjs.get(session_id).ok_or_else(not_found)?;
     // This connection carries a live session's messages: it is not waiting to authenticate.
     ConnectionSlot::authenticated(&request);
     let limit = node.config.emulation.max_request_body_size;
@@ -236,7 +242,7 @@ enum Upgrade {
 
 fn upgrade(
     node: Arc<Node>,
-    tracker: &TaskTracker,
+    transports: &Transports,
     mut request: Request<Incoming>,
     kind: Upgrade,
 ) -> Response<Body> {
@@ -252,7 +258,7 @@ fn upgrade(
         }
         Err(bad) => return bad.response(),
     };
-    if let Err(refused) = shared::admit(&node, headers) {
+    if let Err(refused) = shared::admit(&node, transports, headers) {
         return refused;
     }
     let unauthenticated = ConnectionSlot::take(&request);
@@ -261,7 +267,7 @@ fn upgrade(
     // A message is the client's frame inside a JSON string: escaping can double its size.
     let max_message_size = node.config.websocket.max_message_size().saturating_mul(2);
     let upgrade = hyper::upgrade::on(&mut request);
-    tracker.spawn(async move {
+    transports.tasks.spawn(async move {
         match upgrade.await {
             Ok(upgraded) => match kind {
                 Upgrade::SockJs => {

@@ -17,15 +17,15 @@ use futures_util::StreamExt as _;
 use gyre_proto::Encoding;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
-use tokio_util::task::TaskTracker;
 
 use super::frames;
-use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Batch, Outbox};
+use crate::transport::Transports;
 use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
+use gyre_proto::codes::{self, Disconnect};
 
 /// Most queued replies carried by one `a[...]` frame.
 const MAX_MESSAGES_PER_FRAME: usize = 64;
@@ -78,7 +78,7 @@ impl Sessions {
     pub fn get_or_create(
         &self,
         node: &Arc<Node>,
-        tracker: &TaskTracker,
+        transports: &Arc<Transports>,
         id: &str,
         unauthenticated: Option<Unauthenticated>,
         headers: &http::HeaderMap,
@@ -92,7 +92,7 @@ impl Sessions {
             return None;
         }
         let context = node.hooks.capture(headers);
-        let session = start(node, tracker, id.to_owned(), unauthenticated, context);
+        let session = start(node, transports, id.to_owned(), unauthenticated, context);
         by_id.insert(id.to_owned(), Arc::clone(&session));
         Some(Lookup::Created(session))
     }
@@ -110,7 +110,7 @@ impl Sessions {
 /// close frame (or for none to come) and forgets the session.
 fn start(
     node: &Arc<Node>,
-    tracker: &TaskTracker,
+    transports: &Arc<Transports>,
     id: String,
     unauthenticated: Option<Unauthenticated>,
     context: crate::hooks::headers::ClientContext,
@@ -129,9 +129,9 @@ fn start(
         close_delivered: Notify::new(),
     });
     let disconnect_delay = node.config.sockjs.disconnect_delay;
-    let node = Arc::clone(node);
+    let task_transports = Arc::clone(transports);
     let task_session = Arc::clone(&session);
-    tracker.spawn(async move {
+    transports.tasks.spawn(async move {
         let session = task_session;
         let watched = Arc::clone(&session);
         // The client's messages, ending (client gone) once no request came for the delay.
@@ -144,7 +144,7 @@ fn start(
             () = session.close_delivered.notified() => {}
             () = session.abandoned(disconnect_delay) => {}
         }
-        node.sockjs.forget(&id, &session);
+        task_transports.sockjs.forget(&id, &session);
     });
     session
 }

@@ -13,11 +13,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::frames;
 use super::session::{self, Frame};
-use crate::protocol::codes::{self, Disconnect};
 use crate::protocol::node::Node;
 use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
 use crate::transport::websocket::Socket;
+use gyre_proto::codes::{self, Disconnect};
 
 /// How long to wait for the client's close frame after sending ours.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use gyre_proto::protocol;
+use crate::protocol;
 
 /// An error reply to a command (`Reply.error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
