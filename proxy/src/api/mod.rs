@@ -30,7 +30,7 @@ use gyre_proto::codes::{self, ErrorCode};
 const MAX_BODY: usize = 4 << 20;
 
 /// An API error (`{"error":{"code":…,"message":…}}`): the same codes and messages as the
-/// client protocol's errors (`protocol::codes`), without the `temporary` flag.
+/// client protocol's errors (`gyre_proto::codes`), without the `temporary` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApiError(pub ErrorCode);
 

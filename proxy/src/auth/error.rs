@@ -4,7 +4,7 @@
 //! Verification never decides wire behaviour itself: it returns a [`TokenError`], and the session
 //! asks [`TokenError::outcome`] what to send for the command it is handling. Codes are
 //! Centrifugo's numbers (docs/protocol.md#error-codes, #disconnect-codes), so they line up with
-//! `protocol::codes`.
+//! `gyre_proto::codes`.
 
 /// A token was refused; docs/protocol.md#token-failures says what each variant is answered with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
