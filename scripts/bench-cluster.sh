@@ -172,7 +172,7 @@ if [[ ,$PARTS, == *,fanout,* ]]; then
     log "fan-out round $round/$FANOUT_ROUNDS: gyre on one Redis"
     write_gyre_config "$GYRE_PORT" "$GYRE_REDIS_PORT" "" "$namespace"
     start_gyre "$GYRE_REDIS_PORT" "$GYRE_PORT"
-    "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+    "${LOAD_PIN[@]}" "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
       --redis-url "redis://127.0.0.1:$GYRE_REDIS_PORT" --server-pid "$GYRE_PID" \
       --redis-pid "$GYRE_REDIS_PID" --label single --out "$RESULTS/fanout/$round-single.json" \
       "${load_common[@]}" || log "single run failed"
@@ -182,7 +182,7 @@ if [[ ,$PARTS, == *,fanout,* ]]; then
     cluster_flush
     write_gyre_config "$GYRE_PORT" "cluster_address = [\"$CLUSTER_SEEDS\"]" "" "$namespace"
     launch_gyre "$GYRE_PORT"
-    "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+    "${LOAD_PIN[@]}" "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
       --redis-cluster "$CLUSTER_SEEDS" --server-pid "$GYRE_PID" "${primary_pid_args[@]}" \
       --label cluster --out "$RESULTS/fanout/$round-cluster.json" "${load_common[@]}" \
       || log "cluster run failed"

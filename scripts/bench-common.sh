@@ -4,6 +4,44 @@
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# --- CPU pinning (PIN) ------------------------------------------------------------------------
+# PIN=1 pins the servers (gyre or nginx, their Redis servers, Sentinels) to SERVER_CPUS and the
+# load generator to LOAD_CPUS with taskset, so that the two do not share a core and a latency
+# figure says whose queue it measures. Defaults: the first half of the cores for the servers,
+# the rest for the load generator (on 2 cores: 0 and 1). bench-nchan.sh then runs every
+# measurement unpinned and pinned and reports both ("-pinned" labels); the other scripts run
+# pinned only. Processes started after `use_pinning pinned` are prefixed with SERVER_PIN or
+# LOAD_PIN; `use_pinning unpinned` clears them.
+PIN="${PIN:-}"
+CPU_COUNT="$(nproc)"
+SERVER_CPUS="${SERVER_CPUS:-0-$(((CPU_COUNT + 1) / 2 - 1))}"
+LOAD_CPUS="${LOAD_CPUS:-$(((CPU_COUNT + 1) / 2))-$((CPU_COUNT - 1))}"
+SERVER_PIN=()
+LOAD_PIN=()
+PIN_SUFFIX=""
+pinning_enabled() { [ -n "$PIN" ] && [ "$PIN" != 0 ]; }
+use_pinning() { # pinned|unpinned
+  SERVER_PIN=()
+  LOAD_PIN=()
+  PIN_SUFFIX=""
+  [ "$1" = pinned ] || return 0
+  if ! command -v taskset >/dev/null 2>&1; then
+    log "PIN is set but taskset is missing (util-linux)"
+    exit 1
+  fi
+  if [ "$CPU_COUNT" -lt 2 ]; then
+    log "PIN needs at least 2 cores (this machine has $CPU_COUNT)"
+    exit 1
+  fi
+  SERVER_PIN=(taskset -c "$SERVER_CPUS")
+  LOAD_PIN=(taskset -c "$LOAD_CPUS")
+  PIN_SUFFIX=-pinned
+}
+# What the scripts that run each measurement once pin: everything when PIN is set.
+if pinning_enabled; then use_pinning pinned; fi
+# How bench-nchan.sh runs each measurement: unpinned, then pinned when PIN is set.
+pin_modes() { if pinning_enabled; then echo unpinned pinned; else echo unpinned; fi; }
+
 # Builds gyre, libgyre.so and gyre-bench (release) unless SKIP_BUILD is set; sets GYRE, MODULE
 # and BENCH to their paths.
 build_release() {
@@ -71,7 +109,7 @@ start_redis() { # port name [args...]
   local port=$1 name=$2
   shift 2
   mkdir -p "$TMP/$name"
-  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/$name" \
+  "${SERVER_PIN[@]}" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$TMP/$name" \
     --maxclients 10000 "$@" >>"$TMP/$name.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
@@ -130,7 +168,7 @@ start_gyre() { # redis_port gyre_port
 # Starts gyre with $TMP/gyre.toml (its Redis already running) and waits for port $1; sets
 # GYRE_PID.
 launch_gyre() { # gyre_port
-  "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
+  "${SERVER_PIN[@]}" "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
   GYRE_PID=$!
   PIDS+=("$GYRE_PID")
   wait_port "$1" gyre
@@ -261,7 +299,7 @@ ab_rounds() {
       log "round $r/$ROUNDS: $target"
       out="$RESULTS/ref-$r-$target.json"
       start_gyre "$REDIS_PORT" "$GYRE_PORT"
-      "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+      "${LOAD_PIN[@]}" "$BENCH" load --target "$target" --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
         --redis-url "redis://127.0.0.1:$REDIS_PORT" --server-pid "$GYRE_PID" \
         --redis-pid "$GYRE_REDIS_PID" --label "$target" --tag "$tag" --out "$out" \
         --connections "$CONNECTIONS" --channels "$CHANNELS" --payload-size "$PAYLOAD" \

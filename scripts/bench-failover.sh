@@ -94,7 +94,7 @@ sentinel monitor gyre 127.0.0.1 $2 2
 sentinel down-after-milliseconds gyre 1000
 sentinel failover-timeout gyre 5000
 EOF
-  redis-server "$TMP/sentinel-$1/sentinel.conf" --sentinel >>"$TMP/sentinel-$1.log" 2>&1 &
+  "${SERVER_PIN[@]}" redis-server "$TMP/sentinel-$1/sentinel.conf" --sentinel >>"$TMP/sentinel-$1.log" 2>&1 &
   REDIS_PID=$!
   PIDS+=("$REDIS_PID")
   wait_port "$1" sentinel
@@ -112,7 +112,7 @@ run_cluster() { # round
   write_gyre_config "$GYRE_PORT" "cluster_address = [\"$CLUSTER_SEEDS\"]" "" "$namespace"
   launch_gyre "$GYRE_PORT"
   log "cluster round $1/$ROUNDS: $CONNECTIONS clients, killing the primary on port $victim"
-  "$BENCH" failover "${failover_args[@]}" --redis-cluster "$CLUSTER_SEEDS" --kill-pid "$pid" \
+  "${LOAD_PIN[@]}" "$BENCH" failover "${failover_args[@]}" --redis-cluster "$CLUSTER_SEEDS" --kill-pid "$pid" \
     --kill-addr "127.0.0.1:$victim" --server-pid "$GYRE_PID" --label cluster \
     --tag "round $1" --out "$RESULTS/cluster-$1.json" || log "cluster run $1 failed"
   stop "$GYRE_PID"
@@ -151,7 +151,7 @@ run_sentinel() { # round
 sentinel_master_name = \"gyre\"" "" "$namespace"
   launch_gyre "$GYRE_PORT"
   log "sentinel round $1/$ROUNDS: $CONNECTIONS clients, killing the primary on port $primary"
-  "$BENCH" failover "${failover_args[@]}" --redis-sentinel "$addrs" --sentinel-master gyre \
+  "${LOAD_PIN[@]}" "$BENCH" failover "${failover_args[@]}" --redis-sentinel "$addrs" --sentinel-master gyre \
     --kill-pid "$primary_pid" --server-pid "$GYRE_PID" --label sentinel --tag "round $1" \
     --out "$RESULTS/sentinel-$1.json" || log "sentinel run $1 failed"
   stop "$GYRE_PID"

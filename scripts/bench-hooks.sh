@@ -33,7 +33,7 @@ build_release
 workdir hooks
 HTTP_PORT=$(free_port 23100)
 GRPC_PORT=$(free_port $((HTTP_PORT + 1)))
-"$BENCH" hook-backend --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" >>"$TMP/backend.log" 2>&1 &
+"${LOAD_PIN[@]}" "$BENCH" hook-backend --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" >>"$TMP/backend.log" 2>&1 &
 PIDS+=("$!")
 wait_port "$GRPC_PORT" "hook backend"
 
@@ -67,12 +67,12 @@ for mode in $MODES; do
     echo "enabled = true"
   } >"$TMP/gyre.toml"
   for round in $(seq "$ROUNDS"); do
-    "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
+    "${SERVER_PIN[@]}" "$GYRE" --config "$TMP/gyre.toml" >>"$TMP/gyre.log" 2>&1 &
     GYRE_PID=$!
     PIDS+=("$GYRE_PID")
     wait_port "$GYRE_PORT" gyre
     log "$mode, round $round"
-    "$BENCH" hooks --url "ws://127.0.0.1:$GYRE_PORT/connection/websocket" --pid "$GYRE_PID" \
+    "${LOAD_PIN[@]}" "$BENCH" hooks --url "ws://127.0.0.1:$GYRE_PORT/connection/websocket" --pid "$GYRE_PID" \
       --auth "$auth" --concurrency "$CONCURRENCY" --duration "$DURATION" \
       --rpc-count "$RPC_COUNT" --label "$mode" | tee -a "$RESULTS/hooks.jsonl"
     stop "$GYRE_PID"

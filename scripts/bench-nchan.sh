@@ -31,6 +31,11 @@
 #   DRAIN_TIMEOUT [10]     seconds to wait for outstanding deliveries after a phase's last publish
 #   FLOOR_ROUNDS [40]      rounds per frames-per-write value of the floor program
 #   THREADS [1]            worker threads of the load generator (leave the CPU to the servers)
+#   PIN [unset]            1: also run every round and sweep pinned with taskset, the server
+#                          (gyre or nginx, and its Redis) on SERVER_CPUS and the load generator
+#                          on LOAD_CPUS (defaults: first half of the cores / the rest, on 2
+#                          cores 0 / 1); reported beside the unpinned runs as gyre-pinned and
+#                          nchan-pinned
 #   RESULTS [target/bench-results/nchan-<date>]  output directory
 #   SKIP_INSTALL=1, SKIP_BUILD=1   use what is installed / built already
 #
@@ -138,7 +143,7 @@ EOF
 start_nchan() { # -> NGINX_PID (master), NCHAN_WORKERS, NCHAN_REDIS_PID
   start_redis "$NCHAN_REDIS_PORT" nchan-redis
   NCHAN_REDIS_PID=$REDIS_PID
-  "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx.conf" >>"$TMP/nginx-error.log" 2>&1 &
+  "${SERVER_PIN[@]}" "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx.conf" >>"$TMP/nginx-error.log" 2>&1 &
   NGINX_PID=$!
   PIDS+=("$NGINX_PID")
   wait_port "$NCHAN_PORT" nginx
@@ -163,9 +168,9 @@ run_gyre() { # tag out [args...]
   local tag=$1 out=$2
   shift 2
   start_gyre "$GYRE_REDIS_PORT" "$GYRE_PORT"
-  "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
+  "${LOAD_PIN[@]}" "$BENCH" load --target gyre-ws --url "http://127.0.0.1:$GYRE_PORT" --publish redis \
     --redis-url "redis://127.0.0.1:$GYRE_REDIS_PORT" --server-pid "$GYRE_PID" \
-    --redis-pid "$GYRE_REDIS_PID" --label gyre --tag "$tag" --out "$out" "${load_common[@]}" "$@" \
+    --redis-pid "$GYRE_REDIS_PID" --label "gyre$PIN_SUFFIX" --tag "$tag" --out "$out" "${load_common[@]}" "$@" \
     || log "gyre run failed ($out)"
   stop_gyre
 }
@@ -175,8 +180,8 @@ run_nchan() { # tag out [args...]
   shift 2
   start_nchan
   for w in "${NCHAN_WORKERS[@]}"; do server_pids+=(--server-pid "$w"); done
-  "$BENCH" load --target nchan-ws --url "http://127.0.0.1:$NCHAN_PORT" --publish nchan \
-    "${server_pids[@]}" --redis-pid "$NCHAN_REDIS_PID" --label nchan --tag "$tag" \
+  "${LOAD_PIN[@]}" "$BENCH" load --target nchan-ws --url "http://127.0.0.1:$NCHAN_PORT" --publish nchan \
+    "${server_pids[@]}" --redis-pid "$NCHAN_REDIS_PID" --label "nchan$PIN_SUFFIX" --tag "$tag" \
     --out "$out" "${load_common[@]}" "$@" || log "nchan run failed ($out)"
   stop "$NGINX_PID"
   stop "$NCHAN_REDIS_PID"
@@ -189,27 +194,34 @@ log "floor: $CONNECTIONS loopback connections"
 
 # --- 3. reference rounds --------------------------------------------------------------------
 for r in $(seq "$ROUNDS"); do
-  log "round $r/$ROUNDS: gyre"
-  run_gyre reference "$RESULTS/ref-$r-gyre.json" --messages "$MESSAGES" --rate "$RATE" \
-    --publishers "$PUBLISHERS"
-  log "round $r/$ROUNDS: nchan"
-  run_nchan reference "$RESULTS/ref-$r-nchan.json" --messages "$MESSAGES" --rate "$RATE" \
-    --publishers "$PUBLISHERS"
+  for pinning in $(pin_modes); do
+    use_pinning "$pinning"
+    log "round $r/$ROUNDS: gyre ($pinning)"
+    run_gyre reference "$RESULTS/ref-$r-gyre$PIN_SUFFIX.json" --messages "$MESSAGES" \
+      --rate "$RATE" --publishers "$PUBLISHERS"
+    log "round $r/$ROUNDS: nchan ($pinning)"
+    run_nchan reference "$RESULTS/ref-$r-nchan$PIN_SUFFIX.json" --messages "$MESSAGES" \
+      --rate "$RATE" --publishers "$PUBLISHERS"
+  done
 done
 
 # --- 4. saturation sweep --------------------------------------------------------------------
 if [ -n "$SWEEP_RATES" ]; then
-  log "sweep: gyre at $SWEEP_RATES publications/s"
-  run_gyre sweep "$RESULTS/sweep-gyre.json" --rate "$SWEEP_RATES" --duration "$SWEEP_SECONDS" \
-    --publishers "$SWEEP_PUBLISHERS"
-  log "sweep: nchan at $SWEEP_RATES publications/s"
-  run_nchan sweep "$RESULTS/sweep-nchan.json" --rate "$SWEEP_RATES" --duration "$SWEEP_SECONDS" \
-    --publishers "$SWEEP_PUBLISHERS"
+  for pinning in $(pin_modes); do
+    use_pinning "$pinning"
+    log "sweep: gyre at $SWEEP_RATES publications/s ($pinning)"
+    run_gyre sweep "$RESULTS/sweep-gyre$PIN_SUFFIX.json" --rate "$SWEEP_RATES" \
+      --duration "$SWEEP_SECONDS" --publishers "$SWEEP_PUBLISHERS"
+    log "sweep: nchan at $SWEEP_RATES publications/s ($pinning)"
+    run_nchan sweep "$RESULTS/sweep-nchan$PIN_SUFFIX.json" --rate "$SWEEP_RATES" \
+      --duration "$SWEEP_SECONDS" --publishers "$SWEEP_PUBLISHERS"
+  done
 fi
 
 # --- 5. report ------------------------------------------------------------------------------
 {
-  echo "Command: \`ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS CHANNELS=$CHANNELS MESSAGES=$MESSAGES RATE=$RATE PAYLOAD=$PAYLOAD SWEEP_RATES=$SWEEP_RATES SWEEP_SECONDS=$SWEEP_SECONDS SWEEP_PUBLISHERS=$SWEEP_PUBLISHERS scripts/bench-nchan.sh\`"
+  echo "Command: \`PIN=$PIN ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS CHANNELS=$CHANNELS MESSAGES=$MESSAGES RATE=$RATE PAYLOAD=$PAYLOAD SWEEP_RATES=$SWEEP_RATES SWEEP_SECONDS=$SWEEP_SECONDS SWEEP_PUBLISHERS=$SWEEP_PUBLISHERS scripts/bench-nchan.sh\`"
+  pinning_enabled && echo "Pinned runs: servers on CPUs $SERVER_CPUS, load generator on CPUs $LOAD_CPUS (taskset)."
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r); $("$NGINX" -v 2>&1 | cut -d: -f2 | xargs), nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?'), Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=')"
   echo
   "$BENCH" report "$RESULTS"

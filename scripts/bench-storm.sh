@@ -102,7 +102,7 @@ run_storm() { # limit[:burst] round
   if [ "$ROUNDS" -gt 1 ]; then tag="$tag #$round"; fi
   write_config "$limit" "$burst"
   start_gyre "$REDIS_PORT" "$GYRE_PORT"
-  "$BENCH" storm --url "http://127.0.0.1:$GYRE_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
+  "${LOAD_PIN[@]}" "$BENCH" storm --url "http://127.0.0.1:$GYRE_PORT" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
     --clients "$CLIENTS" --channels "$CHANNELS" --publications "$PUBLICATIONS" \
     --probe-interval-ms "$PROBE_INTERVAL" --backoff-min-ms "$BACKOFF_MIN" \
     --backoff-max-ms "$BACKOFF_MAX" --reconnect-concurrency "$RECONNECT_CONCURRENCY" \

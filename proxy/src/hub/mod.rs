@@ -2,15 +2,18 @@
 //! broadcast of engine events to them.
 //!
 //! Encode once: a publication is encoded at most once per encoding (JSON, Protobuf) and the same
-//! `Bytes` goes to every subscriber's queue. The registry is sharded by channel so that
-//! broadcasts on different channels never wait for each other, and a broadcast holds only its
-//! shard's lock while it pushes to the (never blocking) queues.
+//! `Bytes` goes to every subscriber's queue. The registry is sharded by channel; a broadcast
+//! holds its shard's lock only to take the channel's subscriber list (shared, copied on write
+//! by a subscribe or unsubscribe during a broadcast) and, with delta subscribers, to make the
+//! patch; it writes to sockets holding no hub lock (see [`Subscription::deliver_publication`]).
+//! [`Fanout`] runs the broadcasts of different channels in parallel, each channel's in order.
 //!
 //! Tags filters are grouped per channel: each distinct filter is evaluated once per
 //! publication, whatever the number of subscribers using it. Delta subscribers share one patch
 //! per publication, made against the channel's previous publication, which the channel keeps
 //! while it has such subscribers.
 
+mod fanout;
 pub mod filter;
 mod subscription;
 
@@ -25,6 +28,7 @@ use gyre_proto::protocol::{Join, Leave, Push, Reply};
 use gyre_proto::{ClientInfo, Encoding, Publication};
 use parking_lot::Mutex;
 
+pub use fanout::{Fanout, HubOwner};
 pub use filter::TagsFilter;
 pub use subscription::{
     ConnectionId, Control, ControlReceiver, ControlSender, Delivery, Interest, LivePosition,
@@ -86,7 +90,8 @@ struct Shard {
 /// One channel's subscribers on this node.
 #[derive(Default)]
 struct Channel {
-    subscribers: Vec<Subscriber>,
+    /// Shared with the broadcasts in progress, which deliver outside the shard's lock.
+    subscribers: Arc<Vec<Subscriber>>,
     filters: Filters,
     /// Subscribers that negotiated delta compression, and those of them in a `delta_publish`
     /// namespace (every publication is patched for them; for the others only publications
@@ -98,6 +103,7 @@ struct Channel {
     last: Option<Last>,
 }
 
+#[derive(Clone)]
 struct Subscriber {
     subscription: Arc<Subscription>,
     /// Index of its tags filter in [`Channel::filters`].
@@ -134,6 +140,14 @@ impl Filters {
         slot
     }
 
+    /// Each slot's filter, for a broadcast to evaluate outside the shard's lock.
+    fn snapshot(&self) -> Vec<Option<Arc<TagsFilter>>> {
+        self.slots
+            .iter()
+            .map(|slot| slot.as_ref().map(|(filter, _)| Arc::clone(filter)))
+            .collect()
+    }
+
     fn release(&mut self, slot: usize) {
         if let Some((filter, users)) = &mut self.slots[slot] {
             *users -= 1;
@@ -163,13 +177,14 @@ impl Channel {
                 self.patch_subscribers += 1;
             }
         }
-        self.subscribers.push(Subscriber {
+        Arc::make_mut(&mut self.subscribers).push(Subscriber {
             subscription,
             filter,
         });
     }
 
-    /// Removes `connection`'s subscription; whether there was one.
+    /// Removes `connection`'s subscription, which a broadcast in progress then skips; whether
+    /// there was one.
     fn remove(&mut self, connection: ConnectionId) -> bool {
         let Some(index) = self
             .subscribers
@@ -178,7 +193,8 @@ impl Channel {
         else {
             return false;
         };
-        let removed = self.subscribers.remove(index);
+        let removed = Arc::make_mut(&mut self.subscribers).remove(index);
+        removed.subscription.retire();
         if let Some(slot) = removed.filter {
             self.filters.release(slot);
         }
@@ -507,10 +523,11 @@ impl Hub {
         }
     }
 
-    /// Delivers one engine event to this node's subscribers. `direct`: write into idle sockets
-    /// from this thread (the dispatcher keeps up: lowest latency, one write per delivery and no
-    /// task wake-up); otherwise queue for the connections' tasks (the dispatcher is behind: the
-    /// writes spread over every thread and each connection's backlog goes out in one write).
+    /// Delivers one engine event to this node's subscribers, on the calling thread ([`Fanout`]
+    /// calls it from the event's lane). `direct`: write into idle sockets from this thread (the
+    /// lane keeps up: lowest latency, one write per delivery and no task wake-up); otherwise
+    /// queue for the connections' tasks (the lane is behind: the writes spread over every
+    /// thread and each connection's backlog goes out in one write).
     pub fn dispatch(&self, event: EngineEvent, direct: bool) {
         match event {
             EngineEvent::Publication {
@@ -541,11 +558,18 @@ impl Hub {
         epoch: &str,
         direct: bool,
     ) {
-        let mut shard = self.shards[Self::index(channel)].lock();
-        let Some(subscribers) = shard.channels.get_mut(channel) else {
-            return;
+        let (subscribers, filters, patch) = {
+            let mut shard = self.shards[Self::index(channel)].lock();
+            let Some(subscribers) = shard.channels.get_mut(channel) else {
+                return;
+            };
+            let patch = subscribers.patch(publication, epoch);
+            (
+                Arc::clone(&subscribers.subscribers),
+                subscribers.filters.snapshot(),
+                patch,
+            )
         };
-        let patch = subscribers.patch(publication, epoch);
         let mut plain = Encoded::new(|_| {
             Some(Push {
                 channel: channel.to_owned(),
@@ -569,16 +593,16 @@ impl Hub {
                 .and_then(|patch| delta_push(patch, true, encoding))
         });
         // Each distinct filter's verdict, computed when a subscriber first needs it.
-        let mut verdicts = vec![None; subscribers.filters.slots.len()];
+        let mut verdicts = vec![None; filters.len()];
         // One clock read per publication, not per subscriber.
         let now = std::time::Instant::now();
-        for subscriber in &subscribers.subscribers {
+        for subscriber in subscribers.iter() {
             let subscription = &subscriber.subscription;
             let passes = subscriber.filter.is_none_or(|slot| {
                 *verdicts[slot].get_or_insert_with(|| {
-                    subscribers.filters.slots[slot]
+                    filters[slot]
                         .as_ref()
-                        .is_some_and(|(filter, _)| filter.matches(&publication.tags))
+                        .is_some_and(|filter| filter.matches(&publication.tags))
                 })
             });
             let wire = subscription.wire;
@@ -611,8 +635,12 @@ impl Hub {
     }
 
     fn broadcast_presence(&self, channel: &str, info: ClientInfo, join: bool, direct: bool) {
-        let shard = self.shards[Self::index(channel)].lock();
-        let Some(subscribers) = shard.channels.get(channel) else {
+        let Some(subscribers) = self.shards[Self::index(channel)]
+            .lock()
+            .channels
+            .get(channel)
+            .map(|channel| Arc::clone(&channel.subscribers))
+        else {
             return;
         };
         let mut encoded = Encoded::new(|_| {
@@ -628,7 +656,6 @@ impl Hub {
             })
         });
         for subscriber in subscribers
-            .subscribers
             .iter()
             .map(|s| &s.subscription)
             .filter(|s| s.join_leave)
@@ -937,5 +964,83 @@ mod tests {
         assert_eq!(received[2].as_ptr(), received[3].as_ptr());
         let payload = deflate::message_payload(Encoding::Json, &received[..1]);
         assert_eq!(deflate::inflate(&payload, 1 << 16).unwrap(), received[2]);
+    }
+
+    /// A socket that records, at every write, whether the hub's shard, the subscription or the
+    /// outbox was locked, and subscribes another connection to the channel during the first
+    /// write (a subscribe arriving mid-broadcast).
+    struct LockProbe {
+        hub: Arc<Hub>,
+        watched: std::sync::OnceLock<(Arc<Subscription>, Arc<Outbox>)>,
+        locked: Mutex<Vec<[bool; 3]>>,
+        late: Mutex<Option<Arc<Outbox>>>,
+    }
+
+    impl crate::queue::DirectWrite for Arc<LockProbe> {
+        fn try_write(&self, _: &Bytes, _: bool) -> crate::queue::Direct {
+            let (subscription, outbox) = self.watched.get().unwrap();
+            let shard = self.hub.shards[Hub::index("news")].is_locked();
+            self.locked
+                .lock()
+                .push([shard, subscription.is_locked(), outbox.is_locked()]);
+            let mut late = self.late.lock();
+            if late.is_none() {
+                *late = Some(subscriber(&self.hub, 2, Wire::plain(Encoding::Json)));
+            }
+            crate::queue::Direct::Written
+        }
+    }
+
+    #[tokio::test]
+    async fn sockets_are_written_with_no_hub_lock_held() {
+        let hub = Arc::new(Hub::new());
+        let probe = Arc::new(LockProbe {
+            hub: Arc::clone(&hub),
+            watched: Default::default(),
+            locked: Mutex::default(),
+            late: Mutex::default(),
+        });
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        outbox.set_direct(Box::new(Arc::clone(&probe)));
+        let (control, _receiver) = control_channel();
+        let interest = Interest {
+            join_leave: true,
+            ..Interest::default()
+        };
+        let subscription = Arc::new(Subscription::new(
+            1,
+            "news".into(),
+            Wire::plain(Encoding::Json),
+            interest,
+            Arc::clone(&outbox),
+            control,
+        ));
+        let _ = probe
+            .watched
+            .set((Arc::clone(&subscription), Arc::clone(&outbox)));
+        subscription.go_live(
+            None,
+            LivePosition {
+                positioned: true,
+                offset: 0,
+                epoch: "e".into(),
+            },
+        );
+        hub.add(subscription);
+        // Offsets 0 (no history): the late subscriber has no position to keep.
+        publish(&hub, 0, r#"{"p":1}"#, &[]);
+        hub.dispatch(
+            EngineEvent::Join {
+                channel: "news".into(),
+                info: ClientInfo::default(),
+            },
+            true,
+        );
+        publish(&hub, 0, r#"{"p":2}"#, &[]);
+        assert_eq!(*probe.locked.lock(), [[false; 3]; 3]);
+        // The subscriber added during the first broadcast gets the publications after it.
+        let late = probe.late.lock().take().unwrap();
+        assert_eq!(all(&late).await.len(), 1);
+        assert_eq!(hub.num_subscribers("news"), 2);
     }
 }

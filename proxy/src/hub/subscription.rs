@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 use super::filter::TagsFilter;
-use crate::queue::Outbox;
+use crate::queue::{Offer, Outbox};
 
 /// Something the hub tells a connection's session outside of the message stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +185,9 @@ struct State {
     epoch: String,
     /// Set after a gap: nothing more is delivered until the session replaces the subscription.
     broken: bool,
+    /// Removed from the hub (unsubscribed, replaced, or its connection closed): a fan-out
+    /// that started before still holds it, and delivers nothing more to it.
+    retired: bool,
     /// When the position last advanced (or the subscription went live): a positioned
     /// subscription idle for long is checked against the stream, since PUB/SUB may have lost
     /// its last publications without any gap to show it.
@@ -230,22 +233,32 @@ impl Subscription {
 
     /// Queues a publication (already encoded for this subscription's encoding), after the
     /// position checks of a positioned subscription; `direct`: it may be written straight into
-    /// the socket (see [`Outbox::push`]) rather than left to the connection's task.
+    /// the socket (see [`Outbox::push`]) rather than left to the connection's task. The write
+    /// happens after this subscription's lock is released; its place in the connection's order
+    /// is taken under the lock.
     pub fn deliver_publication(&self, delivery: Delivery<'_>, now: Instant, direct: bool) {
-        let mut state = self.state.lock();
-        if state.broken {
-            return;
-        }
-        if let Some(buffer) = &mut state.buffer {
-            buffer.push(Buffered {
-                offset: delivery.offset,
-                epoch: delivery.epoch.to_owned(),
-                message: delivery.message.cloned(),
-                patch: delivery.patch.cloned(),
-            });
-            return;
-        }
-        self.deliver_live(&mut state, delivery, now, direct);
+        let offer = {
+            let mut state = self.state.lock();
+            if state.broken || state.retired {
+                return;
+            }
+            if let Some(buffer) = &mut state.buffer {
+                buffer.push(Buffered {
+                    offset: delivery.offset,
+                    epoch: delivery.epoch.to_owned(),
+                    message: delivery.message.cloned(),
+                    patch: delivery.patch.cloned(),
+                });
+                return;
+            }
+            self.deliver_live(&mut state, delivery, now, direct)
+        };
+        drop(offer);
+    }
+
+    /// Stops deliveries: the hub no longer lists this subscription.
+    pub(super) fn retire(&self) {
+        self.state.lock().retired = true;
     }
 
     /// The client already holds the data of the publication at its position (it recovered
@@ -262,13 +275,16 @@ impl Subscription {
 
     /// Queues a join or leave push (`direct`: as in [`Self::deliver_publication`]).
     pub fn deliver_presence(&self, message: &Bytes, direct: bool) {
-        let state = self.state.lock();
-        if state.broken || state.buffer.is_some() {
-            // Join/leave are not replayed: a client that is still subscribing misses them, as
-            // with Centrifugo.
-            return;
-        }
-        self.outbox.push_or_queue(message.clone(), direct);
+        let offer = {
+            let state = self.state.lock();
+            if state.broken || state.retired || state.buffer.is_some() {
+                // Join/leave are not replayed: a client that is still subscribing misses them,
+                // as with Centrifugo.
+                return;
+            }
+            self.outbox.offer(message.clone(), direct)
+        };
+        drop(offer);
     }
 
     /// Ends buffering: `reply` (the encoded subscribe reply, if the session did not queue the
@@ -277,6 +293,9 @@ impl Subscription {
     /// if the buffered publications showed a gap (the session was told through its control
     /// channel).
     pub fn go_live(&self, reply: Option<Bytes>, position: LivePosition) -> bool {
+        // Written once the lock is released; only the first can be a direct write, the others
+        // queue behind it.
+        let mut offers = Vec::new();
         let mut state = self.state.lock();
         state.positioned = position.positioned;
         state.offset = position.offset;
@@ -285,7 +304,7 @@ impl Subscription {
         let now = Instant::now();
         state.advanced_at = Some(now);
         if let Some(reply) = reply {
-            self.outbox.push(reply);
+            offers.push(self.outbox.offer(reply, true));
         }
         for item in buffered {
             if state.positioned && item.epoch == state.epoch && item.offset <= state.offset {
@@ -298,9 +317,12 @@ impl Subscription {
                 message: item.message.as_ref(),
                 patch: item.patch.as_ref(),
             };
-            self.deliver_live(&mut state, delivery, now, true);
+            offers.extend(self.deliver_live(&mut state, delivery, now, true));
         }
-        !state.broken
+        let live = !state.broken;
+        drop(state);
+        drop(offers);
+        live
     }
 
     /// The position a positioned subscription has reached.
@@ -336,19 +358,30 @@ impl Subscription {
         self.break_locked(&mut state);
     }
 
-    fn deliver_live(&self, state: &mut State, delivery: Delivery<'_>, now: Instant, direct: bool) {
+    /// The position checks and the message to push; the offer writes it when dropped, which
+    /// the caller does after releasing `state`'s lock.
+    fn deliver_live(
+        &self,
+        state: &mut State,
+        delivery: Delivery<'_>,
+        now: Instant,
+        direct: bool,
+    ) -> Option<Offer<'_>> {
         let Delivery { offset, epoch, .. } = delivery;
+        if state.retired {
+            return None;
+        }
         if state.positioned && offset > 0 {
             if !state.epoch.is_empty() && state.epoch != epoch {
                 self.break_locked(state);
-                return;
+                return None;
             }
             if offset <= state.offset {
-                return; // a duplicate of something already delivered
+                return None; // a duplicate of something already delivered
             }
             if offset > state.offset + 1 {
                 self.break_locked(state);
-                return;
+                return None;
             }
             state.offset = offset;
             state.advanced_at = Some(now);
@@ -356,9 +389,7 @@ impl Subscription {
                 state.epoch = epoch.to_owned();
             }
         }
-        let Some(whole) = delivery.message else {
-            return;
-        };
+        let whole = delivery.message?;
         let message = match delivery.patch {
             Some(patch) if self.delta && state.delta_base => patch,
             _ => whole,
@@ -366,7 +397,13 @@ impl Subscription {
         if self.delta {
             state.delta_base = true;
         }
-        self.outbox.push_or_queue(message.clone(), direct);
+        Some(self.outbox.offer(message.clone(), direct))
+    }
+
+    /// Whether this subscription's lock is held (the hub's tests: no socket write under it).
+    #[cfg(test)]
+    pub(super) fn is_locked(&self) -> bool {
+        self.state.is_locked()
     }
 
     fn break_locked(&self, state: &mut State) {
@@ -514,6 +551,21 @@ mod tests {
         assert_eq!(drain(&outbox).await, ["reply", "p3"].map(Bytes::from));
         assert!(rx.try_recv().is_none(), "no gap");
         assert_eq!(sub.position().offset, 3);
+    }
+
+    #[tokio::test]
+    async fn a_retired_subscription_delivers_nothing_more() {
+        let (sub, outbox, mut rx) = subscription();
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        sub.retire();
+        send(&sub, 2, "e", "p2", Instant::now());
+        sub.deliver_presence(&Bytes::from_static(b"join"), true);
+        outbox.push(Bytes::from_static(b"unsubscribe reply"));
+        assert_eq!(
+            drain(&outbox).await,
+            ["reply", "unsubscribe reply"].map(Bytes::from)
+        );
+        assert!(rx.try_recv().is_none(), "not a gap");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::engine::{ControlCommand, Engine, EngineEvent, NODE_INFO_INTERVAL, NodeInfo};
-use crate::hub::{ConnectionId, Hub};
+use crate::hub::{ConnectionId, Fanout, Hub, HubOwner};
 use crate::protocol::nodes::Nodes;
 
 pub struct Node {
@@ -32,10 +32,6 @@ pub struct Node {
     announce_now: tokio::sync::Notify,
     next_connection: AtomicU64,
 }
-
-/// Engine events waiting for the dispatcher beyond which it stops writing into sockets itself
-/// and queues for the connections' tasks instead (see [`crate::hub::Hub::dispatch`]).
-const DIRECT_DISPATCH_BACKLOG: usize = 16;
 
 impl Node {
     pub fn new(
@@ -123,14 +119,17 @@ impl Node {
         })
     }
 
-    /// Runs the hub's delivery loop: engine events in, subscriber queues out. One task, so that
-    /// each channel's publications keep their order.
+    /// Runs the hub's delivery: engine events in, subscriber queues out. Node announcements and
+    /// surveys are handled here; everything else goes to the hub's fan-out lanes, which deliver
+    /// different channels in parallel on the runtime's worker threads and each channel's events
+    /// in order.
     pub fn spawn_dispatcher(
         self: &Arc<Self>,
         mut events: tokio::sync::mpsc::UnboundedReceiver<EngineEvent>,
     ) -> tokio::task::JoinHandle<()> {
         let node = Arc::clone(self);
         tokio::spawn(async move {
+            let fanout = Fanout::spawn(Arc::clone(&node) as Arc<dyn HubOwner>);
             while let Some(event) = events.recv().await {
                 if let EngineEvent::Control(ControlCommand::Node(info)) = event {
                     let stranger = info.uid != node.id;
@@ -143,11 +142,14 @@ impl Node {
                     crate::protocol::survey::handle(&node, survey);
                     continue;
                 }
-                // Direct writes while the dispatcher keeps up; queued once events pile up. A
-                // few waiting events are normal (one read from Redis can bring several).
-                let direct = events.len() < DIRECT_DISPATCH_BACKLOG;
-                node.hub.dispatch(event, direct);
+                fanout.dispatch(event);
             }
         })
+    }
+}
+
+impl HubOwner for Node {
+    fn hub(&self) -> &Hub {
+        &self.hub
     }
 }

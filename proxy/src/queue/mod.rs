@@ -12,6 +12,12 @@
 //! whichever thread pushes it (the hub's broadcast, the session's reply), so a delivery costs one
 //! non-blocking write and no task wake-up. Only what the socket does not take at once is queued,
 //! and from then on everything queues behind it until the writer has caught up, so order holds.
+//!
+//! The socket is never written under the outbox's lock (nor, through [`Offer`], under the
+//! caller's): a direct write borrows the writer out of the locked state, writes, and gives it
+//! back. Whatever is pushed meanwhile, from another thread (another channel's fan-out, the
+//! session), queues behind the write in progress and goes to the connection's task, which does
+//! not start writing until the borrowed writer is back.
 
 use std::collections::VecDeque;
 
@@ -59,14 +65,31 @@ struct State {
     closing: Option<Disconnect>,
     /// The writer took a batch and has not come back for more: nothing may overtake it.
     writing: bool,
+    /// A direct write is in progress outside the lock, with the writer taken out of `direct`:
+    /// pushes queue behind it, and the connection's task waits for it.
+    lent: bool,
+    /// [`Outbox::detach_direct`] came while the writer was lent: it is dropped when it returns.
+    detached_while_lent: bool,
     direct: Option<Box<dyn DirectWrite>>,
 }
 
 impl State {
-    /// The writer that may write `message` now, if nothing is queued ahead of it.
-    fn idle_direct(&self) -> Option<&dyn DirectWrite> {
-        let idle = self.framed.is_empty() && self.messages.is_empty() && !self.writing;
-        self.direct.as_deref().filter(|_| idle)
+    /// Lends the direct writer out if a message may be written now: nothing queued ahead of it
+    /// and no write in progress.
+    fn lend(&mut self) -> Option<Box<dyn DirectWrite>> {
+        let idle =
+            self.framed.is_empty() && self.messages.is_empty() && !self.writing && !self.lent;
+        if !idle {
+            return None;
+        }
+        let writer = self.direct.take();
+        self.lent = writer.is_some();
+        writer
+    }
+
+    /// Something for the connection's task to do (write, or close).
+    fn has_work(&self) -> bool {
+        !self.framed.is_empty() || !self.messages.is_empty() || self.closing.is_some()
     }
 
     /// Gives the queue's memory back once it is empty: most connections are idle, and a few
@@ -102,6 +125,39 @@ pub enum Batch {
     Close(Disconnect),
 }
 
+/// A message pushed with [`Outbox::offer`]. When it is to be written straight into the socket,
+/// that write happens when the offer is dropped (or [`Offer::write`] is called): after the
+/// caller released the locks it held while deciding what to push, so that no socket is written
+/// under them. Until then, everything else pushed to the connection queues behind it.
+#[must_use = "a direct write happens when the offer is dropped"]
+pub struct Offer<'a> {
+    outbox: &'a Outbox,
+    /// The writer lent by the outbox and what to write with it.
+    lent: Option<(Box<dyn DirectWrite>, Bytes)>,
+    accepted: bool,
+}
+
+impl Offer<'_> {
+    /// Writes the message if it is to be written directly; false when the outbox refused it
+    /// (closing, or overflowed: see [`Outbox::push`]).
+    pub fn write(mut self) -> bool {
+        self.finish();
+        self.accepted
+    }
+
+    fn finish(&mut self) {
+        if let Some((writer, message)) = self.lent.take() {
+            self.outbox.write_lent(writer, message, false);
+        }
+    }
+}
+
+impl Drop for Offer<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 impl Outbox {
     pub fn new(max_bytes: usize) -> Self {
         Self {
@@ -115,56 +171,58 @@ impl Outbox {
     /// Queues one encoded message. Returns false when the connection is closing or this message
     /// overflowed the queue (the connection is then closed with 3008).
     pub fn push(&self, message: Bytes) -> bool {
-        self.push_or_queue(message, true)
+        self.offer(message, true).write()
     }
 
     /// [`Self::push`]; with `direct` false the message is queued for the writer even when it
     /// could be written at once (a dispatcher that is behind hands the writes to the
     /// connections' tasks, which spread over all threads and coalesce).
     pub fn push_or_queue(&self, message: Bytes, direct: bool) -> bool {
+        self.offer(message, direct).write()
+    }
+
+    /// [`Self::push_or_queue`] in two steps: the message takes its place in the connection's
+    /// order now, and a direct write of it happens when the returned offer is dropped.
+    pub fn offer(&self, message: Bytes, direct: bool) -> Offer<'_> {
         let mut state = self.state.lock();
-        if state.closing.is_some() {
-            return false;
-        }
-        if let Some(direct) = state.idle_direct().filter(|_| direct) {
-            match direct.try_write(&message, false) {
-                Direct::Written => return true,
-                Direct::Blocked => {}
-                Direct::Partial(rest) => {
-                    state.bytes += rest.len();
-                    state.framed.push(rest);
-                    drop(state);
-                    self.wake.notify_one();
-                    return true;
-                }
-            }
-        }
-        if state.bytes + message.len() > self.max_bytes {
+        let accepted = if state.closing.is_some() {
+            false
+        } else if direct && let Some(writer) = state.lend() {
+            return Offer {
+                outbox: self,
+                lent: Some((writer, message)),
+                accepted: true,
+            };
+        } else if state.bytes + message.len() > self.max_bytes {
             // A slow client's backlog is dropped: it reconnects and recovers from history.
             state.overflow();
             drop(state);
             self.wake.notify_one();
             self.closing_signal.notify_waiters();
-            return false;
+            false
+        } else {
+            state.bytes += message.len();
+            state.messages.push_back(message);
+            drop(state);
+            self.wake.notify_one();
+            true
+        };
+        Offer {
+            outbox: self,
+            lent: None,
+            accepted,
         }
-        state.bytes += message.len();
-        state.messages.push_back(message);
-        drop(state);
-        self.wake.notify_one();
-        true
     }
 
     /// Queues bytes the transport already framed (its control frames), written before the
     /// queued messages; accepted while closing too, since a close frame is the last thing a
     /// closing connection writes.
-    pub fn push_framed(&self, mut frame: Bytes) {
+    pub fn push_framed(&self, frame: Bytes) {
         let mut state = self.state.lock();
-        if let Some(direct) = state.idle_direct() {
-            match direct.try_write(&frame, true) {
-                Direct::Written => return,
-                Direct::Blocked => {}
-                Direct::Partial(rest) => frame = rest,
-            }
+        if let Some(writer) = state.lend() {
+            drop(state);
+            self.write_lent(writer, frame, true);
+            return;
         }
         if state.bytes + frame.len() > self.max_bytes {
             // Control frames for a client that reads nothing (pongs to a ping flood, say).
@@ -180,24 +238,87 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// The direct write of a lent writer, outside the lock; then the writer goes back, and
+    /// what the socket did not take goes ahead of anything queued meanwhile (it came first).
+    fn write_lent(&self, writer: Box<dyn DirectWrite>, message: Bytes, framed: bool) {
+        let outcome = writer.try_write(&message, framed);
+        let mut state = self.state.lock();
+        state.lent = false;
+        let retired = if std::mem::take(&mut state.detached_while_lent) {
+            Some(writer)
+        } else {
+            state.direct = Some(writer);
+            None
+        };
+        let mut overflowed = false;
+        match outcome {
+            Direct::Written => {}
+            Direct::Partial(rest) => {
+                state.bytes += rest.len();
+                state.framed.insert(0, rest);
+            }
+            Direct::Blocked if state.bytes + message.len() > self.max_bytes => {
+                state.overflow();
+                overflowed = true;
+            }
+            Direct::Blocked => {
+                state.bytes += message.len();
+                if framed {
+                    state.framed.insert(0, message);
+                } else {
+                    state.messages.push_front(message);
+                }
+            }
+        }
+        let wake = state.has_work();
+        drop(state);
+        drop(retired);
+        if wake {
+            self.wake.notify_one();
+        }
+        if overflowed {
+            self.closing_signal.notify_waiters();
+        }
+    }
+
     /// Lets `direct` write pushed messages straight into the socket from now on.
     pub fn set_direct(&self, direct: Box<dyn DirectWrite>) {
-        self.state.lock().direct = Some(direct);
+        let mut state = self.state.lock();
+        state.direct = Some(direct);
+        state.detached_while_lent = false;
     }
 
     /// Stops direct writes (the client closed, or the connection ends) and drops the writer,
-    /// so the socket it holds closes with the connection.
+    /// so the socket it holds closes with the connection; a writer lent to a write in progress
+    /// is dropped when that write ends.
     pub fn detach_direct(&self) {
-        self.state.lock().direct = None;
+        let mut state = self.state.lock();
+        state.direct = None;
+        if state.lent {
+            state.detached_while_lent = true;
+        }
     }
 
     /// Takes the framed bytes still queued, without the messages: what a connection whose
-    /// client is gone still owes it (the answer to its close frame).
+    /// client is gone still owes it (the answer to its close frame). Waits for a direct write
+    /// in progress on another thread (one non-blocking send), which comes first.
     pub fn take_framed(&self) -> Vec<Bytes> {
-        let mut state = self.state.lock();
-        let framed = std::mem::take(&mut state.framed);
-        state.bytes -= framed.iter().map(Bytes::len).sum::<usize>();
-        framed
+        loop {
+            let mut state = self.state.lock();
+            if !state.lent {
+                let framed = std::mem::take(&mut state.framed);
+                state.bytes -= framed.iter().map(Bytes::len).sum::<usize>();
+                return framed;
+            }
+            drop(state);
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether the outbox's lock is held (the hub's tests: no socket write under it).
+    #[cfg(test)]
+    pub(crate) fn is_locked(&self) -> bool {
+        self.state.is_locked()
     }
 
     /// Asks the writer to close the connection once the queued messages are written.
@@ -256,14 +377,14 @@ impl Outbox {
         loop {
             {
                 let mut state = self.state.lock();
-                if !state.messages.is_empty() {
+                if !state.lent && !state.messages.is_empty() {
                     let n = state.messages.len().min(max_messages);
                     batch.extend(state.messages.drain(..n));
                     state.bytes -= batch.iter().map(Bytes::len).sum::<usize>();
                     state.release_idle_queue();
                     return None;
                 }
-                if let Some(disconnect) = &state.closing {
+                if let Some(disconnect) = state.closing.as_ref().filter(|_| !state.lent) {
                     return Some(disconnect.clone());
                 }
             }
@@ -274,26 +395,29 @@ impl Outbox {
     /// [`Self::next_batch_into`] for a writer that also writes framed bytes (the duplex
     /// transports): waits for something to write (or a close) and takes the framed bytes and up
     /// to `max_messages` messages. Until the writer comes back for more, pushes queue behind
-    /// what it took instead of being written directly.
+    /// what it took instead of being written directly; while a direct write is in progress,
+    /// it waits for that to end.
     pub async fn next_writes(&self, max_messages: usize) -> Result<Writes, Disconnect> {
         loop {
             {
                 let mut state = self.state.lock();
-                if !state.framed.is_empty() || !state.messages.is_empty() {
-                    let n = state.messages.len().min(max_messages);
-                    let writes = Writes {
-                        framed: std::mem::take(&mut state.framed),
-                        messages: state.messages.drain(..n).collect(),
-                    };
-                    state.bytes -= writes.framed.iter().map(Bytes::len).sum::<usize>()
-                        + writes.messages.iter().map(Bytes::len).sum::<usize>();
-                    state.release_idle_queue();
-                    state.writing = true;
-                    return Ok(writes);
-                }
                 state.writing = false;
-                if let Some(disconnect) = &state.closing {
-                    return Err(disconnect.clone());
+                if !state.lent {
+                    if !state.framed.is_empty() || !state.messages.is_empty() {
+                        let n = state.messages.len().min(max_messages);
+                        let writes = Writes {
+                            framed: std::mem::take(&mut state.framed),
+                            messages: state.messages.drain(..n).collect(),
+                        };
+                        state.bytes -= writes.framed.iter().map(Bytes::len).sum::<usize>()
+                            + writes.messages.iter().map(Bytes::len).sum::<usize>();
+                        state.release_idle_queue();
+                        state.writing = true;
+                        return Ok(writes);
+                    }
+                    if let Some(disconnect) = &state.closing {
+                        return Err(disconnect.clone());
+                    }
                 }
             }
             self.wake.notified().await;
@@ -426,6 +550,98 @@ mod tests {
             outbox.next_batch(16).await,
             Batch::Messages(vec![Bytes::from_static(b"ab")])
         );
+    }
+
+    /// A socket whose write waits inside `try_write` until the test says how it went.
+    struct HeldSocket {
+        entered: std::sync::mpsc::SyncSender<Bytes>,
+        outcome: Mutex<std::sync::mpsc::Receiver<Direct>>,
+    }
+
+    impl DirectWrite for HeldSocket {
+        fn try_write(&self, message: &Bytes, _framed: bool) -> Direct {
+            self.entered.send(message.clone()).unwrap();
+            self.outcome.lock().recv().unwrap()
+        }
+    }
+
+    /// An outbox whose direct writes wait for `outcome`, and the messages they are given.
+    fn held_outbox() -> (
+        std::sync::Arc<Outbox>,
+        std::sync::mpsc::Receiver<Bytes>,
+        std::sync::mpsc::Sender<Direct>,
+    ) {
+        let (entered, writes) = std::sync::mpsc::sync_channel(0);
+        let (outcome, outcomes) = std::sync::mpsc::channel();
+        let outbox = std::sync::Arc::new(Outbox::new(1024));
+        outbox.set_direct(Box::new(HeldSocket {
+            entered,
+            outcome: Mutex::new(outcomes),
+        }));
+        (outbox, writes, outcome)
+    }
+
+    /// Starts a direct write of `first` on another thread and returns once it is in the socket's
+    /// `try_write` (outside the outbox's lock); the thread ends with what `push` returned.
+    fn write_first_on_another_thread(
+        outbox: &std::sync::Arc<Outbox>,
+        writes: &std::sync::mpsc::Receiver<Bytes>,
+    ) -> std::thread::JoinHandle<bool> {
+        let pusher = {
+            let outbox = std::sync::Arc::clone(outbox);
+            std::thread::spawn(move || outbox.push(Bytes::from_static(b"first")))
+        };
+        assert_eq!(writes.recv().unwrap(), "first");
+        pusher
+    }
+
+    #[test]
+    fn pushes_during_a_direct_write_queue_behind_it_and_the_task_waits_for_it() {
+        use futures_util::FutureExt;
+        let (outbox, writes, outcome) = held_outbox();
+        let pusher = write_first_on_another_thread(&outbox, &writes);
+        assert!(outbox.push(Bytes::from_static(b"second")), "queued at once");
+        outbox.push_framed(Bytes::from_static(b"PONG"));
+        assert!(
+            outbox.next_writes(16).now_or_never().is_none(),
+            "the connection's task does not write alongside a direct write"
+        );
+        // The socket refused `first`: it goes back ahead of the message pushed after it.
+        outcome.send(Direct::Blocked).unwrap();
+        assert!(pusher.join().unwrap());
+        let taken = outbox.next_writes(16).now_or_never().unwrap().unwrap();
+        assert_eq!(taken.framed, [Bytes::from_static(b"PONG")]);
+        assert_eq!(taken.messages, ["first", "second"].map(Bytes::from));
+    }
+
+    #[test]
+    fn the_rest_of_a_partly_written_frame_goes_before_everything_queued_meanwhile() {
+        use futures_util::FutureExt;
+        let (outbox, writes, outcome) = held_outbox();
+        let pusher = write_first_on_another_thread(&outbox, &writes);
+        assert!(outbox.push(Bytes::from_static(b"second")));
+        outbox.push_framed(Bytes::from_static(b"PONG"));
+        outcome
+            .send(Direct::Partial(Bytes::from_static(b"rst")))
+            .unwrap();
+        assert!(pusher.join().unwrap());
+        let taken = outbox.next_writes(16).now_or_never().unwrap().unwrap();
+        assert_eq!(taken.framed, ["rst", "PONG"].map(Bytes::from));
+        assert_eq!(taken.messages, [Bytes::from_static(b"second")]);
+    }
+
+    #[test]
+    fn a_writer_detached_during_its_write_is_not_used_again() {
+        let (outbox, writes, outcome) = held_outbox();
+        let pusher = write_first_on_another_thread(&outbox, &writes);
+        outbox.detach_direct();
+        outcome.send(Direct::Written).unwrap();
+        assert!(pusher.join().unwrap());
+        // A direct write now would panic in `HeldSocket` (nobody listens any more).
+        drop((writes, outcome));
+        assert!(outbox.push(Bytes::from_static(b"second")));
+        outbox.push_framed(Bytes::from_static(b"CLOSE"));
+        assert_eq!(outbox.take_framed(), [Bytes::from_static(b"CLOSE")]);
     }
 
     #[tokio::test]

@@ -386,6 +386,20 @@ impl FrameHead {
     }
 }
 
+/// The direct writer [`serve`] installs for a bidirectional connection over `stream` (frames of
+/// `encoding`, uncompressed). Public for the fan-out benchmark (`proxy/benches/fanout.rs`), which
+/// drives the hub into real sockets without WebSocket handshakes.
+pub fn direct_writer(stream: Arc<TcpStream>, encoding: Encoding) -> Box<dyn DirectWrite> {
+    Box::new(DirectSocket {
+        stream,
+        shape: Shape::Batched {
+            encoding,
+            compressed: false,
+        },
+        sent: crate::metrics::transport_counter(crate::metrics::MESSAGES_SENT, "websocket"),
+    })
+}
+
 /// Writes a connection's messages into its socket from whichever thread delivers them, without
 /// waiting: one vectored send of header and shared payload per delivery, no task to wake. The
 /// outbox calls it only while nothing is queued or being written (see [`crate::queue`]).
