@@ -81,6 +81,10 @@ pub fn render(node: &Node) -> String {
     metrics::gauge!("gyre_node_num_users").set(hub.num_users() as f64);
     metrics::gauge!("gyre_node_num_channels").set(hub.num_channels() as f64);
     metrics::gauge!("gyre_node_num_subscriptions").set(hub.num_subscriptions() as f64);
+    // A task that outlives its connection is a leak no other gauge shows (the soak watches it).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("gyre_runtime_alive_tasks").set(runtime.metrics().num_alive_tasks() as f64);
+    }
     HANDLE
         .get()
         .map(PrometheusHandle::render)
