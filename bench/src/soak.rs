@@ -602,15 +602,16 @@ async fn fetch(url: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-async fn redis_used_memory(con: &mut redis::aio::MultiplexedConnection) -> Option<u64> {
+async fn redis_used_memory(con: &mut redis::aio::MultiplexedConnection) -> Result<u64, String> {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(con)
         .await
-        .ok()?;
+        .map_err(|e| e.to_string())?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))
         .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no used_memory in INFO memory".to_string())
 }
 
 async fn take_sample(
@@ -634,9 +635,20 @@ async fn take_sample(
             None
         }
     };
+    // A sample missing here is counted, not silently dropped: on a loaded machine INFO can
+    // outlast the client's response timeout.
     let redis_used_memory = match redis.as_mut() {
-        Some(con) => redis_used_memory(con).await,
-        None => None,
+        Some(con) => match redis_used_memory(con).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                shared.error(format!("redis INFO memory: {e}"));
+                None
+            }
+        },
+        None => {
+            shared.error("redis INFO memory: no connection");
+            None
+        }
     };
     let latency = {
         let mut h = shared.latency.lock().unwrap();
@@ -795,8 +807,8 @@ fn markdown(r: &SoakResult) -> String {
         }
         let _ = writeln!(
             out,
-            "| {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
-            s.minute,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            (s.minute * 10.0).round() / 10.0,
             mib(s.gyre_rss_kib, 1024.0),
             num(s.gyre_fds),
             num(s.gyre_tasks),
