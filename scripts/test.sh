@@ -15,6 +15,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The demo page's browser test drives Debian's Chromium (through npm playwright-core).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 have_libclang || need_apt+=(libclang-dev)
+# The fuzz smoke run: libfuzzer-sys compiles libFuzzer (C++).
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]}"
   apt_install "${need_apt[@]}"
@@ -55,3 +57,9 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 # One closing line for the whole workspace (cargo prints one per test binary, the last of which
 # is often an empty doc-test run).
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "\nall tests: %d passed, %d failed\n", passed, failed }' "$log"
+
+# A short run of every fuzz target (fuzz/, see README "Fuzzing") on the corpus kept in
+# fuzz/corpus: a panic in any decoder fails the suite. Without the address sanitizer the build is
+# several times faster, and the targets are safe Rust, where a panic is what fuzzing finds.
+echo "==> fuzz smoke (${FUZZ_SMOKE_SECONDS:-15} s per target)"
+SANITIZER=none SECONDS_PER_TARGET="${FUZZ_SMOKE_SECONDS:-15}" scripts/fuzz.sh

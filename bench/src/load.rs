@@ -147,6 +147,15 @@ pub struct LoadArgs {
     /// Seconds to wait for outstanding deliveries after the last publish of a phase.
     #[arg(long, default_value_t = 10.0)]
     pub drain_timeout: f64,
+    /// Stalled subscribers (gyre-ws only): N more connections that connect and subscribe (client k
+    /// to channel k % channels) and then never read their socket. They are not counted in the
+    /// deliveries; at the end each is read to see whether the server closed it.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// Receive buffer (SO_RCVBUF) of the stalled connections, bytes: small, so the server's own
+    /// queue rather than the kernel holds what they do not read.
+    #[arg(long, default_value_t = 4096)]
+    pub stalled_rcvbuf: u32,
     /// Sign HS256 connection tokens (sub = bench<i>) with this secret instead of connecting anonymously.
     #[arg(long)]
     pub token_secret: Option<String>,
@@ -224,6 +233,18 @@ struct Phase {
     inflated_bytes_per_delivery: Option<f64>,
 }
 
+/// What became of the stalled subscribers.
+#[derive(Serialize, Default)]
+struct Stalled {
+    requested: usize,
+    subscribed: usize,
+    /// Closed by the server (or reset) by the end of the run; the rest were still open.
+    disconnected: usize,
+    still_open: usize,
+    /// How each closed one ended (close code and reason, eof, read error).
+    endings: BTreeMap<String, u64>,
+}
+
 #[derive(Serialize)]
 struct LoadResult {
     mode: &'static str,
@@ -240,6 +261,8 @@ struct LoadResult {
     connections: Connections,
     memory: Memory,
     phases: Vec<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stalled: Option<Stalled>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -832,6 +855,67 @@ async fn connection(i: usize, cfg: Arc<Cfg>, shared: Arc<Shared>, sem: Arc<Semap
     shared.error(format!("closed: {why}"));
 }
 
+/// A gyre-ws connection subscribed to channel `k % channels` whose reader then stops: the
+/// returned socket is not read again until [`stalled_ending`].
+async fn open_stalled(
+    k: usize,
+    cfg: &Cfg,
+    rcvbuf: u32,
+) -> Result<WebSocketStream<TcpStream>, String> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    socket
+        .set_recv_buffer_size(rcvbuf)
+        .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    let tcp = socket
+        .connect(cfg.addr)
+        .await
+        .map_err(|e| format!("tcp connect: {e}"))?;
+    let req = format!("{}/connection/websocket", cfg.ws_base)
+        .into_client_request()
+        .map_err(|e| format!("request: {e}"))?;
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(ws_config()))
+        .await
+        .map_err(|e| format!("ws handshake: {e}"))?;
+    let frame = json_connect_subscribe(&cfg.token(k)?, &cfg.channel(k), false);
+    ws.send(Message::text(frame))
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    loop {
+        match ws.next().await.ok_or("eof before subscribe reply")? {
+            Ok(Message::Text(t)) => {
+                for line in t.as_str().split('\n') {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                        continue;
+                    };
+                    if let Some(err) = v.get("error") {
+                        return Err(format!("reply {}: error {err}", v["id"]));
+                    }
+                    if v["id"] == 2 {
+                        return Ok(ws);
+                    }
+                }
+            }
+            Ok(Message::Close(f)) => return Err(close_reason(f)),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// Reads a stalled connection now: how the server ended it, or None when it is still open
+/// (nothing but a quiet socket for 3 s after what was buffered).
+async fn stalled_ending(mut ws: WebSocketStream<TcpStream>) -> Option<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+            Err(_) => return None,
+            Ok(None) => return Some("eof".into()),
+            Ok(Some(Err(e))) => return Some(format!("read: {e}")),
+            Ok(Some(Ok(Message::Close(f)))) => return Some(close_reason(f)),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
 enum Publisher {
     Redis(Router),
     Http {
@@ -1133,6 +1217,29 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         args.connections,
         shared.failed.load(Relaxed)
     );
+    let mut stalled_conns = Vec::new();
+    let mut stalled = None;
+    if args.stalled > 0 {
+        if args.target != Target::GyreWs {
+            return Err("--stalled needs --target gyre-ws".into());
+        }
+        let mut report = Stalled {
+            requested: args.stalled,
+            ..Stalled::default()
+        };
+        for k in 0..args.stalled {
+            match open_stalled(k, &cfg, args.stalled_rcvbuf).await {
+                Ok(ws) => stalled_conns.push(ws),
+                Err(e) => shared.error(format!("stalled connect: {e}")),
+            }
+        }
+        report.subscribed = stalled_conns.len();
+        eprintln!(
+            "stalled subscribers: {} of {}",
+            report.subscribed, args.stalled
+        );
+        stalled = Some(report);
+    }
     let deflate = args.target == Target::GyreWsDeflate;
     let negotiated = shared.deflate_negotiated.load(Relaxed);
     if deflate && (negotiated == 0 || negotiated < ready) {
@@ -1308,6 +1415,21 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             }
         }
     }
+    if let Some(report) = stalled.as_mut() {
+        for ws in stalled_conns {
+            match stalled_ending(ws).await {
+                Some(how) => {
+                    report.disconnected += 1;
+                    *report.endings.entry(how).or_default() += 1;
+                }
+                None => report.still_open += 1,
+            }
+        }
+        eprintln!(
+            "stalled subscribers: {} disconnected, {} still open {:?}",
+            report.disconnected, report.still_open, report.endings
+        );
+    }
     let errors = shared.errors.lock().unwrap().clone();
     Ok(LoadResult {
         mode: "load",
@@ -1324,6 +1446,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         connections,
         memory,
         phases,
+        stalled,
         errors,
     })
 }

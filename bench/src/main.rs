@@ -14,6 +14,9 @@
 //!   time until publishing resumes, until every subscriber is back in sync, and how many were
 //!   told `recovered: false`; `gyre-bench failover-report <dir>` tabulates the results
 //!   (scripts/bench-failover.sh).
+//! - `gyre-bench soak`: thousands of connections with steady churn and publishing for a long
+//!   time, the server's RSS, descriptors, tasks and Redis memory sampled each minute, and the
+//!   slope of each (scripts/bench-soak.sh).
 
 mod failover;
 mod floor;
@@ -23,6 +26,7 @@ mod payload;
 mod rawws;
 mod report;
 mod route;
+mod soak;
 mod stats;
 mod storm;
 
@@ -70,6 +74,8 @@ enum Cmd {
         /// Directory holding `gyre-bench failover` JSON results.
         dir: PathBuf,
     },
+    /// Long run with churn and steady publishing; samples the server's resources each minute.
+    Soak(Box<soak::SoakArgs>),
 }
 
 /// Writes `value` as pretty JSON to `out`, or to stdout.
@@ -114,6 +120,7 @@ fn main() {
         Cmd::Hooks(args) => hooks::run(*args),
         Cmd::Failover(args) => failover::run(*args),
         Cmd::FailoverReport { dir } => failover::report(&dir),
+        Cmd::Soak(args) => soak::run(*args),
     };
     if let Err(e) = result {
         eprintln!("gyre-bench: {e}");

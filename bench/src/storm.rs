@@ -243,7 +243,7 @@ pub(crate) fn check_recovery(
 }
 
 /// The stream position of a subscribe reply: (offset, epoch); a missing offset is 0.
-fn position(reply: &Value) -> (u64, String) {
+pub(crate) fn position(reply: &Value) -> (u64, String) {
     let sub = &reply["subscribe"];
     (
         sub["offset"].as_u64().unwrap_or(0),
@@ -253,7 +253,7 @@ fn position(reply: &Value) -> (u64, String) {
 
 // --- clients -------------------------------------------------------------------------------
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 const STAGE_CONNECT: u8 = 0;
 const STAGE_DROP: u8 = 2;
@@ -306,7 +306,7 @@ impl Shared {
 }
 
 /// Why an attempt did not reach a subscribe reply.
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// HTTP 503 on the upgrade, with Retry-After in ms.
     Refused(Option<u64>),
     Transient(String),
@@ -314,18 +314,17 @@ enum AttemptError {
 
 /// Sends connect + subscribe (with recovery when `recover` holds a position) and returns the
 /// open connection and the subscribe reply line.
-async fn attempt(
-    cfg: &Cfg,
+pub(crate) async fn attempt(
+    addr: SocketAddr,
+    ws_url: &str,
     channel: &str,
     recover: Option<&(u64, String)>,
 ) -> Result<(Ws, Value), AttemptError> {
     use AttemptError::Transient;
-    let req = cfg
-        .ws_url
-        .as_str()
+    let req = ws_url
         .into_client_request()
         .map_err(|e| Transient(format!("request: {e}")))?;
-    let tcp = TcpStream::connect(cfg.addr)
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| Transient(format!("tcp connect: {e}")))?;
     let _ = tcp.set_nodelay(true);
@@ -434,7 +433,11 @@ async fn client(
     let mut refused: u32 = 0;
     let opened = loop {
         let permit = connect_sem.clone().acquire_owned().await;
-        let opened = tokio::time::timeout(cfg.attempt_timeout, attempt(&cfg, &channel, None)).await;
+        let opened = tokio::time::timeout(
+            cfg.attempt_timeout,
+            attempt(cfg.addr, &cfg.ws_url, &channel, None),
+        )
+        .await;
         drop(permit);
         match opened {
             Ok(Err(AttemptError::Refused(ra))) if refused < 20 => {
@@ -518,8 +521,11 @@ async fn client(
         };
         tries += 1;
         shared.attempts.fetch_add(1, Relaxed);
-        let result =
-            tokio::time::timeout(cfg.attempt_timeout, attempt(&cfg, &channel, Some(&pos))).await;
+        let result = tokio::time::timeout(
+            cfg.attempt_timeout,
+            attempt(cfg.addr, &cfg.ws_url, &channel, Some(&pos)),
+        )
+        .await;
         drop(permit);
         let retry_after = match result {
             Ok(Ok((ws, reply))) => match check_recovery(&reply, pos.0, cfg.publications) {
@@ -584,7 +590,7 @@ impl ProbeShared {
 }
 
 async fn probe_main(cfg: Arc<Cfg>, args: StormArgs, probe: Arc<ProbeShared>) {
-    let (mut ws, _) = match attempt(&cfg, &args.probe_channel, None).await {
+    let (mut ws, _) = match attempt(cfg.addr, &cfg.ws_url, &args.probe_channel, None).await {
         Ok(x) => x,
         Err(AttemptError::Refused(_)) => return probe.error("probe connect: 503".into()),
         Err(AttemptError::Transient(e)) => return probe.error(format!("probe connect: {e}")),

@@ -92,7 +92,8 @@ fn reply_error(error: GyreError) -> RedisError {
         VersionEpochNeedsVersion => "ERR VERSION-EPOCH needs VERSION".into(),
         NotUtf8(what) => format!("ERR {what} must be valid UTF-8"),
         UnslottableChannel => {
-            "ERR channel name has '}' but no hash tag: it cannot be used in cluster mode".into()
+            "ERR channel name is empty or has '}' but no hash tag: it cannot be used in cluster mode"
+                .into()
         }
         NamespaceNameHasColon => "ERR namespace name must not contain ':'".into(),
         CorruptMeta => "ERR stream meta hash holds an invalid epoch or offset".into(),

@@ -88,6 +88,10 @@ pub fn set_node_gauges(gauges: NodeGauges) {
     metrics::gauge!("gyre_node_num_users").set(gauges.users as f64);
     metrics::gauge!("gyre_node_num_channels").set(gauges.channels as f64);
     metrics::gauge!("gyre_node_num_subscriptions").set(gauges.subscriptions as f64);
+    // A task that outlives its connection is a leak no other gauge shows (the soak watches it).
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("gyre_runtime_alive_tasks").set(runtime.metrics().num_alive_tasks() as f64);
+    }
 }
 
 /// The text exposition of every metric as it stands.

@@ -28,7 +28,8 @@ pub enum GyreError {
     VersionEpochNeedsVersion,
     /// The named argument must be UTF-8 because the protobuf field is a `string`.
     NotUtf8(&'static str),
-    /// A channel with `}` but no hash tag, in cluster mode: no key layout shares its slot.
+    /// A channel with `}` but no hash tag, or an empty one, in cluster mode: no key layout
+    /// shares its slot.
     UnslottableChannel,
     /// Namespace names cannot contain `:` (a channel's namespace ends at its first `:`).
     NamespaceNameHasColon,

@@ -51,7 +51,9 @@ pub struct ChannelKeys<'a> {
 impl<'a> ChannelKeys<'a> {
     pub fn new(prefix: &'a str, channel: &'a [u8], cluster: bool) -> GyreResult<Self> {
         let wrap = cluster && !has_hash_tag(channel);
-        if wrap && channel.contains(&b'}') {
+        // An empty channel would wrap to `{}`, an empty hash tag, which Redis ignores: each key
+        // would hash by its whole name, into a slot of its own.
+        if wrap && (channel.is_empty() || channel.contains(&b'}')) {
             return Err(GyreError::UnslottableChannel);
         }
         Ok(Self {
@@ -186,6 +188,12 @@ mod tests {
             assert_eq!(keys(channel, true).is_ok(), expected, "{channel}");
         }
         assert_eq!(keys("a{}b", true), Err(GyreError::UnslottableChannel));
+    }
+
+    #[test]
+    fn cluster_rejects_an_empty_channel() {
+        assert_eq!(keys("", true), Err(GyreError::UnslottableChannel));
+        assert!(keys("", false).is_ok());
     }
 
     #[test]

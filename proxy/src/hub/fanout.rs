@@ -116,7 +116,14 @@ async fn run_lane(owner: Arc<dyn HubOwner>, mut work: mpsc::UnboundedReceiver<Wo
                 // Direct writes while the lane keeps up; queued once its events pile up. A few
                 // waiting events are normal (one read from Redis can bring several).
                 let direct = work.len() < DIRECT_BACKLOG;
-                owner.hub().dispatch(event, direct);
+                // A panic must not end the lane: its channels would get nothing more and every
+                // later barrier (Resync, server API commands) would wait forever.
+                let delivered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    owner.hub().dispatch(event, direct)
+                }));
+                if delivered.is_err() {
+                    tracing::error!("fan-out of an engine event panicked; the lane goes on");
+                }
             }
             Work::Barrier(barrier) => barrier.reach(),
         }
@@ -316,7 +323,7 @@ mod tests {
         }
         all_lanes_done(&fanout).await;
         for (index, mut client) in clients.into_iter().enumerate() {
-            client.outbox.close(crate::protocol::codes::SHUTDOWN);
+            client.outbox.close(gyre_proto::codes::SHUTDOWN);
             client.task.await.unwrap();
             assert!(
                 !client.socket.overlapped.load(Ordering::Acquire),
@@ -353,7 +360,7 @@ mod tests {
         for client in &mut clients {
             assert_eq!(client.control.recv().await, crate::hub::Control::Resync);
             // Everything before the resync has been pushed: written, or queued for the task.
-            client.outbox.close(crate::protocol::codes::SHUTDOWN);
+            client.outbox.close(gyre_proto::codes::SHUTDOWN);
         }
         for client in clients {
             client.task.await.unwrap();
