@@ -66,6 +66,15 @@ fn publish(args: &[&[u8]]) {
             .arg(info.conn_info)
             .arg(info.chan_info);
     }
+    if p.delta {
+        r.arg("DELTA");
+    }
+    if let Some(version) = p.version {
+        r.arg("VERSION").num(version);
+        if !p.version_epoch.is_empty() {
+            r.arg("VERSION-EPOCH").arg(p.version_epoch);
+        }
+    }
     // Tags last: every TAGS clause of the input, as one.
     if !p.tags.is_empty() {
         r.arg("TAGS").num(p.tags.len() as u64);
