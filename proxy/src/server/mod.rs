@@ -1,14 +1,12 @@
 //! The HTTP server: a public port for client connections (over TLS with `http_server.tls`) and,
 //! with `http_server.internal_port`, a second one for the server API, `/metrics`, `/health` and
 //! the admin UI (else all on the public port), every endpoint under `http_server.handler_prefix`;
-//! what every connection must do in time (`deadline`), how many may wait unauthenticated
+//! what every connection must do in time (`transport::deadline`), how many may wait unauthenticated
 //! (`transport::admission`), accepting (`listener`), and graceful shutdown.
 
-mod deadline;
 mod listener;
 mod tls;
 
-pub use deadline::{Activity, Deadlines, TimedIo};
 pub use listener::{OpenFiles, listen, raise_open_files_limit};
 pub use tls::{ServerTls, server_configs as tls_server_configs, warnings as tls_warnings};
 
@@ -18,9 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use gyre_proto::Encoding;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,9 +26,9 @@ use tokio::net::TcpListener;
 
 use crate::protocol::node::Node;
 use crate::transport::admission::ConnectionSlot;
-use crate::transport::http::{Body, Peer, empty, full, html, json, text, with_type};
+use crate::transport::deadline::{Activity, Deadlines, TimedIo, TrackedBody};
+use crate::transport::http::{Body, Peer, full, html, json, text, with_type};
 use crate::transport::{self, Transports, http_stream, websocket};
-use deadline::TrackedBody;
 use gyre_proto::codes;
 
 const DEMO_PAGE: &str = include_str!("../demo.html");
@@ -288,12 +284,18 @@ async fn route(
         return text(StatusCode::NOT_FOUND, "not found");
     }
     match (request.method(), path.as_str()) {
-        (_, "/connection/websocket") => {
-            websocket_upgrade(node, &transports, request, Kind::Bidirectional)
-        }
-        (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
-            websocket_upgrade(node, &transports, request, Kind::Unidirectional)
-        }
+        (_, "/connection/websocket") => websocket::upgrade(
+            node,
+            &transports,
+            request,
+            websocket::Endpoint::Bidirectional,
+        ),
+        (_, "/connection/uni_websocket") if config.uni_websocket.enabled => websocket::upgrade(
+            node,
+            &transports,
+            request,
+            websocket::Endpoint::Unidirectional,
+        ),
         (_, p) if p.starts_with("/connection/sockjs") && config.sockjs.enabled => {
             transport::sockjs::handle(node, transports, request).await
         }
@@ -345,134 +347,6 @@ fn disabled(path: &str) -> Response<Body> {
         StatusCode::NOT_FOUND,
         &format!("{path} is not enabled (set {section}.enabled = true)"),
     )
-}
-
-/// `request`'s connection is being upgraded: from now on the WebSocket's own pings watch it,
-/// not the HTTP deadlines.
-pub fn upgrading<B>(request: &Request<B>) {
-    if let Some(activity) = request.extensions().get::<Arc<Activity>>() {
-        activity.upgraded();
-    }
-}
-
-/// Which WebSocket endpoint an upgrade is for.
-enum Kind {
-    Bidirectional,
-    Unidirectional,
-}
-
-fn websocket_upgrade(
-    node: Arc<Node>,
-    transports: &Transports,
-    mut request: Request<Incoming>,
-    kind: Kind,
-) -> Response<Body> {
-    let headers = request.headers();
-    let key = match websocket::handshake_key(request.method(), headers) {
-        Ok(key) => key,
-        Err(bad) => return bad.response(),
-    };
-    if let Err(refused) = transport::http::admit(&node, transports, headers) {
-        return refused;
-    }
-    let offered: Vec<String> = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
-        .collect();
-    let query = request.uri().query().unwrap_or("");
-    let protobuf_query = query
-        .split('&')
-        .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf");
-    let (flavor, echo, max_message_size) = match kind {
-        Kind::Bidirectional => {
-            let (encoding, echo) = if offered
-                .iter()
-                .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
-            {
-                (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
-            } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
-                (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
-            } else if protobuf_query {
-                (Encoding::Protobuf, None)
-            } else {
-                (Encoding::Json, None)
-            };
-            let limit = node.config.websocket.max_message_size();
-            let offers = headers
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            let deflate = (node.config.websocket.compression
-                && transport::permessage_deflate::accepts(offers))
-            .then(|| node.config.websocket.deflate());
-            (
-                websocket::Flavor::Bidirectional { encoding, deflate },
-                echo,
-                limit,
-            )
-        }
-        Kind::Unidirectional => {
-            let flavor = websocket::Flavor::Unidirectional {
-                cf_connect: transport::http::query_param(&request, "cf_connect").map(Bytes::from),
-                join: node.config.uni_websocket.join_push_messages,
-            };
-            let limit = node.config.uni_websocket.max_message_size();
-            (flavor, None, limit)
-        }
-    };
-
-    let compressed = matches!(
-        flavor,
-        websocket::Flavor::Bidirectional {
-            deflate: Some(_),
-            ..
-        }
-    );
-    // What the backend hooks forward of the upgrade request's headers.
-    let context = node.hooks.capture(request.headers());
-    let upgrade = hyper::upgrade::on(&mut request);
-    // The session authenticates the connection (or it closes): its slot goes along.
-    let unauthenticated = ConnectionSlot::take(&request);
-    upgrading(&request);
-    transports.tasks.spawn(async move {
-        // Scoped so that nothing of the upgrade stays in the task (and in every idle
-        // connection's memory) while the connection is served.
-        let upgraded = match upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "websocket upgrade failed");
-                return;
-            }
-        };
-        websocket::serve(
-            node,
-            upgraded,
-            flavor,
-            max_message_size,
-            unauthenticated,
-            context,
-        )
-        .await;
-    });
-
-    let mut response = websocket::switching_protocols(&key);
-    if let Some(protocol) = echo {
-        response = response.header(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(protocol),
-        );
-    }
-    if compressed {
-        response = response.header(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            HeaderValue::from_static(transport::permessage_deflate::RESPONSE),
-        );
-    }
-    response
-        .body(empty())
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
 }
 
 /// The demo page, told the `redis-cli` command line that reaches this node's Redis (when there

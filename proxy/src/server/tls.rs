@@ -3,7 +3,7 @@
 //!
 //! The plain server is built around the TCP socket itself: the WebSocket transport writes
 //! deliveries straight into it from the hub's thread (`transport::websocket`), and the request
-//! deadlines live in the socket (`deadline::TimedIo`). Rather than give every transport a
+//! deadlines live in the socket (`transport::deadline::TimedIo`). Rather than give every transport a
 //! second, generic path, a TLS connection is decrypted here and bridged over loopback TCP to a
 //! listener of the plain server that only this process connects to: every transport, every
 //! limit and every deadline then works on TLS connections unchanged, at the price of one

@@ -12,6 +12,8 @@
 //!   that let an EventSource resume every channel.
 //! - [`sockjs`]: the SockJS protocol and its sub-transports.
 //! - [`admission`]: the handshake rate limit that spreads reconnect storms out.
+//! - [`deadline`]: every client connection's socket ([`deadline::TimedIo`]) with the deadlines of
+//!   its HTTP phase, until a transport takes it over ([`deadline::upgrading`]).
 //! - [`http`]: CORS, body limits and headers the HTTP transports share, and the response
 //!   helpers of every HTTP answer.
 //!
@@ -19,6 +21,7 @@
 
 pub mod admission;
 pub mod cursor;
+pub mod deadline;
 pub mod driver;
 pub mod emulation;
 pub mod http;

@@ -23,7 +23,8 @@ use futures_util::{FutureExt, StreamExt};
 use gyre_proto::Encoding;
 use gyre_proto::codec::FrameBuilder;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto::upgrade::{self, Parts};
@@ -43,9 +44,10 @@ use crate::hooks::headers::ClientContext;
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
 use crate::queue::{Direct, DirectWrite, Outbox, Writes};
-use crate::server::TimedIo;
-use crate::transport::admission::Unauthenticated;
-use crate::transport::http::{Body, text};
+use crate::transport::Transports;
+use crate::transport::admission::{ConnectionSlot, Unauthenticated};
+use crate::transport::deadline::{TimedIo, upgrading};
+use crate::transport::http::{Body, empty, text};
 use gyre_proto::codec::deflate::{self, Deflate};
 use gyre_proto::codes::{self, Disconnect};
 
@@ -180,6 +182,124 @@ pub enum Flavor {
         cf_connect: Option<Bytes>,
         join: bool,
     },
+}
+
+/// Which WebSocket endpoint an upgrade is for.
+pub enum Endpoint {
+    Bidirectional,
+    Unidirectional,
+}
+
+/// Answers a WebSocket upgrade request: the handshake, admission, the subprotocol (encoding) and
+/// permessage-deflate negotiation; the connection is served in a task of `transports`.
+pub fn upgrade(
+    node: Arc<Node>,
+    transports: &Transports,
+    mut request: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<Body> {
+    let headers = request.headers();
+    let key = match handshake_key(request.method(), headers) {
+        Ok(key) => key,
+        Err(bad) => return bad.response(),
+    };
+    if let Err(refused) = super::http::admit(&node, transports, headers) {
+        return refused;
+    }
+    let offered: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let query = request.uri().query().unwrap_or("");
+    let protobuf_query = query
+        .split('&')
+        .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf");
+    let (flavor, echo, max_message_size) = match endpoint {
+        Endpoint::Bidirectional => {
+            let (encoding, echo) = if offered
+                .iter()
+                .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
+            {
+                (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
+            } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
+                (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
+            } else if protobuf_query {
+                (Encoding::Protobuf, None)
+            } else {
+                (Encoding::Json, None)
+            };
+            let limit = node.config.websocket.max_message_size();
+            let offers = headers
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            let deflate = (node.config.websocket.compression
+                && super::permessage_deflate::accepts(offers))
+            .then(|| node.config.websocket.deflate());
+            (Flavor::Bidirectional { encoding, deflate }, echo, limit)
+        }
+        Endpoint::Unidirectional => {
+            let flavor = Flavor::Unidirectional {
+                cf_connect: super::http::query_param(&request, "cf_connect").map(Bytes::from),
+                join: node.config.uni_websocket.join_push_messages,
+            };
+            let limit = node.config.uni_websocket.max_message_size();
+            (flavor, None, limit)
+        }
+    };
+
+    let compressed = matches!(
+        flavor,
+        Flavor::Bidirectional {
+            deflate: Some(_),
+            ..
+        }
+    );
+    // What the backend hooks forward of the upgrade request's headers.
+    let context = node.hooks.capture(request.headers());
+    let upgrade = hyper::upgrade::on(&mut request);
+    // The session authenticates the connection (or it closes): its slot goes along.
+    let unauthenticated = ConnectionSlot::take(&request);
+    upgrading(&request);
+    transports.tasks.spawn(async move {
+        // Scoped so that nothing of the upgrade stays in the task (and in every idle
+        // connection's memory) while the connection is served.
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
+            }
+        };
+        serve(
+            node,
+            upgraded,
+            flavor,
+            max_message_size,
+            unauthenticated,
+            context,
+        )
+        .await;
+    });
+
+    let mut response = switching_protocols(&key);
+    if let Some(protocol) = echo {
+        response = response.header(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(protocol),
+        );
+    }
+    if compressed {
+        response = response.header(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(super::permessage_deflate::RESPONSE),
+        );
+    }
+    response
+        .body(empty())
+        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
 }
 
 /// Runs one upgraded WebSocket connection to its end, in one task: the session and reading;

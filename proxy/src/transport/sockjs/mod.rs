@@ -263,7 +263,7 @@ fn upgrade(
     }
     let unauthenticated = ConnectionSlot::take(&request);
     let context = node.hooks.capture(request.headers());
-    crate::server::upgrading(&request);
+    crate::transport::deadline::upgrading(&request);
     // A message is the client's frame inside a JSON string: escaping can double its size.
     let max_message_size = node.config.websocket.max_message_size().saturating_mul(2);
     let upgrade = hyper::upgrade::on(&mut request);

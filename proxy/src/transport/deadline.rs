@@ -287,6 +287,14 @@ impl AsyncWrite for TimedIo {
     }
 }
 
+/// `request`'s connection is being upgraded: from now on the WebSocket's own pings watch it,
+/// not the HTTP deadlines.
+pub fn upgrading<B>(request: &http::Request<B>) {
+    if let Some(activity) = request.extensions().get::<Arc<Activity>>() {
+        activity.upgraded();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
