@@ -7,7 +7,7 @@
 // Arguments: --url --protocol --secret --api --api-key --channel [--count] [--recoverable true]
 //   [--timeout]
 // Result: {published: [{offset, epoch}], subscribedFirst, subscribedAgain, received, events}
-import { main, need, Recorder, newClient, newSub, connToken, apiPublish, sleep } from './lib.mjs';
+import { main, need, Recorder, newClient, newSub, connToken, apiCall, apiPublish, sleep } from './lib.mjs';
 
 main('recovery', async ({ args, result, sdk }) => {
   const url = need(args, 'url');
@@ -37,6 +37,9 @@ main('recovery', async ({ args, result, sdk }) => {
 
   alice.disconnect();
   await rec.until('alice disconnected', () => rec.of('alice', 'disconnected').length >= 1);
+  // Until the server has read her close frame it may still write to the old connection (and
+  // the SDK still hands such a publication on): publish only once her presence entry is gone.
+  await serverDropped(args, channel, 'alice');
   for (let i = 0; i < missed; i++) await publish();
   // Offline for a moment longer, so nothing can arrive on the old connection.
   await sleep(200);
@@ -53,3 +56,21 @@ main('recovery', async ({ args, result, sdk }) => {
   // A duplicate would arrive within this pause.
   await sleep(300);
 });
+
+/** Waits (up to 5 s) until `user` has no presence entry in `channel`; returns at once when the
+ * namespace has no presence (nothing to wait for). */
+async function serverDropped(args, channel, user) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    let clients;
+    try {
+      const r = await apiCall(need(args, 'api'), need(args, 'api-key'), 'presence', { channel });
+      clients = Object.values(r.clients || {});
+    } catch {
+      return;
+    }
+    if (!clients.some((c) => c.user === user)) return;
+    if (Date.now() > deadline) throw new Error(`the server kept ${user}'s connection after her disconnect`);
+    await sleep(10);
+  }
+}
