@@ -279,6 +279,16 @@ impl ChaosOutcome {
         out
     }
 
+    /// The offsets acknowledged on `channel` under `epoch`, in acknowledgement order.
+    pub fn acked_offsets(&self, channel: &str, epoch: &str) -> Vec<u64> {
+        self.record
+            .acked
+            .iter()
+            .filter(|a| a.channel == channel && a.position.epoch == epoch)
+            .map(|a| a.position.offset)
+            .collect()
+    }
+
     /// Subscriptions that were reset after their first subscribe (told `recovered: false`).
     pub fn told(&self) -> Vec<(&str, &str)> {
         self.record

@@ -145,6 +145,13 @@ fn redis_client_pause() {
     assert!(sent_during > 0, "nothing was published during the pause");
 }
 
+/// `kill -9` of Redis, down for a second, then started again on its port (with its AOF, if any).
+fn kill_and_restart_redis(env: &mut ChaosEnv) {
+    env.redis.crash();
+    std::thread::sleep(Duration::from_millis(1000));
+    env.redis.respawn();
+}
+
 /// Redis with `appendonly yes` is killed -9 and started again on its AOF: the history survives
 /// (offsets go on), every channel continues under a new epoch (the module's "When an epoch
 /// changes"), and every subscriber is told.
@@ -155,26 +162,21 @@ fn redis_killed_and_restarted_from_aof() {
     }
     let mut env = ChaosEnv::start(redis_with_aof(), |b| b);
     let scenario = ChaosScenario::new(&["aof-a", "aof-b", "aof-c"]);
-    let outcome = scenario.run(&mut env, |env| {
-        env.redis.crash();
-        std::thread::sleep(Duration::from_millis(1000));
-        env.redis.respawn();
-    });
+    let outcome = scenario.run(&mut env, kill_and_restart_redis);
     outcome.check();
     for channel in scenario.channels() {
         let epochs = outcome.epochs(channel);
         assert_eq!(epochs.len(), 2, "{channel}: a new epoch after the restart");
-        let offsets = |epoch: &str| -> Vec<u64> {
-            outcome
-                .record
-                .acked
-                .iter()
-                .filter(|a| &a.channel == channel && a.position.epoch == epoch)
-                .map(|a| a.position.offset)
-                .collect()
-        };
-        let before = offsets(&epochs[0]).into_iter().max().unwrap();
-        let after = offsets(&epochs[1]).into_iter().min().unwrap();
+        let before = outcome
+            .acked_offsets(channel, &epochs[0])
+            .into_iter()
+            .max()
+            .unwrap();
+        let after = outcome
+            .acked_offsets(channel, &epochs[1])
+            .into_iter()
+            .min()
+            .unwrap();
         assert!(
             after > before / 2,
             "{channel}: the AOF kept the history, offsets go on (up to {before} before, from \
@@ -194,26 +196,21 @@ fn redis_without_persistence_restarted() {
     }
     let mut env = ChaosEnv::start(redis_server(), |b| b);
     let scenario = ChaosScenario::new(&["fresh-a", "fresh-b", "fresh-c"]);
-    let outcome = scenario.run(&mut env, |env| {
-        env.redis.crash();
-        std::thread::sleep(Duration::from_millis(1000));
-        env.redis.respawn();
-    });
+    let outcome = scenario.run(&mut env, kill_and_restart_redis);
     outcome.check();
     for channel in scenario.channels() {
         let epochs = outcome.epochs(channel);
         assert_eq!(epochs.len(), 2, "{channel}: a new epoch after the restart");
-        let of = |epoch: &str| -> Vec<u64> {
-            outcome
-                .record
-                .acked
-                .iter()
-                .filter(|a| &a.channel == channel && a.position.epoch == epoch)
-                .map(|a| a.position.offset)
-                .collect()
-        };
-        let old_top = of(&epochs[0]).into_iter().max().unwrap();
-        let new_first = of(&epochs[1]).into_iter().min().unwrap();
+        let old_top = outcome
+            .acked_offsets(channel, &epochs[0])
+            .into_iter()
+            .max()
+            .unwrap();
+        let new_first = outcome
+            .acked_offsets(channel, &epochs[1])
+            .into_iter()
+            .min()
+            .unwrap();
         assert!(
             new_first < old_top,
             "{channel}: offsets start over in the new epoch (old top {old_top}, new from {new_first})"
