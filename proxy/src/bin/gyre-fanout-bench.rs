@@ -545,6 +545,7 @@ async fn subscribe_all(
                     offset: BASE_OFFSET,
                     epoch: "e".into(),
                 },
+                Instant::now(),
             );
             hub.add(subscription);
             clients.push(client);

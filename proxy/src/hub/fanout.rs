@@ -254,6 +254,7 @@ mod tests {
                     offset: 0,
                     epoch: "e".into(),
                 },
+                std::time::Instant::now(),
             );
             hub.add(subscription);
         }

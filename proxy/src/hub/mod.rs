@@ -800,6 +800,7 @@ mod tests {
                 offset: 0,
                 epoch: "e".into(),
             },
+            std::time::Instant::now(),
         );
         hub.add(subscription);
         outbox
@@ -1025,6 +1026,7 @@ mod tests {
                 offset: 0,
                 epoch: "e".into(),
             },
+            std::time::Instant::now(),
         );
         hub.add(subscription);
         // Offsets 0 (no history): the late subscriber has no position to keep.

@@ -291,8 +291,8 @@ impl Subscription {
     /// reply itself) is queued first, then every buffered publication that comes after
     /// `position`, in order. From then on publications go straight to the queue. Returns false
     /// if the buffered publications showed a gap (the session was told through its control
-    /// channel).
-    pub fn go_live(&self, reply: Option<Bytes>, position: LivePosition) -> bool {
+    /// channel). `now`: when, for the quiet-position check (see `State::advanced_at`).
+    pub fn go_live(&self, reply: Option<Bytes>, position: LivePosition, now: Instant) -> bool {
         // Written once the lock is released; only the first can be a direct write, the others
         // queue behind it.
         let mut offers = Vec::new();
@@ -301,7 +301,6 @@ impl Subscription {
         state.offset = position.offset;
         state.epoch = position.epoch;
         let buffered = state.buffer.take().unwrap_or_default();
-        let now = Instant::now();
         state.advanced_at = Some(now);
         if let Some(reply) = reply {
             offers.push(self.outbox.offer(reply, true));
@@ -467,7 +466,7 @@ mod tests {
         for offset in [3, 4, 5] {
             send(&sub, offset, "e", &format!("p{offset}"), Instant::now());
         }
-        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(4), Instant::now()));
         send(&sub, 6, "e", "p6", Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "p5", "p6"].map(Bytes::from));
     }
@@ -475,7 +474,7 @@ mod tests {
     #[tokio::test]
     async fn a_gap_breaks_the_subscription_once() {
         let (sub, outbox, mut rx) = subscription();
-        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now()));
         send(&sub, 3, "e", "p3", Instant::now());
         send(&sub, 4, "e", "p4", Instant::now());
         assert_eq!(drain(&outbox).await, [Bytes::from_static(b"reply")]);
@@ -492,7 +491,7 @@ mod tests {
     #[tokio::test]
     async fn an_epoch_change_breaks_the_subscription() {
         let (sub, _outbox, mut rx) = subscription();
-        sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
+        sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now());
         send(&sub, 2, "other", "p", Instant::now());
         assert!(rx.try_recv().is_some());
     }
@@ -506,7 +505,7 @@ mod tests {
             None,
             "not live yet"
         );
-        sub.go_live(Some(Bytes::from_static(b"reply")), live(1));
+        sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now());
         let later = Instant::now() + Duration::from_secs(60);
         assert_eq!(
             sub.idle_position(Duration::from_secs(40), later),
@@ -519,7 +518,7 @@ mod tests {
             "a delivery resets the idle time"
         );
         let (plain, _o, _r) = subscription();
-        plain.go_live(None, LivePosition::default());
+        plain.go_live(None, LivePosition::default(), Instant::now());
         assert_eq!(
             plain.idle_position(Duration::ZERO, later),
             None,
@@ -531,7 +530,11 @@ mod tests {
     async fn unpositioned_subscriptions_get_everything() {
         let (sub, outbox, _rx) = subscription();
         send(&sub, 0, "", "a", Instant::now());
-        sub.go_live(Some(Bytes::from_static(b"reply")), LivePosition::default());
+        sub.go_live(
+            Some(Bytes::from_static(b"reply")),
+            LivePosition::default(),
+            Instant::now(),
+        );
         send(&sub, 0, "", "b", Instant::now());
         assert_eq!(drain(&outbox).await, ["reply", "a", "b"].map(Bytes::from));
     }
@@ -539,7 +542,7 @@ mod tests {
     #[tokio::test]
     async fn a_filtered_out_publication_moves_the_position_without_a_message() {
         let (sub, outbox, mut rx) = subscription();
-        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now()));
         let filtered = Delivery {
             offset: 2,
             epoch: "e",
@@ -556,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn a_retired_subscription_delivers_nothing_more() {
         let (sub, outbox, mut rx) = subscription();
-        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now()));
         sub.retire();
         send(&sub, 2, "e", "p2", Instant::now());
         sub.deliver_presence(&Bytes::from_static(b"join"), true);
@@ -594,7 +597,7 @@ mod tests {
         };
         // Buffered while subscribing: the first one after the reply is whole.
         sub.deliver_publication(delivery(2), Instant::now(), true);
-        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1)));
+        assert!(sub.go_live(Some(Bytes::from_static(b"reply")), live(1), Instant::now()));
         sub.deliver_publication(delivery(3), Instant::now(), true);
         let without_base = Delivery {
             patch: None,

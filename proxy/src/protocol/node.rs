@@ -1,5 +1,5 @@
 //! What every session of this node shares: configuration, engine, hub, token verifier, backend
-//! hooks.
+//! hooks, randomness.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +9,7 @@ use crate::auth::Verifier;
 use crate::config::Config;
 use crate::engine::{ControlCommand, Engine, EngineEvent, NODE_INFO_INTERVAL, NodeInfo};
 use crate::hub::{ConnectionId, Fanout, Hub, HubOwner};
+use crate::protocol::entropy::Entropy;
 use crate::protocol::nodes::Nodes;
 
 pub struct Node {
@@ -21,6 +22,8 @@ pub struct Node {
     pub verifier: Verifier,
     /// The backend hooks (proxies) the config sets up.
     pub hooks: crate::hooks::Hooks,
+    /// Client and session ids, ping jitter.
+    pub entropy: Entropy,
     /// When this node started (server API `info`: uptime).
     pub started: std::time::Instant,
     /// The nodes that announced themselves on the control channel (this one included).
@@ -52,12 +55,19 @@ impl Node {
             hub: Hub::new(),
             verifier,
             hooks,
+            entropy: Entropy::System,
             started: std::time::Instant::now(),
             nodes: Nodes::default(),
             surveys: Default::default(),
             announce_now: tokio::sync::Notify::new(),
             next_connection: AtomicU64::new(1),
         }
+    }
+
+    /// The node with `entropy` instead of the system's (tests replay a seed).
+    pub fn with_entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
+        self
     }
 
     /// How long a presence entry lives unless refreshed (`engine.redis.presence_ttl`, which the

@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::hub::{ControlReceiver, control_channel};
 use crate::protocol::node::Node;
-use crate::protocol::session::{Session, TransportInfo};
+use crate::protocol::session::{Now, Session, TransportInfo};
 use crate::queue::{Outbox, Writes};
 use crate::transport::admission::Unauthenticated;
 use gyre_proto::codes::{self, Disconnect};
@@ -65,12 +65,16 @@ impl Connection {
             .increment(1);
         let outbox = Arc::new(Outbox::new(node.queue_max_size()));
         let (control_tx, control) = control_channel();
+        let id = node.next_connection_id();
+        node.hub.register_connection(id, control_tx.clone());
         let session = Session::new(
             Arc::clone(node),
+            id,
             transport,
             Arc::clone(&outbox),
             control_tx,
             context,
+            Now::system(),
         );
         Self {
             session,
@@ -126,16 +130,16 @@ impl Connection {
                         // Boxed, like the other handlers: their futures (engine calls included)
                         // are large, and inline they would make every idle connection's task
                         // that large too.
-                        Box::pin(self.session.handle_frame(frame)).await
+                        Box::pin(self.session.handle_frame(frame, Now::system())).await
                     }
                     None => return End::ClientGone,
                 },
                 control = self.control.recv() => {
-                    Box::pin(self.session.handle_control(control)).await
+                    Box::pin(self.session.handle_control(control, Now::system())).await
                 }
                 () = self.outbox.closed() => Ok(()),
                 () = tokio::time::sleep_until(deadline) => {
-                    Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
+                    Box::pin(self.session.handle_timeout(Now::system())).await
                 }
             };
             if let Some(end) = self.ended(step) {
@@ -160,7 +164,7 @@ impl Connection {
                     Some(Err(disconnect)) => return End::Disconnect(disconnect),
                     Some(Ok(frame)) => {
                         self.received.increment(1);
-                        Box::pin(self.session.handle_frame(frame)).await
+                        Box::pin(self.session.handle_frame(frame, Now::system())).await
                     }
                     None => return End::ClientGone,
                 },
@@ -172,10 +176,10 @@ impl Connection {
                     Err(disconnect) => return End::Disconnect(disconnect),
                 },
                 control = self.control.recv() => {
-                    Box::pin(self.session.handle_control(control)).await
+                    Box::pin(self.session.handle_control(control, Now::system())).await
                 }
                 () = tokio::time::sleep_until(deadline) => {
-                    Box::pin(self.session.handle_timeout(std::time::Instant::now())).await
+                    Box::pin(self.session.handle_timeout(Now::system())).await
                 }
             };
             if let Some(end) = self.ended(step) {
@@ -223,10 +227,12 @@ impl Connection {
         disconnect
     }
 
-    /// Ends the session and counts the disconnect.
+    /// Ends the session, takes the connection out of the hub and counts the disconnect.
     async fn leave(&mut self, end: End) -> Disconnect {
         // Boxed: leaving channels awaits engine calls, whose futures are large (see run).
         Box::pin(self.session.close()).await;
+        let id = self.session.id();
+        self.session.node().hub.unregister_connection(id);
         let disconnect = match end {
             End::ClientGone => codes::CONNECTION_CLOSED,
             End::Disconnect(disconnect) => disconnect,

@@ -1,16 +1,14 @@
 //! `connect` and `refresh`: who the client is and how long it may stay.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use gyre_proto::protocol::{
     Connect, ConnectRequest, ConnectResult, Push, RefreshRequest, RefreshResult, Reply,
     SubscribeRequest,
 };
-use rand::Rng;
 
 use super::subscribe::{Grant, Joined};
-use super::{CommandResult, Connected, Mode, Session, State, token_rejected, unix_now};
+use super::timers::Timers;
+use super::{CommandResult, Connected, Mode, Session, State, token_rejected};
 use crate::auth::{ConnectToken, SubOptions, TokenUse};
 use crate::engine::StreamPosition;
 use gyre_proto::codes;
@@ -39,102 +37,19 @@ impl Session {
         self.context
             .add_emulated(self.node.hooks.emulated_names(), &request.headers);
         let mut credentials = self.credentials(request).await?;
-        let per_user = self.node.config.client.user_connection_limit as usize;
-        if per_user > 0
-            && !credentials.user.is_empty()
-            && self.node.hub.user_connections(&credentials.user) >= per_user
-        {
-            return Err(codes::CONNECTION_LIMIT.into());
-        }
-        let requested = if credentials.join_requested {
-            self.requested_channels(request, &credentials.subscriptions)
-        } else {
-            Vec::new()
-        };
-        if credentials.subscriptions.len() + requested.len()
-            > self.node.config.client.channel_limit as usize
-        {
-            return Err(codes::CHANNEL_LIMIT.into());
-        }
-        let server_subscriptions = std::mem::take(&mut credentials.subscriptions);
-        let now_unix = unix_now();
-        if credentials.expires_at.is_some_and(|at| at <= now_unix) {
-            return Err(codes::EXPIRED.into());
-        }
-        let config = &self.node.config.client;
-        let now = Instant::now();
-        let ping = config.ping_interval;
-        // The first ping comes at a random point of the second half of the interval, so that
-        // clients connected together do not ping together.
-        let first_ping = rand::rng().random_range(ping / 2..=ping);
-        // With the refresh proxy the server refreshes the connection itself: the client is not
-        // told about the expiry.
-        let client_refresh = self.node.hooks.refresh().is_none();
-        let mut result = ConnectResult {
-            client: self.client.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            expires: credentials.expires_at.is_some() && client_refresh,
-            ttl: if client_refresh {
-                seconds_left(credentials.expires_at, now_unix)
-            } else {
-                0
-            },
-            data: std::mem::take(&mut credentials.data),
-            ping: ping.as_secs() as u32,
-            // `client.pong_timeout = 0` turns pongs off: the client is told not to send them.
-            // A unidirectional client cannot send them.
-            pong: !config.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional,
-            ..Default::default()
-        };
-        if self.transport.mode == Mode::Emulated {
-            // The session id is what lets `/emulation` POSTs act for this client: unguessable,
-            // and not the client id, which other clients see in presence.
-            let session = uuid::Uuid::new_v4().to_string();
-            self.node.hub.register_session(self.id, &session);
-            result.session = session;
-            result.node = self.node.id.clone();
-        }
-        self.state = State::Connected(Box::new(Connected {
-            user: credentials.user,
-            conn_info: credentials.conn_info,
-            expires_at: credentials.expires_at,
-            subscriptions: super::ChannelMap::default(),
-            next_ping: now + first_ping,
-            pong_deadline: None,
-            next_presence_update: now + config.presence_update_interval,
-            next_position_check: now + super::POSITION_CHECK_DELAY,
-        }));
-        let stale_deadline = now + config.stale_close_delay;
-        if let State::Connected(connected) = &self.state {
-            self.node
-                .hub
-                .identify(self.id, &connected.user, self.client);
-        }
-
-        let mut joined = Vec::with_capacity(server_subscriptions.len());
-        let joins = server_subscriptions
-            .iter()
-            .map(|(channel, sub)| (channel, Some(sub)))
-            .chain(requested.iter().map(|channel| (channel, None)));
-        for (channel, sub) in joins {
-            let outcome = match sub {
-                Some(sub) => self.join_server_side(channel, sub, request).await,
-                None => self.join_requested(channel, request).await,
-            };
-            match outcome {
-                Ok(subscription) => joined.push(subscription),
-                Err(error) => {
-                    // Undo: the client learns about the failure and nothing stays behind.
-                    for Joined { subscription, .. } in joined {
-                        self.leave_channel(&subscription.channel).await;
-                    }
-                    self.state = State::Connecting {
-                        deadline: stale_deadline,
-                    };
-                    return Err(error);
-                }
+        let requested = self.admit(&credentials, request)?;
+        let granted = std::mem::take(&mut credentials.subscriptions);
+        let mut result = self.enter_connected(credentials);
+        let joined = match self.join_all(&granted, &requested, request).await {
+            Ok(joined) => joined,
+            Err(error) => {
+                // The client learns about the failure and nothing stays behind.
+                self.state = State::Connecting {
+                    deadline: self.now.instant + self.node.config.client.stale_close_delay,
+                };
+                return Err(error);
             }
-        }
+        };
         result.subs = joined
             .iter()
             .map(|j| (j.subscription.channel.clone(), j.result.clone()))
@@ -158,9 +73,116 @@ impl Session {
             subscription, live, ..
         } in joined
         {
-            subscription.go_live(None, live);
+            subscription.go_live(None, live, self.now.instant);
         }
         Ok(())
+    }
+
+    /// The limits a connection must fit: connections per user, channels per connection, an
+    /// unexpired token. Returns the channels a unidirectional client asked to join beyond the
+    /// granted ones.
+    fn admit(
+        &self,
+        credentials: &Credentials,
+        request: &ConnectRequest,
+    ) -> CommandResult<Vec<String>> {
+        let config = &self.node.config.client;
+        let per_user = config.user_connection_limit as usize;
+        if per_user > 0
+            && !credentials.user.is_empty()
+            && self.node.hub.user_connections(&credentials.user) >= per_user
+        {
+            return Err(codes::CONNECTION_LIMIT.into());
+        }
+        let requested = if credentials.join_requested {
+            self.requested_channels(request, &credentials.subscriptions)
+        } else {
+            Vec::new()
+        };
+        if credentials.subscriptions.len() + requested.len() > config.channel_limit as usize {
+            return Err(codes::CHANNEL_LIMIT.into());
+        }
+        if credentials.expires_at.is_some_and(|at| at <= self.now.unix) {
+            return Err(codes::EXPIRED.into());
+        }
+        Ok(requested)
+    }
+
+    /// Makes the session connected as `credentials` say (its timers start now, the hub learns
+    /// its user, an emulated client gets its session id) and returns the connect result
+    /// without its subscriptions.
+    fn enter_connected(&mut self, credentials: Credentials) -> ConnectResult {
+        let rules = self.rules();
+        let ping = rules.ping_interval;
+        let first_ping = self.node.entropy.between(ping / 2, ping);
+        // With the refresh proxy the server refreshes the connection itself: the client is not
+        // told about the expiry.
+        let client_refresh = !rules.refresh_by_proxy;
+        let mut result = ConnectResult {
+            client: self.client.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            expires: credentials.expires_at.is_some() && client_refresh,
+            ttl: if client_refresh {
+                seconds_left(credentials.expires_at, self.now.unix)
+            } else {
+                0
+            },
+            data: credentials.data,
+            ping: ping.as_secs() as u32,
+            // `client.pong_timeout = 0` turns pongs off, and a unidirectional client cannot
+            // send them: the client is told not to.
+            pong: rules.pong_timeout.is_some(),
+            ..Default::default()
+        };
+        if self.transport.mode == Mode::Emulated {
+            // The session id is what lets `/emulation` POSTs act for this client: unguessable,
+            // and not the client id, which other clients see in presence.
+            let session = self.node.entropy.uuid().to_string();
+            self.node.hub.register_session(self.id, &session);
+            result.session = session;
+            result.node = self.node.id.clone();
+        }
+        self.node
+            .hub
+            .identify(self.id, &credentials.user, self.client);
+        self.state = State::Connected(Box::new(Connected {
+            user: credentials.user,
+            conn_info: credentials.conn_info,
+            subscriptions: super::ChannelMap::default(),
+            timers: Timers::start(self.now, &rules, first_ping, credentials.expires_at),
+        }));
+        result
+    }
+
+    /// Joins the granted channels, then the requested ones; when one fails, leaves those
+    /// joined before it.
+    async fn join_all(
+        &mut self,
+        granted: &[(String, SubOptions)],
+        requested: &[String],
+        request: &ConnectRequest,
+    ) -> CommandResult<Vec<Joined>> {
+        let mut joined = Vec::with_capacity(granted.len() + requested.len());
+        let joins = granted
+            .iter()
+            .map(|(channel, sub)| (channel, Some(sub)))
+            .chain(requested.iter().map(|channel| (channel, None)));
+        for (channel, sub) in joins {
+            let outcome = match sub {
+                Some(sub) => self.join_server_side(channel, sub, request).await,
+                None => self.join_requested(channel, request).await,
+            };
+            match outcome {
+                Ok(subscription) => joined.push(subscription),
+                Err(error) => {
+                    for Joined { subscription, .. } in joined {
+                        self.leave_channel(&subscription.channel).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(joined)
     }
 
     /// Joins one channel of the token's `channels`/`subs`, recovering it when the SDK sent its
@@ -270,7 +292,7 @@ impl Session {
         }
         let mut claims = node
             .verifier
-            .verify_connect(&request.token, unix_now())
+            .verify_connect(&request.token, self.now.unix)
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Connect))?;
         if claims.user.is_empty() && config.disallow_anonymous_connection_tokens {
@@ -291,14 +313,14 @@ impl Session {
         let mut claims = self
             .node
             .verifier
-            .verify_connect(&request.token, unix_now())
+            .verify_connect(&request.token, self.now.unix)
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Refresh))?;
         if self.node.hooks.keeps_meta() && !claims.meta.is_empty() {
             self.context.set_meta(std::mem::take(&mut claims.meta));
         }
         let credentials = credentials_from(claims);
-        let now_unix = unix_now();
+        let now_unix = self.now.unix;
         let connected = self.connected_mut()?;
         if credentials.user != connected.user {
             return Err(codes::INVALID_TOKEN.into());
@@ -306,7 +328,7 @@ impl Session {
         if credentials.expires_at.is_some_and(|at| at <= now_unix) {
             return Err(codes::EXPIRED.into());
         }
-        connected.expires_at = credentials.expires_at;
+        connected.timers.expires_at = credentials.expires_at;
         if !credentials.conn_info.is_empty() {
             connected.conn_info = credentials.conn_info;
         }

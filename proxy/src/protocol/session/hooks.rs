@@ -13,13 +13,11 @@
 //! A hook that fails (down, timeout, garbage) never leaves anything half done: every call
 //! happens before the session changes anything for the command.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use gyre_proto::protocol::{ConnectRequest, Reply, RpcRequest, RpcResult};
 
 use super::subscribe::Grant;
-use super::{CommandError, CommandResult, Connected, Session, State};
+use super::{CommandError, CommandResult, Session, State};
 use crate::auth::SubOptions;
 use crate::config::ChannelOptions;
 use crate::hooks::outcome::{self, Refusal};
@@ -100,17 +98,9 @@ impl Session {
         }))
     }
 
-    /// When the refresh proxy must be asked next: at the connection's expiry, if it has one
-    /// and the refresh proxy is on.
-    pub(super) fn server_refresh_at(&self, connected: &Connected) -> Option<Instant> {
-        self.node.hooks.refresh()?;
-        let at = connected.expires_at?;
-        let left = (at - super::unix_now()).max(0) as u64;
-        Some(Instant::now() + std::time::Duration::from_secs(left))
-    }
-
     /// `refresh`: the connection reached its expiry; the backend prolongs it or it ends.
-    pub(super) async fn refresh_by_proxy(&mut self, now_unix: i64) -> Result<(), Disconnect> {
+    pub(super) async fn refresh_by_proxy(&mut self) -> Result<(), Disconnect> {
+        let now_unix = self.now.unix;
         let node = std::sync::Arc::clone(&self.node);
         let Some(backend) = node.hooks.refresh() else {
             return Ok(());
@@ -118,7 +108,7 @@ impl Session {
         let State::Connected(connected) = &self.state else {
             return Ok(());
         };
-        let Some(current) = connected.expires_at else {
+        let Some(current) = connected.timers.expires_at else {
             return Ok(());
         };
         let client = self.client.to_string();
@@ -134,7 +124,7 @@ impl Session {
                 meta,
             } => {
                 if let State::Connected(connected) = &mut self.state {
-                    connected.expires_at = Some(expires_at);
+                    connected.timers.expires_at = Some(expires_at);
                     if let Some(info) = info {
                         connected.conn_info = info;
                     }

@@ -6,6 +6,11 @@
 //! [`Outbox`] and, when the connection must end, by returning a [`Disconnect`]. It never touches
 //! a socket, so every transport behaves the same.
 //!
+//! It reads no clock and draws no random number itself: every input comes with its time
+//! ([`Now`]), its timing rules are plain data ([`timers`]), and randomness comes from the node's
+//! [`crate::protocol::entropy::Entropy`]. The tests in `tests/` drive whole sessions on a
+//! simulated clock, with the in-process engine, in a few milliseconds.
+//!
 //! Commands: [`connect`], [`subscribe`] (subscribe, unsubscribe, recovery), [`channel`] (publish,
 //! history, presence), refresh and the rest here; [`hooks`]: where the backend hooks are called
 //! and their answers applied (connect, refresh, subscribe, publish, sub_refresh, RPC).
@@ -15,6 +20,10 @@ pub use channel::history_options;
 mod connect;
 mod hooks;
 mod subscribe;
+#[cfg(test)]
+mod tests;
+mod timers;
+pub use timers::Now;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +38,7 @@ use super::node::Node;
 use crate::hub::{ConnectionId, Control, ControlSender, Subscription};
 use crate::queue::Outbox;
 use gyre_proto::codes::{self, Disconnect, ErrorCode};
+use timers::{Due, Rules, Timers};
 
 /// Why a command failed: an error reply to it (ours, or the backend's), or the end of the
 /// connection.
@@ -115,6 +125,8 @@ pub struct Session {
     /// Told how the connect command ended, for a transport that answers a failed connect with
     /// an HTTP status (`connect_code_to_http_response`); `None` otherwise.
     connect_outcome: Option<tokio::sync::oneshot::Sender<ConnectOutcome>>,
+    /// The time of the input being handled (the last one between inputs).
+    now: Now,
 }
 
 /// How a connect command ended, for [`Session::report_connect`].
@@ -140,15 +152,9 @@ enum State {
 struct Connected {
     user: String,
     conn_info: Bytes,
-    /// Unix seconds after which the connection must be refreshed; `None` = never expires.
-    expires_at: Option<i64>,
     subscriptions: ChannelMap,
-    next_ping: Instant,
-    /// Set while a ping waits for its pong: the deadline for it.
-    pong_deadline: Option<Instant>,
-    next_presence_update: Instant,
-    /// When positioned subscriptions that went quiet are next compared with their streams.
-    next_position_check: Instant,
+    /// Pings, pongs, expiry, presence and position checks.
+    timers: Timers,
 }
 
 /// The client's subscriptions by channel: a vector searched linearly, grown one slot at a time
@@ -228,22 +234,23 @@ struct ChannelState {
 }
 
 impl Session {
-    /// `context`: the connection request's headers that hooks forward (see
-    /// [`crate::hooks::Hooks::capture`]).
+    /// A session opened at `now` for connection `id`, which the caller registered in the hub
+    /// with `control`'s receiving end. `context`: the connection request's headers that hooks
+    /// forward (see [`crate::hooks::Hooks::capture`]).
     pub fn new(
         node: Arc<Node>,
+        id: ConnectionId,
         transport: TransportInfo,
         outbox: Arc<Outbox>,
         control: ControlSender,
         context: crate::hooks::headers::ClientContext,
+        now: Now,
     ) -> Self {
-        let id = node.next_connection_id();
-        node.hub.register_connection(id, control.clone());
-        let deadline = Instant::now() + node.config.client.stale_close_delay;
+        let deadline = now.instant + node.config.client.stale_close_delay;
         Self {
+            client: node.entropy.uuid(),
             node,
             id,
-            client: uuid::Uuid::new_v4(),
             transport,
             outbox,
             control,
@@ -251,6 +258,20 @@ impl Session {
             context,
             halted: false,
             connect_outcome: None,
+            now,
+        }
+    }
+
+    /// The timing rules of this connection.
+    fn rules(&self) -> Rules {
+        let client = &self.node.config.client;
+        let pongs = !client.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional;
+        Rules {
+            ping_interval: client.ping_interval,
+            pong_timeout: pongs.then_some(client.pong_timeout),
+            presence_update_interval: client.presence_update_interval,
+            expired_close_delay: client.expired_close_delay,
+            refresh_by_proxy: self.node.hooks.refresh().is_some(),
         }
     }
 
@@ -300,8 +321,9 @@ impl Session {
         matches!(self.state, State::Connected(_))
     }
 
-    /// Handles one frame from the client: every command in it, in order.
-    pub async fn handle_frame(&mut self, frame: Bytes) -> Result<(), Disconnect> {
+    /// Handles one frame from the client, received at `now`: every command in it, in order.
+    pub async fn handle_frame(&mut self, frame: Bytes, now: Now) -> Result<(), Disconnect> {
+        self.now = now;
         if self.halted {
             return Ok(());
         }
@@ -400,6 +422,7 @@ impl Session {
 
     /// A command without id: a pong, or a fire-and-forget `send`.
     fn handle_async_message(&mut self, command: &Command) -> Result<(), Disconnect> {
+        let rules = self.rules();
         let State::Connected(connected) = &mut self.state else {
             return Err(codes::DISCONNECT_BAD_REQUEST);
         };
@@ -407,11 +430,7 @@ impl Session {
             // No backend message handler exists yet.
             return Err(codes::DISCONNECT_NOT_AVAILABLE);
         }
-        let pongs_expected = !self.node.config.client.pong_timeout.is_zero();
-        if connected.pong_deadline.take().is_none() && pongs_expected {
-            return Err(codes::DISCONNECT_BAD_REQUEST);
-        }
-        Ok(())
+        connected.timers.pong(&rules)
     }
 
     async fn dispatch(&mut self, command: Command) -> CommandResult<Option<Reply>> {
@@ -446,10 +465,11 @@ impl Session {
         Ok(Some(reply))
     }
 
-    /// Handles a signal from the hub.
-    pub async fn handle_control(&mut self, control: Control) -> Result<(), Disconnect> {
+    /// Handles a signal from the hub, received at `now`.
+    pub async fn handle_control(&mut self, control: Control, now: Now) -> Result<(), Disconnect> {
+        self.now = now;
         match control {
-            Control::Emulation(frame) => self.handle_frame(frame).await,
+            Control::Emulation(frame) => self.handle_frame(frame, now).await,
             Control::InsufficientState { channel } => self.lose_continuity(&channel).await,
             Control::Resync => self.resync().await,
             Control::Unsubscribe { channel } => {
@@ -473,7 +493,7 @@ impl Session {
                     return Err(codes::CONNECTION_EXPIRED);
                 }
                 if let State::Connected(connected) = &mut self.state {
-                    connected.expires_at = expires_at;
+                    connected.timers.expires_at = expires_at;
                 }
                 Ok(())
             }
@@ -485,76 +505,42 @@ impl Session {
     pub fn deadline(&self) -> Instant {
         match &self.state {
             State::Connecting { deadline } => *deadline,
-            State::Connected(c) => {
-                let next = c
-                    .pong_deadline
-                    .unwrap_or(c.next_ping)
-                    .min(c.next_presence_update)
-                    .min(c.next_position_check);
-                match self.server_refresh_at(c) {
-                    Some(at) => next.min(at),
-                    None => next,
-                }
-            }
+            State::Connected(c) => c.timers.deadline(self.now, &self.rules()),
         }
     }
 
-    /// Pings, pong deadline, presence refresh, connection and subscription expiry.
-    pub async fn handle_timeout(&mut self, now: Instant) -> Result<(), Disconnect> {
-        let config = Arc::clone(&self.node.config);
-        let ping = self.wire().empty_message();
+    /// Does what the timers say is due at `now`: pings, the pong deadline, connection expiry
+    /// (or the refresh proxy), presence refresh and subscription expiry, quiet positions.
+    pub async fn handle_timeout(&mut self, now: Now) -> Result<(), Disconnect> {
+        self.now = now;
+        let rules = self.rules();
         let connected = match &mut self.state {
-            State::Connecting { deadline } if now >= *deadline => return Err(codes::STALE),
+            State::Connecting { deadline } if now.instant >= *deadline => return Err(codes::STALE),
             State::Connecting { .. } => return Ok(()),
             State::Connected(c) => c,
         };
-        if let Some(deadline) = connected.pong_deadline
-            && now >= deadline
-        {
-            return Err(codes::NO_PONG);
-        }
-        if connected.pong_deadline.is_none() && now >= connected.next_ping {
-            self.outbox.push(ping);
-            if !config.client.pong_timeout.is_zero() && self.transport.mode != Mode::Unidirectional
-            {
-                connected.pong_deadline = Some(now + config.client.pong_timeout);
+        for due in connected.timers.due(now, &rules) {
+            match due {
+                Due::Close(disconnect) => return Err(disconnect),
+                Due::Ping => {
+                    self.outbox.push(self.wire().empty_message());
+                }
+                Due::RefreshByProxy => self.refresh_by_proxy().await?,
+                Due::CheckQuietPositions => {
+                    self.verify_positions(Some(timers::POSITION_CHECK_DELAY))
+                        .await?;
+                }
+                Due::RefreshPresence => {
+                    self.update_presence().await;
+                    self.expire_subscriptions().await;
+                }
             }
-            connected.next_ping = now + config.client.ping_interval;
-        }
-        let unix = unix_now();
-        if self.node.hooks.refresh().is_some() {
-            // The refresh proxy decides, at the expiry itself.
-            if connected.expires_at.is_some_and(|at| unix >= at) {
-                self.refresh_by_proxy(unix).await?;
-            }
-        } else {
-            let grace = config.client.expired_close_delay.as_secs() as i64;
-            if connected
-                .expires_at
-                .is_some_and(|at| unix >= at.saturating_add(grace))
-            {
-                return Err(codes::CONNECTION_EXPIRED);
-            }
-        }
-        let State::Connected(connected) = &mut self.state else {
-            return Ok(());
-        };
-        if now >= connected.next_position_check {
-            connected.next_position_check = now + POSITION_CHECK_DELAY;
-            self.verify_positions(Some(POSITION_CHECK_DELAY)).await?;
-        }
-        let State::Connected(connected) = &mut self.state else {
-            return Ok(());
-        };
-        if now >= connected.next_presence_update {
-            connected.next_presence_update = now + config.client.presence_update_interval;
-            self.update_presence().await;
-            self.expire_subscriptions(unix).await;
         }
         Ok(())
     }
 
-    /// Ends the session: leaves every channel and the hub. Call once, when the transport closes.
+    /// Ends the session: leaves every channel. Call once, when the transport closes; the caller
+    /// then unregisters the connection from the hub.
     pub async fn close(&mut self) {
         if let State::Connected(connected) = &mut self.state {
             let channels: Vec<String> = connected.subscriptions.keys().cloned().collect();
@@ -562,7 +548,15 @@ impl Session {
                 self.leave_channel(&channel).await;
             }
         }
-        self.node.hub.unregister_connection(self.id);
+    }
+
+    /// The connection's id in the hub.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     fn send_reply(&self, reply: Reply) {
@@ -605,11 +599,6 @@ impl Session {
     }
 }
 
-/// A positioned subscription that received nothing for this long is compared with its stream
-/// (Centrifugo's `channel_position_check_delay` default): PUB/SUB is at-most-once, and a lost
-/// last publication leaves no gap for the offset checks to see.
-const POSITION_CHECK_DELAY: std::time::Duration = std::time::Duration::from_secs(40);
-
 /// The command's method, for metrics.
 fn method_name(command: &Command) -> &'static str {
     match command {
@@ -627,10 +616,4 @@ fn method_name(command: &Command) -> &'static str {
         c if c.ping.is_some() => "ping",
         _ => "unknown",
     }
-}
-
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

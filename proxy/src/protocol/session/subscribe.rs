@@ -9,7 +9,7 @@ use gyre_proto::protocol::{
     Unsubscribe, UnsubscribeRequest, UnsubscribeResult,
 };
 
-use super::{ChannelState, CommandResult, Session, token_rejected, unix_now};
+use super::{ChannelState, CommandResult, Session, token_rejected};
 use crate::auth::{Overrides, Reject, SubOptions, TokenUse};
 use crate::config::ChannelOptions;
 use crate::engine::{HistoryQuery, StreamPosition};
@@ -138,7 +138,9 @@ impl Session {
         };
         match self.wire().encode_reply(&reply) {
             Ok(bytes) => {
-                joined.subscription.go_live(Some(bytes), joined.live);
+                joined
+                    .subscription
+                    .go_live(Some(bytes), joined.live, self.now.instant);
                 Ok(())
             }
             Err(error) => {
@@ -201,7 +203,9 @@ impl Session {
         };
         match self.wire().encode_reply(&push) {
             Ok(bytes) => {
-                joined.subscription.go_live(Some(bytes), joined.live);
+                joined
+                    .subscription
+                    .go_live(Some(bytes), joined.live, self.now.instant);
             }
             Err(error) => {
                 tracing::warn!(%channel, %error, "subscribe push not encodable");
@@ -289,7 +293,7 @@ impl Session {
         let mut result = SubscribeResult {
             expires: told.is_some(),
             ttl: told.map_or(0, |at| {
-                (at - unix_now()).clamp(0, i64::from(u32::MAX)) as u32
+                (at - self.now.unix).clamp(0, i64::from(u32::MAX)) as u32
             }),
             data: grant.data.clone(),
             delta: grant.delta,
@@ -371,7 +375,7 @@ impl Session {
         if !request.token.is_empty() {
             let claims = node
                 .verifier
-                .verify_subscribe(&request.token, unix_now())
+                .verify_subscribe(&request.token, self.now.unix)
                 .await
                 .map_err(|error| token_rejected(&error, TokenUse::Subscribe))?;
             if claims.channel != channel
@@ -553,7 +557,7 @@ impl Session {
             {
                 return Err(codes::PERMISSION_DENIED.into());
             }
-            let now = unix_now();
+            let now = self.now.unix;
             return match self
                 .sub_refresh_by_proxy(options, &request.channel, now)
                 .await
@@ -568,7 +572,7 @@ impl Session {
         let claims = match self
             .node
             .verifier
-            .verify_subscribe(&request.token, unix_now())
+            .verify_subscribe(&request.token, self.now.unix)
             .await
         {
             Ok(claims) => claims,
@@ -582,6 +586,7 @@ impl Session {
             Err(error) => return Err(token_rejected(&error, TokenUse::SubRefresh)),
         };
         let client = self.client.to_string();
+        let now = self.now.unix;
         let connected = self.connected_mut()?;
         if claims.channel != request.channel
             || claims.user != connected.user
@@ -593,7 +598,6 @@ impl Session {
             return Err(codes::PERMISSION_DENIED.into());
         };
         state.expires_at = claims.expires_at();
-        let now = unix_now();
         Ok(Reply {
             sub_refresh: Some(SubRefreshResult {
                 expires: state.expires_at.is_some(),
@@ -628,7 +632,8 @@ impl Session {
     /// Subscriptions past their expiry (plus `expired_sub_close_delay`): the namespace's
     /// sub_refresh proxy may prolong them; the others are unsubscribed (2501), their token not
     /// refreshed in time.
-    pub(super) async fn expire_subscriptions(&mut self, now_unix: i64) {
+    pub(super) async fn expire_subscriptions(&mut self) {
+        let now_unix = self.now.unix;
         let grace = self.node.config.client.expired_sub_close_delay.as_secs() as i64;
         let expired: Vec<String> = match &self.state {
             super::State::Connected(c) => c
@@ -685,7 +690,7 @@ impl Session {
         &mut self,
         idle: Option<std::time::Duration>,
     ) -> Result<(), Disconnect> {
-        let now = std::time::Instant::now();
+        let now = self.now.instant;
         let positioned: Vec<(String, LivePosition)> = match &self.state {
             super::State::Connected(c) => c
                 .subscriptions
