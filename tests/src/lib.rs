@@ -98,8 +98,9 @@ pub use replies::{
 pub use sdk::expect as sdk_expect;
 pub use sdk::{
     CHROMIUM, SDK_HISTORY, SDK_LOCKED_NS, SDK_NS, SDK_SUBSCRIBER_NS, ScriptOutput, SdkEnv,
-    SdkScript, chromium_ready, json_array, json_data, json_offsets, json_str, node_sdk_status,
-    python_sdk_status, python_venv, sdk_available, sdk_basic_scenarios, sdk_dir,
+    SdkScript, json_array, json_data, json_offsets, json_str, node_sdk_status, python_sdk_status,
+    python_venv, require_chromium, require_node_sdk, require_python_sdk, sdk_basic_scenarios,
+    sdk_dir,
 };
 pub use sentinel_group::{SentinelGroup, SentinelSecurity, SentinelTls, wait_for_replica};
 pub use server::{RedisServer, ServerBuilder, free_port};

@@ -31,9 +31,7 @@ fn login(port: u16, password: &str) -> (u16, String) {
 
 #[test]
 fn an_operator_runs_the_cluster_from_the_admin_ui() {
-    if !chromium_ready() {
-        return;
-    }
+    require_chromium();
     let redis = RedisServer::builder().tcp().start();
     let a = node(&redis, "node-a", true);
     let mut b = node(&redis, "node-b", false);

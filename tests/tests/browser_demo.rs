@@ -27,9 +27,7 @@ allow_presence_for_anonymous = true
 
 #[test]
 fn two_tabs_see_each_others_messages() {
-    if !chromium_ready() {
-        return;
-    }
+    require_chromium();
     let gyre = GyreProcess::builder()
         .memory()
         .client_option("allow_anonymous_connect_without_token = true")

@@ -25,14 +25,12 @@ const TRANSPORTS: &str =
 /// One Chromium at a time.
 static BROWSER: Mutex<()> = Mutex::new(());
 
-/// The browser, for one test at a time; `None` when Chromium is not installed (the test then
-/// checks nothing and passes, as the other browser tests do).
-fn browser() -> Option<MutexGuard<'static, ()>> {
-    chromium_ready().then(|| {
-        BROWSER
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    })
+/// The browser, for one test at a time; the test fails when Chromium is not installed.
+fn browser() -> MutexGuard<'static, ()> {
+    require_chromium();
+    BROWSER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Memory engine, namespace `chat` with history (recovery) and every client permission. The test
@@ -52,9 +50,7 @@ fn gyre() -> GyreProcess {
 /// the page connected once, over `transport`, and got the API publication and its own, once
 /// each; the Node client got the page's publication.
 fn fallback(transport: &str) {
-    let Some(_one) = browser() else {
-        return;
-    };
+    let _one = browser();
     let gyre = gyre();
     let channel = format!("chat:fallback-{transport}");
     let output = SdkScript::node("browser_fallback.mjs")
@@ -171,9 +167,7 @@ fn centrifuge_js_falls_back_to_sse_without_websocket_and_fetch_streaming() {
 /// once and in order, those published meanwhile inside the new connect push.
 #[test]
 fn eventsource_on_uni_sse_recovers_both_channels_after_the_server_ended_the_stream() {
-    let Some(_one) = browser() else {
-        return;
-    };
+    let _one = browser();
     let gyre = gyre();
     let channels = ["chat:uni-a", "chat:uni-b"];
     let output = SdkScript::node("browser_uni_sse.mjs")

@@ -8,8 +8,7 @@ use std::process::Command as Process;
 use gyre_proto::protocol::{Command, SubscribeRequest};
 use gyre_tests::ws_client::{Encoding, WAIT, WsClient, WsOptions, cmd, hs256_token, unix_now};
 use gyre_tests::{
-    GyreProcess, SdkScript, free_port, gyre_binary, http_request, node_sdk_status, sdk_available,
-    workspace_root,
+    GyreProcess, SdkScript, free_port, gyre_binary, http_request, require_node_sdk, workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -122,9 +121,7 @@ hmac_previous_secret_key_valid_until = 1000000000
 /// previous secret connects, a wrong issuer is disconnected with 3500, and a Protobuf client
 /// receives a `b64data` publication as the bytes sent.
 fn sdk_key_rotation(protocol: &str) {
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let issuer = "https://auth.example.com/realms/app";
     let gyre = GyreProcess::start_text(|port| {
         toml_config(
@@ -177,9 +174,7 @@ fn sdk_key_rotation_protobuf() {
 /// `issuer_regex`), with RS256 tokens from the npm SDK against a JWKS server the script runs.
 #[test]
 fn sdk_jwks_endpoint_per_realm() {
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let jwks_port = free_port();
     let gyre = GyreProcess::start_text(|port| {
         toml_config(

@@ -24,10 +24,6 @@ use gyre_tests::ws_client::{
 use gyre_tests::*;
 use serde_json::{Value as Json, json};
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn redis_server() -> RedisServer {
     RedisServer::builder().tcp().start()
 }
@@ -58,9 +54,7 @@ fn assert_every_subscription_told(outcome: &ChaosOutcome) {
 #[test]
 fn redis_pubsub_connections_killed_repeatedly() {
     const KILLS: usize = 4;
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_server(), |b| b);
     let scenario = ChaosScenario::new(&["pubsub-a", "pubsub-b", "pubsub-c"]);
     let outcome = scenario.run(&mut env, |env| {
@@ -89,9 +83,7 @@ fn redis_pubsub_connections_killed_repeatedly() {
 /// again on its port and publishing through it resumes.
 #[test]
 fn gyre_node_killed_and_restarted() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_server(), |b| b);
     let scenario = ChaosScenario::new(&["node-a", "node-b", "node-c"]);
     let outcome = scenario.run(&mut env, |env| {
@@ -119,9 +111,7 @@ fn gyre_node_killed_and_restarted() {
 /// `CLIENT PAUSE 2000 ALL`: publications made meanwhile wait (or fail); nothing is lost silently.
 #[test]
 fn redis_client_pause() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_server(), |b| b);
     let scenario = ChaosScenario::new(&["pause-a", "pause-b", "pause-c"]);
     let mut paused_at = 0;
@@ -157,9 +147,7 @@ fn kill_and_restart_redis(env: &mut ChaosEnv) {
 /// changes"), and every subscriber is told.
 #[test]
 fn redis_killed_and_restarted_from_aof() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_with_aof(), |b| b);
     let scenario = ChaosScenario::new(&["aof-a", "aof-b", "aof-c"]);
     let outcome = scenario.run(&mut env, kill_and_restart_redis);
@@ -191,9 +179,7 @@ fn redis_killed_and_restarted_from_aof() {
 /// `recovered: false`; nothing published after that is lost.
 #[test]
 fn redis_without_persistence_restarted() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_server(), |b| b);
     let scenario = ChaosScenario::new(&["fresh-a", "fresh-b", "fresh-c"]);
     let outcome = scenario.run(&mut env, kill_and_restart_redis);
@@ -375,9 +361,7 @@ fn flood(gyre: &GyreProcess, channel: &str) -> Vec<Acked> {
 /// ones.
 #[test]
 fn slow_subscriber_is_cut_off_and_catches_up_from_history() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut env = ChaosEnv::start(redis_server(), |b| {
         b.client_option(&format!("queue_max_size = {QUEUE_MAX}"))
             // Everything the slow subscriber missed, the script's publications included.

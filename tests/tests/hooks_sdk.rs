@@ -58,9 +58,7 @@ macro_rules! node_hooks {
     ($($name:ident: $protocol:literal, $transport:literal;)*) => {$(
         #[test]
         fn $name() {
-            if !sdk_available("Node", node_sdk_status()) {
-                return;
-            }
+            gyre_tests::require_node_sdk();
             let backend = HttpBackend::start();
             let gyre = start(&backend);
             let r = node("hooks.mjs", &gyre, $protocol, $transport).run().json();
@@ -94,9 +92,7 @@ node_hooks! {
 
 #[test]
 fn node_refresh_and_sub_refresh_prolong_until_the_backend_expires() {
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let backend = HttpBackend::start();
     let gyre = start(&backend);
     let r = node("hooks_refresh.mjs", &gyre, "json", "websocket")
@@ -133,9 +129,7 @@ fn python_protobuf() {
 }
 
 fn python(protocol: &str) {
-    if !sdk_available("Python", python_sdk_status()) {
-        return;
-    }
+    require_python_sdk();
     let backend = HttpBackend::start();
     let gyre = start(&backend);
     let r = SdkScript::python("hooks.py")

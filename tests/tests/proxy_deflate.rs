@@ -234,9 +234,7 @@ fn offers_that_cannot_be_honoured_go_uncompressed() {
 /// negotiate permessage-deflate with gyre and decode a compressed publication.
 #[test]
 fn ws_and_chromium_negotiate_and_decode() {
-    if !gyre_tests::chromium_ready() {
-        return;
-    }
+    gyre_tests::require_chromium();
     let env = env(EngineKind::Memory);
     let output = gyre_tests::SdkScript::node("deflate.mjs")
         .gyre(&env.gyre)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd};
 use gyre_tests::{
     GyreBuilder, GyreProcess, Namespace, RedisServer, SDK_NS, SdkEnv, cmd as redis_cmd,
-    node_sdk_status, sdk_available, sdk_basic_scenarios,
+    require_node_sdk, sdk_basic_scenarios,
 };
 use serde_json::json;
 
@@ -119,9 +119,7 @@ fn acl_user_from_the_url_wins_over_the_keys() {
 /// history, recovery), JSON and Protobuf, with gyre connecting as the ACL user.
 #[test]
 fn acl_user_sdk_scenarios() {
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let redis = protected_redis();
     let port = redis.port().unwrap();
     let gyre = SdkEnv::gyre_builder()

@@ -25,10 +25,6 @@ const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
 /// The pause after opening the slot and after each key the migration moves.
 const MIGRATION_PAUSE: Duration = Duration::from_millis(250);
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn channel(name: &str) -> String {
     format!("{SDK_NS}:cluster-{name}")
 }
@@ -45,9 +41,7 @@ fn builder(cluster: &RedisCluster) -> GyreBuilder {
 
 #[test]
 fn cluster_sdk_scenarios_and_failovers() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let mut cluster = RedisCluster::shared();
     let a = builder(&cluster).start();
@@ -122,9 +116,7 @@ fn cluster_sdk_scenarios_and_failovers() {
 /// publications resume on the new owner.
 #[test]
 fn cluster_slot_migration_under_sdk_load() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let mut cluster = RedisCluster::shared();
     let gyre = builder(&cluster).start();

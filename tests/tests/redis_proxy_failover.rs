@@ -20,10 +20,6 @@ use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd as ws_cmd};
 use gyre_tests::*;
 use serde_json::json;
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 /// How long the doomed primary acknowledges publications alone.
 const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
 
@@ -47,9 +43,7 @@ fn proxy_url(forwarder: &TcpForwarder) -> String {
 
 #[test]
 fn proxy_switches_to_the_promoted_replica_after_a_crash() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let ([mut primary, replica], forwarder) = replicated_behind_a_proxy();
     let gyre = SdkEnv::gyre_builder()
@@ -99,9 +93,7 @@ fn proxy_switches_to_the_promoted_replica_after_a_crash() {
 /// never acknowledged again.
 #[test]
 fn proxy_tail_loss_failover_is_announced_and_reuses_no_pair() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let ([mut primary, replica], forwarder) = replicated_behind_a_proxy();
     let gyre = SdkEnv::gyre_builder()
@@ -133,9 +125,7 @@ fn proxy_tail_loss_failover_is_announced_and_reuses_no_pair() {
 /// after the reconnect tells the subscriber it could not recover; publications then resume.
 #[test]
 fn proxy_switches_to_an_empty_server_and_the_subscriber_is_told() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let mut primary = RedisServer::builder().tcp().start();
     let empty = RedisServer::builder().tcp().start();
     let forwarder = TcpForwarder::start(primary.port().expect("tcp"));

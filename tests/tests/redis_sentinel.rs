@@ -24,10 +24,6 @@ const MASTER: &str = "gyre-main";
 /// How long the doomed primary acknowledges publications alone.
 const TAIL_LOSS_WINDOW: Duration = Duration::from_millis(500);
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn channel(name: &str) -> String {
     format!("{SDK_NS}:sentinel-{name}")
 }
@@ -47,9 +43,7 @@ fn builder(group: &SentinelGroup, master_name: &str) -> GyreBuilder {
 
 #[test]
 fn sentinel_discovery_sdk_scenarios_and_failover() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let mut group = SentinelGroup::start(MASTER);
     let group_ready = started.elapsed();
@@ -129,9 +123,7 @@ fn sentinel_discovery_sdk_scenarios_and_failover() {
 /// again (the promoted node hands out the same offsets under a new epoch).
 #[test]
 fn sentinel_tail_loss_failover_is_announced_and_reuses_no_pair() {
-    if !node_ready() {
-        return;
-    }
+    require_node_sdk();
     let started = Instant::now();
     let mut group = SentinelGroup::start("gyre-lossy");
     let gyre = builder(&group, "gyre-lossy").start();

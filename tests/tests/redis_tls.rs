@@ -13,7 +13,7 @@ use base64::Engine as _;
 use gyre_tests::ws_client::{EngineKind, ProxyEnv, WAIT, cmd};
 use gyre_tests::{
     GyreBuilder, GyreProcess, Namespace, RedisServer, SDK_NS, SdkEnv, TLS_SERVER_NAME, TestPki,
-    as_array, as_int, cmd as redis_cmd, node_sdk_status, sdk_available, sdk_basic_scenarios,
+    as_array, as_int, cmd as redis_cmd, require_node_sdk, sdk_basic_scenarios,
 };
 use serde_json::json;
 
@@ -164,9 +164,7 @@ fn tls_server_name_checks_the_certificate_against_that_name() {
 /// JSON and Protobuf, against gyre on a Redis that speaks only TLS.
 #[test]
 fn tls_sdk_scenarios() {
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let pki = TestPki::new();
     let (redis, port) = pki.redis(&pki.server(), false);
     let ca = path(&pki.ca_cert());

@@ -13,10 +13,6 @@ use gyre_tests::*;
 /// The fallback transports are off by default.
 const FALLBACKS_TOML: &str = "[http_stream]\nenabled = true\n[sse]\nenabled = true\n";
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 /// The SDK builder of [`SdkEnv`] with the fallback transports on.
 fn builder() -> GyreBuilder {
     SdkEnv::gyre_builder().extra_toml(FALLBACKS_TOML)
@@ -89,21 +85,18 @@ macro_rules! every_carrier {
             mod $scenario {
                 #[test]
                 fn http_stream_json() {
-                    if super::node_ready() {
-                        super::$scenario(super::HTTP_STREAM_JSON);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::$scenario(super::HTTP_STREAM_JSON);
                 }
                 #[test]
                 fn http_stream_protobuf() {
-                    if super::node_ready() {
-                        super::$scenario(super::HTTP_STREAM_PROTOBUF);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::$scenario(super::HTTP_STREAM_PROTOBUF);
                 }
                 #[test]
                 fn sse_json() {
-                    if super::node_ready() {
-                        super::$scenario(super::SSE_JSON);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::$scenario(super::SSE_JSON);
                 }
             }
         )*

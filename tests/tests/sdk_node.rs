@@ -10,10 +10,6 @@ use std::time::Duration;
 
 use gyre_tests::*;
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn channel(name: &str, protocol: &str) -> String {
     format!("{SDK_NS}:{name}-{protocol}")
 }
@@ -36,15 +32,13 @@ macro_rules! both_protocols {
             mod $scenario {
                 #[test]
                 fn json() {
-                    if super::node_ready() {
-                        super::$scenario("json");
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::$scenario("json");
                 }
                 #[test]
                 fn protobuf() {
-                    if super::node_ready() {
-                        super::$scenario("protobuf");
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::$scenario("protobuf");
                 }
             }
         )*

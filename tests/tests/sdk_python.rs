@@ -11,10 +11,6 @@ use std::time::Duration;
 use gyre_tests::*;
 use serde_json::{Value as Json, json};
 
-fn python_ready() -> bool {
-    sdk_available("Python", python_sdk_status())
-}
-
 fn channel(name: &str, protocol: &str) -> String {
     format!("{SDK_NS}:py-{name}-{protocol}")
 }
@@ -37,9 +33,8 @@ macro_rules! protocols {
             $(
                 #[test]
                 fn $protocol() {
-                    if super::python_ready() {
-                        super::$scenario(stringify!($protocol));
-                    }
+                    gyre_tests::require_python_sdk();
+                    super::$scenario(stringify!($protocol));
                 }
             )*
         }
@@ -187,9 +182,7 @@ fn redis_restart_recovers_or_announces(protocol: &str) {
 /// is the module's (GYRE.HISTORY agrees); a wrong key is refused with 401.
 #[test]
 fn cent_publishes_through_the_http_api() {
-    if !python_ready() {
-        return;
-    }
+    require_python_sdk();
     let env = SdkEnv::redis();
     let ch = format!("{SDK_NS}:cent");
     let r = SdkScript::python("cent_publish.py")

@@ -11,10 +11,6 @@ use gyre_tests::*;
 const SOCKJS: &str =
     "[sockjs]\nenabled = true\nheartbeat_delay = \"2s\"\ndisconnect_delay = \"2s\"\n";
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn env() -> SdkEnv {
     SdkEnv::redis_configured(|builder| builder.extra_toml(SOCKJS))
 }
@@ -60,39 +56,33 @@ macro_rules! per_sub_transport {
             mod $module {
                 #[test]
                 fn receive() {
-                    if super::node_ready() {
-                        super::receive($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::receive($sub_transport);
                 }
                 #[test]
                 fn presence_and_history() {
-                    if super::node_ready() {
-                        super::presence_and_history($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::presence_and_history($sub_transport);
                 }
                 #[test]
                 fn recovery() {
-                    if super::node_ready() {
-                        super::recovery($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::recovery($sub_transport);
                 }
                 #[test]
                 fn join_and_leave_for_subscribers() {
-                    if super::node_ready() {
-                        super::join_and_leave_for_subscribers($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::join_and_leave_for_subscribers($sub_transport);
                 }
                 #[test]
                 fn recovery_for_subscribers() {
-                    if super::node_ready() {
-                        super::recovery_for_subscribers($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::recovery_for_subscribers($sub_transport);
                 }
                 #[test]
                 fn token_errors() {
-                    if super::node_ready() {
-                        super::token_errors($sub_transport);
-                    }
+                    gyre_tests::require_node_sdk();
+                    super::token_errors($sub_transport);
                 }
             }
         )*

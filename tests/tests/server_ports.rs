@@ -10,7 +10,7 @@ use gyre_proto::Encoding;
 use gyre_tests::ws_client::{WsClient, WsOptions, cmd, hs256_token, unix_now};
 use gyre_tests::{
     GyreProcess, Namespace, SdkScript, TestPki, free_port, gyre_binary, http_request,
-    node_sdk_status, sdk_available,
+    require_node_sdk,
 };
 use serde_json::{Value, json};
 
@@ -143,9 +143,7 @@ fn clients_connect_over_tls_without_a_terminating_proxy() {
         http_request(gyre.port(), "GET", "/connection/websocket", &[], b"").is_err(),
         "plain HTTP answered on the TLS port"
     );
-    if !sdk_available("Node", node_sdk_status()) {
-        return;
-    }
+    require_node_sdk();
     let url = format!("wss://localhost:{}/connection/websocket", gyre.port());
     let output = SdkScript::node("tls.mjs")
         .gyre(&gyre)

@@ -329,10 +329,6 @@ fn recovered_publications_of_a_delta_subscriber_chain_from_a_whole_one() {
 // ------------------------------------------------------------------------------------------------
 // centrifuge-js.
 
-fn node_ready() -> bool {
-    sdk_available("Node", node_sdk_status())
-}
-
 fn sdk_env() -> SdkEnv {
     SdkEnv::redis_configured(|builder| builder.extra_toml(NAMESPACES))
 }
@@ -428,10 +424,6 @@ fn sdk_tags_filter(protocol: &str) {
     assert_eq!(r["refused"]["code"], 107, "{r}");
 }
 
-fn python_ready() -> bool {
-    sdk_available("Python", python_sdk_status())
-}
-
 /// centrifuge-python applies the deltas too (its own fossil decoder).
 fn python_delta(protocol: &str) {
     let env = sdk_env();
@@ -460,65 +452,56 @@ fn python_delta(protocol: &str) {
 mod sdk {
     #[test]
     fn python_delta_json() {
-        if super::python_ready() {
-            super::python_delta("json");
-        }
+        gyre_tests::require_python_sdk();
+        super::python_delta("json");
     }
 
     #[test]
     fn python_delta_protobuf() {
-        if super::python_ready() {
-            super::python_delta("protobuf");
-        }
+        gyre_tests::require_python_sdk();
+        super::python_delta("protobuf");
     }
 
     #[test]
     fn delta_flag_json_redis() {
-        if super::node_ready() {
-            super::sdk_delta_flag("json", super::EngineKind::Redis);
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_delta_flag("json", super::EngineKind::Redis);
     }
 
     #[test]
     fn delta_flag_protobuf_redis() {
-        if super::node_ready() {
-            super::sdk_delta_flag("protobuf", super::EngineKind::Redis);
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_delta_flag("protobuf", super::EngineKind::Redis);
     }
 
     #[test]
     fn delta_flag_json_memory() {
-        if super::node_ready() {
-            super::sdk_delta_flag("json", super::EngineKind::Memory);
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_delta_flag("json", super::EngineKind::Memory);
     }
 
     #[test]
     fn delta_json() {
-        if super::node_ready() {
-            super::sdk_delta("json");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_delta("json");
     }
 
     #[test]
     fn delta_protobuf() {
-        if super::node_ready() {
-            super::sdk_delta("protobuf");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_delta("protobuf");
     }
 
     #[test]
     fn tags_filter_json() {
-        if super::node_ready() {
-            super::sdk_tags_filter("json");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_tags_filter("json");
     }
 
     #[test]
     fn tags_filter_protobuf() {
-        if super::node_ready() {
-            super::sdk_tags_filter("protobuf");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_tags_filter("protobuf");
     }
 }
 

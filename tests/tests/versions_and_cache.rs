@@ -217,22 +217,17 @@ fn sdk_cache_recovery(protocol: &str) {
 }
 
 mod sdk {
-    fn node_ready() -> bool {
-        gyre_tests::sdk_available("Node", gyre_tests::node_sdk_status())
-    }
 
     #[test]
     fn cache_recovery_json() {
-        if node_ready() {
-            super::sdk_cache_recovery("json");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_cache_recovery("json");
     }
 
     #[test]
     fn cache_recovery_protobuf() {
-        if node_ready() {
-            super::sdk_cache_recovery("protobuf");
-        }
+        gyre_tests::require_node_sdk();
+        super::sdk_cache_recovery("protobuf");
     }
 }
 

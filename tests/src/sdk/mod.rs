@@ -1,8 +1,9 @@
 //! The real Centrifugo SDKs as test clients: what they need installed, the scenario scripts that
 //! drive them, the deployment they run against and what their results must show.
 //!
-//! - [`node_sdk_status`] / [`python_sdk_status`] / [`chromium_ready`] say whether the SDK
-//!   dependencies are installed; [`sdk_available`] fails the test when they are not.
+//! - [`node_sdk_status`] / [`python_sdk_status`] say whether the SDK dependencies are
+//!   installed; [`require_node_sdk`], [`require_python_sdk`] and [`require_chromium`] fail the
+//!   test when they are not.
 //! - `script`: [`SdkScript`] runs one scenario script (Node from `tests/sdk/node`, Python from the
 //!   venv in `tests/sdk/python/.venv`), answers its `GYRE-STEP <name>` requests through a
 //!   callback, kills it after a deadline and returns its one JSON stdout line ([`ScriptOutput`]).
@@ -88,27 +89,35 @@ pub fn python_sdk_status() -> Result<(), String> {
     }
 }
 
-/// `true` when `status` is Ok; when it is an error the test fails, saying what is missing: a
-/// test that did not run must never show as passed. `scripts/test.sh` installs everything.
-pub fn sdk_available(what: &str, status: Result<(), String>) -> bool {
+/// Fails the test unless the Node SDK (`centrifuge` and the other npm packages) is installed:
+/// a test that did not run must never show as passed. `scripts/test.sh` installs everything.
+pub fn require_node_sdk() {
+    require("Node SDK", node_sdk_status());
+}
+
+/// [`require_node_sdk`] for the Python SDK (`centrifuge-python`, `cent` in the venv).
+pub fn require_python_sdk() {
+    require("Python SDK", python_sdk_status());
+}
+
+fn require(what: &str, status: Result<(), String>) {
     if let Err(e) = status {
         panic!(
-            "{what} SDK dependencies are missing, so this test cannot run: {e} (scripts/test.sh installs them)"
+            "{what} dependencies are missing, so this test cannot run: {e} (scripts/test.sh installs them)"
         )
     }
-    true
 }
 
 /// Debian's Chromium, driven through npm `playwright-core` by the browser scenarios.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Whether the browser tests can run: Chromium and the Node packages are installed. Without
-/// them the test fails (see [`sdk_available`]).
-pub fn chromium_ready() -> bool {
+/// Fails the test unless the browser scenarios can run: Chromium and the Node packages are
+/// installed (see [`require_node_sdk`]).
+pub fn require_chromium() {
     let status = if Path::new(CHROMIUM).exists() {
         node_sdk_status()
     } else {
         Err(format!("{CHROMIUM} is missing (apt-get install chromium)"))
     };
-    sdk_available("Chromium", status)
+    require("Chromium", status);
 }
