@@ -84,7 +84,7 @@ pub use failover::{
     Ack, FailoverOutcome, FailoverScenario, publish_acked, run_failover_scenario, window_writer,
 };
 pub use grpc_backend::{GrpcBackend, GrpcOptions};
-pub use gyre::{GyreBuilder, GyreProcess, Namespace, gyre_binary, gyre_command};
+pub use gyre::{GyreBuilder, GyreProcess, Namespace, checkconfig_toml, gyre_binary, gyre_command};
 pub use hook_backend::HttpBackend;
 pub use http::{http_request, http_request_with_timeout};
 pub use module_build::{module_path, workspace_root};

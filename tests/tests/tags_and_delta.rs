@@ -507,28 +507,12 @@ mod sdk {
 
 #[test]
 fn the_keys_pass_checkconfig() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gyre.toml");
-    std::fs::write(&path, NAMESPACES).unwrap();
-    let ok = std::process::Command::new(gyre_binary())
-        .args(["checkconfig", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(ok.status.success(), "{ok:?}");
-    std::fs::write(
-        &path,
+    let (ok, text) = checkconfig_toml(NAMESPACES);
+    assert!(ok, "{text}");
+    let (ok, text) = checkconfig_toml(
         "[[channel.namespaces]]\nname = \"d\"\nallowed_delta_types = [\"xdelta\"]\n",
-    )
-    .unwrap();
-    let bad = std::process::Command::new(gyre_binary())
-        .args(["checkconfig", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&bad.stderr).into_owned() + &String::from_utf8_lossy(&bad.stdout);
-    assert!(!bad.status.success());
+    );
+    assert!(!ok);
     assert!(
         text.contains("channel.namespaces[0].allowed_delta_types[0]"),
         "{text}"

@@ -31,29 +31,39 @@ impl GyreBuilder {
     /// Runs gyre with this configuration until it exits or `within` passed (then kills it);
     /// its exit code (`None`: killed) and stdout + stderr.
     fn run_gyre(&self, args: &[&str], within: Duration) -> (Option<i32>, String) {
-        let dir = tempfile::Builder::new()
-            .prefix("gyre-fail-it-")
-            .tempdir()
-            .expect("create temp dir");
-        let config = dir.path().join("gyre.toml");
-        std::fs::write(&config, self.config_toml(free_port())).expect("write gyre.toml");
-        let log_path = dir.path().join("gyre.log");
-        let mut command =
-            gyre_command(args, &config, &log_path, &[], None).expect("create gyre.log");
-        let mut child = command.spawn().expect("spawn gyre");
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for gyre") {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-        (status, output)
+        run_gyre_with(&self.config_toml(free_port()), args, within)
     }
+}
+
+/// `gyre checkconfig --config <file>` on exactly `toml`: whether it said the configuration is
+/// valid, and what it printed.
+pub fn checkconfig_toml(toml: &str) -> (bool, String) {
+    let (status, output) = run_gyre_with(toml, &["checkconfig"], Duration::from_secs(20));
+    (status == Some(0), output)
+}
+
+fn run_gyre_with(toml: &str, args: &[&str], within: Duration) -> (Option<i32>, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("gyre-fail-it-")
+        .tempdir()
+        .expect("create temp dir");
+    let config = dir.path().join("gyre.toml");
+    std::fs::write(&config, toml).expect("write gyre.toml");
+    let log_path = dir.path().join("gyre.log");
+    let mut command = gyre_command(args, &config, &log_path, &[], None).expect("create gyre.log");
+    let mut child = command.spawn().expect("spawn gyre");
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for gyre") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+    (status, output)
 }

@@ -19,4 +19,5 @@ mod process;
 
 pub use binary::{gyre_binary, gyre_command};
 pub use config::{GyreBuilder, Namespace};
+pub use failure::checkconfig_toml;
 pub use process::GyreProcess;
