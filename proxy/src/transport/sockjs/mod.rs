@@ -279,14 +279,13 @@ fn upgrade(
                     websocket::serve(node, socket, unauthenticated, context).await;
                 }
                 Upgrade::Raw => {
-                    let flavor = super::websocket::Flavor::Bidirectional {
-                        encoding: gyre_proto::Encoding::Json,
-                        deflate: None,
-                    };
+                    let transport =
+                        super::websocket::bidirectional(gyre_proto::Encoding::Json, None);
                     super::websocket::serve(
                         node,
                         upgraded,
-                        flavor,
+                        transport,
+                        None,
                         max_message_size,
                         unauthenticated,
                         context,
