@@ -245,19 +245,15 @@ impl Receiver {
     }
 
     pub fn wrap(self, frame: Bytes) -> Bytes {
-        let mut out = BytesMut::with_capacity(frame.len() + 10);
-        match self {
+        let (before, after): (&[u8], &[u8]) = match self {
             Self::WebSocket => return frame,
-            Self::Polling | Self::XhrStreaming => {
-                out.put_slice(&frame);
-                out.put_u8(b'\n');
-            }
-            Self::EventSource => {
-                out.put_slice(b"data: ");
-                out.put_slice(&frame);
-                out.put_slice(b"\r\n\r\n");
-            }
-        }
+            Self::Polling | Self::XhrStreaming => (b"", b"\n"),
+            Self::EventSource => (b"data: ", b"\r\n\r\n"),
+        };
+        let mut out = BytesMut::with_capacity(before.len() + frame.len() + after.len());
+        out.put_slice(before);
+        out.put_slice(&frame);
+        out.put_slice(after);
         out.freeze()
     }
 }
