@@ -242,6 +242,14 @@ mod tests {
         outbox
     }
 
+    /// `future`'s output, or a failed test where a broken writer would wait forever (the
+    /// tests' clock is paused, so the hour passes as soon as nothing else can happen).
+    async fn bounded<T>(future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(3600), future)
+            .await
+            .expect("the writer never ended")
+    }
+
     /// Runs `writer` to its end into a fresh response body, read as a client would.
     async fn run_and_read(
         writer: Writer<'_, Brackets>,
@@ -249,7 +257,7 @@ mod tests {
     ) -> (Ended, Vec<Bytes>) {
         let (mut sink, body) = response_body();
         let write = async move { writer.run(&mut sink, TIMEOUT, limit).await };
-        tokio::join!(write, read_all(body))
+        bounded(async { tokio::join!(write, read_all(body)) }).await
     }
 
     /// Every chunk of `body`, to its end.
@@ -261,7 +269,7 @@ mod tests {
         chunks
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_close_chunk_follows_everything_queued() {
         let outbox = outbox_with(&["a", "b"]);
         outbox.close(codes::SHUTDOWN);
@@ -276,22 +284,20 @@ mod tests {
         let (mut sink, body) = response_body();
         let started = tokio::time::Instant::now();
         // Nobody reads: the channel takes the opening chunk and no more.
-        let ended = Writer::new(&outbox, NO_HEARTBEAT)
-            .run(&mut sink, TIMEOUT, None)
-            .await;
+        let ended = bounded(Writer::new(&outbox, NO_HEARTBEAT).run(&mut sink, TIMEOUT, None)).await;
         assert_eq!(ended, Ended::Failed(codes::SLOW));
         assert_eq!(started.elapsed(), TIMEOUT);
         drop(sink);
         assert_eq!(read_all(body).await, ["open;"]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_dropped_body_ends_the_stream_without_waiting_for_a_write() {
         let outbox = outbox_with(&[]);
         let (mut sink, body) = response_body();
         let writer = Writer::new(&outbox, NO_HEARTBEAT).run(&mut sink, TIMEOUT, None);
         // Dropped while the writer waits for the outbox, which stays empty.
-        let ended = tokio::join!(writer, async { drop(body) }).0;
+        let ended = bounded(async { tokio::join!(writer, async { drop(body) }).0 }).await;
         assert_eq!(ended, Ended::Failed(codes::CONNECTION_CLOSED));
     }
 
