@@ -25,6 +25,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::protocol::node::Node;
+use crate::protocol::session::Mode;
 use crate::transport::admission::ConnectionSlot;
 use crate::transport::deadline::{Activity, Deadlines, TimedIo, TrackedBody};
 use crate::transport::http::{Body, Peer, full, html, json, text, with_type};
@@ -284,18 +285,12 @@ async fn route(
         return text(StatusCode::NOT_FOUND, "not found");
     }
     match (request.method(), path.as_str()) {
-        (_, "/connection/websocket") => websocket::upgrade(
-            node,
-            &transports,
-            request,
-            websocket::Endpoint::Bidirectional,
-        ),
-        (_, "/connection/uni_websocket") if config.uni_websocket.enabled => websocket::upgrade(
-            node,
-            &transports,
-            request,
-            websocket::Endpoint::Unidirectional,
-        ),
+        (_, "/connection/websocket") => {
+            websocket::upgrade(node, &transports, request, Mode::Bidirectional)
+        }
+        (_, "/connection/uni_websocket") if config.uni_websocket.enabled => {
+            websocket::upgrade(node, &transports, request, Mode::Unidirectional)
+        }
         (_, p) if p.starts_with("/connection/sockjs") && config.sockjs.enabled => {
             transport::sockjs::handle(node, transports, request).await
         }

@@ -7,8 +7,9 @@
 //! | `/connection/uni_http_stream` | POST, body = ConnectRequest | JSON lines of Pushes |
 //! | `/connection/uni_sse` | GET `?cf_connect=<ConnectRequest>`, or POST | `data: <Push>` events, with [`cursor`](super::cursor) ids |
 //!
-//! The emulated ones get their further commands through `/emulation`. A writer task drains the
-//! connection's outbox into the response through a one-chunk channel: hyper takes the next
+//! The emulated ones get their further commands through `/emulation`. A writer task
+//! ([`stream_writer`](super::stream_writer)) drains the connection's outbox into the response
+//! through a one-chunk channel: hyper takes the next
 //! chunk only when the previous one is on its way, so a client that stops reading holds up the
 //! writer, which closes the connection as slow after `websocket.write_timeout`; a client that
 //! goes away drops the response and the writer ends the session. Queued messages are written
@@ -17,20 +18,15 @@
 // The error of the request checks is the response that refuses the request, built only then.
 #![allow(clippy::result_large_err)]
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use gyre_proto::Encoding;
 use http::{Method, Request, Response, StatusCode};
-use http_body::Frame;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::admission::{ConnectionSlot, Unauthenticated};
 use super::cursor::{self, Cursor};
@@ -41,51 +37,73 @@ use crate::config::ConnectCodeToHttpResponse;
 use crate::hooks::headers::ClientContext;
 use crate::protocol::node::Node;
 use crate::protocol::session::{ConnectOutcome, Mode, TransportInfo};
-use crate::queue::{Batch, Outbox};
 use crate::transport::Transports;
 use crate::transport::http::{Body, text};
-use gyre_proto::codes;
+use crate::transport::stream_writer::{Ended, Framing, Writer, response_body};
+use gyre_proto::codes::Disconnect;
 
-/// Most queued messages written in one chunk.
-const MAX_MESSAGES_PER_CHUNK: usize = 64;
-
-/// How messages are laid out in the response.
+/// How a response lays messages out.
 #[derive(Debug)]
-enum Framing {
-    /// Each message followed by `\n` (JSON); pushes only, when unidirectional.
-    Lines { uni: bool },
-    /// Varint-delimited Protobuf messages, as queued.
-    Delimited,
+enum Layout {
+    /// The encoding's own stream: JSON lines, or varint-delimited Protobuf as queued.
+    Stream,
     /// One `data:` event per message; with a cursor, the last event of each chunk carries the
     /// channels' positions as its id.
-    Events { uni: bool, cursor: Option<Cursor> },
+    Events { cursor: Option<Cursor> },
 }
 
-impl Framing {
-    /// Written first, before any message: SSE starts with an empty line, so that the browser
-    /// sees the stream open at once.
-    fn preamble(&self) -> Option<Bytes> {
-        matches!(self, Self::Events { .. }).then(|| Bytes::from_static(b"\r\n"))
+/// How a response carries a connection's messages: laid out per `layout`, each as the client
+/// of the connection's mode receives it ([`uni::as_sent`]).
+#[derive(Debug)]
+struct ResponseFraming {
+    layout: Layout,
+    encoding: Encoding,
+    mode: Mode,
+}
+
+impl ResponseFraming {
+    fn new(transport: &TransportInfo, layout: Layout) -> Self {
+        Self {
+            layout,
+            encoding: transport.encoding,
+            mode: transport.mode,
+        }
+    }
+}
+
+impl Framing for ResponseFraming {
+    const TRANSPORT: &'static str = "http";
+
+    /// SSE starts with an empty line, so that the browser sees the stream open at once.
+    fn opening(&self) -> Vec<Bytes> {
+        match self.layout {
+            Layout::Events { .. } => vec![Bytes::from_static(b"\r\n")],
+            Layout::Stream => Vec::new(),
+        }
     }
 
-    fn chunk(&mut self, messages: &[Bytes]) -> Bytes {
-        if let ([single], Self::Delimited) = (messages, &*self) {
+    fn messages(&mut self, messages: &[Bytes]) -> Bytes {
+        if let ([single], Layout::Stream, Encoding::Protobuf) =
+            (messages, &self.layout, self.encoding)
+        {
             return single.clone();
         }
         let size: usize = messages.iter().map(|m| m.len() + 8).sum();
         let mut chunk = BytesMut::with_capacity(size);
-        match self {
-            Self::Delimited => messages.iter().for_each(|m| chunk.put_slice(m)),
-            Self::Lines { uni } => {
+        match (&mut self.layout, self.encoding) {
+            (Layout::Stream, Encoding::Protobuf) => {
+                messages.iter().for_each(|m| chunk.put_slice(m))
+            }
+            (Layout::Stream, Encoding::Json) => {
                 for message in messages {
-                    chunk.put_slice(&unwrap(*uni, message));
+                    chunk.put_slice(&uni::as_sent(self.mode, message));
                     chunk.put_u8(b'\n');
                 }
             }
-            Self::Events { uni, cursor } => {
+            (Layout::Events { cursor }, _) => {
                 let last = messages.len().saturating_sub(1);
                 for (i, message) in messages.iter().enumerate() {
-                    let message = unwrap(*uni, message);
+                    let message = uni::as_sent(self.mode, message);
                     chunk.put_slice(b"data: ");
                     chunk.put_slice(&message);
                     chunk.put_u8(b'\n');
@@ -107,40 +125,15 @@ impl Framing {
         }
         chunk.freeze()
     }
-}
 
-fn unwrap(uni: bool, message: &Bytes) -> Bytes {
-    if uni {
-        uni::push_of(message)
-    } else {
-        message.clone()
+    /// The session's pings keep the stream alive.
+    fn heartbeat(&self) -> Option<(Duration, Bytes)> {
+        None
     }
-}
 
-/// The response body: chunks from the writer task.
-pub struct StreamBody {
-    chunks: mpsc::Receiver<Bytes>,
-}
-
-/// A response body streaming what a writer task sends into `chunks`; it ends when the writer
-/// drops its sender.
-pub(crate) fn stream_body(chunks: mpsc::Receiver<Bytes>) -> Body {
-    StreamBody { chunks }
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-impl http_body::Body for StreamBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.chunks
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
+    /// No close frame exists here: the code travels as a disconnect push.
+    fn close(&mut self, disconnect: &Disconnect) -> Bytes {
+        self.messages(&[uni::disconnect_reply(self.encoding, disconnect)])
     }
 }
 
@@ -151,7 +144,7 @@ fn start(
     node: &Arc<Node>,
     transports: &Transports,
     transport: TransportInfo,
-    mut framing: Framing,
+    layout: Layout,
     connect: Bytes,
     unauthenticated: Option<Unauthenticated>,
     context: ClientContext,
@@ -161,12 +154,17 @@ fn start(
     connection.until_connected(unauthenticated);
     let outcome = report.then(|| connection.report_connect());
     let outbox = Arc::clone(connection.outbox());
-    let (chunks, rx) = mpsc::channel(1);
+    let (mut sink, body) = response_body();
     let write_timeout = node.config.websocket.write_timeout;
-    let encoding = transport.encoding;
+    let framing = ResponseFraming::new(&transport, layout);
     transports.tasks.spawn(async move {
         let writer = tokio::spawn(async move {
-            write_loop(&outbox, &mut framing, encoding, &chunks, write_timeout).await;
+            let ended = Writer::new(&outbox, framing)
+                .run(&mut sink, write_timeout, None)
+                .await;
+            if let Ended::Failed(disconnect) = ended {
+                outbox.close(disconnect);
+            }
         });
         let inbound = futures_util::stream::once(std::future::ready(Ok(connect)))
             .chain(futures_util::stream::pending());
@@ -179,7 +177,7 @@ fn start(
             tracing::debug!("stream writer did not finish in time");
         }
     });
-    (stream_body(rx), outcome)
+    (body, outcome)
 }
 
 /// The answer to a unidirectional HTTP connect: the stream once the connect succeeded, or,
@@ -213,62 +211,6 @@ async fn uni_response(
     shared::stream_response(content_type, cors, body)
 }
 
-async fn write_loop(
-    outbox: &Outbox,
-    framing: &mut Framing,
-    encoding: Encoding,
-    chunks: &mpsc::Sender<Bytes>,
-    write_timeout: Duration,
-) {
-    if let Some(preamble) = framing.preamble()
-        && let Err(disconnect) = send(chunks, preamble, write_timeout).await
-    {
-        outbox.close(disconnect);
-        return;
-    }
-    let sent = metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "http");
-    loop {
-        let batch = tokio::select! {
-            batch = outbox.next_batch(MAX_MESSAGES_PER_CHUNK) => batch,
-            // hyper drops the response when the client goes away: end the session now, not at
-            // the next message or ping.
-            () = chunks.closed() => {
-                outbox.close(codes::CONNECTION_CLOSED);
-                return;
-            }
-        };
-        match batch {
-            Batch::Messages(messages) => {
-                sent.increment(messages.len() as u64);
-                let chunk = framing.chunk(&messages);
-                if let Err(disconnect) = send(chunks, chunk, write_timeout).await {
-                    outbox.close(disconnect);
-                    return;
-                }
-            }
-            Batch::Close(disconnect) => {
-                // No close frame exists here: the code travels as a disconnect push.
-                let push = uni::disconnect_reply(encoding, &disconnect);
-                let _ = send(chunks, framing.chunk(&[push]), write_timeout).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn send(
-    chunks: &mpsc::Sender<Bytes>,
-    chunk: Bytes,
-    write_timeout: Duration,
-) -> Result<(), codes::Disconnect> {
-    match tokio::time::timeout(write_timeout, chunks.send(chunk)).await {
-        Ok(Ok(())) => Ok(()),
-        // The response was dropped: the client is gone.
-        Ok(Err(_)) => Err(codes::CONNECTION_CLOSED),
-        Err(_) => Err(codes::SLOW),
-    }
-}
-
 /// `/connection/http_stream` (bidirectional emulation).
 pub async fn http_stream(
     node: Arc<Node>,
@@ -290,18 +232,10 @@ pub async fn http_stream(
         Ok(body) => body,
         Err(refused) => return cors.applied(refused),
     };
-    let (encoding, framing, content_type) = if protobuf {
-        (
-            Encoding::Protobuf,
-            Framing::Delimited,
-            "application/octet-stream",
-        )
+    let (encoding, content_type) = if protobuf {
+        (Encoding::Protobuf, "application/octet-stream")
     } else {
-        (
-            Encoding::Json,
-            Framing::Lines { uni: false },
-            "application/json",
-        )
+        (Encoding::Json, "application/json")
     };
     let transport = TransportInfo {
         name: "http_stream",
@@ -313,7 +247,7 @@ pub async fn http_stream(
         &node,
         &transports,
         transport,
-        framing,
+        Layout::Stream,
         connect,
         unauthenticated,
         context,
@@ -345,15 +279,11 @@ pub async fn sse(
         mode: Mode::Emulated,
         deflate: None,
     };
-    let framing = Framing::Events {
-        uni: false,
-        cursor: None,
-    };
     let (body, _) = start(
         &node,
         &transports,
         transport,
-        framing,
+        Layout::Events { cursor: None },
         connect,
         unauthenticated,
         context,
@@ -391,7 +321,7 @@ pub async fn uni_http_stream(
         &node,
         &transports,
         uni_transport("uni_http_stream"),
-        Framing::Lines { uni: true },
+        Layout::Stream,
         connect,
         unauthenticated,
         context,
@@ -437,8 +367,7 @@ pub async fn uni_sse(
     let Ok(connect) = uni::connect_command(connect) else {
         return cors.applied(bad_connect_request());
     };
-    let framing = Framing::Events {
-        uni: true,
+    let layout = Layout::Events {
         cursor: Some(Cursor::default()),
     };
     let transforms = &node.config.uni_sse.connect_code_to_http_response;
@@ -446,7 +375,7 @@ pub async fn uni_sse(
         &node,
         &transports,
         uni_transport("uni_sse"),
-        framing,
+        layout,
         connect,
         unauthenticated,
         context,
@@ -500,29 +429,38 @@ mod tests {
 
     #[test]
     fn events_carry_one_message_each_and_the_id_on_the_last() {
-        let mut framing = Framing::Events {
-            uni: true,
-            cursor: Some(Cursor::default()),
-        };
+        let mut framing = ResponseFraming::new(
+            &uni_transport("uni_sse"),
+            Layout::Events {
+                cursor: Some(Cursor::default()),
+            },
+        );
         let connect = Bytes::from_static(
             br#"{"push":{"connect":{"client":"c","subs":{"n":{"recoverable":true,"epoch":"e","offset":1}}}}}"#,
         );
         let publication =
             Bytes::from_static(br#"{"push":{"channel":"n","pub":{"data":{},"offset":2}}}"#);
-        let chunk = framing.chunk(&[connect, publication]);
+        let chunk = framing.messages(&[connect, publication]);
         assert_eq!(
             std::str::from_utf8(&chunk).unwrap(),
             "data: {\"connect\":{\"client\":\"c\",\"subs\":{\"n\":{\"recoverable\":true,\"epoch\":\"e\",\"offset\":1}}}}\n\n\
              data: {\"channel\":\"n\",\"pub\":{\"data\":{},\"offset\":2}}\nid: 2:e:n\n\n"
         );
-        let ping = framing.chunk(&[Bytes::from_static(b"{}")]);
+        let ping = framing.messages(&[Bytes::from_static(b"{}")]);
         assert_eq!(ping, "data: {}\n\n", "no id when nothing moved");
     }
 
     #[test]
     fn lines_end_every_message() {
-        let mut framing = Framing::Lines { uni: false };
-        let chunk = framing.chunk(&[Bytes::from_static(b"{\"id\":1}"), Bytes::from_static(b"{}")]);
+        let transport = TransportInfo {
+            name: "http_stream",
+            encoding: Encoding::Json,
+            mode: Mode::Emulated,
+            deflate: None,
+        };
+        let mut framing = ResponseFraming::new(&transport, Layout::Stream);
+        let chunk =
+            framing.messages(&[Bytes::from_static(b"{\"id\":1}"), Bytes::from_static(b"{}")]);
         assert_eq!(chunk, "{\"id\":1}\n{}\n");
     }
 }

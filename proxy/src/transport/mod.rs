@@ -11,6 +11,8 @@
 //! - [`uni`]: what the unidirectional transports share; [`cursor`]: the `uni_sse` event ids
 //!   that let an EventSource resume every channel.
 //! - [`sockjs`]: the SockJS protocol and its sub-transports.
+//! - [`stream_writer`]: the one writer of the HTTP streams and SockJS: the outbox into a
+//!   response body or a SockJS WebSocket, every write within the write timeout.
 //! - [`admission`]: the handshake rate limit that spreads reconnect storms out.
 //! - [`deadline`]: every client connection's socket ([`deadline::TimedIo`]) with the deadlines of
 //!   its HTTP phase, until a transport takes it over ([`deadline::upgrading`]).
@@ -28,6 +30,7 @@ pub mod http;
 pub mod http_stream;
 pub mod permessage_deflate;
 pub mod sockjs;
+pub mod stream_writer;
 pub mod uni;
 pub mod websocket;
 

@@ -10,11 +10,22 @@ use gyre_proto::Encoding;
 use gyre_proto::codec::{self, json};
 use gyre_proto::protocol::{Command, ConnectRequest, Push, Reply};
 
+use crate::protocol::session::Mode;
+
 use gyre_proto::codes::{self, Disconnect};
 
 /// The Push a unidirectional client receives for a queued message.
 pub fn push_of(message: &Bytes) -> Bytes {
     json::push_of_reply(message)
+}
+
+/// What a client on a connection of `mode` receives of a queued message: the Push inside it
+/// when unidirectional, the message as queued otherwise.
+pub fn as_sent(mode: Mode, message: &Bytes) -> Bytes {
+    match mode {
+        Mode::Unidirectional => push_of(message),
+        Mode::Bidirectional | Mode::Emulated => message.clone(),
+    }
 }
 
 /// Parses a ConnectRequest (JSON object) into the connect command frame the session expects.

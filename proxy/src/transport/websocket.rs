@@ -48,6 +48,7 @@ use crate::transport::Transports;
 use crate::transport::admission::{ConnectionSlot, Unauthenticated};
 use crate::transport::deadline::{TimedIo, upgrading};
 use crate::transport::http::{Body, empty, text};
+use crate::transport::stream_writer::within;
 use gyre_proto::codec::deflate::{self, Deflate};
 use gyre_proto::codes::{self, Disconnect};
 
@@ -167,36 +168,16 @@ pub fn switching_protocols(key: &HeaderValue) -> http::response::Builder {
         )
 }
 
-/// What a WebSocket connection carries.
-#[derive(Debug, Clone)]
-pub enum Flavor {
-    /// `/connection/websocket`: commands in, replies and pushes out, batched per message;
-    /// compressed when the client negotiated permessage-deflate.
-    Bidirectional {
-        encoding: Encoding,
-        deflate: Option<Deflate>,
-    },
-    /// `/connection/uni_websocket`: a ConnectRequest in (`cf_connect`, else the first message),
-    /// then only JSON pushes out, one per message unless `join` puts a batch in one message.
-    Unidirectional {
-        cf_connect: Option<Bytes>,
-        join: bool,
-    },
-}
-
-/// Which WebSocket endpoint an upgrade is for.
-pub enum Endpoint {
-    Bidirectional,
-    Unidirectional,
-}
-
 /// Answers a WebSocket upgrade request: the handshake, admission, the subprotocol (encoding) and
-/// permessage-deflate negotiation; the connection is served in a task of `transports`.
+/// permessage-deflate negotiation; the connection is served in a task of `transports`. `mode`
+/// is [`Mode::Unidirectional`] for `/connection/uni_websocket` (a ConnectRequest in, from
+/// `cf_connect` or else the first message, then only JSON pushes out), else bidirectional
+/// (`/connection/websocket`: commands in, replies and pushes out).
 pub fn upgrade(
     node: Arc<Node>,
     transports: &Transports,
     mut request: Request<Incoming>,
-    endpoint: Endpoint,
+    mode: Mode,
 ) -> Response<Body> {
     let headers = request.headers();
     let key = match handshake_key(request.method(), headers) {
@@ -216,47 +197,40 @@ pub fn upgrade(
     let protobuf_query = query
         .split('&')
         .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf");
-    let (flavor, echo, max_message_size) = match endpoint {
-        Endpoint::Bidirectional => {
-            let (encoding, echo) = if offered
-                .iter()
-                .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
-            {
-                (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
-            } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
-                (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
-            } else if protobuf_query {
-                (Encoding::Protobuf, None)
-            } else {
-                (Encoding::Json, None)
-            };
-            let limit = node.config.websocket.max_message_size();
-            let offers = headers
-                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            let deflate = (node.config.websocket.compression
-                && super::permessage_deflate::accepts(offers))
-            .then(|| node.config.websocket.deflate());
-            (Flavor::Bidirectional { encoding, deflate }, echo, limit)
-        }
-        Endpoint::Unidirectional => {
-            let flavor = Flavor::Unidirectional {
-                cf_connect: super::http::query_param(&request, "cf_connect").map(Bytes::from),
-                join: node.config.uni_websocket.join_push_messages,
-            };
-            let limit = node.config.uni_websocket.max_message_size();
-            (flavor, None, limit)
-        }
+    let (transport, echo, cf_connect, max_message_size) = if mode == Mode::Unidirectional {
+        let cf_connect = super::http::query_param(&request, "cf_connect").map(Bytes::from);
+        let limit = node.config.uni_websocket.max_message_size();
+        let transport = TransportInfo {
+            name: "uni_websocket",
+            encoding: Encoding::Json,
+            mode,
+            deflate: None,
+        };
+        (transport, None, cf_connect, limit)
+    } else {
+        let (encoding, echo) = if offered
+            .iter()
+            .any(|p| p == Encoding::PROTOBUF_WS_SUBPROTOCOL)
+        {
+            (Encoding::Protobuf, Some(Encoding::PROTOBUF_WS_SUBPROTOCOL))
+        } else if offered.iter().any(|p| p == Encoding::JSON_WS_SUBPROTOCOL) {
+            (Encoding::Json, Some(Encoding::JSON_WS_SUBPROTOCOL))
+        } else if protobuf_query {
+            (Encoding::Protobuf, None)
+        } else {
+            (Encoding::Json, None)
+        };
+        let limit = node.config.websocket.max_message_size();
+        let offers = headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let deflate = (node.config.websocket.compression
+            && super::permessage_deflate::accepts(offers))
+        .then(|| node.config.websocket.deflate());
+        (bidirectional(encoding, deflate), echo, None, limit)
     };
-
-    let compressed = matches!(
-        flavor,
-        Flavor::Bidirectional {
-            deflate: Some(_),
-            ..
-        }
-    );
+    let compressed = transport.deflate.is_some();
     // What the backend hooks forward of the upgrade request's headers.
     let context = node.hooks.capture(request.headers());
     let upgrade = hyper::upgrade::on(&mut request);
@@ -276,7 +250,8 @@ pub fn upgrade(
         serve(
             node,
             upgraded,
-            flavor,
+            transport,
+            cf_connect,
             max_message_size,
             unauthenticated,
             context,
@@ -302,9 +277,20 @@ pub fn upgrade(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "upgrade"))
 }
 
+/// `/connection/websocket`'s transport, with the negotiated encoding and compression.
+pub fn bidirectional(encoding: Encoding, deflate: Option<Deflate>) -> TransportInfo {
+    TransportInfo {
+        name: "websocket",
+        encoding,
+        mode: Mode::Bidirectional,
+        deflate,
+    }
+}
+
 /// Runs one upgraded WebSocket connection to its end, in one task: the session and reading;
 /// writing happens in this task or, for a message pushed while nothing is queued, right where it
-/// is pushed (see [`DirectSocket`]).
+/// is pushed (see [`DirectSocket`]). A unidirectional connection's connect request is
+/// `cf_connect` when the URL carried it, else the client's first message.
 ///
 /// Not an `async fn`: its arguments and what is built from them would all stay in the future,
 /// which every idle connection's task carries. The state is built here and the future holds
@@ -312,14 +298,20 @@ pub fn upgrade(
 pub fn serve(
     node: Arc<Node>,
     upgraded: Upgraded,
-    flavor: Flavor,
+    transport: TransportInfo,
+    cf_connect: Option<Bytes>,
     max_message_size: usize,
     unauthenticated: Option<Unauthenticated>,
     context: ClientContext,
 ) -> impl Future<Output = ()> + Send {
-    let Some((mut connection, mut socket)) =
-        open(node, upgraded, flavor, max_message_size, context)
-    else {
+    let Some((mut connection, mut socket)) = open(
+        node,
+        upgraded,
+        transport,
+        cf_connect,
+        max_message_size,
+        context,
+    ) else {
         return Either::Left(std::future::ready(()));
     };
     connection.until_connected(unauthenticated);
@@ -338,7 +330,8 @@ pub fn serve(
 fn open(
     node: Arc<Node>,
     upgraded: Upgraded,
-    flavor: Flavor,
+    transport: TransportInfo,
+    cf_connect: Option<Bytes>,
     max_message_size: usize,
     context: ClientContext,
 ) -> Option<(Connection, WsDuplex)> {
@@ -356,34 +349,8 @@ fn open(
         }
     };
     let stream = Arc::new(io.into_inner().into_inner());
-    let (encoding, deflate, mode, name) = match &flavor {
-        Flavor::Bidirectional { encoding, deflate } => {
-            (*encoding, *deflate, Mode::Bidirectional, "websocket")
-        }
-        Flavor::Unidirectional { .. } => {
-            (Encoding::Json, None, Mode::Unidirectional, "uni_websocket")
-        }
-    };
-    let connection = Connection::open(
-        &node,
-        TransportInfo {
-            name,
-            encoding,
-            mode,
-            deflate,
-        },
-        context,
-    );
-    let (shape, cf_connect) = match flavor {
-        Flavor::Bidirectional { .. } => (
-            Shape::Batched {
-                encoding,
-                compressed: deflate.is_some(),
-            },
-            None,
-        ),
-        Flavor::Unidirectional { cf_connect, join } => (Shape::Pushes { join }, cf_connect),
-    };
+    let connection = Connection::open(&node, transport, context);
+    let shape = Shape::of(&transport, node.config.uni_websocket.join_push_messages);
     let outbox = Arc::clone(connection.outbox());
     let sent = crate::metrics::transport_counter(crate::metrics::MESSAGES_SENT, "websocket");
     outbox.set_direct(Box::new(DirectSocket {
@@ -402,7 +369,7 @@ fn open(
         unread: Bytes::copy_from_slice(&unread),
         outbox: Arc::clone(&outbox),
     };
-    let io = InflatingIo::new(reader, deflate.is_some(), max_message_size);
+    let io = InflatingIo::new(reader, shape.compressed, max_message_size);
     // Completes at once (it only builds the stream): no need to carry a future for it.
     let Some(socket) =
         WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).now_or_never()
@@ -420,7 +387,7 @@ fn open(
         write_timeout: node.config.websocket.write_timeout,
         sent,
         client_gone: false,
-        connect_pending: matches!(shape, Shape::Pushes { .. }),
+        connect_pending: shape.mode == Mode::Unidirectional,
         cf_connect,
     };
     Some((connection, socket))
@@ -428,40 +395,59 @@ fn open(
 
 /// How queued messages become WebSocket messages.
 #[derive(Debug, Clone, Copy)]
-enum Shape {
-    /// Everything queued as one message, joined per the encoding's framing; with `compressed`,
-    /// the queued messages are permessage-deflate pieces and the message goes out with RSV1.
-    Batched {
-        encoding: Encoding,
-        compressed: bool,
-    },
-    /// Unidirectional pushes, one per message, or joined with `\n` into one.
-    Pushes { join: bool },
+struct Shape {
+    /// A unidirectional client gets the Push of each queued Reply ([`uni::as_sent`]).
+    mode: Mode,
+    /// The messages' encoding, which sets the frames' opcode (text or binary).
+    encoding: Encoding,
+    /// The queued messages are permessage-deflate pieces; their message goes out with RSV1.
+    compressed: bool,
+    /// Everything queued goes out as one message, joined per the encoding's framing, rather
+    /// than one message each (`uni_websocket.join_push_messages`).
+    joined: bool,
 }
 
 impl Shape {
+    /// `join_pushes` applies to a unidirectional connection; a bidirectional one always joins.
+    fn of(transport: &TransportInfo, join_pushes: bool) -> Self {
+        Self {
+            mode: transport.mode,
+            encoding: transport.encoding,
+            compressed: transport.deflate.is_some(),
+            joined: transport.mode != Mode::Unidirectional || join_pushes,
+        }
+    }
+
     /// The frame header and payload that carry one queued message on its own.
     fn frame(self, message: &Bytes) -> (FrameHead, Bytes) {
-        match self {
-            Shape::Batched {
-                encoding,
-                compressed,
-            } => {
-                let payload = if compressed {
-                    deflate::message_payload(encoding, std::slice::from_ref(message))
-                } else {
-                    message.clone()
-                };
-                (
-                    FrameHead::data(encoding, compressed, payload.len()),
-                    payload,
-                )
-            }
-            Shape::Pushes { .. } => {
-                let push = uni::push_of(message);
-                (FrameHead::data(Encoding::Json, false, push.len()), push)
-            }
+        let payload = if self.compressed {
+            deflate::message_payload(self.encoding, std::slice::from_ref(message))
+        } else {
+            uni::as_sent(self.mode, message)
+        };
+        (
+            FrameHead::data(self.encoding, self.compressed, payload.len()),
+            payload,
+        )
+    }
+
+    /// Adds the frames that carry several queued messages: one joined message, or one each.
+    fn frames(self, messages: &[Bytes], frames: &mut Vec<(FrameHead, Bytes)>) {
+        if !self.joined {
+            frames.extend(messages.iter().map(|message| self.frame(message)));
+            return;
         }
+        let payload = if self.compressed {
+            deflate::message_payload(self.encoding, messages)
+        } else {
+            let mut frame = FrameBuilder::with_capacity(self.encoding, payload_size(messages));
+            for message in messages {
+                frame.push(&uni::as_sent(self.mode, message));
+            }
+            frame.take()
+        };
+        let head = FrameHead::data(self.encoding, self.compressed, payload.len());
+        frames.push((head, payload));
     }
 }
 
@@ -512,10 +498,7 @@ impl FrameHead {
 pub fn direct_writer(stream: Arc<TcpStream>, encoding: Encoding) -> Box<dyn DirectWrite> {
     Box::new(DirectSocket {
         stream,
-        shape: Shape::Batched {
-            encoding,
-            compressed: false,
-        },
+        shape: Shape::of(&bidirectional(encoding, None), false),
         sent: crate::metrics::transport_counter(crate::metrics::MESSAGES_SENT, "websocket"),
     })
 }
@@ -673,7 +656,13 @@ impl WsDuplex {
             slices.push(IoSlice::new(payload));
         }
         let all = write_all(&self.stream, &mut slices);
-        write_outcome(tokio::time::timeout(self.write_timeout, all).await)
+        within(self.write_timeout, async {
+            all.await.map_err(|error| {
+                tracing::debug!(%error, "websocket write failed");
+                codes::WRITE_ERROR
+            })
+        })
+        .await
     }
 }
 
@@ -726,47 +715,16 @@ impl Duplex for WsDuplex {
         let messages = &writes.messages;
         self.sent.increment(messages.len() as u64);
         let mut frames: Vec<(FrameHead, Bytes)> = writes.framed.iter().map(as_is).collect();
-        match (self.shape, messages.as_slice()) {
-            (_, []) => {}
-            (shape, [single]) => frames.push(shape.frame(single)),
-            (
-                Shape::Batched {
-                    encoding,
-                    compressed: true,
-                },
-                _,
-            ) => {
-                let payload = deflate::message_payload(encoding, messages);
-                frames.push((FrameHead::data(encoding, true, payload.len()), payload));
-            }
-            (Shape::Batched { encoding, .. }, _) => {
-                let mut frame = FrameBuilder::with_capacity(encoding, payload_size(messages));
-                for message in messages {
-                    frame.push(message);
-                }
-                let payload = frame.take();
-                frames.push((FrameHead::data(encoding, false, payload.len()), payload));
-            }
-            (Shape::Pushes { join: true }, _) => {
-                let mut frame = FrameBuilder::with_capacity(Encoding::Json, payload_size(messages));
-                for message in messages {
-                    frame.push(&uni::push_of(message));
-                }
-                let payload = frame.take();
-                frames.push((
-                    FrameHead::data(Encoding::Json, false, payload.len()),
-                    payload,
-                ));
-            }
-            (Shape::Pushes { join: false }, _) => {
-                frames.extend(messages.iter().map(|message| self.shape.frame(message)));
-            }
+        match messages.as_slice() {
+            [] => {}
+            [single] => frames.push(self.shape.frame(single)),
+            several => self.shape.frames(several, &mut frames),
         }
         self.write_frames(&frames).await
     }
 
     async fn close(&mut self, disconnect: &Disconnect) {
-        if let (Shape::Pushes { .. }, false) = (self.shape, self.client_gone) {
+        if self.shape.mode == Mode::Unidirectional && !self.client_gone {
             // A unidirectional client reads the reason from a push as well.
             let push = uni::disconnect_push(disconnect);
             let head = FrameHead::data(Encoding::Json, false, push.len());
@@ -794,24 +752,49 @@ impl Duplex for WsDuplex {
     }
 }
 
-fn write_outcome<E: std::fmt::Display>(
-    outcome: Result<Result<(), E>, tokio::time::error::Elapsed>,
-) -> Result<(), Disconnect> {
-    match outcome {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "websocket write failed");
-            Err(codes::WRITE_ERROR)
-        }
-        Err(_) => Err(codes::SLOW),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    fn payloads(shape: Shape, messages: &[Bytes]) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        shape.frames(messages, &mut frames);
+        frames.into_iter().map(|(_, payload)| payload).collect()
+    }
+
+    #[test]
+    fn unidirectional_connections_get_pushes_joined_only_when_configured() {
+        let replies = [
+            Bytes::from_static(br#"{"push":{"channel":"a","pub":{"data":1}}}"#),
+            Bytes::from_static(br#"{"push":{"channel":"b","pub":{"data":2}}}"#),
+        ];
+        let uni = TransportInfo {
+            name: "uni_websocket",
+            encoding: Encoding::Json,
+            mode: Mode::Unidirectional,
+            deflate: None,
+        };
+        assert_eq!(
+            payloads(Shape::of(&uni, false), &replies),
+            [
+                r#"{"channel":"a","pub":{"data":1}}"#,
+                r#"{"channel":"b","pub":{"data":2}}"#
+            ]
+        );
+        assert_eq!(
+            payloads(Shape::of(&uni, true), &replies),
+            ["{\"channel\":\"a\",\"pub\":{\"data\":1}}\n{\"channel\":\"b\",\"pub\":{\"data\":2}}"]
+        );
+        // A bidirectional connection joins whatever the unidirectional setting says, and
+        // sends the Replies as they are.
+        let bidirectional = Shape::of(&bidirectional(Encoding::Json, None), false);
+        assert_eq!(
+            payloads(bidirectional, &replies),
+            [[&replies[0][..], b"\n", &replies[1][..]].concat()]
+        );
+    }
 
     #[test]
     fn frame_heads_match_tungstenite_at_every_length_boundary() {

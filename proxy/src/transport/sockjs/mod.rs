@@ -37,7 +37,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tokio::sync::mpsc;
 
 use self::session::Receiver;
 pub use self::session::Sessions;
@@ -88,12 +87,17 @@ async fn session_request(
     session_id: &str,
     transport: String,
 ) -> Response<Body> {
-    let (receiver, method) = match transport.as_str() {
+    const SCRIPT: &str = "application/javascript; charset=UTF-8";
+    let (receiver, method, content_type) = match transport.as_str() {
         "websocket" => return upgrade(node, &transports, request, Upgrade::SockJs),
         "xhr_send" => return xhr_send(&node, &transports, request, session_id).await,
-        "xhr" => (Receiver::Polling, Method::POST),
-        "xhr_streaming" => (Receiver::XhrStreaming, Method::POST),
-        "eventsource" => (Receiver::EventSource, Method::GET),
+        "xhr" => (Receiver::Polling, Method::POST, SCRIPT),
+        "xhr_streaming" => (Receiver::XhrStreaming, Method::POST, SCRIPT),
+        "eventsource" => (
+            Receiver::EventSource,
+            Method::GET,
+            "text/event-stream; charset=UTF-8",
+        ),
         // htmlfile, jsonp, jsonp_send: not served (see the module documentation).
         _ => return not_found(),
     };
@@ -132,18 +136,18 @@ async fn session_request(
     let body = if receiver == Receiver::Polling {
         full(session::poll(lookup, heartbeat_delay).await)
     } else {
-        let (chunks, rx) = mpsc::channel(1);
+        let (sink, body) = super::stream_writer::response_body();
         let write_timeout = config.websocket.write_timeout;
         tokio::spawn(session::stream(
             lookup,
             receiver,
-            chunks,
+            sink,
             heartbeat_delay,
             write_timeout,
         ));
-        super::http_stream::stream_body(rx)
+        body
     };
-    shared::stream_response(receiver.content_type(), &cors, body)
+    shared::stream_response(content_type, &cors, body)
 }
 
 /// `xhr_send`: the client's messages, handed to the session in order before answering 204.
@@ -275,14 +279,13 @@ fn upgrade(
                     websocket::serve(node, socket, unauthenticated, context).await;
                 }
                 Upgrade::Raw => {
-                    let flavor = super::websocket::Flavor::Bidirectional {
-                        encoding: gyre_proto::Encoding::Json,
-                        deflate: None,
-                    };
+                    let transport =
+                        super::websocket::bidirectional(gyre_proto::Encoding::Json, None);
                     super::websocket::serve(
                         node,
                         upgraded,
-                        flavor,
+                        transport,
+                        None,
                         max_message_size,
                         unauthenticated,
                         context,

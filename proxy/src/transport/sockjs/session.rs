@@ -21,14 +21,13 @@ use tokio::sync::{Notify, mpsc};
 use super::frames;
 use crate::protocol::node::Node;
 use crate::protocol::session::{Mode, TransportInfo};
-use crate::queue::{Batch, Outbox};
+use crate::queue::Outbox;
 use crate::transport::Transports;
 use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
+use crate::transport::stream_writer::{BodySink, Chunk, Ended, Framing, Sink, Writer, within};
 use gyre_proto::codes::{self, Disconnect};
 
-/// Most queued replies carried by one `a[...]` frame.
-const MAX_MESSAGES_PER_FRAME: usize = 64;
 /// Bytes after which a streaming response ends and the client opens the next one on the same
 /// session (SockJS's `response_limit`): keeps browsers from holding an ever-growing response.
 pub const STREAM_LIMIT: usize = 128 * 1024;
@@ -217,40 +216,7 @@ impl Drop for Attached {
     }
 }
 
-/// A frame for the receiver.
-pub enum Frame {
-    Messages(Bytes),
-    Heartbeat,
-    /// The session is over; nothing follows.
-    Close(Bytes),
-}
-
-impl Frame {
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Messages(frame) | Self::Close(frame) => frame,
-            Self::Heartbeat => frames::HEARTBEAT,
-        }
-    }
-}
-
-/// The next frame from a connection's outbox: its queued replies, its close frame, or a
-/// heartbeat after `heartbeat_delay` of silence.
-pub async fn next_frame(outbox: &Outbox, heartbeat_delay: Duration) -> Frame {
-    tokio::select! {
-        batch = outbox.next_batch(MAX_MESSAGES_PER_FRAME) => match batch {
-            Batch::Messages(replies) => {
-                metrics::counter!(crate::metrics::MESSAGES_SENT, "transport" => "sockjs")
-                    .increment(replies.len() as u64);
-                Frame::Messages(frames::messages(&replies))
-            }
-            Batch::Close(disconnect) => Frame::Close(frames::close(&disconnect)),
-        },
-        () = tokio::time::sleep(heartbeat_delay) => Frame::Heartbeat,
-    }
-}
-
-/// How a receiving sub-transport lays frames out in its response.
+/// How a receiver lays SockJS frames out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receiver {
     /// `xhr`: one frame, then the response ends.
@@ -260,19 +226,14 @@ pub enum Receiver {
     XhrStreaming,
     /// `eventsource`: one `data:` event per frame.
     EventSource,
+    /// `websocket`: each frame as it is, in a text message of its own.
+    WebSocket,
 }
 
 impl Receiver {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Self::Polling | Self::XhrStreaming => "application/javascript; charset=UTF-8",
-            Self::EventSource => "text/event-stream; charset=UTF-8",
-        }
-    }
-
     pub fn prelude(self) -> Option<Bytes> {
         match self {
-            Self::Polling => None,
+            Self::Polling | Self::WebSocket => None,
             Self::XhrStreaming => {
                 let mut prelude = BytesMut::with_capacity(2049);
                 prelude.put_bytes(b'h', 2048);
@@ -283,27 +244,67 @@ impl Receiver {
         }
     }
 
-    pub fn wrap(self, frame: &[u8]) -> Bytes {
-        let mut out = BytesMut::with_capacity(frame.len() + 10);
-        match self {
-            Self::Polling | Self::XhrStreaming => {
-                out.put_slice(frame);
-                out.put_u8(b'\n');
-            }
-            Self::EventSource => {
-                out.put_slice(b"data: ");
-                out.put_slice(frame);
-                out.put_slice(b"\r\n\r\n");
-            }
-        }
+    pub fn wrap(self, frame: Bytes) -> Bytes {
+        let (before, after): (&[u8], &[u8]) = match self {
+            Self::WebSocket => return frame,
+            Self::Polling | Self::XhrStreaming => (b"", b"\n"),
+            Self::EventSource => (b"data: ", b"\r\n\r\n"),
+        };
+        let mut out = BytesMut::with_capacity(before.len() + frame.len() + after.len());
+        out.put_slice(before);
+        out.put_slice(&frame);
+        out.put_slice(after);
         out.freeze()
+    }
+}
+
+/// What a receiver writes of a session: `o` first when it is the request that opened the
+/// session, then `a[...]` for queued replies, `h` after the heartbeat delay without any, and
+/// `c[code,"reason"]` when the session ends.
+pub struct Frames {
+    receiver: Receiver,
+    opens_session: bool,
+    heartbeat: (Duration, Bytes),
+}
+
+impl Frames {
+    pub fn new(receiver: Receiver, opens_session: bool, heartbeat_delay: Duration) -> Self {
+        let heartbeat = receiver.wrap(Bytes::from_static(frames::HEARTBEAT));
+        Self {
+            receiver,
+            opens_session,
+            heartbeat: (heartbeat_delay, heartbeat),
+        }
+    }
+}
+
+impl Framing for Frames {
+    const TRANSPORT: &'static str = "sockjs";
+
+    fn opening(&self) -> Vec<Bytes> {
+        let open = self
+            .opens_session
+            .then(|| self.receiver.wrap(Bytes::from_static(frames::OPEN)));
+        self.receiver.prelude().into_iter().chain(open).collect()
+    }
+
+    fn messages(&mut self, messages: &[Bytes]) -> Bytes {
+        self.receiver.wrap(frames::messages(messages))
+    }
+
+    fn heartbeat(&self) -> Option<(Duration, Bytes)> {
+        Some(self.heartbeat.clone())
+    }
+
+    fn close(&mut self, disconnect: &Disconnect) -> Bytes {
+        self.receiver.wrap(frames::close(disconnect))
     }
 }
 
 /// Everything a refused receiver gets: the prelude and `c[2010,...]`.
 pub fn another_connection(receiver: Receiver) -> Bytes {
     let (code, reason) = frames::ANOTHER_CONNECTION;
-    let close = receiver.wrap(&frames::close_with(code, reason));
+    let close = receiver.wrap(frames::close_with(code, reason));
     match receiver.prelude() {
         Some(prelude) => [prelude, close].concat().into(),
         None => close,
@@ -320,21 +321,24 @@ pub async fn poll(lookup: Lookup, heartbeat_delay: Duration) -> Bytes {
         return another_connection(Receiver::Polling);
     };
     if created {
-        return Receiver::Polling.wrap(frames::OPEN);
+        return Receiver::Polling.wrap(Bytes::from_static(frames::OPEN));
     }
-    let frame = next_frame(&session.outbox, heartbeat_delay).await;
-    if let Frame::Close(_) = frame {
-        session.close_delivered.notify_one();
+    let frames = Frames::new(Receiver::Polling, false, heartbeat_delay);
+    match Writer::new(&session.outbox, frames).next_chunk().await {
+        Chunk::Data(frame) => frame,
+        Chunk::Close(frame) => {
+            session.close_delivered.notify_one();
+            frame
+        }
     }
-    Receiver::Polling.wrap(frame.bytes())
 }
 
-/// A streaming receiver: writes frames into `chunks` (the response body) until the byte limit,
+/// A streaming receiver: writes frames into `sink` (the response body) until the byte limit,
 /// the session's close, or the client going away.
 pub async fn stream(
     lookup: Lookup,
     receiver: Receiver,
-    chunks: mpsc::Sender<Bytes>,
+    mut sink: BodySink,
     heartbeat_delay: Duration,
     write_timeout: Duration,
 ) {
@@ -343,58 +347,18 @@ pub async fn stream(
         Lookup::Created(session) => (session, true),
     };
     let Some(_attached) = session.attach() else {
-        let _ = send(&chunks, another_connection(receiver), write_timeout).await;
+        let _ = within(write_timeout, sink.send(another_connection(receiver))).await;
         return;
     };
-    let mut written = 0;
-    if let Some(prelude) = receiver.prelude()
-        && let Err(disconnect) = send(&chunks, prelude, write_timeout).await
-    {
-        return give_up(&session, disconnect);
-    }
-    if created
-        && let Err(disconnect) = send(&chunks, receiver.wrap(frames::OPEN), write_timeout).await
-    {
-        return give_up(&session, disconnect);
-    }
-    while written < STREAM_LIMIT {
-        let frame = tokio::select! {
-            frame = next_frame(&session.outbox, heartbeat_delay) => frame,
-            // The response was dropped (the client went away): detach now rather than at the
-            // next heartbeat, so that the disconnect delay starts counting.
-            () = chunks.closed() => return,
-        };
-        let chunk = receiver.wrap(frame.bytes());
-        written += chunk.len();
-        let sent = send(&chunks, chunk, write_timeout).await;
-        if let Frame::Close(_) = frame {
-            if sent.is_ok() {
-                session.close_delivered.notify_one();
-            }
-            return;
-        }
-        if let Err(disconnect) = sent {
-            return give_up(&session, disconnect);
-        }
-    }
-}
-
-/// A stream that could not be written: a client that is not reading is closed as slow; one
-/// that went away gets the disconnect delay to come back with another request.
-fn give_up(session: &PollSession, disconnect: Disconnect) {
-    if disconnect == codes::SLOW {
-        session.outbox.close(disconnect);
-    }
-}
-
-async fn send(
-    chunks: &mpsc::Sender<Bytes>,
-    chunk: Bytes,
-    write_timeout: Duration,
-) -> Result<(), Disconnect> {
-    match tokio::time::timeout(write_timeout, chunks.send(chunk)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(codes::CONNECTION_CLOSED),
-        Err(_) => Err(codes::SLOW),
+    let frames = Frames::new(receiver, created, heartbeat_delay);
+    let ended = Writer::new(&session.outbox, frames)
+        .run(&mut sink, write_timeout, Some(STREAM_LIMIT))
+        .await;
+    match ended {
+        Ended::Closed { delivered: true } => session.close_delivered.notify_one(),
+        // A client that is not reading is closed as slow; one that went away gets the
+        // disconnect delay to come back with another request.
+        Ended::Failed(disconnect) if disconnect == codes::SLOW => session.outbox.close(disconnect),
+        Ended::Closed { delivered: false } | Ended::Failed(_) | Ended::Limit => {}
     }
 }

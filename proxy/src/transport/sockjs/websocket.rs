@@ -12,10 +12,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::frames;
-use super::session::{self, Frame};
+use super::session::{self, Frames, Receiver};
 use crate::protocol::node::Node;
 use crate::transport::admission::Unauthenticated;
 use crate::transport::driver::Connection;
+use crate::transport::stream_writer::{Ended, Sink, Writer, within};
 use crate::transport::websocket::Socket;
 use gyre_proto::codes::{self, Disconnect};
 
@@ -31,34 +32,30 @@ pub async fn serve(
     let mut connection = Connection::open(&node, session::transport_info(), context);
     connection.until_connected(unauthenticated);
     let outbox = Arc::clone(connection.outbox());
-    let (mut sink, stream) = socket.split();
+    let (sink, stream) = socket.split();
     let config = &node.config;
     let (heartbeat_delay, write_timeout) = (
         config.sockjs.heartbeat_delay,
         config.websocket.write_timeout,
     );
     let writer = tokio::spawn(async move {
-        if let Err(disconnect) = send(&mut sink, frames::OPEN, write_timeout).await {
-            outbox.close(disconnect);
-            return;
-        }
-        loop {
-            let frame = session::next_frame(&outbox, heartbeat_delay).await;
-            let sent = send(&mut sink, frame.bytes(), write_timeout).await;
-            if let Frame::Close(_) = frame {
+        let mut sink = TextMessages(sink);
+        let frames = Frames::new(Receiver::WebSocket, true, heartbeat_delay);
+        let ended = Writer::new(&outbox, frames)
+            .run(&mut sink, write_timeout, None)
+            .await;
+        match ended {
+            Ended::Closed { .. } => {
                 // SockJS carries the code in the `c` frame; the WebSocket closes normally.
                 let close = CloseFrame {
                     code: CloseCode::Normal,
                     reason: "".into(),
                 };
-                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(close))))
-                    .await;
-                return;
+                let _ = within(write_timeout, sink.write(Message::Close(Some(close)))).await;
             }
-            if let Err(disconnect) = sent {
-                outbox.close(disconnect);
-                return;
-            }
+            Ended::Failed(disconnect) => outbox.close(disconnect),
+            // Not limited.
+            Ended::Limit => {}
         }
     });
     let mut messages = Box::pin(
@@ -103,17 +100,27 @@ pub async fn serve(
     .await;
 }
 
-type Sink = futures_util::stream::SplitSink<Socket, Message>;
+/// The socket's writing half: each chunk one text message.
+struct TextMessages(futures_util::stream::SplitSink<Socket, Message>);
 
-async fn send(sink: &mut Sink, frame: &[u8], timeout: Duration) -> Result<(), Disconnect> {
-    // Frames are ASCII or JSON (UTF-8).
-    let text = String::from_utf8_lossy(frame).into_owned();
-    match tokio::time::timeout(timeout, sink.send(Message::text(text))).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => {
+impl TextMessages {
+    async fn write(&mut self, message: Message) -> Result<(), Disconnect> {
+        self.0.send(message).await.map_err(|error| {
             tracing::debug!(%error, "sockjs websocket write failed");
-            Err(codes::WRITE_ERROR)
-        }
-        Err(_) => Err(codes::SLOW),
+            codes::WRITE_ERROR
+        })
+    }
+}
+
+impl Sink for TextMessages {
+    async fn send(&mut self, frame: Bytes) -> Result<(), Disconnect> {
+        // Frames are ASCII or JSON (UTF-8).
+        let text = String::from_utf8_lossy(&frame).into_owned();
+        self.write(Message::text(text)).await
+    }
+
+    /// The reader finds out (a close frame, a failed read), and the session ends.
+    async fn client_gone(&self) {
+        std::future::pending().await
     }
 }
