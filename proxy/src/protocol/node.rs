@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::engine::{ControlCommand, Engine, EngineEvent, NODE_INFO_INTERVAL, NodeInfo};
-use crate::hub::{ConnectionId, Fanout, Hub, HubOwner};
+use crate::hub::{ConnectionId, ControlSender, Fanout, Hub, HubOwner};
 use crate::protocol::entropy::Entropy;
 use crate::protocol::nodes::Nodes;
 
@@ -84,8 +84,12 @@ impl Node {
         }
     }
 
-    pub fn next_connection_id(&self) -> ConnectionId {
-        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    /// A new connection's id, registered in the hub with the sender of its session's signals;
+    /// the connection's driver unregisters it when it ends.
+    pub fn register_connection(&self, control: ControlSender) -> ConnectionId {
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.hub.register_connection(id, control);
+        id
     }
 
     /// What this node announces about itself.

@@ -110,8 +110,7 @@ impl Sim {
         };
         let outbox = Arc::new(Outbox::new(node.queue_max_size()));
         let (control_tx, control) = control_channel();
-        let id = node.next_connection_id();
-        node.hub.register_connection(id, control_tx.clone());
+        let id = node.register_connection(control_tx.clone());
         let transport = TransportInfo {
             name: "simulated",
             encoding: Encoding::Json,
