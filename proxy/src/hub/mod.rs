@@ -67,6 +67,28 @@ struct Connection {
     session: Option<Box<str>>,
 }
 
+impl Connections {
+    /// Takes `connection` out of the user and session indexes it was in.
+    fn forget(
+        &mut self,
+        connection: ConnectionId,
+        identity: Option<Identity>,
+        session: Option<Box<str>>,
+    ) {
+        if let Some(session) = session {
+            self.by_session.remove(&*session);
+        }
+        if let Some(Identity { user, .. }) = identity
+            && let Some(ids) = self.by_user.get_mut(&*user)
+        {
+            ids.remove(&connection);
+            if ids.is_empty() {
+                self.by_user.remove(&*user);
+            }
+        }
+    }
+}
+
 struct Identity {
     user: Box<str>,
     /// The client id, kept as the 16 bytes it is rather than as its 36-character string.
@@ -417,22 +439,23 @@ impl Hub {
         }
     }
 
+    /// Undoes [`Self::identify`] and [`Self::register_session`]: the connect failed after them,
+    /// and a connection that is not connected must not count for its user or take commands.
+    pub fn forget_identity(&self, connection: ConnectionId) {
+        let mut connections = self.connections.lock();
+        let Some(entry) = connections.by_id.get_mut(&connection) else {
+            return;
+        };
+        let (identity, session) = (entry.identity.take(), entry.session.take());
+        connections.forget(connection, identity, session);
+    }
+
     pub fn unregister_connection(&self, connection: ConnectionId) {
         let mut connections = self.connections.lock();
         let Some(entry) = connections.by_id.remove(&connection) else {
             return;
         };
-        if let Some(session) = &entry.session {
-            connections.by_session.remove(&**session);
-        }
-        if let Some(Identity { user, .. }) = entry.identity
-            && let Some(ids) = connections.by_user.get_mut(&*user)
-        {
-            ids.remove(&connection);
-            if ids.is_empty() {
-                connections.by_user.remove(&*user);
-            }
-        }
+        connections.forget(connection, entry.identity, entry.session);
     }
 
     /// Number of this node's connections of `user`.

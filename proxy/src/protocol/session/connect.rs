@@ -44,6 +44,7 @@ impl Session {
             Ok(joined) => joined,
             Err(error) => {
                 // The client learns about the failure and nothing stays behind.
+                self.node.hub.forget_identity(self.id);
                 self.state = State::Connecting {
                     deadline: self.now.instant + self.node.config.client.stale_close_delay,
                 };

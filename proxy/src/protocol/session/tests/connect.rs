@@ -147,6 +147,8 @@ async fn when_one_token_channel_cannot_be_joined_none_stays_joined() {
     assert!(!sim.session.is_connected());
     assert_eq!(node.hub.num_channels(), 0);
     assert!(node.engine.presence("chat:a").await.unwrap().is_empty());
+    // Not counted for its user: alice may connect again at once, even limited to one.
+    assert_eq!(node.hub.user_connections("alice"), 0);
     // Refused: the connection goes stale as if it never connected.
     sim.expect_close_at(10 * SECOND, codes::STALE.code).await;
 }
