@@ -57,16 +57,6 @@ struct Connections {
     by_session: HashMap<String, ConnectionId>,
 }
 
-/// One entry per connection of the node: kept small (56 bytes, 64 with its key), since the map
-/// keeps ~1.1–2.3 buckets per connection.
-struct Connection {
-    control: ControlSender,
-    /// Set when the client has connected: who it is.
-    identity: Option<Identity>,
-    /// The emulation session id, for connections of emulated transports.
-    session: Option<Box<str>>,
-}
-
 impl Connections {
     /// Takes `connection` out of the user and session indexes it was in.
     fn forget(
@@ -87,6 +77,16 @@ impl Connections {
             }
         }
     }
+}
+
+/// One entry per connection of the node: kept small (56 bytes, 64 with its key), since the map
+/// keeps ~1.1–2.3 buckets per connection.
+struct Connection {
+    control: ControlSender,
+    /// Set when the client has connected: who it is.
+    identity: Option<Identity>,
+    /// The emulation session id, for connections of emulated transports.
+    session: Option<Box<str>>,
 }
 
 struct Identity {

@@ -555,6 +555,7 @@ impl Session {
         self.id
     }
 
+    /// The node this session belongs to (its driver unregisters the connection there).
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }
