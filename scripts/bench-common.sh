@@ -44,6 +44,15 @@ pin_modes() { if pinning_enabled; then echo unpinned pinned; else echo unpinned;
 
 # Builds gyre, libgyre.so and gyre-bench (release) unless SKIP_BUILD is set; sets GYRE, MODULE
 # and BENCH to their paths.
+# Installs redis-server with apt-get when it is missing (unless SKIP_INSTALL is set).
+need_redis_server() {
+  if [ -z "${SKIP_INSTALL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+}
+
 build_release() {
   if [ -z "${SKIP_BUILD:-}" ]; then
     log "building gyre, libgyre.so and gyre-bench (release)"

@@ -63,11 +63,7 @@ log() { echo "bench-storm: $*" >&2; }
 # --- 1. dependencies and build ------------------------------------------------------------
 # shellcheck source=scripts/bench-common.sh
 . scripts/bench-common.sh
-if [ -z "${SKIP_INSTALL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
-  log "installing redis-server"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+need_redis_server
 build_release
 raise_nofile "$CLIENTS" clients
 workdir storm
