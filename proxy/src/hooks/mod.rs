@@ -540,8 +540,8 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 }
 
 /// The node's backends, built once from the config. Events without one fall back to the
-/// session's own rules (tokens, namespace permissions).
-#[derive(Default)]
+/// session's own rules (tokens, namespace permissions). A clone shares the backends.
+#[derive(Clone, Default)]
 pub struct Hooks {
     connect: Option<Arc<Backend>>,
     refresh: Option<Arc<Backend>>,

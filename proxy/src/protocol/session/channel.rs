@@ -135,7 +135,7 @@ impl Session {
             .map(|s| s.chan_info.clone())
             .unwrap_or_default();
         publish_options.info = Some(self.client_info(connected, chan_info));
-        node.engine
+        self.effects
             .publish(&request.channel, data, &publish_options)
             .await?;
         Ok(Reply {
@@ -171,7 +171,7 @@ impl Session {
             limit: Some(limit),
             reverse: request.reverse,
         };
-        let history = self.node.engine.history(&request.channel, query).await?;
+        let history = self.effects.history(&request.channel, query).await?;
         if let Some(since) = &request.since
             && !since.epoch.is_empty()
             && since.epoch != history.position.epoch
@@ -194,7 +194,7 @@ impl Session {
 
     pub(super) async fn presence(&mut self, request: &PresenceRequest) -> CommandResult<Reply> {
         self.check_presence_access(&request.channel)?;
-        let presence = self.node.engine.presence(&request.channel).await?;
+        let presence = self.effects.presence(&request.channel).await?;
         Ok(Reply {
             presence: Some(PresenceResult { presence }),
             ..Default::default()
@@ -206,7 +206,7 @@ impl Session {
         request: &PresenceStatsRequest,
     ) -> CommandResult<Reply> {
         self.check_presence_access(&request.channel)?;
-        let stats = self.node.engine.presence_stats(&request.channel).await?;
+        let stats = self.effects.presence_stats(&request.channel).await?;
         Ok(Reply {
             presence_stats: Some(PresenceStatsResult {
                 num_clients: stats.num_clients,

@@ -291,8 +291,8 @@ impl Session {
             }
             return Err(codes::DISCONNECT_BAD_REQUEST.into());
         }
-        let mut claims = node
-            .verifier
+        let mut claims = self
+            .effects
             .verify_connect(&request.token, self.now.unix)
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Connect))?;
@@ -312,8 +312,7 @@ impl Session {
             return Err(codes::DISCONNECT_BAD_REQUEST.into());
         }
         let mut claims = self
-            .node
-            .verifier
+            .effects
             .verify_connect(&request.token, self.now.unix)
             .await
             .map_err(|error| token_rejected(&error, TokenUse::Refresh))?;

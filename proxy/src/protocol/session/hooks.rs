@@ -73,14 +73,9 @@ impl Session {
         let client = self.client.to_string();
         let mut channels: Vec<String> = request.subs.keys().cloned().collect();
         channels.sort();
-        let answer = backend
-            .connect(
-                &self.caller("", &client),
-                &request.data,
-                &request.name,
-                &request.version,
-                channels,
-            )
+        let answer = self
+            .effects
+            .connect_hook(backend, &self.caller("", &client), request, channels)
             .await;
         let Some(result) = outcome::interactive(answer.map_err(drop))? else {
             return Ok(None);
@@ -112,8 +107,9 @@ impl Session {
             return Ok(());
         };
         let client = self.client.to_string();
-        let answer = backend
-            .refresh(&self.caller(&connected.user, &client))
+        let answer = self
+            .effects
+            .refresh_hook(backend, &self.caller(&connected.user, &client))
             .await;
         match outcome::refresh(answer.map_err(drop), current, now_unix) {
             outcome::Refresh::Expired => Err(codes::CONNECTION_EXPIRED),
@@ -154,8 +150,10 @@ impl Session {
             .ok_or(codes::NOT_AVAILABLE)?;
         let connected = self.connected()?;
         let client = self.client.to_string();
-        let answer = backend
-            .subscribe(&self.caller(&connected.user, &client), channel, token, data)
+        let caller = self.caller(&connected.user, &client);
+        let answer = self
+            .effects
+            .subscribe_hook(backend, &caller, channel, token, data)
             .await;
         let result = outcome::interactive(answer.map_err(drop))?;
         let subscribed = outcome::subscribed(result)?;
@@ -186,8 +184,10 @@ impl Session {
             .ok_or(codes::NOT_AVAILABLE)?;
         let connected = self.connected()?;
         let client = self.client.to_string();
-        let answer = backend
-            .publish(&self.caller(&connected.user, &client), channel, data)
+        let caller = self.caller(&connected.user, &client);
+        let answer = self
+            .effects
+            .publish_hook(backend, &caller, channel, data)
             .await;
         let result = outcome::interactive(answer.map_err(drop))?;
         Ok(outcome::publish(result)?)
@@ -208,8 +208,10 @@ impl Session {
             return outcome::SubRefresh::Expired;
         };
         let client = self.client.to_string();
-        let answer = backend
-            .sub_refresh(&self.caller(&connected.user, &client), channel)
+        let caller = self.caller(&connected.user, &client);
+        let answer = self
+            .effects
+            .sub_refresh_hook(backend, &caller, channel)
             .await;
         let decision = outcome::sub_refresh(answer.map_err(drop), now_unix);
         if let outcome::SubRefresh::Prolonged { expires_at, info } = &decision
@@ -250,12 +252,10 @@ impl Session {
             .ok_or(codes::NOT_AVAILABLE)?;
         let connected = self.connected()?;
         let client = self.client.to_string();
-        let answer = backend
-            .rpc(
-                &self.caller(&connected.user, &client),
-                &request.method,
-                &request.data,
-            )
+        let caller = self.caller(&connected.user, &client);
+        let answer = self
+            .effects
+            .rpc_hook(backend, &caller, &request.method, &request.data)
             .await;
         let result = outcome::interactive(answer.map_err(drop))?;
         Ok(reply(outcome::rpc(result)?))

@@ -8,8 +8,10 @@
 //!
 //! It reads no clock and draws no random number itself: every input comes with its time
 //! ([`Now`]), its timing rules are plain data ([`timers`]), and randomness comes from the node's
-//! [`crate::protocol::entropy::Entropy`]. The tests in `tests/` drive whole sessions on a
-//! simulated clock, with the in-process engine, in a few milliseconds.
+//! [`crate::protocol::entropy::Entropy`]. It calls the engine, the token verifier and the
+//! backend hooks only through its [`effects::Effects`], which the tests script. The tests in
+//! `tests/` drive whole sessions on a simulated clock, with the in-process engine, in a few
+//! milliseconds.
 //!
 //! Commands: [`connect`], [`subscribe`] (subscribe, unsubscribe, recovery), [`channel`] (publish,
 //! history, presence), refresh and the rest here; [`hooks`]: where the backend hooks are called
@@ -18,6 +20,7 @@
 mod channel;
 pub use channel::history_options;
 mod connect;
+mod effects;
 mod hooks;
 mod subscribe;
 #[cfg(test)]
@@ -108,6 +111,8 @@ pub enum Mode {
 
 pub struct Session {
     node: Arc<Node>,
+    /// Engine, token verifier and backend calls go through here, never to `node` directly.
+    effects: effects::Effects,
     id: ConnectionId,
     /// The client id announced in the connect reply (as its hyphenated lower-case string): kept
     /// as 16 bytes, formatted when needed, instead of a 36-byte string here and in the hub.
@@ -249,6 +254,7 @@ impl Session {
         let deadline = now.instant + node.config.client.stale_close_delay;
         Self {
             client: node.entropy.uuid(),
+            effects: effects::Effects::live(Arc::clone(&node)),
             node,
             id,
             transport,

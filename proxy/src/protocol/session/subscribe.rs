@@ -242,7 +242,7 @@ impl Session {
         {
             let _gate = node.hub.channel_gate(channel).lock().await;
             if node.hub.add(Arc::clone(&subscription))
-                && let Err(error) = node.engine.subscribe(channel).await
+                && let Err(error) = self.effects.subscribe(channel).await
             {
                 node.hub.remove(channel, self.id);
                 return Err(error.into());
@@ -282,11 +282,11 @@ impl Session {
         grant: &Grant,
         recover: Option<StreamPosition>,
     ) -> CommandResult<(SubscribeResult, LivePosition)> {
-        let node = &self.node;
         if grant.presence {
             let info = self.client_info(self.connected()?, grant.chan_info.clone());
-            node.engine
-                .add_presence(channel, &info, node.presence_ttl(), grant.join_leave)
+            let ttl = self.node.presence_ttl();
+            self.effects
+                .add_presence(channel, &info, ttl, grant.join_leave)
                 .await?;
         }
         let told = grant.expires_at.filter(|_| grant.client_refresh);
@@ -328,7 +328,9 @@ impl Session {
             if grant.delta
                 && let Some(last) = outcome.publications.last()
             {
-                node.hub.seed_delta_base(channel, last, &outcome.top.epoch);
+                self.node
+                    .hub
+                    .seed_delta_base(channel, last, &outcome.top.epoch);
             }
             result.publications = if grant.delta {
                 delta_chain(recovered, self.wire().encoding)
@@ -373,8 +375,8 @@ impl Session {
         };
         let user_limited = options.allow_user_limited_channels && channel.contains('#');
         if !request.token.is_empty() {
-            let claims = node
-                .verifier
+            let claims = self
+                .effects
                 .verify_subscribe(&request.token, self.now.unix)
                 .await
                 .map_err(|error| token_rejected(&error, TokenUse::Subscribe))?;
@@ -437,7 +439,7 @@ impl Session {
         meta_ttl: std::time::Duration,
         cache: bool,
     ) -> CommandResult<Recovery> {
-        let engine = &self.node.engine;
+        let engine = &self.effects;
         let limit = self.node.config.client.recovery_max_publication_limit as usize;
         match recover {
             Some(since) if cache => {
@@ -517,15 +519,15 @@ impl Session {
         {
             let _gate = node.hub.channel_gate(channel).lock().await;
             if node.hub.remove(channel, self.id)
-                && let Err(error) = node.engine.unsubscribe(channel).await
+                && let Err(error) = self.effects.unsubscribe(channel).await
             {
                 tracing::warn!(%channel, %error, "engine unsubscribe failed");
             }
         }
         if state.presence
             && let Some(info) = info
-            && let Err(error) = node
-                .engine
+            && let Err(error) = self
+                .effects
                 .remove_presence(channel, &info, state.join_leave)
                 .await
         {
@@ -570,8 +572,7 @@ impl Session {
             };
         }
         let claims = match self
-            .node
-            .verifier
+            .effects
             .verify_subscribe(&request.token, self.now.unix)
             .await
         {
@@ -619,8 +620,7 @@ impl Session {
         for (channel, state) in connected.subscriptions.iter().filter(|(_, s)| s.presence) {
             let info = self.client_info(connected, state.chan_info.clone());
             if let Err(error) = self
-                .node
-                .engine
+                .effects
                 .add_presence(channel, &info, ttl, state.join_leave)
                 .await
             {
@@ -710,7 +710,7 @@ impl Session {
                 limit: Some(0),
                 ..Default::default()
             };
-            let moved = match self.node.engine.history(&channel, query).await {
+            let moved = match self.effects.history(&channel, query).await {
                 Ok(history) => {
                     let top = history.position;
                     top.offset != position.offset

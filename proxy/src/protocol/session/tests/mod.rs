@@ -1,9 +1,12 @@
 //! Whole sessions on a simulated clock: a real node (the in-process memory engine, the hub, the
 //! token verifier) and a session driven as a transport drives it, except that the test says
-//! what time it is. No socket, no Redis, no sleep: every rule about time is checked at the
-//! instant it applies and the instant before.
+//! what time it is, and its script may answer the session's engine, verifier and hook calls in
+//! their place (see [`super::effects`]). No socket, no Redis, no sleep: every rule about time is
+//! checked at the instant it applies and the instant before.
 
 mod connect;
+mod engine_failures;
+mod hooks;
 mod subscribe;
 mod timing;
 
@@ -15,6 +18,8 @@ use futures_util::FutureExt;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 
+use super::effects::script::Script;
+use super::effects::{Call, Effects};
 use super::{Mode, Now, Session, TransportInfo};
 use crate::auth::Verifier;
 use crate::config::Config;
@@ -31,6 +36,14 @@ const SECRET: &str = "simulated-clock-secret";
 /// The simulated unix time at which every test starts.
 const T0_UNIX: i64 = 1_800_000_000;
 const SECOND: Duration = Duration::from_secs(1);
+
+/// Pongs off, so that a test about expiry does not have to answer pings.
+const NO_PONGS: &str = "[client]\npong_timeout = \"0s\"";
+
+/// The error code of a reply, or 0 when it succeeded.
+fn error_code(reply: &Value) -> u64 {
+    reply["error"]["code"].as_u64().unwrap_or(0)
+}
 
 /// The node's config: HMAC tokens, the default timings, and `extra` (TOML) appended.
 fn config(extra: &str) -> Arc<Config> {
@@ -72,9 +85,23 @@ fn node_without_dispatcher(
     .expect("verifier");
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let engine = Engine::Memory(MemoryEngine::new(events));
-    let hooks = crate::hooks::Hooks::new(&config).expect("hooks");
+    let hooks = hooks(extra, &config);
     let node = Node::new(config, engine, verifier, hooks).with_entropy(Entropy::seeded(1));
     (Arc::new(node), events_rx)
+}
+
+/// The backends of the config made of `extra`, built once per config for all tests: each
+/// HTTP client loads the system's root certificates, which costs more than a whole test.
+fn hooks(extra: &str, config: &Config) -> crate::hooks::Hooks {
+    static BUILT: std::sync::Mutex<Vec<(String, crate::hooks::Hooks)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, hooks)) = built.iter().find(|(text, _)| text == extra) {
+        return hooks.clone();
+    }
+    let hooks = crate::hooks::Hooks::new(config).expect("hooks");
+    built.push((extra.to_owned(), hooks.clone()));
+    hooks
 }
 
 /// An HS256 token with these claims.
@@ -87,10 +114,12 @@ fn token_signed_with(secret: &str, claims: &Value) -> String {
     jsonwebtoken::encode(&Header::default(), claims, &key).expect("token")
 }
 
-/// One connection: the session, its outbox and signals, and the simulated time.
+/// One connection: the session, its outbox and signals, the simulated time, and the script of
+/// its calls to the engine, the verifier and the backends (carried out unless planned).
 struct Sim {
     node: Arc<Node>,
     session: Session,
+    script: Arc<Script>,
     outbox: Arc<Outbox>,
     control: ControlReceiver,
     start: Now,
@@ -117,7 +146,7 @@ impl Sim {
             mode,
             deflate: None,
         };
-        let session = Session::new(
+        let mut session = Session::new(
             Arc::clone(node),
             id,
             transport,
@@ -126,9 +155,12 @@ impl Sim {
             Default::default(),
             start,
         );
+        let script = Arc::new(Script::default());
+        session.effects = Effects::scripted(Arc::clone(node), Arc::clone(&script));
         Self {
             node: Arc::clone(node),
             session,
+            script,
             outbox,
             control,
             start,

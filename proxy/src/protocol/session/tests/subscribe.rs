@@ -7,11 +7,6 @@ use serde_json::json;
 use super::*;
 use gyre_proto::codes;
 
-/// The error code of a reply, or 0 when it succeeded.
-fn error_code(reply: &Value) -> u64 {
-    reply["error"]["code"].as_u64().unwrap_or(0)
-}
-
 async fn subscribe(sim: &mut Sim, request: Value) -> Value {
     sim.call(json!({"id": 2, "subscribe": request})).await
 }

@@ -7,9 +7,6 @@ use super::*;
 use crate::engine::{HistoryOptions, PublishOptions};
 use gyre_proto::codes;
 
-/// Pongs off, so that a test about expiry does not have to answer pings.
-const NO_PONGS: &str = "[client]\npong_timeout = \"0s\"";
-
 /// Whether a ping (an empty message) is among `messages`.
 fn has_ping(messages: &[Value]) -> bool {
     messages.iter().any(|m| m == &json!({}))
