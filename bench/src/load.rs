@@ -231,6 +231,54 @@ struct Phase {
     wire_bytes_per_delivery: Option<f64>,
     /// The same messages after inflating (= wire payload when uncompressed).
     inflated_bytes_per_delivery: Option<f64>,
+    /// When the deliveries later than [`LATE_US`] were sent, as episodes: one stall of the
+    /// server shows as one episode that holds every publication sent during it; a queue that
+    /// grows shows as a long one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    late: Vec<LateEpisode>,
+}
+
+/// A delivery this late (µs) counts in [`Phase::late`].
+const LATE_US: u64 = 20_000;
+/// The send times of late deliveries are grouped in slots of this many ms; slots in a row make
+/// one episode.
+const LATE_SLOT_MS: u64 = 10;
+
+/// Late deliveries whose publications were sent in consecutive [`LATE_SLOT_MS`] slots.
+#[derive(Serialize)]
+struct LateEpisode {
+    /// When the first of them was sent, ms after the phase's start.
+    sent_from_ms: u64,
+    /// Until when (exclusive, slot granularity).
+    sent_until_ms: u64,
+    deliveries: u64,
+    max_ms: f64,
+}
+
+/// Groups late deliveries (slot → count, max µs) into episodes.
+fn late_episodes(slots: BTreeMap<u64, (u64, u64)>, start_ns: u64) -> Vec<LateEpisode> {
+    let first_slot = start_ns / 1_000_000 / LATE_SLOT_MS;
+    let mut episodes: Vec<LateEpisode> = Vec::new();
+    let mut previous = None;
+    for (slot, (count, max_us)) in slots {
+        let from = slot.saturating_sub(first_slot) * LATE_SLOT_MS;
+        let max_ms = max_us as f64 / 1000.0;
+        match episodes.last_mut() {
+            Some(episode) if previous == Some(slot - 1) => {
+                episode.sent_until_ms = from + LATE_SLOT_MS;
+                episode.deliveries += count;
+                episode.max_ms = episode.max_ms.max(max_ms);
+            }
+            _ => episodes.push(LateEpisode {
+                sent_from_ms: from,
+                sent_until_ms: from + LATE_SLOT_MS,
+                deliveries: count,
+                max_ms,
+            }),
+        }
+        previous = Some(slot);
+    }
+    episodes
 }
 
 /// What became of the stalled subscribers.
@@ -276,6 +324,8 @@ struct Shared {
     delivered: AtomicU64,
     last_delivery_ns: AtomicU64,
     hist: Vec<Mutex<Histogram<u64>>>,
+    /// Late deliveries by their send time's slot: (count, max latency µs).
+    late: Mutex<BTreeMap<u64, (u64, u64)>>,
     errors: Mutex<BTreeMap<String, u64>>,
     phase: Mutex<String>,
     wire: WireCounters,
@@ -291,7 +341,15 @@ impl Shared {
         let now = payload::now_ns();
         let mut h = self.hist[shard % SHARDS].lock().unwrap();
         let n = payload::scan(frame, |t| {
-            stats::record(&mut h, now.saturating_sub(t) / 1000);
+            let latency_us = now.saturating_sub(t) / 1000;
+            stats::record(&mut h, latency_us);
+            if latency_us > LATE_US {
+                let slot = t / 1_000_000 / LATE_SLOT_MS;
+                let mut late = self.late.lock().unwrap();
+                let (count, max) = late.entry(slot).or_default();
+                *count += 1;
+                *max = (*max).max(latency_us);
+            }
         });
         drop(h);
         self.delivered.fetch_add(n as u64, Relaxed);
@@ -1190,6 +1248,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         hist: (0..SHARDS)
             .map(|_| Mutex::new(stats::new_histogram()))
             .collect(),
+        late: Mutex::new(BTreeMap::new()),
         errors: Mutex::new(BTreeMap::new()),
         phase: Mutex::new("connect".into()),
         wire: WireCounters::default(),
@@ -1292,6 +1351,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             pubs.push(Publisher::new(&args, via, &publish_base).await?);
         }
         let _ = shared.take_latency();
+        shared.late.lock().unwrap().clear();
         let subscribers_at_start = shared.ready.load(Relaxed) - shared.closed.load(Relaxed);
         let closed0 = shared.closed.load(Relaxed);
         let d0 = shared.delivered.load(Relaxed);
@@ -1342,6 +1402,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         let last = shared.last_delivery_ns.load(Relaxed);
         let span_s = (last.saturating_sub(start_ns)) as f64 / 1e9;
         let latency = Latency::of(&shared.take_latency());
+        let late = late_episodes(std::mem::take(&mut *shared.late.lock().unwrap()), start_ns);
         let server_cpu = s1.cpu_s - s0.cpu_s;
         let redis_cpu = r1.cpu_s - r0.cpu_s;
         let phase = Phase {
@@ -1386,6 +1447,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
                 .then(|| round3((wb1 - wb0) as f64 / delivered as f64)),
             inflated_bytes_per_delivery: (wi1 > wi0 && delivered > 0)
                 .then(|| round3((wi1 - wi0) as f64 / delivered as f64)),
+            late,
         };
         eprintln!(
             "phase {}: rate {rate}/s, delivered {}/{} (lost {}), p50 {} µs, p99 {} µs, max {} µs, server {:?} µs/delivery",
@@ -1398,6 +1460,16 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             phase.latency.max_us,
             phase.server_cpu_us_per_delivery
         );
+        for episode in &phase.late {
+            eprintln!(
+                "  late (> {} ms): {} deliveries of publications sent {}–{} ms into the phase, max {} ms",
+                LATE_US / 1000,
+                episode.deliveries,
+                episode.sent_from_ms,
+                episode.sent_until_ms,
+                episode.max_ms
+            );
+        }
         phases.push(phase);
         if n + 1 < args.rate.len() {
             // Let stragglers of an overloaded phase arrive (uncounted) before the next one starts:
@@ -1454,6 +1526,26 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn late_deliveries_in_consecutive_slots_are_one_episode_and_a_gap_starts_another() {
+        let start_ns = 1_000 * 1_000_000_000;
+        let slot = |ms: u64| (start_ns / 1_000_000 + ms) / LATE_SLOT_MS;
+        let slots = BTreeMap::from([
+            (slot(100), (3, 25_000)),
+            (slot(110), (5, 40_000)),
+            (slot(300), (1, 21_000)),
+        ]);
+        let episodes = late_episodes(slots, start_ns);
+        assert_eq!(episodes.len(), 2);
+        assert_eq!(
+            (episodes[0].sent_from_ms, episodes[0].sent_until_ms),
+            (100, 120)
+        );
+        assert_eq!(episodes[0].deliveries, 8);
+        assert_eq!(episodes[0].max_ms, 40.0);
+        assert_eq!((episodes[1].sent_from_ms, episodes[1].deliveries), (300, 1));
+    }
 
     #[test]
     fn delta_payloads_are_rebuilt_from_the_previous_one() {
