@@ -236,6 +236,8 @@ struct Phase {
     /// grows shows as a long one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     late: Vec<LateEpisode>,
+    /// CPU time the hypervisor gave to other guests during the phase (all CPUs, ms).
+    steal_ms: u64,
 }
 
 /// A delivery this late (µs) counts in [`Phase::late`].
@@ -253,10 +255,17 @@ struct LateEpisode {
     sent_until_ms: u64,
     deliveries: u64,
     max_ms: f64,
+    /// Steal time seen from the episode's first send until its last late delivery (ms).
+    steal_ms: u64,
 }
 
-/// Groups late deliveries (slot → count, max µs) into episodes.
-fn late_episodes(slots: BTreeMap<u64, (u64, u64)>, start_ns: u64) -> Vec<LateEpisode> {
+/// Groups late deliveries (slot → count, max µs) into episodes, each with the steal time
+/// (`steal`: unix ns, ms) seen while it lasted.
+fn late_episodes(
+    slots: BTreeMap<u64, (u64, u64)>,
+    start_ns: u64,
+    steal: &[(u64, u64)],
+) -> Vec<LateEpisode> {
     let first_slot = start_ns / 1_000_000 / LATE_SLOT_MS;
     let mut episodes: Vec<LateEpisode> = Vec::new();
     let mut previous = None;
@@ -274,9 +283,20 @@ fn late_episodes(slots: BTreeMap<u64, (u64, u64)>, start_ns: u64) -> Vec<LateEpi
                 sent_until_ms: from + LATE_SLOT_MS,
                 deliveries: count,
                 max_ms,
+                steal_ms: 0,
             }),
         }
         previous = Some(slot);
+    }
+    let start_ms = start_ns / 1_000_000;
+    for episode in &mut episodes {
+        let from = start_ms + episode.sent_from_ms;
+        let until = start_ms + episode.sent_until_ms + episode.max_ms.ceil() as u64;
+        episode.steal_ms = steal
+            .iter()
+            .filter(|(at, _)| (from..=until + LATE_SLOT_MS).contains(&(at / 1_000_000)))
+            .map(|(_, ms)| ms)
+            .sum();
     }
     episodes
 }
@@ -1359,6 +1379,7 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         let r0 = stats::sample(&args.redis_pid);
         let c0 = stats::self_cpu();
         let (wb0, wm0, wc0, wi0) = wire_sample(&shared.wire);
+        let steal_timeline = stats::StealTimeline::start();
         let start = tokio::time::Instant::now();
         let start_ns = payload::now_ns();
         let mut handles = Vec::new();
@@ -1402,7 +1423,9 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
         let last = shared.last_delivery_ns.load(Relaxed);
         let span_s = (last.saturating_sub(start_ns)) as f64 / 1e9;
         let latency = Latency::of(&shared.take_latency());
-        let late = late_episodes(std::mem::take(&mut *shared.late.lock().unwrap()), start_ns);
+        let steal = steal_timeline.finish();
+        let late_slots = std::mem::take(&mut *shared.late.lock().unwrap());
+        let late = late_episodes(late_slots, start_ns, &steal);
         let server_cpu = s1.cpu_s - s0.cpu_s;
         let redis_cpu = r1.cpu_s - r0.cpu_s;
         let phase = Phase {
@@ -1448,9 +1471,10 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             inflated_bytes_per_delivery: (wi1 > wi0 && delivered > 0)
                 .then(|| round3((wi1 - wi0) as f64 / delivered as f64)),
             late,
+            steal_ms: steal.iter().map(|(_, ms)| ms).sum(),
         };
         eprintln!(
-            "phase {}: rate {rate}/s, delivered {}/{} (lost {}), p50 {} µs, p99 {} µs, max {} µs, server {:?} µs/delivery",
+            "phase {}: rate {rate}/s, delivered {}/{} (lost {}), p50 {} µs, p99 {} µs, max {} µs, server {:?} µs/delivery, steal {} ms",
             n + 1,
             phase.delivered,
             phase.deliveries_expected,
@@ -1458,16 +1482,18 @@ async fn run_async(args: LoadArgs) -> Result<LoadResult, Box<dyn std::error::Err
             phase.latency.p50_us,
             phase.latency.p99_us,
             phase.latency.max_us,
-            phase.server_cpu_us_per_delivery
+            phase.server_cpu_us_per_delivery,
+            phase.steal_ms
         );
         for episode in &phase.late {
             eprintln!(
-                "  late (> {} ms): {} deliveries of publications sent {}–{} ms into the phase, max {} ms",
+                "  late (> {} ms): {} deliveries of publications sent {}–{} ms into the phase, max {} ms, steal {} ms",
                 LATE_US / 1000,
                 episode.deliveries,
                 episode.sent_from_ms,
                 episode.sent_until_ms,
-                episode.max_ms
+                episode.max_ms,
+                episode.steal_ms
             );
         }
         phases.push(phase);
@@ -1536,7 +1562,8 @@ mod tests {
             (slot(110), (5, 40_000)),
             (slot(300), (1, 21_000)),
         ]);
-        let episodes = late_episodes(slots, start_ns);
+        let steal = [(start_ns + 115_000_000, 10), (start_ns + 900_000_000, 20)];
+        let episodes = late_episodes(slots, start_ns, &steal);
         assert_eq!(episodes.len(), 2);
         assert_eq!(
             (episodes[0].sent_from_ms, episodes[0].sent_until_ms),
@@ -1545,6 +1572,7 @@ mod tests {
         assert_eq!(episodes[0].deliveries, 8);
         assert_eq!(episodes[0].max_ms, 40.0);
         assert_eq!((episodes[1].sent_from_ms, episodes[1].deliveries), (300, 1));
+        assert_eq!((episodes[0].steal_ms, episodes[1].steal_ms), (10, 0));
     }
 
     #[test]

@@ -113,6 +113,68 @@ pub fn sample(pids: &[u32]) -> ProcSample {
     s
 }
 
+/// Time the hypervisor ran something else while this VM's CPUs wanted to run (`steal` of
+/// `/proc/stat`), summed over the CPUs, in ms. `None` where the kernel does not report it.
+fn steal_ms(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // cpu user nice system idle iowait irq softirq steal
+    let steal: u64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    Some((steal as f64 * 1000.0 / clock_ticks()) as u64)
+}
+
+/// Samples the machine's steal time every 10 ms on its own thread, until dropped: when a
+/// latency tail coincides with steal, the hypervisor's other guests set it, not the server.
+pub struct StealTimeline {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<(u64, u64)>>>,
+}
+
+impl StealTimeline {
+    pub fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let read = || {
+                std::fs::read_to_string("/proc/stat")
+                    .ok()
+                    .and_then(|t| steal_ms(&t))
+            };
+            let mut samples = Vec::new();
+            let Some(mut last) = read() else {
+                return samples;
+            };
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                let Some(now) = read() else { break };
+                if now > last {
+                    samples.push((crate::payload::now_ns(), now - last));
+                }
+                last = now;
+            }
+            samples
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// (unix ns when seen, ms stolen since the previous sample), for every sample with steal.
+    pub fn finish(mut self) -> Vec<(u64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for StealTimeline {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// CPU seconds of this process (all threads).
 pub fn self_cpu() -> f64 {
     std::fs::read_to_string("/proc/self/stat")
@@ -170,6 +232,16 @@ mod tests {
     fn proc_parsing() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
         assert_eq!(cpu_seconds(stat), Some(300.0 / clock_ticks()));
+    }
+
+    #[test]
+    fn steal_is_the_eighth_number_of_the_cpu_line() {
+        let stat = "cpu  5217427 879305 666597 3294223 24485 0 85363 35616 0 0\n\
+                    cpu0 2636778 442184 333571 1614895 13470 0 42733 17740 0 0\n";
+        assert_eq!(
+            steal_ms(stat),
+            Some((35616.0 * 1000.0 / clock_ticks()) as u64)
+        );
         assert_eq!(rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), Some(12345));
         let me = sample(&[std::process::id()]);
         assert_eq!(me.missing, 0);
