@@ -439,7 +439,7 @@ impl Session {
         meta_ttl: std::time::Duration,
         cache: bool,
     ) -> CommandResult<Recovery> {
-        let engine = &self.effects;
+        let effects = &self.effects;
         let limit = self.node.config.client.recovery_max_publication_limit as usize;
         match recover {
             Some(since) if cache => {
@@ -448,9 +448,9 @@ impl Session {
                     limit: Some(1),
                     reverse: true,
                 };
-                let mut history = engine.history(channel, latest).await?;
+                let mut history = effects.history(channel, latest).await?;
                 if history.position.epoch.is_empty() {
-                    history.position = engine.position(channel, meta_ttl).await?;
+                    history.position = effects.position(channel, meta_ttl).await?;
                 }
                 Ok(recovery::recover_cache(&since, history))
             }
@@ -460,14 +460,14 @@ impl Session {
                     limit: (limit > 0).then_some(limit as u64 + 1),
                     reverse: false,
                 };
-                let mut history = engine.history(channel, query).await?;
+                let mut history = effects.history(channel, query).await?;
                 if history.position.epoch.is_empty() {
-                    history.position = engine.position(channel, meta_ttl).await?;
+                    history.position = effects.position(channel, meta_ttl).await?;
                 }
                 Ok(recovery::recover(&since, history, limit))
             }
             None => {
-                let position = engine.position(channel, meta_ttl).await?;
+                let position = effects.position(channel, meta_ttl).await?;
                 Ok(recovery::position_only(position))
             }
         }
