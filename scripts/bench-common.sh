@@ -42,8 +42,6 @@ if pinning_enabled; then use_pinning pinned; fi
 # How bench-nchan.sh runs each measurement: unpinned, then pinned when PIN is set.
 pin_modes() { if pinning_enabled; then echo unpinned pinned; else echo unpinned; fi; }
 
-# Builds gyre, libgyre.so and gyre-bench (release) unless SKIP_BUILD is set; sets GYRE, MODULE
-# and BENCH to their paths.
 # Installs redis-server with apt-get when it is missing (unless SKIP_INSTALL is set).
 need_redis_server() {
   if [ -z "${SKIP_INSTALL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then
@@ -53,6 +51,8 @@ need_redis_server() {
   fi
 }
 
+# Builds gyre, libgyre.so and gyre-bench (release) unless SKIP_BUILD is set; sets GYRE, MODULE
+# and BENCH to their paths.
 build_release() {
   if [ -z "${SKIP_BUILD:-}" ]; then
     log "building gyre, libgyre.so and gyre-bench (release)"
