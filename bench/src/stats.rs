@@ -232,6 +232,13 @@ mod tests {
     fn proc_parsing() {
         let stat = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
         assert_eq!(cpu_seconds(stat), Some(300.0 / clock_ticks()));
+        assert_eq!(rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), Some(12345));
+        let me = sample(&[std::process::id()]);
+        assert_eq!(me.missing, 0);
+        assert!(me.rss_kib > 0);
+        assert_eq!(sample(&[u32::MAX]).missing, 1);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]
@@ -242,12 +249,5 @@ mod tests {
             steal_ms(stat),
             Some((35616.0 * 1000.0 / clock_ticks()) as u64)
         );
-        assert_eq!(rss_kib("Name:\tx\nVmRSS:\t   12345 kB\n"), Some(12345));
-        let me = sample(&[std::process::id()]);
-        assert_eq!(me.missing, 0);
-        assert!(me.rss_kib > 0);
-        assert_eq!(sample(&[u32::MAX]).missing, 1);
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 }
