@@ -3,9 +3,8 @@
 //! session never calls them itself; it names each call ([`Call`]) to its [`Effects`] and gets
 //! the answer back.
 //!
-//! The driver decides how calls are carried out. In production they run at once, with no cost
-//! over a direct call (the [`Call`] is never built). The session tests give the session a
-//! [`script::Script`]: it records every call in order and answers those it was told to answer
+//! A session made by `Session::new` carries its calls out at once, with no cost over a direct
+//! call (the [`Call`] is never built). The session tests give it a [`script::Script`] instead: it records every call in order and answers those it was told to answer
 //! (an engine that is down, a backend's reply) instead of carrying them out, so a test can
 //! check what the session does with any answer, and in which order it asked.
 //!
