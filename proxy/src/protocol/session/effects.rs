@@ -4,7 +4,7 @@
 //! the answer back.
 //!
 //! A session made by `Session::new` carries its calls out at once, with no cost over a direct
-//! call (the [`Call`] is never built). The session tests give it a [`script::Script`] instead: it records every call in order and answers those it was told to answer
+//! call (the [`Call`] is never built). The session tests give it a `script::Script` instead: it records every call in order and answers those it was told to answer
 //! (an engine that is down, a backend's reply) instead of carrying them out, so a test can
 //! check what the session does with any answer, and in which order it asked.
 //!

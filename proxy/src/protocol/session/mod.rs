@@ -9,7 +9,7 @@
 //! It reads no clock and draws no random number itself: every input comes with its time
 //! ([`Now`]), its timing rules are plain data ([`timers`]), and randomness comes from the node's
 //! [`crate::protocol::entropy::Entropy`]. It calls the engine, the token verifier and the
-//! backend hooks only through its [`effects::Effects`], which the tests script. The tests in
+//! backend hooks only through its `effects::Effects`, which the tests script. The tests in
 //! `tests/` drive whole sessions on a simulated clock, with the in-process engine, in a few
 //! milliseconds.
 //!
